@@ -1,0 +1,83 @@
+"""Child processes of the control plane: started with a death signal, stopped by pid.
+
+A plane started for tests dies with the process that started it (PR_SET_PDEATHSIG), so an
+interrupted or killed test run leaves no orphans. A plane started by `dev up` is detached
+and stopped later by `dev down`, which checks a pid still runs our binary before signalling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn(argv: list[str], log_path: Path, *, detached: bool) -> subprocess.Popen[bytes]:
+    """Start a binary with its output in `log_path`."""
+    log = log_path.open("ab")
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=detached,
+            preexec_fn=None if detached else _die_with_parent,  # noqa: PLW1509
+        )
+    finally:
+        log.close()
+
+
+def runs_binary(pid: int, binary: Path) -> bool:
+    """True when `pid` is alive and executes `binary` (guards against pid reuse)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return bool(cmdline) and cmdline[0] == os.fsencode(str(binary))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def terminate(pid: int, *, grace: float = 10.0, child: subprocess.Popen[bytes] | None = None) -> None:
+    """SIGTERM, wait up to `grace` seconds, then SIGKILL; reap it when it is our child."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if child is not None and child.poll() is not None:
+            return
+        if child is None and not alive(pid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    if child is not None:
+        child.wait(timeout=5)

@@ -1,0 +1,1 @@
+"""The pure core: no Kubernetes, kopf or HTTP imports (checked by import-linter)."""
