@@ -1,0 +1,57 @@
+# agent-mesh: `make demo` runs a local mesh, `make test` runs every test suite.
+# Both install what they need on first use: a venv in .venv, then the Go-built control
+# plane (etcd, kube-apiserver, kubectl) cached by version under ~/.cache/agent-mesh.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+MESH   := $(VENV)/bin/agent-mesh
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help demo test test-unit test-integration test-e2e lint crds binaries venv clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (found " + sys.version.split()[0] + ")")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create .venv with the package and its dev tools
+
+binaries: venv ## build (first time) the local control plane's binaries
+	@if [ -n "$$KUBECONFIG" ]; then echo "KUBECONFIG is set: using that cluster, building nothing"; \
+	else $(MESH) dev build; fi
+
+demo: binaries ## a local mesh: control plane, CRDs, operator, samples (Ctrl-C stops it)
+	$(MESH) demo
+
+test: binaries ## every test suite (unit, integration, e2e) against a real apiserver
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; exit 1; fi; exit $$rc
+
+test-unit: venv ## pure logic only, no cluster
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+test-integration: binaries ## components against the real apiserver
+	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+
+test-e2e: binaries ## the operator and CLI driven the way a user drives them
+	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
+
+lint: venv ## ruff, mypy --strict, import-linter layer contracts
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+crds: venv ## regenerate crds/*.yaml from the API models
+	$(MESH) crds --write --dir crds
+
+clean: ## remove the venv and caches (not the built binaries)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,164 @@
+"""The `agent-mesh` command: operator, CRDs, the local control plane and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from agent_mesh import __version__
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, no traceback."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agent-mesh", description="A Kubernetes operator for a mesh of AI agents.")
+    parser.add_argument("--version", action="version", version=f"agent-mesh {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    op = sub.add_parser("operator", help="run the operator against the current cluster")
+    op.add_argument("--namespace", "-n", action="append", dest="namespaces", metavar="NS",
+                    help="watch this namespace (repeatable); default: all namespaces")
+    op.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or in-cluster)")
+    op.add_argument("--liveness-host")
+    op.add_argument("--liveness-port", type=int)
+    op.add_argument("--webhook-host")
+    op.add_argument("--webhook-port", type=int)
+    op.add_argument("--webhook-cert-dir", type=Path,
+                    help="directory with tls.crt, tls.key, ca.crt (default: generated)")
+    op.add_argument("--no-webhooks", action="store_false", dest="webhooks", default=None,
+                    help="do not serve the admission webhook")
+    op.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    op.add_argument("--log-format", choices=["json", "text"])
+
+    crds = sub.add_parser("crds", help="print the CRDs generated from the API models")
+    crds.add_argument("--write", action="store_true", help="write them into --dir instead")
+    crds.add_argument("--dir", type=Path, default=Path("crds"), help="default: ./crds")
+
+    dev = sub.add_parser("dev", help="a local control plane (etcd + kube-apiserver)")
+    dev_sub = dev.add_subparsers(dest="dev_command", metavar="ACTION", required=True)
+    up = dev_sub.add_parser("up", help="build (first time) and start it in the background")
+    up.add_argument("--port", type=int, help="apiserver port on 127.0.0.1 (default: a free one)")
+    up.add_argument("--kubernetes-version", help="e.g. 1.36.3 (default: newest that builds)")
+    build = dev_sub.add_parser("build", help="build (first time) and print the binaries' paths")
+    build.add_argument("--kubernetes-version", help="e.g. 1.36.3 (default: newest that builds)")
+    dev_sub.add_parser("down", help="stop it and delete its data")
+    dev_sub.add_parser("kubeconfig", help="print the path of its admin kubeconfig")
+    dev_sub.add_parser("status", help="say whether it runs, where, and which versions")
+
+    demo = sub.add_parser("demo", help="local mesh: control plane, CRDs, operator, samples")
+    demo.add_argument("--once", action="store_true",
+                      help="print the mesh and tear everything down instead of waiting")
+    demo.add_argument("--samples", type=Path, help="manifests to apply (default: config/samples)")
+    demo.add_argument("--timeout", type=float, default=120.0,
+                      help="seconds to wait for the agents' status (default 120)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except CliError as exc:
+        print(f"agent-mesh: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from agent_mesh.devcluster import BuildError, DevClusterError
+    from agent_mesh.kubeconfig import KubeconfigError
+    from agent_mesh.ports import PortInUseError
+
+    try:
+        if args.command == "operator":
+            return _operator(args)
+        if args.command == "crds":
+            return _crds(args)
+        if args.command == "dev":
+            from agent_mesh import devcli
+
+            return devcli.run(args.dev_command, port=getattr(args, "port", None),
+                              kubernetes_version=getattr(args, "kubernetes_version", None))
+        if args.command == "demo":
+            from agent_mesh import demo
+
+            return demo.run(once=args.once, samples=args.samples, timeout=args.timeout)
+    except (KubeconfigError, PortInUseError, ValueError) as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+    except (BuildError, DevClusterError) as exc:
+        raise CliError(str(exc)) from exc
+    raise CliError(f"unknown command {args.command!r}", EXIT_USAGE)
+
+
+def _operator(args: argparse.Namespace) -> int:
+    from agent_mesh.config import OperatorConfig
+    from agent_mesh.kubeconfig import check_kubeconfig, configured_kubeconfig
+    from agent_mesh.observability.logging import configure_logging
+    from agent_mesh.ports import check_port_free
+
+    overrides = {
+        key: value for key, value in vars(args).items()
+        if key in OperatorConfig.model_fields and value is not None
+    }
+    try:
+        config = OperatorConfig(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        flag = "--" + ".".join(str(p) for p in first["loc"]).replace("_", "-")
+        raise CliError(f"{flag}: {first['msg']} (got {first.get('input')!r})",
+                       EXIT_USAGE) from exc
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = str(check_kubeconfig(args.kubeconfig, "--kubeconfig"))
+    elif (path := configured_kubeconfig()) is not None:
+        check_kubeconfig(path, "KUBECONFIG")
+    elif "KUBERNETES_SERVICE_HOST" not in os.environ and not Path(
+            "~/.kube/config").expanduser().is_file():
+        raise CliError("no cluster: set KUBECONFIG or --kubeconfig (try `agent-mesh dev up`)",
+                       EXIT_USAGE)
+    check_port_free(config.liveness_host, config.liveness_port, "--liveness-port")
+    if config.webhooks:
+        check_port_free(config.webhook_host, config.webhook_port, "--webhook-port")
+    configure_logging(config.log_level, config.log_format)
+    from agent_mesh import manager  # kopf is heavy: import it only to actually run
+
+    manager.run(config)
+    return 0
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from agent_mesh.api.crdgen import crd_files, write_crds
+
+    if args.write:
+        if args.dir.exists() and not args.dir.is_dir():
+            raise CliError(f"--dir {args.dir}: exists and is not a directory", EXIT_USAGE)
+        for path in write_crds(args.dir):
+            print(path)
+        return 0
+    files = crd_files()
+    sys.stdout.write("---\n".join(files[name] for name in sorted(files)))
+    return 0
+
+
+def kubectl_path() -> str | None:
+    """The kubectl built with the control plane if there is one, else the one on PATH."""
+    from agent_mesh.devcluster.versions import cache_root
+
+    built = sorted((cache_root() / "bin").glob("kubernetes-*/kubectl"), reverse=True)
+    return str(built[0]) if built else shutil.which("kubectl")

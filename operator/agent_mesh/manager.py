@@ -1,0 +1,105 @@
+"""Run the operator: kopf with agent-mesh's settings, handlers and admission webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import kopf
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from agent_mesh import certs
+from agent_mesh.config import OperatorConfig
+from agent_mesh.controllers import admission, meshagents  # noqa: F401  (registers handlers)
+from agent_mesh.kube.client import api_client
+
+logger = logging.getLogger("agent_mesh.operator")
+ANNOTATION_PREFIX = "agentmesh.io"
+
+
+def webhook_server(config: OperatorConfig, cert_dir: Path) -> kopf.WebhookServer:
+    """A TLS webhook server; certificates come from `webhook_cert_dir` or are generated."""
+    if config.webhook_cert_dir is not None:
+        source = config.webhook_cert_dir
+    else:
+        source = cert_dir
+        ca, ca_key = certs.make_ca("agent-mesh-webhook-ca")
+        host = config.webhook_host
+        is_ip = _is_ip(host)
+        serving = certs.issue(
+            ca, ca_key, host, server=True,
+            ip_addresses=(host,) if is_ip else (), dns_names=() if is_ip else (host,),
+        )
+        (source / "ca.crt").write_bytes(ca.cert_pem)
+        (source / "tls.crt").write_bytes(serving.cert_pem)
+        certs.write_private(source / "tls.key", serving.key_pem)
+    return kopf.WebhookServer(
+        addr=config.webhook_host, port=config.webhook_port, host=config.webhook_host,
+        certfile=str(source / "tls.crt"), pkeyfile=str(source / "tls.key"),
+        cadata=(source / "ca.crt").read_bytes(),
+    )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def run(config: OperatorConfig) -> None:
+    """Run until SIGINT/SIGTERM."""
+    with tempfile.TemporaryDirectory(prefix="agent-mesh-webhook-") as cert_dir:
+        asyncio.run(_operate(config, Path(cert_dir)))
+
+
+async def _operate(config: OperatorConfig, cert_dir: Path) -> None:
+    logger.info("starting agent-mesh operator", extra={
+        "event": "operator.start",
+        "namespace": ",".join(config.namespaces) or "*",
+    })
+    await kopf.operator(
+        clusterwide=not config.namespaces,
+        namespaces=config.namespaces,
+        standalone=True,  # peering (hot standby) comes with the HA work
+        liveness_endpoint=f"http://{config.liveness_host}:{config.liveness_port}/healthz",
+        memo=kopf.Memo(config=config, cert_dir=cert_dir),
+    )
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config: OperatorConfig = memo.config
+    # kopf's own bookkeeping goes to agentmesh.io/* annotations, never into spec or status.
+    settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
+    # Events are posted deliberately by handlers; kopf's per-handler chatter stays in logs.
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = 8
+    if config.webhooks:
+        settings.admission.server = webhook_server(config, memo.cert_dir)
+        settings.admission.managed = admission.WEBHOOK_CONFIGURATION
+
+
+@kopf.on.cleanup()
+async def remove_local_webhook(memo: kopf.Memo, **_: Any) -> None:
+    """A webhook on a loopback URL dies with this process: unregister it so a stopped
+    operator does not block every MeshTask write (failurePolicy is Fail)."""
+    config: OperatorConfig = memo.config
+    if not (config.webhooks and _is_ip(config.webhook_host)
+            and ipaddress.ip_address(config.webhook_host).is_loopback):
+        return
+    async with api_client() as api:
+        with contextlib.suppress(ApiException):
+            await client.AdmissionregistrationV1Api(api).delete_validating_webhook_configuration(
+                admission.WEBHOOK_CONFIGURATION)

@@ -1,0 +1,191 @@
+"""Shared fixtures: markers by folder, and the cluster every integration/e2e test uses.
+
+One control plane per test session (built from Go modules on first use, then cached), or
+the cluster in $KUBECONFIG when it is set. Each test gets a namespace of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+ROOT = Path(__file__).resolve().parents[1]
+SESSION = uuid.uuid4().hex[:6]
+TEST_NAMESPACE_PREFIX = f"amt-{SESSION}-"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        suite = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
+        if suite in ("unit", "integration", "e2e"):
+            item.add_marker(getattr(pytest.mark, suite))
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0,
+             interval: float = 0.1) -> Any:
+    """Poll `check` until it returns something truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class Cluster:
+    """A reachable cluster: its kubeconfig, a kubectl for it and a Python API client."""
+
+    kubeconfig: Path
+    kubectl_binary: str
+    api: client.ApiClient
+    local: bool
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def kubectl(self, *args: str, check: bool = True,
+                stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([self.kubectl_binary, *args], env=self.env, input=stdin,
+                              capture_output=True, text=True, timeout=60, check=False)
+        if check and proc.returncode != 0:
+            pytest.fail(f"kubectl {' '.join(args)} failed: {proc.stderr}")
+        return proc
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    given = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+    if given:
+        kubectl = shutil.which("kubectl")
+        if kubectl is None:
+            pytest.fail("KUBECONFIG is set but no kubectl is on PATH")
+        yield Cluster(Path(given), kubectl, config.new_client_from_config(given), local=False)
+        return
+    from agent_mesh.devcluster import ControlPlane, ensure_binaries
+
+    binaries = ensure_binaries()
+    with ControlPlane(binaries, tmp_path_factory.mktemp("plane")) as plane:
+        api = config.new_client_from_config(str(plane.kubeconfig))
+        yield Cluster(plane.kubeconfig, str(binaries.kubectl), api, local=True)
+        api.close()
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> list[dict[str, Any]]:
+    """The CRDs generated from the models, applied and Established."""
+    from agent_mesh.api.crdgen import crd_objects
+
+    objects = crd_objects()
+    ext = client.ApiextensionsV1Api(cluster.api)
+    for crd in objects:
+        name = crd["metadata"]["name"]
+        try:
+            current = ext.read_custom_resource_definition(name)
+            crd = {**crd, "metadata": {**crd["metadata"],
+                                       "resourceVersion": current.metadata.resource_version}}
+            ext.replace_custom_resource_definition(name, crd)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+            ext.create_custom_resource_definition(crd)
+
+    def established(name: str) -> bool:
+        conds = ext.read_custom_resource_definition(name).status.conditions or []
+        return any(c.type == "Established" and c.status == "True" for c in conds)
+
+    for crd in objects:
+        wait_for(f"CRD {crd['metadata']['name']} to be Established",
+                 lambda n=crd["metadata"]["name"]: established(n))
+    return objects
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace per test, matched by the session operator's namespace pattern."""
+    name = f"{TEST_NAMESPACE_PREFIX}{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(cluster.api)
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    # Without kube-controller-manager a namespace stays Terminating; that is harmless here.
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+@dataclass
+class OperatorProcess:
+    process: subprocess.Popen[bytes]
+    log: Path
+    liveness_port: int
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_operator(cluster: Cluster, log: Path, *extra: str) -> OperatorProcess:
+    from agent_mesh.ports import free_port
+
+    liveness = free_port()
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent_mesh", "operator", "--namespace",
+             f"{TEST_NAMESPACE_PREFIX}*", "--liveness-port", str(liveness),
+             "--webhook-port", str(free_port()), *extra],
+            env=cluster.env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    operator = OperatorProcess(proc, log, liveness)
+
+    def live() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"operator exited with {proc.returncode}:\n{operator.logs()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{liveness}/healthz", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    wait_for("the operator's liveness endpoint", live, timeout=60)
+    return operator
+
+
+def stop_operator(operator: OperatorProcess) -> None:
+    from agent_mesh.devcluster.processes import terminate
+
+    terminate(operator.process.pid, child=operator.process)
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, crds: list[dict[str, Any]],
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """One operator process for the session, watching the test namespaces."""
+    proc = start_operator(cluster, tmp_path_factory.mktemp("operator") / "operator.log")
+    admission = client.AdmissionregistrationV1Api(cluster.api)
+
+    def webhook_registered() -> bool:
+        try:
+            admission.read_validating_webhook_configuration("agentmesh.io")
+        except client.ApiException:
+            return False
+        return True
+
+    wait_for("the operator to register its admission webhook", webhook_registered)
+    yield proc
+    stop_operator(proc)

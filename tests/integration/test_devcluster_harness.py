@@ -1,0 +1,87 @@
+"""The local control plane harness: dev up/down, and no orphans when its parent dies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent_mesh.devcluster.processes import alive
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.skipif(
+    bool(os.environ.get("KUBECONFIG")),
+    reason="KUBECONFIG names an existing cluster: the local harness is not in use",
+)
+
+
+def _processes_under(directory: Path) -> list[int]:
+    """Pids whose command line mentions `directory` (etcd and the apiserver do)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(directory).encode() in cmdline and alive(int(proc.name)):
+            found.append(int(proc.name))
+    return found
+
+
+def _mesh(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent_mesh", *args], env=env,
+                          capture_output=True, text=True, timeout=180, check=False)
+
+
+def test_dev_up_status_kubeconfig_down(tmp_path: Path) -> None:
+    env = {**os.environ, "AGENT_MESH_STATE_DIR": str(tmp_path)}
+    up = _mesh("dev", "up", env=env)
+    assert up.returncode == 0, up.stderr
+    kubeconfig = Path(up.stdout.strip())
+    assert "ready in" in up.stderr
+    try:
+        assert _mesh("dev", "kubeconfig", env=env).stdout.strip() == str(kubeconfig)
+        status = _mesh("dev", "status", env=env)
+        assert "running at https://127.0.0.1:" in status.stdout
+        assert "Kubernetes 1." in status.stdout
+        again = _mesh("dev", "up", env=env)
+        assert again.returncode == 0 and "already running" in again.stderr
+        kubectl = sorted(Path(p) for p in up.stderr.split() if p.endswith("/kubectl"))[0]
+        version = subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), "version",
+                                  "-o", "json"], capture_output=True, text=True, check=True)
+        server = json.loads(version.stdout)["serverVersion"]
+        assert server["gitVersion"].startswith("v1.") and server["minor"].isdigit()
+        assert _processes_under(tmp_path), "dev up left nothing running"
+    finally:
+        down = _mesh("dev", "down", env=env)
+    assert down.returncode == 0
+    wait_for("dev down to stop etcd and the apiserver", lambda: not _processes_under(tmp_path))
+    assert _mesh("dev", "kubeconfig", env=env).returncode == 1
+
+
+def test_a_killed_test_run_leaves_no_control_plane_behind(tmp_path: Path) -> None:
+    script = (
+        "import sys, time, pathlib\n"
+        "from agent_mesh.devcluster import ControlPlane, ensure_binaries\n"
+        "plane = ControlPlane(ensure_binaries(), pathlib.Path(sys.argv[1]))\n"
+        "plane.start()\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "plane")],
+                              stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    assert parent.stdout.readline().strip() == "ready"
+    children = _processes_under(tmp_path)
+    assert len(children) == 2  # etcd and kube-apiserver
+    parent.send_signal(signal.SIGKILL)  # no cleanup code runs
+    parent.wait()
+    wait_for("etcd and the apiserver to die with their parent",
+             lambda: not any(alive(pid) for pid in children), timeout=20)
