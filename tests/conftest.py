@@ -33,8 +33,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(getattr(pytest.mark, suite))
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0,
-             interval: float = 0.1) -> Any:
+def wait_for(
+    what: str, check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1
+) -> Any:
     """Poll `check` until it returns something truthy; fail naming `what` at the deadline."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -59,10 +60,18 @@ class Cluster:
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
 
-    def kubectl(self, *args: str, check: bool = True,
-                stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([self.kubectl_binary, *args], env=self.env, input=stdin,
-                              capture_output=True, text=True, timeout=60, check=False)
+    def kubectl(
+        self, *args: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [self.kubectl_binary, *args],
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         if check and proc.returncode != 0:
             pytest.fail(f"kubectl {' '.join(args)} failed: {proc.stderr}")
         return proc
@@ -101,8 +110,13 @@ def crds(cluster: Cluster) -> list[dict[str, Any]]:
         name = crd["metadata"]["name"]
         try:
             current = ext.read_custom_resource_definition(name)
-            crd = {**crd, "metadata": {**crd["metadata"],
-                                       "resourceVersion": current.metadata.resource_version}}
+            crd = {
+                **crd,
+                "metadata": {
+                    **crd["metadata"],
+                    "resourceVersion": current.metadata.resource_version,
+                },
+            }
             ext.replace_custom_resource_definition(name, crd)
         except client.ApiException as exc:
             if exc.status != 404:
@@ -114,8 +128,10 @@ def crds(cluster: Cluster) -> list[dict[str, Any]]:
         return any(c.type == "Established" and c.status == "True" for c in conds)
 
     for crd in objects:
-        wait_for(f"CRD {crd['metadata']['name']} to be Established",
-                 lambda n=crd["metadata"]["name"]: established(n))
+        wait_for(
+            f"CRD {crd['metadata']['name']} to be Established",
+            lambda n=crd["metadata"]["name"]: established(n),
+        )
     return objects
 
 
@@ -146,10 +162,22 @@ def start_operator(cluster: Cluster, log: Path, *extra: str) -> OperatorProcess:
     liveness = free_port()
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agent_mesh", "operator", "--namespace",
-             f"{TEST_NAMESPACE_PREFIX}*", "--liveness-port", str(liveness),
-             "--webhook-port", str(free_port()), *extra],
-            env=cluster.env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "agent_mesh",
+                "operator",
+                "--namespace",
+                f"{TEST_NAMESPACE_PREFIX}*",
+                "--liveness-port",
+                str(liveness),
+                "--webhook-port",
+                str(free_port()),
+                *extra,
+            ],
+            env=cluster.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     operator = OperatorProcess(proc, log, liveness)
 
@@ -173,8 +201,9 @@ def stop_operator(operator: OperatorProcess) -> None:
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: Cluster, crds: list[dict[str, Any]],
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+def operator(
+    cluster: Cluster, crds: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
     """One operator process for the session, watching the test namespaces."""
     proc = start_operator(cluster, tmp_path_factory.mktemp("operator") / "operator.log")
     admission = client.AdmissionregistrationV1Api(cluster.api)

@@ -27,22 +27,37 @@ class CliError(Exception):
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="agent-mesh", description="A Kubernetes operator for a mesh of AI agents.")
+        prog="agent-mesh", description="A Kubernetes operator for a mesh of AI agents."
+    )
     parser.add_argument("--version", action="version", version=f"agent-mesh {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     op = sub.add_parser("operator", help="run the operator against the current cluster")
-    op.add_argument("--namespace", "-n", action="append", dest="namespaces", metavar="NS",
-                    help="watch this namespace (repeatable); default: all namespaces")
+    op.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        dest="namespaces",
+        metavar="NS",
+        help="watch this namespace (repeatable); default: all namespaces",
+    )
     op.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or in-cluster)")
     op.add_argument("--liveness-host")
     op.add_argument("--liveness-port", type=int)
     op.add_argument("--webhook-host")
     op.add_argument("--webhook-port", type=int)
-    op.add_argument("--webhook-cert-dir", type=Path,
-                    help="directory with tls.crt, tls.key, ca.crt (default: generated)")
-    op.add_argument("--no-webhooks", action="store_false", dest="webhooks", default=None,
-                    help="do not serve the admission webhook")
+    op.add_argument(
+        "--webhook-cert-dir",
+        type=Path,
+        help="directory with tls.crt, tls.key, ca.crt (default: generated)",
+    )
+    op.add_argument(
+        "--no-webhooks",
+        action="store_false",
+        dest="webhooks",
+        default=None,
+        help="do not serve the admission webhook",
+    )
     op.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     op.add_argument("--log-format", choices=["json", "text"])
 
@@ -62,11 +77,18 @@ def _parser() -> argparse.ArgumentParser:
     dev_sub.add_parser("status", help="say whether it runs, where, and which versions")
 
     demo = sub.add_parser("demo", help="local mesh: control plane, CRDs, operator, samples")
-    demo.add_argument("--once", action="store_true",
-                      help="print the mesh and tear everything down instead of waiting")
+    demo.add_argument(
+        "--once",
+        action="store_true",
+        help="print the mesh and tear everything down instead of waiting",
+    )
     demo.add_argument("--samples", type=Path, help="manifests to apply (default: config/samples)")
-    demo.add_argument("--timeout", type=float, default=120.0,
-                      help="seconds to wait for the agents' status (default 120)")
+    demo.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for the agents' status (default 120)",
+    )
     return parser
 
 
@@ -94,8 +116,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "dev":
             from agent_mesh import devcli
 
-            return devcli.run(args.dev_command, port=getattr(args, "port", None),
-                              kubernetes_version=getattr(args, "kubernetes_version", None))
+            return devcli.run(
+                args.dev_command,
+                port=getattr(args, "port", None),
+                kubernetes_version=getattr(args, "kubernetes_version", None),
+            )
         if args.command == "demo":
             from agent_mesh import demo
 
@@ -114,7 +139,8 @@ def _operator(args: argparse.Namespace) -> int:
     from agent_mesh.ports import check_port_free
 
     overrides = {
-        key: value for key, value in vars(args).items()
+        key: value
+        for key, value in vars(args).items()
         if key in OperatorConfig.model_fields and value is not None
     }
     try:
@@ -122,16 +148,18 @@ def _operator(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         first = exc.errors()[0]
         flag = "--" + ".".join(str(p) for p in first["loc"]).replace("_", "-")
-        raise CliError(f"{flag}: {first['msg']} (got {first.get('input')!r})",
-                       EXIT_USAGE) from exc
+        raise CliError(f"{flag}: {first['msg']} (got {first.get('input')!r})", EXIT_USAGE) from exc
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = str(check_kubeconfig(args.kubeconfig, "--kubeconfig"))
     elif (path := configured_kubeconfig()) is not None:
         check_kubeconfig(path, "KUBECONFIG")
-    elif "KUBERNETES_SERVICE_HOST" not in os.environ and not Path(
-            "~/.kube/config").expanduser().is_file():
-        raise CliError("no cluster: set KUBECONFIG or --kubeconfig (try `agent-mesh dev up`)",
-                       EXIT_USAGE)
+    elif (
+        "KUBERNETES_SERVICE_HOST" not in os.environ
+        and not Path("~/.kube/config").expanduser().is_file()
+    ):
+        raise CliError(
+            "no cluster: set KUBECONFIG or --kubeconfig (try `agent-mesh dev up`)", EXIT_USAGE
+        )
     check_port_free(config.liveness_host, config.liveness_port, "--liveness-port")
     if config.webhooks:
         check_port_free(config.webhook_host, config.webhook_port, "--webhook-port")

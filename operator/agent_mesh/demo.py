@@ -41,15 +41,21 @@ class Kubectl:
         self.env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
 
     def __call__(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
-        proc = subprocess.run([self.binary, *args], input=stdin, env=self.env,
-                              capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [self.binary, *args],
+            input=stdin,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if check and proc.returncode != 0:
             raise DevClusterError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
         return proc.stdout
 
 
 def _samples_dir(samples: Path | None) -> Path:
-    for candidate in ([samples] if samples else [Path("config/samples"), _REPO / "config/samples"]):
+    for candidate in [samples] if samples else [Path("config/samples"), _REPO / "config/samples"]:
         if candidate.is_dir() and any(candidate.glob("*.yaml")):
             return candidate
     raise DevClusterError(f"--samples {samples or 'config/samples'}: no *.yaml manifests there")
@@ -80,8 +86,10 @@ def run(*, once: bool, samples: Path | None, timeout: float) -> int:
             binaries = ensure_binaries()
             shutil.rmtree(workdir, ignore_errors=True)
             plane = ControlPlane(binaries, workdir / "plane")
-            say(f"starting Kubernetes {binaries.kubernetes_version} + etcd "
-                f"{binaries.etcd_version} on 127.0.0.1")
+            say(
+                f"starting Kubernetes {binaries.kubernetes_version} + etcd "
+                f"{binaries.etcd_version} on 127.0.0.1"
+            )
             stack.enter_context(plane)
             say(f"control plane ready in {plane.startup_seconds:.1f} s at {plane.server}")
             kubeconfig, binary = plane.kubeconfig, str(binaries.kubectl)
@@ -89,36 +97,59 @@ def run(*, once: bool, samples: Path | None, timeout: float) -> int:
         kubectl = Kubectl(binary, kubeconfig)
 
         say("installing the CRDs")
-        kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
-                stdin="---\n".join(crd_files().values()))
-        kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                "crd/meshagents.agentmesh.io", "crd/meshtasks.agentmesh.io",
-                "crd/aclpolicies.agentmesh.io")
+        kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            "-",
+            stdin="---\n".join(crd_files().values()),
+        )
+        kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/meshagents.agentmesh.io",
+            "crd/meshtasks.agentmesh.io",
+            "crd/aclpolicies.agentmesh.io",
+        )
         kubectl("create", "namespace", NAMESPACE, check=False)
         if existing is not None:
-            stack.callback(kubectl, "delete", "namespace", NAMESPACE, "--wait=false",
-                           check=False)
+            stack.callback(kubectl, "delete", "namespace", NAMESPACE, "--wait=false", check=False)
 
         liveness = free_port()
         log_path = workdir / "operator.log"
         say(f"starting the operator (logs: {log_path})")
         with log_path.open("ab") as log:
             operator = subprocess.Popen(
-                [sys.executable, "-m", "agent_mesh", "operator", "--namespace", NAMESPACE,
-                 "--liveness-port", str(liveness), "--webhook-port", str(free_port())],
-                env=kubectl.env, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "agent_mesh",
+                    "operator",
+                    "--namespace",
+                    NAMESPACE,
+                    "--liveness-port",
+                    str(liveness),
+                    "--webhook-port",
+                    str(free_port()),
+                ],
+                env=kubectl.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         stack.callback(terminate, operator.pid, child=operator)
 
         def operator_live() -> bool:
             if operator.poll() is not None:
                 tail = "\n".join(log_path.read_text().splitlines()[-20:])
-                raise DevClusterError(f"the operator exited with code {operator.returncode}:\n"
-                                      f"{tail}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(  # noqa: S310 (loopback)
-                        f"http://127.0.0.1:{liveness}/healthz", timeout=1) as resp:
-                    return bool(resp.status == 200)
+                raise DevClusterError(
+                    f"the operator exited with code {operator.returncode}:\n{tail}"
+                )
+            with contextlib.suppress(OSError), urllib.request.urlopen(
+                f"http://127.0.0.1:{liveness}/healthz", timeout=1
+            ) as resp:
+                return bool(resp.status == 200)
             return False
 
         _wait("the operator's liveness endpoint", operator_live, timeout)
@@ -136,9 +167,11 @@ def run(*, once: bool, samples: Path | None, timeout: float) -> int:
         if once:
             say("--once: tearing the mesh down")
             return 0
-        say(f"the mesh is up. In another shell:\n    export KUBECONFIG={kubeconfig}\n"
+        say(
+            f"the mesh is up. In another shell:\n    export KUBECONFIG={kubeconfig}\n"
             f"    {binary} get meshagents -n {NAMESPACE} -o wide\n"
-            "Press Ctrl-C to stop it.")
+            "Press Ctrl-C to stop it."
+        )
         _wait_for_signal()
         say("stopping")
     return 0

@@ -33,15 +33,22 @@ def webhook_server(config: OperatorConfig, cert_dir: Path) -> kopf.WebhookServer
         host = config.webhook_host
         is_ip = _is_ip(host)
         serving = certs.issue(
-            ca, ca_key, host, server=True,
-            ip_addresses=(host,) if is_ip else (), dns_names=() if is_ip else (host,),
+            ca,
+            ca_key,
+            host,
+            server=True,
+            ip_addresses=(host,) if is_ip else (),
+            dns_names=() if is_ip else (host,),
         )
         (source / "ca.crt").write_bytes(ca.cert_pem)
         (source / "tls.crt").write_bytes(serving.cert_pem)
         certs.write_private(source / "tls.key", serving.key_pem)
     return kopf.WebhookServer(
-        addr=config.webhook_host, port=config.webhook_port, host=config.webhook_host,
-        certfile=str(source / "tls.crt"), pkeyfile=str(source / "tls.key"),
+        addr=config.webhook_host,
+        port=config.webhook_port,
+        host=config.webhook_host,
+        certfile=str(source / "tls.crt"),
+        pkeyfile=str(source / "tls.key"),
         cadata=(source / "ca.crt").read_bytes(),
     )
 
@@ -61,10 +68,13 @@ def run(config: OperatorConfig) -> None:
 
 
 async def _operate(config: OperatorConfig, cert_dir: Path) -> None:
-    logger.info("starting agent-mesh operator", extra={
-        "event": "operator.start",
-        "namespace": ",".join(config.namespaces) or "*",
-    })
+    logger.info(
+        "starting agent-mesh operator",
+        extra={
+            "event": "operator.start",
+            "namespace": ",".join(config.namespaces) or "*",
+        },
+    )
     await kopf.operator(
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,
@@ -80,9 +90,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # kopf's own bookkeeping goes to agentmesh.io/* annotations, never into spec or status.
     settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix=ANNOTATION_PREFIX)
+        prefix=ANNOTATION_PREFIX
+    )
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
     # Events are posted deliberately by handlers; kopf's per-handler chatter stays in logs.
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 8
@@ -96,10 +108,14 @@ async def remove_local_webhook(memo: kopf.Memo, **_: Any) -> None:
     """A webhook on a loopback URL dies with this process: unregister it so a stopped
     operator does not block every MeshTask write (failurePolicy is Fail)."""
     config: OperatorConfig = memo.config
-    if not (config.webhooks and _is_ip(config.webhook_host)
-            and ipaddress.ip_address(config.webhook_host).is_loopback):
+    if not (
+        config.webhooks
+        and _is_ip(config.webhook_host)
+        and ipaddress.ip_address(config.webhook_host).is_loopback
+    ):
         return
     async with api_client() as api:
         with contextlib.suppress(ApiException):
             await client.AdmissionregistrationV1Api(api).delete_validating_webhook_configuration(
-                admission.WEBHOOK_CONFIGURATION)
+                admission.WEBHOOK_CONFIGURATION
+            )

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tests.integration.test_devcluster_harness import _processes_under
 
 pytestmark = pytest.mark.skipif(
@@ -22,15 +21,25 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_demo_brings_up_a_mesh_prints_the_agents_and_cleans_up(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     env["AGENT_MESH_STATE_DIR"] = str(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "agent_mesh", "demo", "--once"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent_mesh", "demo", "--once"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = proc.stdout.splitlines()
     header = lines[0].split()
     assert header[:4] == ["NAME", "TYPE", "HEALTH", "ACTIVE"]
     assert "ENDPOINT" in header  # -o wide
-    agents = {line.split()[0]: line for line in lines[1:] if line and not line.startswith(
-        ("NAME", "meshtask", "aclpolicy"))}
+    agents = {
+        line.split()[0]: line
+        for line in lines[1:]
+        if line and not line.startswith(("NAME", "meshtask", "aclpolicy"))
+    }
     for name in ("orchestrator", "worker-1", "worker-2", "monitor", "critic", "researcher"):
         assert name in agents, proc.stdout
         assert " pending " in agents[name]

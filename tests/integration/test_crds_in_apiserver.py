@@ -8,30 +8,46 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-
 from tests.conftest import Cluster
 
 GROUP, VERSION = "agentmesh.io", "v1alpha1"
 
 
 def _agent(name: str = "worker-1", **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "MeshAgent",
-            "metadata": {"name": name},
-            "spec": {"agentType": "worker", "capabilities": ["summarize"], **spec}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "MeshAgent",
+        "metadata": {"name": name},
+        "spec": {"agentType": "worker", "capabilities": ["summarize"], **spec},
+    }
 
 
 def _task(name: str = "t1", **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "MeshTask",
-            "metadata": {"name": name},
-            "spec": {"taskType": "summarize", "requiredCapabilities": ["summarize"],
-                     "payload": {"text": "hi"}, **spec}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "MeshTask",
+        "metadata": {"name": name},
+        "spec": {
+            "taskType": "summarize",
+            "requiredCapabilities": ["summarize"],
+            "payload": {"text": "hi"},
+            **spec,
+        },
+    }
 
 
 def _policy(name: str = "p1", **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ACLPolicy",
-            "metadata": {"name": name},
-            "spec": {"agentType": "researcher", "allowedActions": ["read"],
-                     "allowedResources": ["tasks"], **spec}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ACLPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "agentType": "researcher",
+            "allowedActions": ["read"],
+            "allowedResources": ["tasks"],
+            **spec,
+        },
+    }
 
 
 PLURALS = {"MeshAgent": "meshagents", "MeshTask": "meshtasks", "ACLPolicy": "aclpolicies"}
@@ -39,7 +55,8 @@ PLURALS = {"MeshAgent": "meshagents", "MeshTask": "meshtasks", "ACLPolicy": "acl
 
 def _create(cluster: Cluster, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
     return cluster.custom.create_namespaced_custom_object(  # type: ignore[no-any-return]
-        GROUP, VERSION, namespace, PLURALS[body["kind"]], body, field_validation="Strict")
+        GROUP, VERSION, namespace, PLURALS[body["kind"]], body, field_validation="Strict"
+    )
 
 
 def _rejection(cluster: Cluster, namespace: str, body: dict[str, Any]) -> str:
@@ -49,8 +66,9 @@ def _rejection(cluster: Cluster, namespace: str, body: dict[str, Any]) -> str:
     return str(json.loads(info.value.body)["message"])
 
 
-def test_crds_are_established_with_names_a_user_types(cluster: Cluster,
-                                                      crds: list[dict[str, Any]]) -> None:
+def test_crds_are_established_with_names_a_user_types(
+    cluster: Cluster, crds: list[dict[str, Any]]
+) -> None:
     out = cluster.kubectl("api-resources", "--api-group", GROUP, "-o", "wide").stdout
     for plural, short in (("meshagents", "ma"), ("meshtasks", "mt"), ("aclpolicies", "aclp")):
         line = next(row for row in out.splitlines() if row.startswith(plural))
@@ -59,14 +77,14 @@ def test_crds_are_established_with_names_a_user_types(cluster: Cluster,
         assert "true" in line  # namespaced
 
 
-def test_get_meshagents_shows_the_printer_columns(cluster: Cluster, crds: Any,
-                                                  namespace: str) -> None:
+def test_get_meshagents_shows_the_printer_columns(
+    cluster: Cluster, crds: Any, namespace: str
+) -> None:
     _create(cluster, namespace, _agent())
     wide = cluster.kubectl("get", "meshagents", "-n", namespace, "-o", "wide").stdout
     header = wide.splitlines()[0].split()
     assert header[:1] == ["NAME"]
-    for column in ("TYPE", "HEALTH", "ACTIVE", "CAPABILITIES", "LAST", "SEEN", "ENDPOINT",
-                   "AGE"):
+    for column in ("TYPE", "HEALTH", "ACTIVE", "CAPABILITIES", "LAST", "SEEN", "ENDPOINT", "AGE"):
         assert column in header, wide
     narrow = cluster.kubectl("get", "ma", "-n", namespace).stdout.splitlines()[0]
     assert "ENDPOINT" not in narrow  # wide-only column
@@ -76,8 +94,9 @@ def test_get_meshagents_shows_the_printer_columns(cluster: Cluster, crds: Any,
     assert "meshagent.agentmesh.io/worker-1" in everything
 
 
-def test_get_meshtasks_shows_priority_and_phase_columns(cluster: Cluster, crds: Any,
-                                                        namespace: str) -> None:
+def test_get_meshtasks_shows_priority_and_phase_columns(
+    cluster: Cluster, crds: Any, namespace: str
+) -> None:
     _create(cluster, namespace, _task(priority="critical"))
     out = cluster.kubectl("get", "mt", "-n", namespace).stdout.splitlines()
     for column in ("TYPE", "PRIORITY", "PHASE", "AGENT", "ATTEMPT", "AGE"):
@@ -100,8 +119,11 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("zero concurrent tasks", _agent(maxConcurrentTasks=0), "spec.maxConcurrentTasks"),
     ("unknown network mode", _agent(network="vpn"), "spec.network"),
     ("endpoint not an http URL", _agent(endpoint="ftp://files.local/agent"), "spec.endpoint"),
-    ("heartbeat interval zero", _agent(heartbeatIntervalSeconds=0),
-     "spec.heartbeatIntervalSeconds"),
+    (
+        "heartbeat interval zero",
+        _agent(heartbeatIntervalSeconds=0),
+        "spec.heartbeatIntervalSeconds",
+    ),
     ("capability with spaces", _agent(capabilities=["Summarize Text"]), "spec.capabilities"),
     ("unknown spec field", _agent(agentTyp="worker"), "agentTyp"),
     ("priority not in enum", _task(priority="urgent"), "spec.priority"),
@@ -115,8 +137,8 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
 
 @pytest.mark.parametrize(("case", "body", "field"), INVALID, ids=[c[0] for c in INVALID])
 def test_invalid_resources_are_rejected_naming_the_field(
-        cluster: Cluster, crds: Any, namespace: str, case: str, body: dict[str, Any],
-        field: str) -> None:
+    cluster: Cluster, crds: Any, namespace: str, case: str, body: dict[str, Any], field: str
+) -> None:
     message = _rejection(cluster, namespace, copy.deepcopy(body))
     assert field in message, f"{case}: {message}"
 
@@ -126,14 +148,16 @@ def test_agent_id_cannot_change(cluster: Cluster, crds: Any, namespace: str) -> 
     created["spec"]["agentId"] = "worker-2"
     with pytest.raises(client.ApiException) as info:
         cluster.custom.replace_namespaced_custom_object(
-            GROUP, VERSION, namespace, "meshagents", "worker-1", created)
+            GROUP, VERSION, namespace, "meshagents", "worker-1", created
+        )
     message = json.loads(info.value.body)["message"]
     assert info.value.status == 422
     assert "spec.agentId" in message and "immutable" in message
 
 
-def test_oversized_payload_is_rejected_by_the_webhook(cluster: Cluster, crds: Any,
-                                                      operator: Any, namespace: str) -> None:
+def test_oversized_payload_is_rejected_by_the_webhook(
+    cluster: Cluster, crds: Any, operator: Any, namespace: str
+) -> None:
     big = {"text": "x" * (300 * 1024)}
     message = _rejection(cluster, namespace, _task(payload=big))
     assert "spec.payload" in message
@@ -141,8 +165,7 @@ def test_oversized_payload_is_rejected_by_the_webhook(cluster: Cluster, crds: An
     _create(cluster, namespace, _task(name="small", payload={"text": "x" * 1024}))
 
 
-def test_defaults_are_applied_by_the_apiserver(cluster: Cluster, crds: Any,
-                                               namespace: str) -> None:
+def test_defaults_are_applied_by_the_apiserver(cluster: Cluster, crds: Any, namespace: str) -> None:
     agent = _create(cluster, namespace, _agent())
     assert agent["spec"]["port"] == 8080
     assert agent["spec"]["maxConcurrentTasks"] == 10

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.conftest import wait_for
 
 from agent_mesh.devcluster.processes import alive
-from tests.conftest import wait_for
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("KUBECONFIG")),
@@ -36,8 +36,14 @@ def _processes_under(directory: Path) -> list[int]:
 
 
 def _mesh(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent_mesh", *args], env=env,
-                          capture_output=True, text=True, timeout=180, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "agent_mesh", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
 
 
 def test_dev_up_status_kubeconfig_down(tmp_path: Path) -> None:
@@ -54,8 +60,12 @@ def test_dev_up_status_kubeconfig_down(tmp_path: Path) -> None:
         again = _mesh("dev", "up", env=env)
         assert again.returncode == 0 and "already running" in again.stderr
         kubectl = sorted(Path(p) for p in up.stderr.split() if p.endswith("/kubectl"))[0]
-        version = subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), "version",
-                                  "-o", "json"], capture_output=True, text=True, check=True)
+        version = subprocess.run(
+            [str(kubectl), "--kubeconfig", str(kubeconfig), "version", "-o", "json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         server = json.loads(version.stdout)["serverVersion"]
         assert server["gitVersion"].startswith("v1.") and server["minor"].isdigit()
         assert _processes_under(tmp_path), "dev up left nothing running"
@@ -75,13 +85,17 @@ def test_a_killed_test_run_leaves_no_control_plane_behind(tmp_path: Path) -> Non
         "print('ready', flush=True)\n"
         "time.sleep(600)\n"
     )
-    parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "plane")],
-                              stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "plane")], stdout=subprocess.PIPE, text=True
+    )
     assert parent.stdout is not None
     assert parent.stdout.readline().strip() == "ready"
     children = _processes_under(tmp_path)
     assert len(children) == 2  # etcd and kube-apiserver
     parent.send_signal(signal.SIGKILL)  # no cleanup code runs
     parent.wait()
-    wait_for("etcd and the apiserver to die with their parent",
-             lambda: not any(alive(pid) for pid in children), timeout=20)
+    wait_for(
+        "etcd and the apiserver to die with their parent",
+        lambda: not any(alive(pid) for pid in children),
+        timeout=20,
+    )

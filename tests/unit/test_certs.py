@@ -15,8 +15,14 @@ from agent_mesh import certs
 
 def test_leaf_is_signed_by_the_ca_and_names_its_addresses() -> None:
     ca, ca_key = certs.make_ca()
-    leaf = certs.issue(ca, ca_key, "kube-apiserver", dns_names=("localhost",),
-                       ip_addresses=("127.0.0.1",), server=True)
+    leaf = certs.issue(
+        ca,
+        ca_key,
+        "kube-apiserver",
+        dns_names=("localhost",),
+        ip_addresses=("127.0.0.1",),
+        server=True,
+    )
     cert = x509.load_pem_x509_certificate(leaf.cert_pem)
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
     cert.verify_directly_issued_by(ca_cert)
@@ -29,16 +35,18 @@ def test_leaf_is_signed_by_the_ca_and_names_its_addresses() -> None:
 
 def test_admin_client_certificate_carries_the_group_rbac_maps_to_cluster_admin() -> None:
     ca, ca_key = certs.make_ca()
-    admin = certs.issue(ca, ca_key, "agent-mesh-admin", organization="system:masters",
-                        client=True)
+    admin = certs.issue(ca, ca_key, "agent-mesh-admin", organization="system:masters", client=True)
     subject = x509.load_pem_x509_certificate(admin.cert_pem).subject
     assert subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "system:masters"
 
 
 def test_ca_cannot_sign_intermediates() -> None:
     ca, _ = certs.make_ca()
-    constraints = x509.load_pem_x509_certificate(ca.cert_pem).extensions.get_extension_for_class(
-        x509.BasicConstraints).value
+    constraints = (
+        x509.load_pem_x509_certificate(ca.cert_pem)
+        .extensions.get_extension_for_class(x509.BasicConstraints)
+        .value
+    )
     assert constraints.ca and constraints.path_length == 0
 
 

@@ -23,12 +23,18 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def kubeconfig(tmp_path: Path) -> Path:
     path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-        "users": [{"name": "u", "user": {}}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "c",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "users": [{"name": "u", "user": {}}],
+            }
+        )
+    )
     return path
 
 
@@ -48,7 +54,8 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_missing_kubeconfig_names_the_flag_and_the_reason(
-        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     missing = tmp_path / "nope.yaml"
     assert main(["operator", "--kubeconfig", str(missing)]) == EXIT_USAGE
     err = capsys.readouterr().err
@@ -56,8 +63,9 @@ def test_missing_kubeconfig_names_the_flag_and_the_reason(
     assert f"--kubeconfig={missing}: cannot read it: No such file or directory" in err
 
 
-def test_garbage_in_KUBECONFIG_is_named(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_garbage_in_KUBECONFIG_is_named(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bad = tmp_path / "bad"
     bad.write_text("just: [a, list")
     monkeypatch.setenv("KUBECONFIG", str(bad))
@@ -66,31 +74,37 @@ def test_garbage_in_KUBECONFIG_is_named(capsys: pytest.CaptureFixture[str], tmp_
 
 
 def test_a_yaml_file_that_is_not_a_kubeconfig_is_refused(
-        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     other = tmp_path / "values.yaml"
     other.write_text("replicas: 3\n")
     assert main(["operator", "--kubeconfig", str(other)]) == EXIT_USAGE
     assert "not a kubeconfig (no `clusters` list)" in capsys.readouterr().err
 
 
-def test_operator_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str], kubeconfig: Path,
-                                        busy_port: int) -> None:
+def test_operator_refuses_a_port_in_use(
+    capsys: pytest.CaptureFixture[str], kubeconfig: Path, busy_port: int
+) -> None:
     code = main(["operator", "--kubeconfig", str(kubeconfig), "--liveness-port", str(busy_port)])
     assert code == EXIT_USAGE
     assert f"--liveness-port: port {busy_port} on 127.0.0.1 is already in use" in (
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )
 
 
-def test_operator_refuses_an_out_of_range_port(capsys: pytest.CaptureFixture[str],
-                                               kubeconfig: Path) -> None:
+def test_operator_refuses_an_out_of_range_port(
+    capsys: pytest.CaptureFixture[str], kubeconfig: Path
+) -> None:
     code = main(["operator", "--kubeconfig", str(kubeconfig), "--webhook-port", "70000"])
     assert code == EXIT_USAGE
     assert "--webhook-port: Input should be less than or equal to 65535 (got 70000)" in (
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )
 
 
-def test_dev_up_refuses_a_port_in_use_before_building(capsys: pytest.CaptureFixture[str],
-                                                      busy_port: int) -> None:
+def test_dev_up_refuses_a_port_in_use_before_building(
+    capsys: pytest.CaptureFixture[str], busy_port: int
+) -> None:
     assert main(["dev", "up", "--port", str(busy_port)]) == EXIT_USAGE
     assert f"--port: port {busy_port} on 127.0.0.1 is already in use" in capsys.readouterr().err
 
@@ -101,10 +115,12 @@ def test_dev_up_refuses_a_malformed_version(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_dev_kubeconfig_without_a_running_plane_says_how_to_start_one(
-        capsys: pytest.CaptureFixture[str]) -> None:
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main(["dev", "kubeconfig"]) == EXIT_FAILURE
     assert "no local control plane is running; start one with `agent-mesh dev up`" in (
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )
 
 
 def test_dev_down_without_a_plane_is_harmless(capsys: pytest.CaptureFixture[str]) -> None:
@@ -113,9 +129,12 @@ def test_dev_down_without_a_plane_is_harmless(capsys: pytest.CaptureFixture[str]
 
 
 def test_the_installed_command_prints_no_traceback(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "agent_mesh", "operator", "--kubeconfig",
-                           str(tmp_path / "missing")], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent_mesh", "operator", "--kubeconfig", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == EXIT_USAGE
     assert "Traceback" not in proc.stderr
     assert "cannot read it" in proc.stderr

@@ -10,23 +10,28 @@ from agent_mesh.domain.conditions import get_condition, set_condition
 
 def test_reasserting_a_condition_changes_nothing() -> None:
     clock = FakeClock()
-    first = set_condition([], "Ready", "False", "AwaitingHeartbeat", "waiting",
-                          generation=1, now=clock.now())
+    first = set_condition(
+        [], "Ready", "False", "AwaitingHeartbeat", "waiting", generation=1, now=clock.now()
+    )
     clock.advance(60)
-    again = set_condition(first, "Ready", "False", "AwaitingHeartbeat", "waiting",
-                          generation=1, now=clock.now())
+    again = set_condition(
+        first, "Ready", "False", "AwaitingHeartbeat", "waiting", generation=1, now=clock.now()
+    )
     assert again == first
 
 
 def test_a_flip_moves_the_transition_time_and_keeps_other_conditions() -> None:
     clock = FakeClock()
-    conds = set_condition([], "Registered", "True", "Registered", "ok", generation=1,
-                          now=clock.now())
-    conds = set_condition(conds, "Ready", "False", "AwaitingHeartbeat", "waiting",
-                          generation=1, now=clock.now())
+    conds = set_condition(
+        [], "Registered", "True", "Registered", "ok", generation=1, now=clock.now()
+    )
+    conds = set_condition(
+        conds, "Ready", "False", "AwaitingHeartbeat", "waiting", generation=1, now=clock.now()
+    )
     clock.advance(30)
-    flipped = set_condition(conds, "Ready", "True", "HeartbeatReceived", "up",
-                            generation=2, now=clock.now())
+    flipped = set_condition(
+        conds, "Ready", "True", "HeartbeatReceived", "up", generation=2, now=clock.now()
+    )
     ready = get_condition(flipped, "Ready")
     assert ready is not None
     assert ready["lastTransitionTime"] == rfc3339(clock.now())

@@ -9,8 +9,9 @@ from agent_mesh.observability.logging import JsonFormatter
 
 
 def _record(**extra: object) -> logging.LogRecord:
-    record = logging.LogRecord("agent_mesh.test", logging.INFO, __file__, 1, "agent %s up",
-                               ("worker-1",), None)
+    record = logging.LogRecord(
+        "agent_mesh.test", logging.INFO, __file__, 1, "agent %s up", ("worker-1",), None
+    )
     for key, value in extra.items():
         setattr(record, key, value)
     return record
@@ -25,8 +26,11 @@ def test_a_line_is_json_with_the_standard_fields() -> None:
 
 
 def test_kopf_object_reference_and_context_become_keys() -> None:
-    record = _record(k8s_ref={"namespace": "prod", "name": "worker-1", "kind": "MeshAgent"},
-                     agentId="worker-1", taskId="t-9")
+    record = _record(
+        k8s_ref={"namespace": "prod", "name": "worker-1", "kind": "MeshAgent"},
+        agentId="worker-1",
+        taskId="t-9",
+    )
     line = json.loads(JsonFormatter().format(record))
     assert (line["namespace"], line["name"], line["kind"]) == ("prod", "worker-1", "MeshAgent")
     assert (line["agentId"], line["taskId"]) == ("worker-1", "t-9")

@@ -16,8 +16,9 @@ from agent_mesh.api.meshtask import payload_size_error
 WEBHOOK_CONFIGURATION = "agentmesh.io"
 
 
-@kopf.on.validate(GROUP, VERSION, "meshtasks", id="validate-meshtask",
-                  operations=["CREATE", "UPDATE"])
+@kopf.on.validate(
+    GROUP, VERSION, "meshtasks", id="validate-meshtask", operations=["CREATE", "UPDATE"]
+)
 def validate_meshtask(spec: kopf.Spec, **_: Any) -> None:
     error = payload_size_error(spec.get("payload"))
     if error:

@@ -6,29 +6,40 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from agent_mesh.api import meshagent as api
+from agent_mesh.api.meshagent import HealthStatus, MeshAgentCondition, MeshAgentReason
 from agent_mesh.domain.clock import rfc3339
 from agent_mesh.domain.conditions import set_condition
 
 
-def registration_patch(status: Mapping[str, Any], generation: int | None,
-                       now: dt.datetime) -> dict[str, Any]:
+def registration_patch(
+    status: Mapping[str, Any], generation: int | None, now: dt.datetime
+) -> dict[str, Any]:
     """The status fields to change (empty when nothing would change: no write)."""
     patch: dict[str, Any] = {}
-    health = status.get("healthStatus") or api.HEALTH_PENDING
+    health = status.get("healthStatus") or HealthStatus.PENDING.value
     if status.get("healthStatus") != health:
         patch["healthStatus"] = health
     if not status.get("registeredAt"):
         patch["registeredAt"] = rfc3339(now)
     old = list(status.get("conditions") or [])
     conditions = set_condition(
-        old, api.CONDITION_REGISTERED, "True", api.REASON_REGISTERED,
-        "The agent is registered with the mesh.", generation=generation, now=now,
+        old,
+        MeshAgentCondition.REGISTERED.value,
+        "True",
+        MeshAgentReason.AGENT_REGISTERED.value,
+        "The agent is registered with the mesh.",
+        generation=generation,
+        now=now,
     )
-    if health == api.HEALTH_PENDING:
+    if health == HealthStatus.PENDING.value:
         conditions = set_condition(
-            conditions, api.CONDITION_READY, "False", api.REASON_AWAITING_HEARTBEAT,
-            "Waiting for the agent's first heartbeat.", generation=generation, now=now,
+            conditions,
+            MeshAgentCondition.READY.value,
+            "False",
+            MeshAgentReason.AWAITING_HEARTBEAT.value,
+            "Waiting for the agent's first heartbeat.",
+            generation=generation,
+            now=now,
         )
     if conditions != old:
         patch["conditions"] = conditions

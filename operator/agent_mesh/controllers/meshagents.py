@@ -18,8 +18,15 @@ clock = SystemClock()
 @kopf.on.resume(GROUP, VERSION, "meshagents")
 @kopf.on.create(GROUP, VERSION, "meshagents")
 @kopf.on.update(GROUP, VERSION, "meshagents", field="spec")
-def register(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta,
-             patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+def register(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    patch: kopf.Patch,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
     changes = registration_patch(status, meta.get("generation"), clock.now())
     if not changes:
         return
@@ -27,9 +34,17 @@ def register(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.M
     if "registeredAt" in changes:
         agent_id = spec.get("agentId") or meta["name"]
         logger.info("agent %s registered", agent_id)
-        audit.info("agent registered", extra={
-            "event": "agent.registered", "agentId": agent_id,
-            "namespace": meta.get("namespace"), "name": meta["name"],
-        })
-        kopf.info(body, reason="Registered", message=f"Agent {agent_id} registered; "
-                  "waiting for its first heartbeat.")
+        audit.info(
+            "agent registered",
+            extra={
+                "event": "agent.registered",
+                "agentId": agent_id,
+                "namespace": meta.get("namespace"),
+                "name": meta["name"],
+            },
+        )
+        kopf.info(
+            body,
+            reason="Registered",
+            message=f"Agent {agent_id} registered; waiting for its first heartbeat.",
+        )

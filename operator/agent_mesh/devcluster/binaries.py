@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import re
@@ -108,7 +109,11 @@ def _module_file(go: str, module: str, version: str, workdir: Path) -> str:
     """The go.mod of a module version, fetched through the module proxy."""
     out = subprocess.run(
         [go, "mod", "download", "-json", f"{module}@{version}"],
-        cwd=workdir, env=_go_env(), capture_output=True, text=True, check=False,
+        cwd=workdir,
+        env=_go_env(),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     try:
         info = json.loads(out.stdout)
@@ -153,7 +158,7 @@ def kube_ldflags(version: str) -> str:
     return " ".join(flags)
 
 
-def _build_kubernetes(go: str, version: str, out_dir: Path, say: Say) -> None:
+def _build_kubernetes(go: str, version: str, out_dir: Path, *, say: Say) -> None:
     with tempfile.TemporaryDirectory(prefix="agent-mesh-kubebuild-") as tmp:
         work = Path(tmp)
         (work / "go.mod").write_text("module agentmesh.local/probe\n")
@@ -161,13 +166,25 @@ def _build_kubernetes(go: str, version: str, out_dir: Path, say: Say) -> None:
         (work / "go.mod").write_text(wrapper_go_mod(upstream, version))
         say(f"  [kubernetes {version}] resolving modules")
         packages = [f"k8s.io/kubernetes/cmd/{cmd}" for cmd in _KUBE_COMMANDS]
-        _run([go, "get", *[f"{p}@v{version}" for p in packages]], work, say, f"kubernetes {version}")
+        _run(
+            [go, "get", *[f"{p}@v{version}" for p in packages]], work, say, f"kubernetes {version}"
+        )
         for cmd in _KUBE_COMMANDS:
             say(f"  [kubernetes {version}] compiling {cmd}")
             _run(
-                [go, "build", "-v", "-trimpath", f"-ldflags={kube_ldflags(version)}",
-                 "-o", str(out_dir / cmd), f"k8s.io/kubernetes/cmd/{cmd}"],
-                work, say, cmd,
+                [
+                    go,
+                    "build",
+                    "-v",
+                    "-trimpath",
+                    f"-ldflags={kube_ldflags(version)}",
+                    "-o",
+                    str(out_dir / cmd),
+                    f"k8s.io/kubernetes/cmd/{cmd}",
+                ],
+                work,
+                say,
+                cmd,
             )
 
 
@@ -181,7 +198,9 @@ def _build_etcd(go: str, version: str, out_dir: Path, say: Say) -> None:
         say(f"  [etcd {version}] compiling etcd")
         _run(
             [go, "build", "-v", "-trimpath", "-ldflags=-s -w", "-o", str(out_dir / "etcd"), module],
-            work, say, "etcd",
+            work,
+            say,
+            "etcd",
         )
 
 
@@ -197,8 +216,9 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _ensure(name: str, out_dir: Path, files: tuple[str, ...], build: Callable[[Path], None],
-            say: Say) -> None:
+def _ensure(
+    name: str, out_dir: Path, files: tuple[str, ...], build: Callable[[Path], None], say: Say
+) -> None:
     if all((out_dir / f).is_file() for f in files):
         return
     with _locked(out_dir.parent / f".{name}.lock"):
@@ -234,14 +254,24 @@ def ensure_binaries(
             f"{_EXPECTED_COLD_BUILD}. Cache: {bin_root}"
         )
     go = shutil.which("go") if cached and (etcd_dir / "etcd").is_file() else _go()
-    _ensure("etcd-" + etcd_version, etcd_dir, ("etcd",),
-            lambda d: _build_etcd(str(go), etcd_version, d, say), say)
+    _ensure(
+        "etcd-" + etcd_version,
+        etcd_dir,
+        ("etcd",),
+        lambda d: _build_etcd(str(go), etcd_version, d, say),
+        say,
+    )
     errors: list[str] = []
     for version in cached or versions:
         kube_dir = bin_root / f"kubernetes-{version}"
         try:
-            _ensure(f"kubernetes-{version}", kube_dir, _KUBE_COMMANDS,
-                    lambda d, v=version: _build_kubernetes(str(go), v, d, say), say)
+            _ensure(
+                f"kubernetes-{version}",
+                kube_dir,
+                _KUBE_COMMANDS,
+                functools.partial(_build_kubernetes, str(go), version, say=say),
+                say,
+            )
         except BuildError as exc:
             errors.append(f"Kubernetes {version}: {exc}")
             say(f"  Kubernetes {version} did not build with this Go; trying an older release")

@@ -17,9 +17,9 @@ from types import TracebackType
 import yaml
 
 from agent_mesh import certs
-from agent_mesh.ports import check_port_free, free_port
 from agent_mesh.devcluster import processes
 from agent_mesh.devcluster.binaries import Binaries
+from agent_mesh.ports import check_port_free, free_port
 
 LOOPBACK = "127.0.0.1"
 CONTEXT = "agent-mesh-dev"
@@ -111,7 +111,9 @@ class ControlPlane:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.stop()
@@ -143,12 +145,15 @@ class ControlPlane:
             raise DevClusterError(f"{directory / _STATE_FILE} is unreadable: {exc}") from exc
         b = state["binaries"]
         binaries = Binaries(
-            etcd=Path(b["etcd"]), kube_apiserver=Path(b["kubeApiserver"]),
-            kubectl=Path(b["kubectl"]), kubernetes_version=b["kubernetesVersion"],
+            etcd=Path(b["etcd"]),
+            kube_apiserver=Path(b["kubeApiserver"]),
+            kubectl=Path(b["kubectl"]),
+            kubernetes_version=b["kubernetesVersion"],
             etcd_version=b["etcdVersion"],
         )
-        plane = cls(binaries=binaries, directory=directory, api_port=state["apiPort"],
-                    detached=True)
+        plane = cls(
+            binaries=binaries, directory=directory, api_port=state["apiPort"], detached=True
+        )
         plane._pids = {k: int(v) for k, v in state["pids"].items()}
         return plane
 
@@ -159,7 +164,8 @@ class ControlPlane:
 
     def _spawn(self, component: str, args: list[str]) -> None:
         child = processes.spawn(
-            [str(self._binary(component)), *args], self.log_path(component),
+            [str(self._binary(component)), *args],
+            self.log_path(component),
             detached=self.detached,
         )
         self._children[component] = child
@@ -204,13 +210,16 @@ class ControlPlane:
         self.pki_dir.mkdir(parents=True, exist_ok=True)
         ca, ca_key = certs.make_ca()
         serving = certs.issue(
-            ca, ca_key, "kube-apiserver",
-            dns_names=("localhost", "kubernetes", "kubernetes.default",
-                       "kubernetes.default.svc"),
-            ip_addresses=(LOOPBACK,), server=True,
+            ca,
+            ca_key,
+            "kube-apiserver",
+            dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
+            ip_addresses=(LOOPBACK,),
+            server=True,
         )
-        admin = certs.issue(ca, ca_key, "agent-mesh-admin", organization="system:masters",
-                          client=True)
+        admin = certs.issue(
+            ca, ca_key, "agent-mesh-admin", organization="system:masters", client=True
+        )
         sa_key, sa_pub = certs.service_account_keys()
         (self.pki_dir / "ca.crt").write_bytes(ca.cert_pem)
         certs.write_private(self.pki_dir / "ca.key", ca.key_pem)
@@ -228,13 +237,31 @@ class ControlPlane:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": CONTEXT, "cluster": {
-                "server": self.server, "certificate-authority-data": b64("ca.crt")}}],
-            "users": [{"name": "agent-mesh-admin", "user": {
-                "client-certificate-data": b64("admin.crt"),
-                "client-key-data": b64("admin.key")}}],
-            "contexts": [{"name": CONTEXT, "context": {
-                "cluster": CONTEXT, "user": "agent-mesh-admin", "namespace": "default"}}],
+            "clusters": [
+                {
+                    "name": CONTEXT,
+                    "cluster": {"server": self.server, "certificate-authority-data": b64("ca.crt")},
+                }
+            ],
+            "users": [
+                {
+                    "name": "agent-mesh-admin",
+                    "user": {
+                        "client-certificate-data": b64("admin.crt"),
+                        "client-key-data": b64("admin.key"),
+                    },
+                }
+            ],
+            "contexts": [
+                {
+                    "name": CONTEXT,
+                    "context": {
+                        "cluster": CONTEXT,
+                        "user": "agent-mesh-admin",
+                        "namespace": "default",
+                    },
+                }
+            ],
             "current-context": CONTEXT,
         }
         certs.write_private(self.kubeconfig, yaml.safe_dump(config, sort_keys=False).encode())
@@ -253,10 +280,12 @@ class ControlPlane:
         url = f"http://{LOOPBACK}:{port}/health"
         while True:
             self._check_alive("etcd")
-            with contextlib.suppress(OSError, ValueError):
-                with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 (loopback)
-                    if json.loads(resp.read()).get("health") == "true":
-                        return
+            with (
+                contextlib.suppress(OSError, ValueError),
+                urllib.request.urlopen(url, timeout=2) as resp,
+            ):
+                if json.loads(resp.read()).get("health") == "true":
+                    return
             if time.monotonic() > deadline:
                 raise DevClusterError(f"etcd did not become healthy; see {self.log_path('etcd')}")
             time.sleep(0.1)

@@ -33,7 +33,7 @@ def spawn(argv: list[str], log_path: Path, *, detached: bool) -> subprocess.Pope
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=detached,
-            preexec_fn=None if detached else _die_with_parent,  # noqa: PLW1509
+            preexec_fn=None if detached else _die_with_parent,
         )
     finally:
         log.close()
@@ -66,7 +66,9 @@ def _is_zombie(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
-def terminate(pid: int, *, grace: float = 10.0, child: subprocess.Popen[bytes] | None = None) -> None:
+def terminate(
+    pid: int, *, grace: float = 10.0, child: subprocess.Popen[bytes] | None = None
+) -> None:
     """SIGTERM, wait up to `grace` seconds, then SIGKILL; reap it when it is our child."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)

@@ -34,9 +34,16 @@ def set_condition(
             continue
         found = True
         moved = cond.get("status") != status
-        updated.append(_make(type_, status, reason, message, generation,
-                             rfc3339(now) if moved else cond.get("lastTransitionTime")
-                             or rfc3339(now)))
+        updated.append(
+            _make(
+                type_,
+                status,
+                reason,
+                message,
+                generation,
+                rfc3339(now) if moved else cond.get("lastTransitionTime") or rfc3339(now),
+            )
+        )
     if not found:
         updated.append(_make(type_, status, reason, message, generation, rfc3339(now)))
     return updated
@@ -46,10 +53,14 @@ def get_condition(conditions: Sequence[Condition], type_: str) -> Condition | No
     return next((c for c in conditions if c.get("type") == type_), None)
 
 
-def _make(type_: str, status: str, reason: str, message: str, generation: int | None,
-          when: str) -> Condition:
+def _make(
+    type_: str, status: str, reason: str, message: str, generation: int | None, when: str
+) -> Condition:
     cond: Condition = {
-        "type": type_, "status": status, "reason": reason, "message": message,
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
         "lastTransitionTime": when,
     }
     if generation is not None:
