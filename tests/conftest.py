@@ -160,25 +160,22 @@ def start_operator(cluster: Cluster, log: Path, *extra: str) -> OperatorProcess:
     from agent_mesh.ports import free_port
 
     liveness = free_port()
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agent_mesh",
-                "operator",
-                "--namespace",
-                f"{TEST_NAMESPACE_PREFIX}*",
-                "--liveness-port",
-                str(liveness),
-                "--webhook-port",
-                str(free_port()),
-                *extra,
-            ],
-            env=cluster.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    from agent_mesh.devcluster.processes import spawn
+
+    argv = [
+        sys.executable,
+        "-m",
+        "agent_mesh",
+        "operator",
+        "--namespace",
+        f"{TEST_NAMESPACE_PREFIX}*",
+        "--liveness-port",
+        str(liveness),
+        "--webhook-port",
+        str(free_port()),
+        *extra,
+    ]
+    proc = spawn(argv, log, detached=False, env=cluster.env)  # dies with the test run
     operator = OperatorProcess(proc, log, liveness)
 
     def live() -> bool:

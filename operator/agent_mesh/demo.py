@@ -20,7 +20,7 @@ from pathlib import Path
 
 from agent_mesh.api.crdgen import crd_files
 from agent_mesh.devcluster import ControlPlane, DevClusterError, ensure_binaries
-from agent_mesh.devcluster.processes import terminate
+from agent_mesh.devcluster.processes import spawn, terminate
 from agent_mesh.devcluster.versions import state_root
 from agent_mesh.kubeconfig import check_kubeconfig, configured_kubeconfig
 from agent_mesh.ports import free_port
@@ -120,24 +120,23 @@ def run(*, once: bool, samples: Path | None, timeout: float) -> int:
         liveness = free_port()
         log_path = workdir / "operator.log"
         say(f"starting the operator (logs: {log_path})")
-        with log_path.open("ab") as log:
-            operator = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "agent_mesh",
-                    "operator",
-                    "--namespace",
-                    NAMESPACE,
-                    "--liveness-port",
-                    str(liveness),
-                    "--webhook-port",
-                    str(free_port()),
-                ],
-                env=kubectl.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        operator = spawn(
+            [
+                sys.executable,
+                "-m",
+                "agent_mesh",
+                "operator",
+                "--namespace",
+                NAMESPACE,
+                "--liveness-port",
+                str(liveness),
+                "--webhook-port",
+                str(free_port()),
+            ],
+            log_path,
+            detached=False,
+            env=kubectl.env,
+        )
         stack.callback(terminate, operator.pid, child=operator)
 
         def operator_live() -> bool:
@@ -146,9 +145,10 @@ def run(*, once: bool, samples: Path | None, timeout: float) -> int:
                 raise DevClusterError(
                     f"the operator exited with code {operator.returncode}:\n{tail}"
                 )
-            with contextlib.suppress(OSError), urllib.request.urlopen(
-                f"http://127.0.0.1:{liveness}/healthz", timeout=1
-            ) as resp:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"http://127.0.0.1:{liveness}/healthz", timeout=1) as resp,
+            ):
                 return bool(resp.status == 200)
             return False
 

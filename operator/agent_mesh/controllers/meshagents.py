@@ -39,12 +39,16 @@ def register(
             extra={
                 "event": "agent.registered",
                 "agentId": agent_id,
-                "namespace": meta.get("namespace"),
-                "name": meta["name"],
+                "k8s_ref": {
+                    "kind": "MeshAgent",
+                    "namespace": meta.get("namespace"),
+                    "name": meta["name"],
+                },
             },
         )
-        kopf.info(
+        kopf.event(
             body,
+            type="Normal",
             reason="Registered",
             message=f"Agent {agent_id} registered; waiting for its first heartbeat.",
         )

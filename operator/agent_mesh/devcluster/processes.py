@@ -19,12 +19,16 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
+    # SIGKILL, not SIGTERM: both components get the signal at once, and an apiserver
+    # shutting down gracefully waits on the etcd that is already gone.
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
-def spawn(argv: list[str], log_path: Path, *, detached: bool) -> subprocess.Popen[bytes]:
-    """Start a binary with its output in `log_path`."""
+def spawn(
+    argv: list[str], log_path: Path, *, detached: bool, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a binary with its output appended to `log_path`."""
     log = log_path.open("ab")
     try:
         return subprocess.Popen(
@@ -32,6 +36,7 @@ def spawn(argv: list[str], log_path: Path, *, detached: bool) -> subprocess.Pope
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=env,
             start_new_session=detached,
             preexec_fn=None if detached else _die_with_parent,
         )

@@ -1,7 +1,8 @@
 """JSON-lines logging with Kubernetes object context.
 
 kopf attaches the object a handler works on to each record (`k8s_ref`); our loggers pass
-`extra={"agentId": ..., "taskId": ..., "correlationId": ...}`. Both become top-level keys,
+`extra={"agentId": ..., "taskId": ..., "correlationId": ...}` (and `k8s_ref` where no kopf
+logger is at hand). Both become top-level keys,
 so `jq 'select(.agentId=="worker-1")'` works on the operator's output.
 """
 
@@ -33,7 +34,7 @@ class JsonFormatter(logging.Formatter):
             for key in ("namespace", "name", "kind"):
                 if ref.get(key):
                     entry[key] = ref[key]
-        for key in ("namespace", "name", *_CONTEXT_KEYS):
+        for key in ("namespace", *_CONTEXT_KEYS):  # `name` is the logger's name on a record
             value = getattr(record, key, None)
             if value is not None and key not in entry:
                 entry[key] = value

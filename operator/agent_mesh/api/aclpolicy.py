@@ -1,0 +1,193 @@
+"""ACLPolicy: what agents of one type may do in the mesh, per namespace."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Final
+
+from pydantic import AfterValidator, Field
+
+from agent_mesh.api.common import (
+    AGE_COLUMN,
+    BUILTIN_AGENT_TYPES_TEXT,
+    DNS_LABEL_MAX_LENGTH,
+    DNS_LABEL_PATTERN,
+    DNS_LABEL_RULE,
+    LIST_SET,
+    NAME_MAX_LENGTH,
+    NAME_RULE,
+    READY,
+    WILDCARD,
+    CelRule,
+    Condition,
+    CrdDescriptor,
+    DnsLabel,
+    MeshModel,
+    PrinterColumn,
+    UniqueList,
+    cel,
+    conditions_field,
+    is_dns_label,
+    observed_generation_field,
+)
+
+MAX_RESOURCES: Final = 64
+MAX_NAMESPACES: Final = 64
+
+# A resource name, or '*' for all; the same characters as capability names.
+RESOURCE_PATTERN: Final = r"^(\*|[a-z0-9]([-a-z0-9._/]*[a-z0-9])?)$"
+
+
+class Action(StrEnum):
+    """What an agent does to a resource; '*' stands for every action."""
+
+    READ = "read"
+    WRITE = "write"
+    EXECUTE = "execute"
+    ADMIN = "admin"
+    ALL = WILDCARD
+
+
+class ACLPolicyCondition(StrEnum):
+    """Condition types of an ACLPolicy."""
+
+    READY = READY
+    """Summary: the policy is in force in the operator's ACL engine."""
+    ACCEPTED = "Accepted"
+    """The operator validated the policy and found no conflict."""
+
+
+class ACLPolicyReason(StrEnum):
+    """Reasons of ACLPolicy conditions."""
+
+    POLICY_ACCEPTED = "PolicyAccepted"
+    INVALID_POLICY = "InvalidPolicy"
+    CONFLICTING_POLICY = "ConflictingPolicy"
+    POLICY_IN_FORCE = "PolicyInForce"
+    POLICY_NOT_IN_FORCE = "PolicyNotInForce"
+
+
+NAMESPACE_ITEM_MESSAGE: Final = (
+    f"each spec.namespaces item must be '{WILDCARD}' (all namespaces) or a namespace name: "
+    f"{DNS_LABEL_RULE}"
+)
+
+
+def _namespace_or_wildcard(value: str) -> str:
+    if value != WILDCARD and not is_dns_label(value):
+        raise ValueError(NAMESPACE_ITEM_MESSAGE)
+    return value
+
+
+NamespaceOrWildcard = Annotated[
+    str,
+    Field(
+        max_length=DNS_LABEL_MAX_LENGTH,
+        json_schema_extra=cel(
+            CelRule(
+                rule=f"self == '{WILDCARD}' || self.matches('{DNS_LABEL_PATTERN}')",
+                message=NAMESPACE_ITEM_MESSAGE,
+                reason="FieldValueInvalid",
+            )
+        ),
+    ),
+    AfterValidator(_namespace_or_wildcard),
+]
+
+ResourceName = Annotated[str, Field(max_length=NAME_MAX_LENGTH, pattern=RESOURCE_PATTERN)]
+
+_ACTIONS_TEXT = ", ".join(a.value for a in Action)
+
+
+class ACLPolicySpec(MeshModel):
+    """Permissions of one agent type in this namespace. Deny beats allow."""
+
+    agent_type: DnsLabel = Field(
+        description=(
+            f"Agent type the policy governs, in this namespace: a built-in type "
+            f"({BUILTIN_AGENT_TYPES_TEXT}), whose default ACL it replaces, or a custom type, "
+            f"which is denied everything without a policy. Must be {DNS_LABEL_RULE}."
+        ),
+    )
+    allowed_actions: Annotated[list[Action], UniqueList] = Field(
+        default_factory=list,
+        max_length=len(Action),
+        description=(
+            f"Actions the agents may perform: {_ACTIONS_TEXT} (all). Unique. Default: none."
+        ),
+        json_schema_extra=LIST_SET,
+    )
+    allowed_resources: Annotated[list[ResourceName], UniqueList] = Field(
+        default_factory=list,
+        max_length=MAX_RESOURCES,
+        description=(
+            "Resources the allowed actions apply to (for example tasks, results, agents, "
+            f"events, acl, audit), or * for all. Each name: {NAME_RULE}. "
+            f"Unique, at most {MAX_RESOURCES}. Default: none."
+        ),
+        json_schema_extra=LIST_SET,
+    )
+    denied_actions: Annotated[list[Action], UniqueList] = Field(
+        default_factory=list,
+        max_length=len(Action),
+        description=(
+            f"Actions the agents may never perform, whatever is allowed: {_ACTIONS_TEXT} "
+            "(all). They are denied on deniedResources when that is set, else on every "
+            "resource. Unique. Default: none."
+        ),
+        json_schema_extra=LIST_SET,
+    )
+    denied_resources: Annotated[list[ResourceName], UniqueList] = Field(
+        default_factory=list,
+        max_length=MAX_RESOURCES,
+        description=(
+            "Resources the agents may never act on, whatever is allowed, or * for all: "
+            "with the deniedActions when that is set, else with any action. "
+            f"Unique, at most {MAX_RESOURCES}. Default: none."
+        ),
+        json_schema_extra=LIST_SET,
+    )
+    namespaces: Annotated[list[NamespaceOrWildcard], UniqueList] = Field(
+        default_factory=list,
+        max_length=MAX_NAMESPACES,
+        description=(
+            "Other namespaces whose agents and tasks these agents may reach (namespace "
+            "names, or * for all). The policy's own namespace is always included. "
+            f"Unique, at most {MAX_NAMESPACES}. Default: own namespace only."
+        ),
+        json_schema_extra=LIST_SET,
+    )
+
+
+class ACLPolicyStatus(MeshModel):
+    """Whether the operator applies the policy, written by the operator only."""
+
+    conditions: list[Condition] = conditions_field("policy", ", ".join(ACLPolicyCondition))
+    observed_generation: int | None = observed_generation_field("ACLPolicy")
+
+
+ACLPOLICY: Final = CrdDescriptor(
+    kind="ACLPolicy",
+    plural="aclpolicies",
+    singular="aclpolicy",
+    short_names=("aclp",),
+    description=(
+        "ACLPolicy sets what agents of one type may do in the mesh from this namespace: "
+        "allowed and denied actions on resources, and which other namespaces they may "
+        "reach. Deny beats allow. Built-in types without a policy get the defaults; custom "
+        "types without one are denied everything."
+    ),
+    spec_model=ACLPolicySpec,
+    status_model=ACLPolicyStatus,
+    printer_columns=(
+        PrinterColumn("Agent Type", "string", ".spec.agentType", "Agent type governed."),
+        PrinterColumn(
+            "Accepted",
+            "string",
+            '.status.conditions[?(@.type=="Accepted")].status',
+            "Whether the operator accepted the policy.",
+        ),
+        AGE_COLUMN,
+    ),
+    selectable_fields=(".spec.agentType",),
+)

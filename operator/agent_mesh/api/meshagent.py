@@ -1,0 +1,386 @@
+"""MeshAgent: an agent that takes part in the mesh, and what the operator observes of it."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Final, Self
+
+from pydantic import ConfigDict, Field, model_validator
+
+from agent_mesh.api.common import (
+    AGE_COLUMN,
+    BUILTIN_AGENT_TYPES_TEXT,
+    DNS_LABEL_MAX_LENGTH,
+    DNS_LABEL_PATTERN,
+    DNS_LABEL_RULE,
+    LIST_SET,
+    MAX_CAPABILITIES,
+    NAME_RULE,
+    READY,
+    URL_MAX_LENGTH,
+    CelRule,
+    Condition,
+    CrdDescriptor,
+    DnsLabel,
+    MeshModel,
+    MeshName,
+    PrinterColumn,
+    Timestamp,
+    UniqueList,
+    cel,
+    conditions_field,
+    observed_generation_field,
+)
+
+DEFAULT_PORT: Final = 8080
+DEFAULT_MAX_CONCURRENT_TASKS: Final = 10
+DEFAULT_HEARTBEAT_INTERVAL_SECONDS: Final = 30
+
+# http(s) only: the operator dials it. Host part required, no whitespace anywhere.
+ENDPOINT_PATTERN: Final = r"^https?://[^\s/?#]+([/?#]\S*)?$"
+
+ENDPOINT_OR_WORKLOAD_MESSAGE: Final = (
+    "spec.endpoint and spec.workload are mutually exclusive: endpoint is for agents running "
+    "outside the cluster, workload for agents the operator runs"
+)
+
+
+class Network(StrEnum):
+    """How the operator and other agents reach the agent."""
+
+    TAILSCALE = "tailscale"
+    DIRECT = "direct"
+
+
+class HealthStatus(StrEnum):
+    """Health derived from heartbeats (DESIGN §3)."""
+
+    PENDING = "pending"
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNREACHABLE = "unreachable"
+
+
+class MeshAgentCondition(StrEnum):
+    """Condition types of a MeshAgent."""
+
+    READY = READY
+    """Summary: healthy and able to take tasks."""
+    REGISTERED = "Registered"
+    """The operator accepted the agent into the mesh (status initialised, id unique)."""
+    TAILNET_CONNECTED = "TailnetConnected"
+    """The agent's Tailscale device is up and its MagicDNS name known."""
+
+
+class MeshAgentReason(StrEnum):
+    """Reasons of MeshAgent conditions."""
+
+    # Registered
+    AGENT_REGISTERED = "AgentRegistered"
+    DUPLICATE_AGENT_ID = "DuplicateAgentId"
+    INVALID_SPEC = "InvalidSpec"
+    # TailnetConnected
+    TAILNET_DEVICE_READY = "TailnetDeviceReady"
+    WAITING_FOR_TAILNET_DEVICE = "WaitingForTailnetDevice"
+    TAILNET_NOT_USED = "TailnetNotUsed"
+    # Ready
+    AGENT_HEALTHY = "AgentHealthy"
+    AWAITING_HEARTBEAT = "AwaitingHeartbeat"
+    AGENT_DEGRADED = "AgentDegraded"
+    AGENT_UNREACHABLE = "AgentUnreachable"
+    WORKLOAD_NOT_READY = "WorkloadNotReady"
+    NOT_REGISTERED = "NotRegistered"
+
+
+class WorkloadMetadata(MeshModel):
+    """Labels and annotations of the agent's pod."""
+
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Labels added to the agent's pod. The operator's own labels "
+            "(agentmesh.io/*, app.kubernetes.io/*) win on conflict."
+        ),
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Annotations added to the agent's pod.",
+    )
+
+
+class Workload(MeshModel):
+    """A pod template the operator runs the agent from."""
+
+    metadata: WorkloadMetadata | None = Field(
+        None,
+        description="Labels and annotations of the agent's pod.",
+    )
+    spec: dict[str, Any] = Field(
+        description=(
+            "Pod spec (core/v1 PodSpec: containers, volumes, resources, securityContext, "
+            "tolerations, affinity, nodeSelector, serviceAccountName, ...) of the agent's "
+            "pod. The operator runs it as a one-replica StatefulSet it owns, and adds the "
+            "tailscale sidecar when spec.network is tailscale. The apiserver validates it "
+            "when the StatefulSet is created; errors appear as events on the MeshAgent."
+        ),
+    )
+
+
+class MeshAgentSpec(MeshModel):
+    """Desired state of an agent: who it is, what it can do, how to reach it."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule(
+                rule="!has(self.endpoint) || !has(self.workload)",
+                message=ENDPOINT_OR_WORKLOAD_MESSAGE,
+                field_path=".endpoint",
+                reason="FieldValueForbidden",
+            )
+        )
+    )
+
+    agent_id: DnsLabel | None = Field(
+        None,
+        description=(
+            f"Identity of the agent in the mesh: the subject of its tokens and part of its "
+            "MagicDNS name (agent-mesh-<namespace>-<agentId>). Default: metadata.name. "
+            "Immutable: to change it, create a new MeshAgent. Must be unique in the namespace "
+            f"and {DNS_LABEL_RULE}."
+        ),
+    )
+    agent_name: str | None = Field(
+        None,
+        max_length=253,
+        description=(
+            "Human-readable name shown in discovery results and logs; free text, at most "
+            "253 characters. Default: none (tools show agentId)."
+        ),
+    )
+    agent_type: DnsLabel = Field(
+        description=(
+            f"Role of the agent, which selects its permissions. Built-in types with default "
+            f"ACLs: {BUILTIN_AGENT_TYPES_TEXT}. Any other name is a custom type, denied "
+            "everything until an ACLPolicy for that type exists in the namespace. Must be "
+            f"{DNS_LABEL_RULE}."
+        ),
+    )
+    capabilities: Annotated[list[MeshName], UniqueList] = Field(
+        default_factory=list,
+        max_length=MAX_CAPABILITIES,
+        description=(
+            f"What the agent can do (for example summarize, nlp/translate); tasks go to "
+            f"agents holding all their requiredCapabilities. Each name: {NAME_RULE}. "
+            f"Unique, at most {MAX_CAPABILITIES}. Default: none."
+        ),
+        json_schema_extra=LIST_SET,
+    )
+    version: str | None = Field(
+        None,
+        max_length=64,
+        description=(
+            "Version of the agent's software (for example 1.4.2); informational, shown in "
+            "discovery results. At most 64 characters."
+        ),
+    )
+    port: int = Field(
+        DEFAULT_PORT,
+        ge=1,
+        le=65535,
+        description=(
+            f"Port the agent serves the mesh API on (POST /v1/tasks, GET /healthz) inside "
+            f"its pod, 1-65535. Default: {DEFAULT_PORT}."
+        ),
+    )
+    endpoint: str | None = Field(
+        None,
+        max_length=URL_MAX_LENGTH,
+        pattern=ENDPOINT_PATTERN,
+        description=(
+            "Base URL of an agent running outside the cluster (http:// or https://, for "
+            "example https://critic.example.com:8443). Unset: the operator derives the "
+            "endpoint from the pod (direct) or the MagicDNS name (tailscale); the resolved "
+            "value is in status.endpoint. Not allowed together with workload."
+        ),
+    )
+    network: Network | None = Field(
+        None,
+        description=(
+            "How the agent is reached: tailscale (through the tailnet, by MagicDNS name) or "
+            "direct (pod IP, Service or endpoint). Default: the operator's setting "
+            "(AGENT_MESH_DEFAULT_NETWORK, direct unless configured)."
+        ),
+    )
+    max_concurrent_tasks: int = Field(
+        DEFAULT_MAX_CONCURRENT_TASKS,
+        ge=1,
+        le=10000,
+        description=(
+            "Tasks the agent runs at once; it gets no new task while status.activeTasks has "
+            f"reached it. 1-10000. Default: {DEFAULT_MAX_CONCURRENT_TASKS}."
+        ),
+    )
+    heartbeat_interval_seconds: int = Field(
+        DEFAULT_HEARTBEAT_INTERVAL_SECONDS,
+        ge=1,
+        le=3600,
+        description=(
+            "Seconds between the agent's heartbeats (the SDK reads it). Health comes from the "
+            "time since the last one: degraded after 60 s, unreachable after 300 s (operator "
+            f"settings). 1-3600. Default: {DEFAULT_HEARTBEAT_INTERVAL_SECONDS}."
+        ),
+    )
+    workload: Workload | None = Field(
+        None,
+        description=(
+            "Pod template for an agent the operator runs: it then owns a one-replica "
+            "StatefulSet named after the MeshAgent. Unset: the agent runs elsewhere (a pod "
+            "you manage, labelled agentmesh.io/agent=<name>, or outside the cluster with "
+            "endpoint)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _endpoint_or_workload(self) -> Self:
+        if self.endpoint is not None and self.workload is not None:
+            raise ValueError(ENDPOINT_OR_WORKLOAD_MESSAGE)
+        return self
+
+
+class TailscaleStatus(MeshModel):
+    """The agent's device on the tailnet, read from its Tailscale state Secret."""
+
+    hostname: str | None = Field(
+        None,
+        max_length=253,
+        description="MagicDNS host name: agent-mesh-<namespace>-<agentId>.",
+    )
+    dns_name: str | None = Field(
+        None,
+        max_length=253,
+        description=(
+            "Fully qualified MagicDNS name (for example "
+            "agent-mesh-production-worker-1.tailnet.ts.net)."
+        ),
+    )
+    ips: Annotated[list[str], UniqueList] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Tailnet IP addresses of the device (IPv4 and IPv6).",
+        json_schema_extra=LIST_SET,
+    )
+    device_id: str | None = Field(
+        None,
+        max_length=253,
+        description="Tailscale device ID, for finding the device in the admin console.",
+    )
+
+
+class MeshAgentStatus(MeshModel):
+    """Observed state of an agent, written by the operator only."""
+
+    health_status: HealthStatus | None = Field(
+        None,
+        description=(
+            "pending until the first heartbeat, then healthy (seen < 60 s ago), degraded "
+            "(60-300 s, gets no new tasks) or unreachable (> 300 s, its running tasks fail "
+            "over). Thresholds are operator settings."
+        ),
+    )
+    last_seen: Timestamp | None = Field(
+        None,
+        description=(
+            "Time of the last heartbeat (RFC 3339). Written on health changes and at most "
+            "every 30 s otherwise, so it may lag the real last heartbeat by up to 30 s."
+        ),
+    )
+    registered_at: Timestamp | None = Field(
+        None,
+        description="When the operator registered the agent in the mesh (RFC 3339).",
+    )
+    endpoint: str | None = Field(
+        None,
+        max_length=URL_MAX_LENGTH,
+        description="URL the mesh uses to reach the agent, resolved from spec and network.",
+    )
+    tailscale: TailscaleStatus | None = Field(
+        None,
+        description="The agent's Tailscale device, when spec.network is tailscale.",
+    )
+    active_tasks: int = Field(
+        0,
+        ge=0,
+        description="Tasks assigned to the agent and not yet finished.",
+    )
+    completed_tasks: int = Field(
+        0,
+        ge=0,
+        description="Tasks the agent completed successfully since it was registered.",
+    )
+    failed_tasks: int = Field(
+        0,
+        ge=0,
+        description="Task attempts that failed or timed out on this agent since registration.",
+    )
+    avg_execution_ms: float | None = Field(
+        None,
+        ge=0,
+        description="Mean duration of the agent's completed tasks, in milliseconds.",
+    )
+    conditions: list[Condition] = conditions_field("agent", ", ".join(MeshAgentCondition))
+    observed_generation: int | None = observed_generation_field("MeshAgent")
+
+
+# Effective identity: spec.agentId, or metadata.name when unset (metadata.name never changes).
+_EFFECTIVE_ID = "(has({o}.spec.agentId) ? {o}.spec.agentId : {o}.metadata.name)"
+
+AGENT_ID_IMMUTABLE_MESSAGE: Final = (
+    "spec.agentId is immutable (unset means metadata.name): it is the agent's identity in "
+    "tokens and MagicDNS; create a new MeshAgent to change it"
+)
+NAME_AS_AGENT_ID_MESSAGE: Final = (
+    f"metadata.name must be {DNS_LABEL_RULE} when spec.agentId is unset, because agentId "
+    "defaults to it; shorten the name or set spec.agentId"
+)
+
+MESHAGENT: Final = CrdDescriptor(
+    kind="MeshAgent",
+    plural="meshagents",
+    singular="meshagent",
+    short_names=("ma",),
+    description=(
+        "MeshAgent declares an AI agent that takes part in the agent mesh: its identity, "
+        "type, capabilities and how to reach it. The operator tracks its heartbeats and "
+        "health in status and routes MeshTasks to it."
+    ),
+    spec_model=MeshAgentSpec,
+    status_model=MeshAgentStatus,
+    printer_columns=(
+        PrinterColumn("Type", "string", ".spec.agentType", "Agent type."),
+        PrinterColumn("Health", "string", ".status.healthStatus", "Health from heartbeats."),
+        PrinterColumn("Active", "integer", ".status.activeTasks", "Tasks in progress."),
+        PrinterColumn("Capabilities", "string", ".spec.capabilities", "What the agent can do."),
+        PrinterColumn("Last Seen", "date", ".status.lastSeen", "Time of the last heartbeat."),
+        PrinterColumn(
+            "Endpoint", "string", ".status.endpoint", "URL the mesh reaches it at.", priority=1
+        ),
+        AGE_COLUMN,
+    ),
+    root_rules=(
+        CelRule(
+            rule=f"{_EFFECTIVE_ID.format(o='self')} == {_EFFECTIVE_ID.format(o='oldSelf')}",
+            message=AGENT_ID_IMMUTABLE_MESSAGE,
+            field_path=".spec.agentId",
+            reason="FieldValueInvalid",
+        ),
+        CelRule(
+            rule=(
+                "has(self.spec.agentId) || "
+                f"(size(self.metadata.name) <= {DNS_LABEL_MAX_LENGTH} && "
+                f"self.metadata.name.matches('{DNS_LABEL_PATTERN}'))"
+            ),
+            message=NAME_AS_AGENT_ID_MESSAGE,
+        ),
+    ),
+    selectable_fields=(".spec.agentType",),
+)
