@@ -11,7 +11,7 @@ from kubernetes_asyncio import client, config
 @contextlib.asynccontextmanager
 async def api_client() -> AsyncIterator[client.ApiClient]:
     try:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         await config.load_kube_config()
     async with client.ApiClient() as api:
