@@ -88,10 +88,14 @@ def test_a_killed_test_run_leaves_no_control_plane_behind(tmp_path: Path) -> Non
     parent = subprocess.Popen(
         [sys.executable, "-c", script, str(tmp_path / "plane")], stdout=subprocess.PIPE, text=True
     )
-    assert parent.stdout is not None
-    assert parent.stdout.readline().strip() == "ready"
-    children = [pid for pid in _processes_under(tmp_path) if pid != parent.pid]
-    assert len(children) == 2  # etcd and kube-apiserver
+    try:
+        assert parent.stdout is not None
+        assert parent.stdout.readline().strip() == "ready"
+        children = [pid for pid in _processes_under(tmp_path) if pid != parent.pid]
+        assert len(children) == 2  # etcd and kube-apiserver
+    except BaseException:
+        parent.kill()  # its children follow it (the behaviour under test)
+        raise
     parent.send_signal(signal.SIGKILL)  # no cleanup code runs
     parent.wait()
     wait_for(
