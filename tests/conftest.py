@@ -151,32 +151,62 @@ class OperatorProcess:
     process: subprocess.Popen[bytes]
     log: Path
     liveness_port: int
+    mesh_port: int
+    operator_namespace: str
+
+    @property
+    def mesh_url(self) -> str:
+        return f"http://127.0.0.1:{self.mesh_port}"
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
 
 
-def start_operator(cluster: Cluster, log: Path, *extra: str) -> OperatorProcess:
+def ensure_namespace(cluster: Cluster, name: str) -> str:
+    try:
+        client.CoreV1Api(cluster.api).create_namespace({"metadata": {"name": name}})
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+    return name
+
+
+def start_operator(
+    cluster: Cluster,
+    log: Path,
+    *extra: str,
+    watch: str = f"{TEST_NAMESPACE_PREFIX}*",
+    operator_namespace: str = f"amt-{SESSION}-system",
+    mesh_port: int | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> OperatorProcess:
+    """An operator process watching `watch`, with its keys in `operator_namespace`."""
+    from agent_mesh.devcluster.processes import spawn
     from agent_mesh.ports import free_port
 
     liveness = free_port()
-    from agent_mesh.devcluster.processes import spawn
-
+    mesh = mesh_port or free_port()
+    ensure_namespace(cluster, operator_namespace)
     argv = [
         sys.executable,
         "-m",
         "agent_mesh",
         "operator",
         "--namespace",
-        f"{TEST_NAMESPACE_PREFIX}*",
+        watch,
         "--liveness-port",
         str(liveness),
         "--webhook-port",
         str(free_port()),
+        "--mesh-port",
+        str(mesh),
+        "--operator-namespace",
+        operator_namespace,
         *extra,
     ]
-    proc = spawn(argv, log, detached=False, env=cluster.env)  # dies with the test run
-    operator = OperatorProcess(proc, log, liveness)
+    env = {**cluster.env, **(extra_env or {})}
+    proc = spawn(argv, log, detached=False, env=env)  # dies with the test run
+    operator = OperatorProcess(proc, log, liveness, mesh, operator_namespace)
 
     def live() -> bool:
         if proc.poll() is not None:
@@ -188,6 +218,17 @@ def start_operator(cluster: Cluster, log: Path, *extra: str) -> OperatorProcess:
             return False
 
     wait_for("the operator's liveness endpoint", live, timeout=60)
+
+    def mesh_ready() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"operator exited with {proc.returncode}:\n{operator.logs()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{operator.mesh_url}/readyz", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    wait_for("the operator's mesh API to be ready", mesh_ready, timeout=60)
     return operator
 
 

@@ -58,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="do not serve the admission webhook",
     )
+    op.add_argument("--mesh-host", help="address of the mesh API (default 127.0.0.1)")
+    op.add_argument("--mesh-port", type=int, help="port of the mesh API (default 8090)")
+    op.add_argument(
+        "--operator-namespace",
+        help="namespace of the signing keys and revocations (default agent-mesh-system)",
+    )
     op.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     op.add_argument("--log-format", choices=["json", "text"])
 
@@ -163,6 +169,7 @@ def _operator(args: argparse.Namespace) -> int:
     check_port_free(config.liveness_host, config.liveness_port, "--liveness-port")
     if config.webhooks:
         check_port_free(config.webhook_host, config.webhook_port, "--webhook-port")
+    check_port_free(config.mesh_host, config.mesh_port, "--mesh-port")
     configure_logging(config.log_level, config.log_format)
     from agent_mesh import manager  # kopf is heavy: import it only to actually run
 

@@ -33,5 +33,50 @@ class OperatorConfig(BaseSettings):
     default_network: Literal["tailscale", "direct"] = Field(
         "direct", description="Network mode of agents whose spec.network is unset."
     )
+    operator_namespace: str = Field(
+        "agent-mesh-system",
+        description="Namespace holding the signing-key Secret and the revocation ConfigMap.",
+    )
+    mesh_host: str = Field("127.0.0.1", description="Address the mesh API listens on.")
+    mesh_port: int = Field(8090, ge=1, le=65535, description="Port of the mesh API.")
+    mesh_max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body the mesh API reads (413 above)."
+    )
+    token_lifetime_seconds: int = Field(
+        3600, ge=60, le=86400, description="Lifetime of issued mesh tokens."
+    )
+    token_leeway_seconds: int = Field(
+        30, ge=0, le=300, description="Clock skew allowed when checking exp/nbf/iat."
+    )
+    token_audience: str = Field("agent-mesh", description="aud of mesh tokens.")
+    token_issuer: str = Field("agent-mesh", description="iss of mesh tokens.")
+    service_account_audience: str = Field(
+        "agent-mesh", description="Audience pods' projected ServiceAccount tokens must have."
+    )
+    key_algorithm: Literal["EdDSA", "ES256"] = Field(
+        "EdDSA", description="Signature algorithm of new signing keys."
+    )
+    key_rotation_seconds: int = Field(
+        7 * 86400, ge=60, description="Age at which the signing key is rotated."
+    )
+    key_overlap_seconds: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            "How long a rotated-out key still verifies; default token lifetime + leeway, "
+            "so no token in circulation is cut short."
+        ),
+    )
+    key_check_seconds: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "How often the operator checks the key Secret for a due or requested rotation "
+            "(annotate the Secret agentmesh.io/rotate=<anything new> to request one)."
+        ),
+    )
+    audit_allowed_decisions: bool = Field(
+        True, description="Audit allowed ACL decisions too (denials are always audited)."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"

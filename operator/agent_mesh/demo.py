@@ -26,6 +26,7 @@ from agent_mesh.kubeconfig import check_kubeconfig, configured_kubeconfig
 from agent_mesh.ports import free_port
 
 NAMESPACE = "agent-mesh-demo"
+OPERATOR_NAMESPACE = "agent-mesh-system"
 _REPO = Path(__file__).resolve().parents[2]
 
 
@@ -114,10 +115,12 @@ def run(*, once: bool, samples: Path | None, timeout: float) -> int:
             "crd/aclpolicies.agentmesh.io",
         )
         kubectl("create", "namespace", NAMESPACE, check=False)
+        kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
         if existing is not None:
             stack.callback(kubectl, "delete", "namespace", NAMESPACE, "--wait=false", check=False)
 
         liveness = free_port()
+        mesh_port = free_port()
         log_path = workdir / "operator.log"
         say(f"starting the operator (logs: {log_path})")
         operator = spawn(
@@ -132,6 +135,10 @@ def run(*, once: bool, samples: Path | None, timeout: float) -> int:
                 str(liveness),
                 "--webhook-port",
                 str(free_port()),
+                "--mesh-port",
+                str(mesh_port),
+                "--operator-namespace",
+                OPERATOR_NAMESPACE,
             ],
             log_path,
             detached=False,
@@ -170,6 +177,7 @@ def run(*, once: bool, samples: Path | None, timeout: float) -> int:
         say(
             f"the mesh is up. In another shell:\n    export KUBECONFIG={kubeconfig}\n"
             f"    {binary} get meshagents -n {NAMESPACE} -o wide\n"
+            f"The mesh API is at http://127.0.0.1:{mesh_port} (JWKS: /.well-known/jwks.json).\n"
             "Press Ctrl-C to stop it."
         )
         _wait_for_signal()

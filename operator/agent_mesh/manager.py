@@ -16,8 +16,14 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_mesh import certs
 from agent_mesh.config import OperatorConfig
-from agent_mesh.controllers import admission, meshagents  # noqa: F401  (registers handlers)
+from agent_mesh.controllers import (  # noqa: F401  (importing registers the handlers)
+    aclpolicies,
+    admission,
+    meshagents,
+)
+from agent_mesh.domain.errors import MeshError
 from agent_mesh.kube.client import api_client
+from agent_mesh.runtime import MeshRuntime
 
 logger = logging.getLogger("agent_mesh.operator")
 ANNOTATION_PREFIX = "agentmesh.io"
@@ -101,6 +107,25 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     if config.webhooks:
         settings.admission.server = webhook_server(config, memo.cert_dir)
         settings.admission.managed = admission.WEBHOOK_CONFIGURATION
+
+
+@kopf.on.startup()
+async def start_mesh(memo: kopf.Memo, **_: Any) -> None:
+    """Keys, revocations and the mesh API, before any resource handler runs."""
+    runtime = await MeshRuntime.create(memo.config)
+    try:
+        await runtime.start()
+    except MeshError as error:
+        await runtime.stop()
+        raise kopf.PermanentError(error.message) from error
+    memo.runtime = runtime
+
+
+@kopf.on.cleanup()
+async def stop_mesh(memo: kopf.Memo, **_: Any) -> None:
+    runtime: MeshRuntime | None = memo.get("runtime")
+    if runtime is not None:
+        await runtime.stop()
 
 
 @kopf.on.cleanup()

@@ -30,22 +30,13 @@ from agent_mesh.api.common import (
     is_dns_label,
     observed_generation_field,
 )
+from agent_mesh.domain.acl import Action as Action
 
 MAX_RESOURCES: Final = 64
 MAX_NAMESPACES: Final = 64
 
 # A resource name, or '*' for all; the same characters as capability names.
 RESOURCE_PATTERN: Final = r"^(\*|[a-z0-9]([-a-z0-9._/]*[a-z0-9])?)$"
-
-
-class Action(StrEnum):
-    """What an agent does to a resource; '*' stands for every action."""
-
-    READ = "read"
-    WRITE = "write"
-    EXECUTE = "execute"
-    ADMIN = "admin"
-    ALL = WILDCARD
 
 
 class ACLPolicyCondition(StrEnum):

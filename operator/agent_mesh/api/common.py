@@ -17,6 +17,10 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
+# The ACL vocabulary is defined by the domain's ACL engine; the models re-export it.
+from agent_mesh.domain.acl import WILDCARD as WILDCARD
+from agent_mesh.domain.acl import BuiltinAgentType as BuiltinAgentType
+
 GROUP: Final = "agentmesh.io"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
@@ -40,8 +44,6 @@ NAME_RULE: Final = (
     "at most 63 lower-case letters, digits, '-', '.', '_' and '/', "
     "starting and ending with a letter or digit"
 )
-
-WILDCARD: Final = "*"
 
 # Bounds on lists: they keep objects small and let the CEL cost estimator accept rules.
 MAX_CAPABILITIES: Final = 64
@@ -121,17 +123,6 @@ UniqueList = AfterValidator(_unique)
 
 Timestamp = AwareDatetime
 """RFC 3339 in UTC on the wire (`format: date-time`); naive datetimes are refused."""
-
-
-class BuiltinAgentType(StrEnum):
-    """Agent types with default ACLs (DESIGN §2); any other DNS label is a custom type."""
-
-    ORCHESTRATOR = "orchestrator"
-    WORKER = "worker"
-    MONITOR = "monitor"
-    INTEGRATOR = "integrator"
-    GOVERNOR = "governor"
-    CRITIC = "critic"
 
 
 BUILTIN_AGENT_TYPES_TEXT: Final = ", ".join(t.value for t in BuiltinAgentType)

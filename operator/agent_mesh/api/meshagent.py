@@ -276,6 +276,27 @@ class TailscaleStatus(MeshModel):
     )
 
 
+class CredentialStatus(MeshModel):
+    """Where an external agent's mesh credential is, and its hash (never the credential)."""
+
+    secret_name: str = Field(
+        max_length=253,
+        description=(
+            "Secret in this namespace holding the credential (key `credential`) that the "
+            "agent exchanges for a mesh token at POST /v1/token. Delete it to rotate."
+        ),
+    )
+    sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description=(
+            "Hex SHA-256 of the credential: the operator verifies against this, so it never "
+            "reads the Secret to authenticate. The credential has 256 random bits, so the "
+            "hash cannot be inverted."
+        ),
+    )
+    issued_at: Timestamp = Field(description="When the credential was created (RFC 3339).")
+
+
 class MeshAgentStatus(MeshModel):
     """Observed state of an agent, written by the operator only."""
 
@@ -326,6 +347,10 @@ class MeshAgentStatus(MeshModel):
         None,
         ge=0,
         description="Mean duration of the agent's completed tasks, in milliseconds.",
+    )
+    credential: CredentialStatus | None = Field(
+        None,
+        description="External agents (spec.endpoint set): the credential the operator issued.",
     )
     conditions: list[Condition] = conditions_field("agent", ", ".join(MeshAgentCondition))
     observed_generation: int | None = observed_generation_field("MeshAgent")

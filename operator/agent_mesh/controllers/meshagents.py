@@ -1,50 +1,67 @@
-"""MeshAgent handlers. For now: registration (status pending, registeredAt, conditions)."""
+"""MeshAgent handlers: registration in status, the registry every mesh call checks
+identities against, external agents' credentials, and token revocation on deletion."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import kopf
 
 from agent_mesh.api import GROUP, VERSION
 from agent_mesh.controllers.meshagent_status import registration_patch
-from agent_mesh.domain.clock import SystemClock
+from agent_mesh.domain.agents import record_from_body
+from agent_mesh.kube.credentials import ensure_credential
+from agent_mesh.runtime import MeshRuntime
 
-audit = logging.getLogger("agent_mesh.audit")
-clock = SystemClock()
+
+@kopf.on.event(GROUP, VERSION, "meshagents")
+async def track(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Keep the registry in step with the watch (every change, status included)."""
+    runtime: MeshRuntime = memo.runtime
+    body = event["object"]
+    if event["type"] == "DELETED":
+        meta = body.get("metadata") or {}
+        removed = runtime.registry.remove(
+            meta.get("namespace", ""), meta.get("name", ""), meta.get("uid")
+        )
+        if removed is not None:
+            await deregister(runtime, removed.namespace, removed.agent_id, removed.name)
+    else:
+        runtime.registry.upsert(record_from_body(body))
 
 
 @kopf.on.resume(GROUP, VERSION, "meshagents")
 @kopf.on.create(GROUP, VERSION, "meshagents")
 @kopf.on.update(GROUP, VERSION, "meshagents", field="spec")
-def register(
+async def register(
     body: kopf.Body,
     spec: kopf.Spec,
     status: kopf.Status,
     meta: kopf.Meta,
     patch: kopf.Patch,
     logger: kopf.Logger,
+    memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    changes = registration_patch(status, meta.get("generation"), clock.now())
+    runtime: MeshRuntime = memo.runtime
+    now = runtime.clock.now()
+    changes = registration_patch(status, meta.get("generation"), now)
+    if spec.get("endpoint") and not status.get("credential"):
+        changes["credential"] = await ensure_credential(runtime.api, dict(body), now)
+        logger.info("credential Secret %s ready", changes["credential"]["secretName"])
     if not changes:
         return
     patch.status.update(changes)
     if "registeredAt" in changes:
         agent_id = spec.get("agentId") or meta["name"]
         logger.info("agent %s registered", agent_id)
-        audit.info(
-            "agent registered",
-            extra={
-                "event": "agent.registered",
-                "agentId": agent_id,
-                "k8s_ref": {
-                    "kind": "MeshAgent",
-                    "namespace": meta.get("namespace"),
-                    "name": meta["name"],
-                },
-            },
+        runtime.audit.record(
+            "agent.registered",
+            f"agent {meta.get('namespace')}/{agent_id} registered",
+            agentId=agent_id,
+            agentType=spec.get("agentType"),
+            namespace=meta.get("namespace"),
+            name=meta["name"],
         )
         kopf.event(
             body,
@@ -52,3 +69,16 @@ def register(
             reason="Registered",
             message=f"Agent {agent_id} registered; waiting for its first heartbeat.",
         )
+
+
+async def deregister(runtime: MeshRuntime, namespace: str, agent_id: str, name: str) -> None:
+    """Revoke the agent's tokens, persistently. No finalizer: if the operator misses the
+    deletion, tokens are still bound to the deleted object's uid and stop verifying."""
+    await runtime.authority.revoke_agent(namespace, agent_id, actor="operator (agent deleted)")
+    runtime.audit.record(
+        "agent.deregistered",
+        f"agent {namespace}/{agent_id} deregistered",
+        agentId=agent_id,
+        namespace=namespace,
+        name=name,
+    )

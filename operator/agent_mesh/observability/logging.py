@@ -2,7 +2,8 @@
 
 kopf attaches the object a handler works on to each record (`k8s_ref`); our loggers pass
 `extra={"agentId": ..., "taskId": ..., "correlationId": ...}` (and `k8s_ref` where no kopf
-logger is at hand). Both become top-level keys,
+logger is at hand), and structured records such as audit lines pass `extra={"fields": {...}}`.
+All become top-level keys,
 so `jq 'select(.agentId=="worker-1")'` works on the operator's output.
 """
 
@@ -38,6 +39,10 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, key, None)
             if value is not None and key not in entry:
                 entry[key] = value
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):  # structured records (audit) carry their own keys
+            for key, value in fields.items():
+                entry.setdefault(key, value)
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

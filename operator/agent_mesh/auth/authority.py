@@ -1,0 +1,462 @@
+"""The operator's authority: who a caller is (tokens), what it may do (ACL), and the
+state behind both (signing keys, revocations), kept in the cluster through small stores.
+
+Mesh routes call `authenticate` and then `authorize` (or `require_self`); the token
+endpoint calls the `exchange_*` methods. Every decision is audited and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from agent_mesh.auth.audit import AuditLog
+from agent_mesh.auth.keys import KeyRing
+from agent_mesh.auth.revocation import RevocationList
+from agent_mesh.auth.tokens import AgentIdentity, MeshClaims, TokenIssuer, TokenVerifier
+from agent_mesh.domain.acl import MeshCall, PolicyIndex
+from agent_mesh.domain.agents import AgentRecord, AgentRegistry
+from agent_mesh.domain.clock import Clock, rfc3339
+from agent_mesh.domain.errors import AuthError, ForbiddenError, MeshError, UnavailableError
+from agent_mesh.observability.metrics import AUTH_DECISIONS, TOKENS_ISSUED, TOKENS_VERIFIED
+
+logger = logging.getLogger("agent_mesh.auth")
+
+SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
+POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Token and key policy (from the operator config)."""
+
+    issuer: str = "agent-mesh"
+    audience: str = "agent-mesh"
+    token_lifetime: dt.timedelta = dt.timedelta(hours=1)
+    leeway: dt.timedelta = dt.timedelta(seconds=30)
+    key_algorithm: str = "EdDSA"
+    rotation_interval: dt.timedelta = dt.timedelta(days=7)
+    key_overlap: dt.timedelta = dt.timedelta(hours=1, seconds=30)
+    service_account_audience: str = "agent-mesh"
+    audit_allowed: bool = True
+    """Audit allowed decisions too (denials always are); off trims hot-path logging."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewedToken:
+    """What a TokenReview said about a ServiceAccount token."""
+
+    username: str
+    extra: dict[str, list[str]]
+
+
+class KeyStore(Protocol):
+    rotation_requested: str | None
+    """Set by `load` when someone asked for a rotation that has not happened yet."""
+
+    async def load(self) -> KeyRing | None: ...
+    async def save(self, ring: KeyRing) -> None: ...
+
+
+class RevocationStore(Protocol):
+    async def load(self) -> RevocationList: ...
+    async def save(self, revocations: RevocationList) -> RevocationList:
+        """Persist; returns the stored list (merged with other writers' entries)."""
+        ...
+
+
+class TokenReviewer(Protocol):
+    async def review(self, token: str, audience: str) -> ReviewedToken:
+        """Raise AuthError when the apiserver does not authenticate the token."""
+        ...
+
+    async def pod_agent_label(self, namespace: str, pod: str) -> str | None: ...
+
+
+AgentFetcher = Callable[[str, str], Awaitable[AgentRecord | None]]
+
+
+def credential_hash(credential: str) -> str:
+    return hashlib.sha256(credential.encode()).hexdigest()
+
+
+class Authority:
+    """Issues, verifies and revokes mesh tokens and makes ACL decisions."""
+
+    def __init__(
+        self,
+        settings: AuthSettings,
+        *,
+        registry: AgentRegistry,
+        policies: PolicyIndex,
+        keys: KeyStore,
+        revocation_store: RevocationStore,
+        reviewer: TokenReviewer,
+        fetch_agent: AgentFetcher,
+        audit: AuditLog,
+        clock: Clock,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.policies = policies
+        self.audit = audit
+        self._keys = keys
+        self._revocation_store = revocation_store
+        self._reviewer = reviewer
+        self._fetch_agent = fetch_agent
+        self._clock = clock
+        self.clock = clock
+        self._ring: KeyRing | None = None
+        self._lock = asyncio.Lock()
+        self.revocations = RevocationList()
+        self.issuer = TokenIssuer(
+            self.keyring,
+            clock,
+            issuer=settings.issuer,
+            audience=settings.audience,
+            lifetime=settings.token_lifetime,
+        )
+        self.verifier = TokenVerifier(
+            self.keyring,
+            clock,
+            self.revocations,
+            issuer=settings.issuer,
+            audience=settings.audience,
+            leeway=settings.leeway,
+        )
+
+    # --- state ---------------------------------------------------------------------------
+
+    def keyring(self) -> KeyRing:
+        if self._ring is None:
+            raise UnavailableError("signing keys are not loaded yet", code="KeysNotLoaded")
+        return self._ring
+
+    @property
+    def ready(self) -> bool:
+        return self._ring is not None
+
+    async def start(self) -> None:
+        """Load keys (creating the first on a fresh cluster) and revocations."""
+        now = self._clock.now()
+        ring = await self._keys.load()
+        if ring is None:
+            ring = KeyRing.generate(self.settings.key_algorithm, now)  # type: ignore[arg-type]
+            await self._keys.save(ring)
+            logger.info("created the first signing key %s", ring.active.kid)
+        self._ring = ring
+        self.revocations.merge(await self._revocation_store.load())
+        await self.rotate_if_due()
+
+    async def maintain_keys(self) -> None:
+        """Periodic: adopt keys another writer stored, rotate when due or requested."""
+        stored = await self._keys.load()
+        if stored is not None and set(stored.verifying) != set(self.keyring().verifying):
+            self._ring = stored
+            logger.info("adopted signing keys from the key store (active %s)", stored.active.kid)
+        if self._keys.rotation_requested is not None:
+            await self.rotate_keys(reason="requested", actor="key Secret annotation")
+            return
+        await self.rotate_if_due()
+
+    async def rotate_if_due(self) -> bool:
+        """Rotate when the active key is older than the interval; drop retired keys."""
+        ring = self.keyring()
+        now = self._clock.now()
+        if ring.needs_rotation(now, self.settings.rotation_interval):
+            await self.rotate_keys(reason="schedule")
+            return True
+        pruned = ring.prune(now)
+        if set(pruned.verifying) != set(ring.verifying):
+            await self._keys.save(pruned)
+            self._ring = pruned
+        return False
+
+    async def rotate_keys(self, reason: str, actor: str = "operator") -> KeyRing:
+        """New active key now; the previous one verifies for the overlap window."""
+        async with self._lock:
+            old = self.keyring()
+            ring = old.rotate(self._clock.now(), self.settings.key_overlap)
+            await self._keys.save(ring)
+            self._ring = ring
+        self.audit.record(
+            "keys.rotated",
+            f"signing key rotated ({reason})",
+            actor=actor,
+            reason=reason,
+            kid=ring.active.kid,
+            previousKid=old.active.kid,
+        )
+        return ring
+
+    # --- authentication ------------------------------------------------------------------
+
+    async def authenticate(self, authorization: str | None) -> MeshClaims:
+        """The verified claims of a `Bearer` header, bound to an existing MeshAgent."""
+        try:
+            token = _bearer(authorization)
+            claims = self.verifier.verify(token)
+            await self._bound_agent(claims)
+        except AuthError as error:
+            TOKENS_VERIFIED.labels(result=error.code).inc()
+            self.audit.record(
+                "token.rejected",
+                f"mesh token rejected: {error.message}",
+                code=error.code,
+                reason=error.message,
+            )
+            raise
+        TOKENS_VERIFIED.labels(result="ok").inc()
+        return claims
+
+    async def _bound_agent(self, claims: MeshClaims) -> AgentRecord:
+        agent = await self.find_agent(claims.namespace, claims.sub)
+        if agent is None or agent.uid != claims.agent_uid:
+            raise AuthError(
+                f"token subject {claims.namespace}/{claims.sub} is not a registered MeshAgent "
+                "(deleted, or re-created since the token was issued)",
+                field="sub",
+                code="AgentUnknown",
+            )
+        return agent
+
+    async def find_agent(self, namespace: str, agent_id: str) -> AgentRecord | None:
+        """From the watch-fed registry; asks the apiserver on a miss (start-up, races)."""
+        agent = self.registry.get(namespace, agent_id)
+        if agent is None:
+            agent = await self._fetch_agent(namespace, agent_id)
+            if agent is not None:
+                self.registry.upsert(agent)
+        return agent
+
+    # --- authorization -------------------------------------------------------------------
+
+    def authorize(
+        self, claims: MeshClaims, call: MeshCall, target_namespace: str | None = None
+    ) -> None:
+        """Raise ForbiddenError unless the ACL lets the caller make `call`."""
+        target = target_namespace or claims.namespace
+        decision = self.policies.decide(
+            claims.agent_type, claims.namespace, call.action, call.resource, target
+        )
+        verdict = "allow" if decision.allowed else "deny"
+        AUTH_DECISIONS.labels(decision=verdict).inc()
+        if decision.allowed and not self.settings.audit_allowed:
+            return
+        self.audit.record(
+            "acl.decision",
+            decision.reason,
+            decision=verdict,
+            agentId=claims.sub,
+            agentType=claims.agent_type,
+            namespace=claims.namespace,
+            action=call.action.value,
+            resource=call.resource,
+            targetNamespace=target,
+            policy=decision.source,
+            reason=decision.reason,
+        )
+        if not decision.allowed:
+            raise ForbiddenError(decision.reason, code="AccessDenied")
+
+    def require_self(self, claims: MeshClaims, namespace: str, agent_id: str) -> None:
+        """Calls about one agent (heartbeat, its task results) need that agent's own token."""
+        if claims.namespace == namespace and claims.sub == agent_id:
+            return
+        AUTH_DECISIONS.labels(decision="deny").inc()
+        message = (
+            f"the token of agent {claims.namespace}/{claims.sub} cannot act for agent "
+            f"{namespace}/{agent_id}"
+        )
+        self.audit.record(
+            "acl.decision",
+            message,
+            decision="deny",
+            agentId=claims.sub,
+            agentType=claims.agent_type,
+            namespace=claims.namespace,
+            action="self",
+            resource=f"agents/{agent_id}",
+            targetNamespace=namespace,
+            policy="identity",
+            reason=message,
+        )
+        raise ForbiddenError(message, code="NotYourAgent")
+
+    # --- issuance ------------------------------------------------------------------------
+
+    async def exchange_service_account_token(
+        self, token: str, agent_id: str | None
+    ) -> tuple[str, MeshClaims]:
+        """A pod's projected ServiceAccount token (audience checked by TokenReview) → JWT."""
+        try:
+            reviewed = await self._reviewer.review(token, self.settings.service_account_audience)
+            agent = await self._agent_of_service_account(reviewed, agent_id)
+        except MeshError as error:
+            self._issue_refused("serviceAccountToken", error, agent_id)
+            raise
+        return self._issue(agent, "serviceAccountToken")
+
+    async def _agent_of_service_account(
+        self, reviewed: ReviewedToken, agent_id: str | None
+    ) -> AgentRecord:
+        if not reviewed.username.startswith(SERVICE_ACCOUNT_PREFIX):
+            raise AuthError(
+                f"serviceAccountToken authenticates {reviewed.username}, not a ServiceAccount",
+                field="serviceAccountToken",
+                code="NotAServiceAccount",
+            )
+        namespace, _, account = reviewed.username.removeprefix(SERVICE_ACCOUNT_PREFIX).partition(
+            ":"
+        )
+        pods = reviewed.extra.get(POD_NAME_EXTRA) or []
+        if pods:
+            label = await self._reviewer.pod_agent_label(namespace, pods[0])
+            if label:
+                agent = self.registry.by_name(namespace, label)
+                if agent is None:
+                    raise AuthError(
+                        f"pod {namespace}/{pods[0]} is labelled agentmesh.io/agent={label}, "
+                        "but no such MeshAgent exists",
+                        field="serviceAccountToken",
+                        code="AgentUnknown",
+                    )
+                if agent_id is not None and agent_id != agent.agent_id:
+                    raise ForbiddenError(
+                        f"pod {namespace}/{pods[0]} runs agent {agent.agent_id}, not {agent_id}",
+                        field="agentId",
+                        code="NotYourAgent",
+                    )
+                return agent
+        bound = self.registry.with_service_account(namespace, account)
+        if agent_id is not None:
+            bound = [a for a in bound if a.agent_id == agent_id]
+        if len(bound) == 1:
+            return bound[0]
+        if not bound:
+            raise ForbiddenError(
+                f"ServiceAccount {namespace}/{account} is not bound to "
+                f"{'agent ' + agent_id if agent_id else 'any MeshAgent'}: label the pod "
+                "agentmesh.io/agent=<MeshAgent name> or run it with the agent's workload "
+                "serviceAccountName",
+                field="serviceAccountToken",
+                code="NotBoundToAgent",
+            )
+        raise ForbiddenError(
+            f"ServiceAccount {namespace}/{account} runs {len(bound)} agents: name one in agentId",
+            field="agentId",
+            code="AmbiguousAgent",
+        )
+
+    async def exchange_credential(
+        self, namespace: str, agent_id: str, credential: str
+    ) -> tuple[str, MeshClaims]:
+        """An external agent's credential (from the Secret the operator made) → JWT."""
+        agent = await self.find_agent(namespace, agent_id)
+        presented = credential_hash(credential)
+        if (
+            agent is None
+            or agent.credential_hash is None
+            or not hmac.compare_digest(agent.credential_hash, presented)
+        ):
+            # One answer for unknown agent and wrong credential: no probing for agent names.
+            error = AuthError(
+                f"credential for agent {namespace}/{agent_id} is not valid",
+                field="credential",
+                code="CredentialInvalid",
+            )
+            self._issue_refused("credential", error, agent_id, namespace)
+            raise error
+        return self._issue(agent, "credential")
+
+    def _issue(self, agent: AgentRecord, method: str) -> tuple[str, MeshClaims]:
+        identity = AgentIdentity(
+            agent_id=agent.agent_id,
+            agent_type=agent.agent_type,
+            namespace=agent.namespace,
+            capabilities=agent.capabilities,
+            uid=agent.uid,
+        )
+        token, claims = self.issuer.issue(identity)
+        TOKENS_ISSUED.labels(method=method).inc()
+        self.audit.record(
+            "token.issued",
+            f"mesh token issued to {agent.ref}",
+            method=method,
+            agentId=agent.agent_id,
+            agentType=agent.agent_type,
+            namespace=agent.namespace,
+            jti=claims.jti,
+            expiresAt=claims.exp,
+        )
+        return token, claims
+
+    def _issue_refused(
+        self, method: str, error: MeshError, agent_id: str | None, namespace: str | None = None
+    ) -> None:
+        self.audit.record(
+            "token.refused",
+            f"token exchange refused: {error.message}",
+            method=method,
+            code=error.code,
+            agentId=agent_id,
+            namespace=namespace,
+        )
+
+    # --- revocation ----------------------------------------------------------------------
+
+    async def revoke_token(self, jti: str, actor: str) -> None:
+        """Revoke one token; kept until any token with that jti would have expired anyway."""
+        expires = self._clock.now() + self.settings.token_lifetime + self.settings.leeway
+        self.revocations.revoke_token(jti, expires)
+        await self._persist_revocations()
+        self.audit.record("token.revoked", f"token {jti} revoked", actor=actor, jti=jti)
+
+    async def revoke_agent(
+        self, namespace: str, agent_id: str, actor: str, before: dt.datetime | None = None
+    ) -> dt.datetime:
+        """Revoke every token of the agent issued before `before` (default: now)."""
+        moment = before or self._clock.now()
+        self.revocations.revoke_agent(namespace, agent_id, moment)
+        await self._persist_revocations()
+        self.audit.record(
+            "agent.tokens_revoked",
+            f"tokens of agent {namespace}/{agent_id} issued before {rfc3339(moment)} revoked",
+            actor=actor,
+            agentId=agent_id,
+            namespace=namespace,
+            before=rfc3339(moment),
+        )
+        return moment
+
+    async def _persist_revocations(self) -> None:
+        # The in-memory list already refuses the token; persistence makes it outlive us.
+        self.revocations.prune(
+            self._clock.now(), self.settings.token_lifetime, self.settings.leeway
+        )
+        async with self._lock:
+            stored = await self._revocation_store.save(self.revocations)
+        self.revocations.merge(stored)
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        raise AuthError(
+            "missing Authorization header: send 'Authorization: Bearer <mesh token>'",
+            field="Authorization",
+            code="TokenMissing",
+        )
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError(
+            "Authorization header must be 'Bearer <mesh token>'",
+            field="Authorization",
+            code="TokenMalformed",
+        )
+    return token.strip()

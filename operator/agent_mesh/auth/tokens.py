@@ -1,0 +1,244 @@
+"""Mesh JWTs: issue them, and verify them the RFC 8725 way.
+
+The verifier trusts nothing in the token before the signature is checked with a key of
+ours whose algorithm is pinned in code: `typ` must be ours, `alg` must equal the key's,
+`kid` is a lookup in our ring (never a path or URL), `jku`/`x5u`/`jwk`/`x5c` are ignored.
+Time comes from the injected clock, so expiry is testable without sleeping.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import jwt
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+from agent_mesh.auth.keys import ALGORITHMS, KeyRing
+from agent_mesh.domain.clock import Clock
+from agent_mesh.domain.errors import AuthError
+
+if TYPE_CHECKING:
+    from agent_mesh.auth.revocation import RevocationList
+
+TOKEN_TYPE: Final = "agent-mesh+jwt"  # noqa: S105  (the JWT typ header)
+ISSUER: Final = "agent-mesh"
+AUDIENCE: Final = "agent-mesh"
+REQUIRED_CLAIMS: Final = ("exp", "iat", "nbf", "iss", "aud", "sub", "jti")
+MESH_CLAIMS: Final = ("agentType", "namespace", "agentUid")
+DEFAULT_CACHE_SIZE: Final = 16_384
+
+KeyRingProvider = Callable[[], KeyRing]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentIdentity:
+    """Who a token speaks for, taken from the MeshAgent (never from the request)."""
+
+    agent_id: str
+    agent_type: str
+    namespace: str
+    capabilities: tuple[str, ...]
+    uid: str
+
+
+class MeshClaims(BaseModel):
+    """The verified claims of a mesh token (camelCase on the wire)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    sub: str
+    agent_type: str
+    namespace: str
+    capabilities: list[str]
+    agent_uid: str
+    iat: int
+    nbf: int
+    exp: int
+    jti: str
+    iss: str
+    aud: str
+
+    @property
+    def identity(self) -> AgentIdentity:
+        return AgentIdentity(
+            self.sub, self.agent_type, self.namespace, tuple(self.capabilities), self.agent_uid
+        )
+
+
+class TokenIssuer:
+    """Signs mesh tokens with the ring's active key."""
+
+    def __init__(
+        self,
+        keyring: KeyRingProvider,
+        clock: Clock,
+        *,
+        issuer: str = ISSUER,
+        audience: str = AUDIENCE,
+        lifetime: dt.timedelta = dt.timedelta(hours=1),
+    ) -> None:
+        self._keyring = keyring
+        self._clock = clock
+        self.issuer = issuer
+        self.audience = audience
+        self.lifetime = lifetime
+
+    def issue(self, identity: AgentIdentity) -> tuple[str, MeshClaims]:
+        key = self._keyring().active
+        now = int(self._clock.now().timestamp())
+        claims = MeshClaims(
+            sub=identity.agent_id,
+            agent_type=identity.agent_type,
+            namespace=identity.namespace,
+            capabilities=list(identity.capabilities),
+            agent_uid=identity.uid,
+            iat=now,
+            nbf=now,
+            exp=now + int(self.lifetime.total_seconds()),
+            jti=uuid.uuid4().hex,
+            iss=self.issuer,
+            aud=self.audience,
+        )
+        token = jwt.encode(
+            claims.model_dump(by_alias=True),
+            key.private_key,
+            algorithm=key.algorithm,
+            headers={"typ": TOKEN_TYPE, "kid": key.kid},
+        )
+        return token, claims
+
+
+class TokenVerifier:
+    """Verifies mesh tokens; every refusal is an AuthError with a stable code."""
+
+    def __init__(
+        self,
+        keyring: KeyRingProvider,
+        clock: Clock,
+        revocations: RevocationList,
+        *,
+        issuer: str = ISSUER,
+        audience: str = AUDIENCE,
+        leeway: dt.timedelta = dt.timedelta(seconds=30),
+        cache_size: int = DEFAULT_CACHE_SIZE,
+    ) -> None:
+        self._keyring = keyring
+        self._clock = clock
+        self._revocations = revocations
+        self.issuer = issuer
+        self.audience = audience
+        self._leeway = leeway.total_seconds()
+        self._cache_size = cache_size
+        # token string → (claims, kid): a repeat skips the signature, not the other checks
+        self._cache: dict[str, tuple[MeshClaims, str]] = {}
+
+    def verify(self, token: str) -> MeshClaims:
+        cached = self._cache.get(token)
+        if cached is not None:
+            claims, kid = cached
+            if self._keyring().key_for(kid) is None:
+                del self._cache[token]
+                raise AuthError(
+                    f"token kid {kid} is not a current signing key (rotated out)",
+                    field="kid",
+                    code="UnknownKey",
+                )
+        else:
+            claims, kid = self._verify_signed(token)
+        self._check_time(claims)
+        if self._revocations.is_revoked(claims):
+            raise AuthError(
+                f"token {claims.jti} of agent {claims.namespace}/{claims.sub} is revoked",
+                field="jti",
+                code="TokenRevoked",
+            )
+        if cached is None and self._cache_size > 0:
+            if len(self._cache) >= self._cache_size:
+                del self._cache[next(iter(self._cache))]
+            self._cache[token] = (claims, kid)
+        return claims
+
+    def _verify_signed(self, token: str) -> tuple[MeshClaims, str]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError as error:
+            raise AuthError(f"token is not a JWS: {error}", code="TokenMalformed") from None
+        if header.get("typ") != TOKEN_TYPE:
+            raise AuthError(
+                f"token header typ must be {TOKEN_TYPE!r}, got {header.get('typ')!r}",
+                field="typ",
+                code="TokenTypeInvalid",
+            )
+        alg = header.get("alg")
+        if alg not in ALGORITHMS:
+            raise AuthError(
+                f"token alg {alg!r} is not allowed: only {', '.join(ALGORITHMS)}",
+                field="alg",
+                code="AlgorithmNotAllowed",
+            )
+        kid = header.get("kid")
+        key = self._keyring().key_for(kid)
+        if key is None:
+            raise AuthError(
+                "token kid is not one of the mesh's signing keys", field="kid", code="UnknownKey"
+            )
+        if alg != key.algorithm:
+            raise AuthError(
+                f"token alg {alg} does not match key {key.kid} ({key.algorithm})",
+                field="alg",
+                code="AlgorithmNotAllowed",
+            )
+        try:
+            payload: dict[str, Any] = jwt.decode(
+                token,
+                key.public_key,
+                algorithms=[key.algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={
+                    "require": list(REQUIRED_CLAIMS),
+                    "verify_exp": False,  # checked against the injected clock below
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
+            )
+        except jwt.MissingRequiredClaimError as error:
+            raise AuthError(
+                f"token lacks the {error.claim} claim", field=error.claim, code="ClaimMissing"
+            ) from None
+        except jwt.InvalidAudienceError:
+            raise AuthError(
+                f"token aud is not {self.audience!r}", field="aud", code="AudienceInvalid"
+            ) from None
+        except jwt.InvalidIssuerError:
+            raise AuthError(
+                f"token iss is not {self.issuer!r}", field="iss", code="IssuerInvalid"
+            ) from None
+        except jwt.InvalidSignatureError:
+            raise AuthError(
+                "token signature does not verify", field="signature", code="SignatureInvalid"
+            ) from None
+        except jwt.PyJWTError as error:
+            raise AuthError(f"token is invalid: {error}", code="TokenMalformed") from None
+        for claim in MESH_CLAIMS:
+            if not isinstance(payload.get(claim), str) or not payload[claim]:
+                raise AuthError(f"token lacks the {claim} claim", field=claim, code="ClaimMissing")
+        try:
+            claims = MeshClaims.model_validate(payload)
+        except ValueError as error:
+            raise AuthError(f"token claims are malformed: {error}", code="TokenMalformed") from None
+        return claims, key.kid
+
+    def _check_time(self, claims: MeshClaims) -> None:
+        now = self._clock.now().timestamp()
+        if now > claims.exp + self._leeway:
+            raise AuthError("token has expired", field="exp", code="TokenExpired")
+        if now + self._leeway < claims.nbf:
+            raise AuthError("token is not valid yet", field="nbf", code="TokenNotYetValid")
+        if now + self._leeway < claims.iat:
+            raise AuthError("token was issued in the future", field="iat", code="TokenNotYetValid")

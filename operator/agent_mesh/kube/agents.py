@@ -1,0 +1,60 @@
+"""Read MeshAgents straight from the apiserver, for when the watch has not caught up."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Final
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from agent_mesh.api import GROUP, VERSION
+from agent_mesh.domain.agents import AgentRecord, record_from_body
+from agent_mesh.kube.errors import unavailable
+
+NEGATIVE_TTL_SECONDS: Final = 2.0
+
+
+class AgentFetcher:
+    """Looks a MeshAgent up by (namespace, agentId), remembering misses for a moment so
+    a caller with a bogus identity cannot turn each request into apiserver load."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._custom = client.CustomObjectsApi(api)
+        self._misses: dict[tuple[str, str], float] = {}
+
+    async def __call__(self, namespace: str, agent_id: str) -> AgentRecord | None:
+        key = (namespace, agent_id)
+        now = time.monotonic()
+        if self._misses.get(key, 0.0) > now:
+            return None
+        if len(self._misses) > 10_000:
+            self._misses = {k: t for k, t in self._misses.items() if t > now}
+        found = await self._lookup(namespace, agent_id)
+        if found is None:
+            self._misses[key] = now + NEGATIVE_TTL_SECONDS
+        return found
+
+    async def _lookup(self, namespace: str, agent_id: str) -> AgentRecord | None:
+        try:
+            body: dict[str, Any] = await self._custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "meshagents", agent_id
+            )
+            record = record_from_body(body)
+            if record.agent_id == agent_id:
+                return record
+        except ApiException as error:
+            if error.status != 404:
+                raise unavailable(f"reading MeshAgent {namespace}/{agent_id}", error) from error
+        # agentId differs from metadata.name: scan the namespace (rare, and misses are cached).
+        try:
+            listing = await self._custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, "meshagents"
+            )
+        except ApiException as error:
+            raise unavailable(f"listing MeshAgents in {namespace}", error) from error
+        for item in listing.get("items", []):
+            record = record_from_body(item)
+            if record.agent_id == agent_id:
+                return record
+        return None

@@ -1,0 +1,96 @@
+"""What every mesh route shares: JSON errors, body limits, body parsing, the caller.
+
+Errors always have the shape `{"error": {"code", "message", "field"}}` so clients need one
+error path; bad input names the field (as a JSON path in camelCase) and the rule.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
+
+import pydantic
+from aiohttp import web
+
+from agent_mesh.domain.errors import MeshError, PayloadTooLargeError, ValidationError
+
+logger = logging.getLogger("agent_mesh.mesh")
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_BODY_KEY: Final = web.AppKey("max_body_bytes", int)
+
+
+def error_response(error: MeshError) -> web.Response:
+    return web.json_response(error.to_wire(), status=error.status)
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes a JSON error body; unexpected ones are logged, not leaked."""
+    try:
+        return await handler(request)
+    except MeshError as error:
+        return error_response(error)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(_too_large(request))
+    except web.HTTPException as http:
+        if http.status < 400:
+            raise
+        code = http.reason.replace(" ", "")
+        wire = MeshError(http.reason, code=code)
+        return web.json_response(wire.to_wire(), status=http.status)
+    except Exception:
+        logger.exception("mesh API %s %s failed", request.method, request.path)
+        return error_response(MeshError("internal error; see the operator log"))
+
+
+@web.middleware
+async def limit_body(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a declared oversize body before reading a byte of it."""
+    if request.content_length is not None and request.content_length > request.app[MAX_BODY_KEY]:
+        return error_response(_too_large(request))
+    return await handler(request)
+
+
+def _too_large(request: web.Request) -> PayloadTooLargeError:
+    limit = request.app[MAX_BODY_KEY]
+    return PayloadTooLargeError(
+        f"request body is larger than the mesh API's limit of {limit} bytes",
+        field="body",
+    )
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body as JSON; 400 naming `body` when it is not JSON, 413 when too large."""
+    raw = await request.read()
+    if not raw:
+        raise ValidationError("request body is empty: send a JSON object", field="body")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValidationError(f"request body is not valid JSON: {error}", field="body") from None
+
+
+async def parse_body(request: web.Request, model: type[M]) -> M:
+    """The body validated by `model`; the first problem is reported with its field path."""
+    data = await read_json(request)
+    return validate(model, data)
+
+
+def validate(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as error:
+        first = error.errors()[0]
+        field = _path(first["loc"])
+        raise ValidationError(f"{field or 'body'}: {first['msg']}", field=field or "body") from None
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out

@@ -1,0 +1,146 @@
+"""Identity routes: JWKS, token exchange, whoami, revocation, audit."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Final, Self
+
+from aiohttp import web
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from agent_mesh.auth.authority import Authority
+from agent_mesh.domain.acl import MeshCall
+from agent_mesh.domain.clock import rfc3339
+from agent_mesh.domain.errors import ValidationError
+from agent_mesh.mesh.http import parse_body
+
+AUTHORITY: Final = web.AppKey("authority", Authority)
+DnsLabel = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class TokenRequest(WireModel):
+    """Either a ServiceAccount token (in a pod) or an agent credential (outside)."""
+
+    service_account_token: str | None = Field(None, min_length=1, max_length=16384)
+    namespace: DnsLabel | None = None
+    agent_id: DnsLabel | None = None
+    credential: str | None = Field(None, min_length=1, max_length=512)
+
+    @model_validator(mode="after")
+    def _one_method(self) -> Self:
+        if (self.service_account_token is None) == (self.credential is None):
+            raise ValueError("send exactly one of serviceAccountToken or credential")
+        if self.credential is not None and (self.namespace is None or self.agent_id is None):
+            raise ValueError("a credential must come with namespace and agentId")
+        return self
+
+
+class AgentRef(WireModel):
+    namespace: DnsLabel
+    agent_id: DnsLabel
+
+
+class RevocationRequest(WireModel):
+    """Revoke one token by jti, or every token of an agent issued before a time."""
+
+    jti: str | None = Field(None, min_length=1, max_length=128)
+    agent: AgentRef | None = None
+    before: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Self:
+        if (self.jti is None) == (self.agent is None):
+            raise ValueError("send exactly one of jti or agent")
+        if self.before is not None and self.agent is None:
+            raise ValueError("before applies only to an agent revocation")
+        return self
+
+
+async def jwks(request: web.Request) -> web.Response:
+    ring = request.app[AUTHORITY].keyring()
+    return web.json_response(ring.jwks(), headers={"Cache-Control": "public, max-age=60"})
+
+
+async def issue_token(request: web.Request) -> web.Response:
+    authority = request.app[AUTHORITY]
+    body = await parse_body(request, TokenRequest)
+    if body.service_account_token is not None:
+        token, claims = await authority.exchange_service_account_token(
+            body.service_account_token, body.agent_id
+        )
+    else:
+        assert body.credential and body.namespace and body.agent_id  # model validator
+        token, claims = await authority.exchange_credential(
+            body.namespace, body.agent_id, body.credential
+        )
+    expires = dt.datetime.fromtimestamp(claims.exp, dt.UTC)
+    return web.json_response(
+        {
+            "token": token,
+            "tokenType": "Bearer",
+            "expiresAt": rfc3339(expires),
+            "expiresIn": claims.exp - claims.iat,
+            "agentId": claims.sub,
+            "namespace": claims.namespace,
+            "agentType": claims.agent_type,
+        }
+    )
+
+
+async def whoami(request: web.Request) -> web.Response:
+    """The caller's verified claims: the cheapest authenticated call (clients, benchmarks)."""
+    claims = await request.app[AUTHORITY].authenticate(request.headers.get("Authorization"))
+    return web.json_response(claims.model_dump(by_alias=True))
+
+
+async def revoke(request: web.Request) -> web.Response:
+    authority = request.app[AUTHORITY]
+    claims = await authority.authenticate(request.headers.get("Authorization"))
+    body = await parse_body(request, RevocationRequest)
+    actor = f"{claims.namespace}/{claims.sub}"
+    if body.agent is not None:
+        authority.authorize(claims, MeshCall.REVOKE_TOKENS, body.agent.namespace)
+        if body.before is not None and body.before > authority.clock.now():
+            raise ValidationError("before must not be in the future", field="before")
+        moment = await authority.revoke_agent(
+            body.agent.namespace, body.agent.agent_id, actor, body.before
+        )
+        return web.json_response(
+            {"revoked": {"agent": body.agent.model_dump(by_alias=True), "before": rfc3339(moment)}}
+        )
+    assert body.jti is not None
+    authority.authorize(claims, MeshCall.REVOKE_TOKENS)
+    await authority.revoke_token(body.jti, actor)
+    return web.json_response({"revoked": {"jti": body.jti}})
+
+
+async def audit(request: web.Request) -> web.Response:
+    authority = request.app[AUTHORITY]
+    claims = await authority.authenticate(request.headers.get("Authorization"))
+    namespace = request.query.get("namespace", claims.namespace)
+    authority.authorize(claims, MeshCall.READ_AUDIT, namespace)
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        raise ValidationError("limit must be an integer", field="limit") from None
+    if not 1 <= limit <= 1000:
+        raise ValidationError("limit must be between 1 and 1000", field="limit")
+    records = authority.audit.recent(
+        event=request.query.get("event"), namespace=namespace, limit=limit
+    )
+    return web.json_response({"items": records})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/.well-known/jwks.json", jwks)
+    app.router.add_post("/v1/token", issue_token)
+    app.router.add_get("/v1/whoami", whoami)
+    app.router.add_post("/v1/revocations", revoke)
+    app.router.add_get("/v1/audit", audit)

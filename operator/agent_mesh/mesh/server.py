@@ -1,0 +1,64 @@
+"""The mesh API application and its server lifecycle (inside the operator's event loop)."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from agent_mesh.auth.authority import Authority
+from agent_mesh.mesh import agent_routes, identity_routes
+from agent_mesh.mesh.http import MAX_BODY_KEY, errors_as_json, limit_body
+from agent_mesh.observability.metrics import exposition
+
+logger = logging.getLogger("agent_mesh.mesh")
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
+
+async def healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if not request.app[identity_routes.AUTHORITY].ready:
+        return web.json_response({"status": "starting"}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(_: web.Request) -> web.Response:
+    body, content_type = exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def create_app(
+    authority: Authority, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> web.Application:
+    """The mesh API with every route; `max_body_bytes` bounds any request body (413)."""
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[errors_as_json, limit_body])
+    app[MAX_BODY_KEY] = max_body_bytes
+    app[identity_routes.AUTHORITY] = authority
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    identity_routes.add_routes(app)
+    agent_routes.add_routes(app)
+    return app
+
+
+class MeshServer:
+    """Runs the mesh API on host:port until stopped."""
+
+    def __init__(self, app: web.Application, host: str, port: int) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        logger.info("mesh API listening on %s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()

@@ -1,0 +1,120 @@
+"""The operator's long-lived services, built once at start-up and shared by handlers:
+the agent registry, the ACL index, the authority and the mesh API server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+
+from kubernetes_asyncio import client, config
+
+from agent_mesh.auth.audit import AuditLog, Record
+from agent_mesh.auth.authority import Authority, AuthSettings
+from agent_mesh.config import OperatorConfig
+from agent_mesh.domain.acl import PolicyIndex
+from agent_mesh.domain.agents import AgentRegistry
+from agent_mesh.domain.clock import Clock, SystemClock
+from agent_mesh.kube.agents import AgentFetcher
+from agent_mesh.kube.events import EventPoster, ObjectRef
+from agent_mesh.kube.keystore import SecretKeyStore
+from agent_mesh.kube.revocationstore import ConfigMapRevocationStore
+from agent_mesh.kube.tokenreview import ApiTokenReviewer
+from agent_mesh.mesh.server import MeshServer, create_app
+
+logger = logging.getLogger("agent_mesh.operator")
+
+
+def auth_settings(cfg: OperatorConfig) -> AuthSettings:
+    lifetime = dt.timedelta(seconds=cfg.token_lifetime_seconds)
+    leeway = dt.timedelta(seconds=cfg.token_leeway_seconds)
+    overlap = (
+        dt.timedelta(seconds=cfg.key_overlap_seconds)
+        if cfg.key_overlap_seconds is not None
+        else lifetime + leeway
+    )
+    return AuthSettings(
+        issuer=cfg.token_issuer,
+        audience=cfg.token_audience,
+        token_lifetime=lifetime,
+        leeway=leeway,
+        key_algorithm=cfg.key_algorithm,
+        rotation_interval=dt.timedelta(seconds=cfg.key_rotation_seconds),
+        key_overlap=overlap,
+        service_account_audience=cfg.service_account_audience,
+        audit_allowed=cfg.audit_allowed_decisions,
+    )
+
+
+class MeshRuntime:
+    """Everything that outlives a single handler call."""
+
+    def __init__(self, cfg: OperatorConfig, api: client.ApiClient, clock: Clock) -> None:
+        self.config = cfg
+        self.api = api
+        self.clock = clock
+        self.registry = AgentRegistry()
+        self.policies = PolicyIndex()
+        self.audit = AuditLog(clock=clock)
+        self.events = EventPoster(api)
+        self.authority = Authority(
+            auth_settings(cfg),
+            registry=self.registry,
+            policies=self.policies,
+            keys=SecretKeyStore(api, cfg.operator_namespace),
+            revocation_store=ConfigMapRevocationStore(api, cfg.operator_namespace),
+            reviewer=ApiTokenReviewer(api),
+            fetch_agent=AgentFetcher(api),
+            audit=self.audit,
+            clock=clock,
+        )
+        self.audit.subscribe(self._denial_to_event)
+        self.server = MeshServer(
+            create_app(self.authority, cfg.mesh_max_body_bytes), cfg.mesh_host, cfg.mesh_port
+        )
+        self._maintenance: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def create(cls, cfg: OperatorConfig, clock: Clock | None = None) -> MeshRuntime:
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            await config.load_kube_config()
+        return cls(cfg, client.ApiClient(), clock or SystemClock())
+
+    async def start(self) -> None:
+        await self.authority.start()
+        await self.server.start()
+        self._maintenance = asyncio.create_task(self._maintain_keys(), name="key maintenance")
+
+    async def stop(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        await self.server.stop()
+        await self.events.drain()
+        await self.api.close()
+
+    async def _maintain_keys(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.key_check_seconds)
+            try:
+                await self.authority.maintain_keys()
+            except Exception:  # the next tick retries; never let the loop die
+                logger.exception("signing-key maintenance failed")
+
+    def _denial_to_event(self, record: Record) -> None:
+        if record.get("event") != "acl.decision" or record.get("decision") != "deny":
+            return
+        agent = self.registry.get(str(record.get("namespace")), str(record.get("agentId")))
+        if agent is None:
+            return
+        reason = str(record.get("reason") or "")
+        self.events.post(
+            ObjectRef("MeshAgent", agent.namespace, agent.name, agent.uid),
+            "Warning",
+            "AccessDenied",
+            reason or f"{record.get('action')} {record.get('resource')} denied",
+        )

@@ -1,0 +1,113 @@
+"""Signing keys and revocations live in the cluster: they survive an operator restart,
+and a rotation keeps old tokens valid for the overlap window only."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from kubernetes import client
+from tests.conftest import (
+    SESSION,
+    Cluster,
+    OperatorProcess,
+    ensure_namespace,
+    start_operator,
+    stop_operator,
+    wait_for,
+)
+from tests.meshhelpers import call, error_of, token_of
+
+# A namespace family of its own, so this operator and the session's never share objects.
+PREFIX = f"amk-{SESSION}-"
+
+
+@pytest.fixture
+def own_namespace(cluster: Cluster) -> Iterator[str]:
+    name = ensure_namespace(cluster, f"{PREFIX}{uuid.uuid4().hex[:8]}")
+    yield name
+    client.CoreV1Api(cluster.api).delete_namespace(name, propagation_policy="Background")
+
+
+def _start(cluster: Cluster, log: Path, operator_namespace: str) -> OperatorProcess:
+    return start_operator(
+        cluster,
+        log,
+        "--no-webhooks",
+        watch=f"{PREFIX}*",
+        operator_namespace=operator_namespace,
+        extra_env={
+            "AGENT_MESH_KEY_CHECK_SECONDS": "0.5",
+            "AGENT_MESH_KEY_OVERLAP_SECONDS": "4",
+        },
+    )
+
+
+def _kids(operator: OperatorProcess) -> set[str]:
+    keys = httpx.get(f"{operator.mesh_url}/.well-known/jwks.json", timeout=5).json()["keys"]
+    return {k["kid"] for k in keys}
+
+
+def test_keys_and_revocations_survive_an_operator_restart(
+    cluster: Cluster, crds: object, own_namespace: str, tmp_path: Path
+) -> None:
+    system = f"amk-{SESSION}-sys-{uuid.uuid4().hex[:6]}"
+    operator = _start(cluster, tmp_path / "first.log", system)
+    try:
+        kept = token_of(cluster, operator, own_namespace, "keeper", "worker")
+        revoked = token_of(cluster, operator, own_namespace, "loser", "worker")
+        admin = token_of(cluster, operator, own_namespace, "boss", "orchestrator")
+        jti = call(operator, "GET", "/v1/whoami", revoked).json()["jti"]
+        assert call(operator, "POST", "/v1/revocations", admin, json={"jti": jti}).is_success
+        kids_before = _kids(operator)
+    finally:
+        operator.process.kill()  # no graceful shutdown: state must already be in the cluster
+        operator.process.wait()
+
+    restarted = _start(cluster, tmp_path / "second.log", system)
+    try:
+        assert _kids(restarted) == kids_before
+        assert call(restarted, "GET", "/v1/whoami", kept).status_code == 200
+        refused = call(restarted, "GET", "/v1/whoami", revoked)
+        assert refused.status_code == 401
+        assert error_of(refused)["code"] == "TokenRevoked"
+    finally:
+        stop_operator(restarted)
+
+
+def test_rotation_keeps_old_tokens_valid_for_the_overlap_only(
+    cluster: Cluster, crds: object, own_namespace: str, tmp_path: Path
+) -> None:
+    system = f"amk-{SESSION}-sys-{uuid.uuid4().hex[:6]}"
+    operator = _start(cluster, tmp_path / "operator.log", system)
+    try:
+        old_token = token_of(cluster, operator, own_namespace, "rotating", "worker")
+        (old_kid,) = _kids(operator)
+        client.CoreV1Api(cluster.api).patch_namespaced_secret(
+            "agent-mesh-signing-keys",
+            system,
+            {
+                "metadata": {
+                    "annotations": {"agentmesh.io/rotate": dt.datetime.now(dt.UTC).isoformat()}
+                }
+            },
+        )
+        kids = wait_for(
+            "a second key in the JWKS", lambda: (k := _kids(operator)) and len(k) == 2 and k
+        )
+        assert old_kid in kids
+        # during the overlap the old token still verifies
+        assert call(operator, "GET", "/v1/whoami", old_token).status_code == 200
+        wait_for("the old key to retire", lambda: _kids(operator) == kids - {old_kid}, timeout=20)
+        refused = call(operator, "GET", "/v1/whoami", old_token)
+        assert refused.status_code == 401
+        assert error_of(refused)["code"] == "UnknownKey"
+        # new tokens use the new key
+        new_token = token_of(cluster, operator, own_namespace, "rotated", "worker")
+        assert call(operator, "GET", "/v1/whoami", new_token).status_code == 200
+    finally:
+        stop_operator(operator)

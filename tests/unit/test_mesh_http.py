@@ -1,0 +1,228 @@
+"""The mesh API's HTTP contract on loopback, with the authority's state in memory:
+error shapes, body limits, token exchange, identity binding and ACL on routes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from agent_mesh.auth.audit import AuditLog
+from agent_mesh.auth.authority import Authority, AuthSettings, ReviewedToken
+from agent_mesh.auth.memory import (
+    MemoryKeyStore,
+    MemoryRevocationStore,
+    StaticTokenReviewer,
+    registry_fetcher,
+)
+from agent_mesh.domain.acl import PolicyIndex
+from agent_mesh.domain.agents import AgentRecord, AgentRegistry
+from agent_mesh.domain.clock import FakeClock
+from agent_mesh.mesh.server import create_app
+
+CREDENTIAL = "s3cret-credential"
+
+
+@dataclass
+class Mesh:
+    client: TestClient  # type: ignore[type-arg]
+    authority: Authority
+    registry: AgentRegistry
+    reviewer: StaticTokenReviewer
+    clock: FakeClock
+
+    async def token(self, agent_id: str) -> str:
+        response = await self.client.post(
+            "/v1/token",
+            json={"namespace": "ns", "agentId": agent_id, "credential": CREDENTIAL},
+        )
+        assert response.status == 200, await response.text()
+        return str((await response.json())["token"])
+
+
+def _agent(agent_id: str, agent_type: str, **kw: Any) -> AgentRecord:
+    from agent_mesh.auth.authority import credential_hash
+
+    fields: dict[str, Any] = {
+        "namespace": "ns",
+        "name": agent_id,
+        "uid": f"uid-{agent_id}",
+        "agent_id": agent_id,
+        "agent_type": agent_type,
+        "capabilities": ("summarize",),
+        "service_account": None,
+        "credential_hash": credential_hash(CREDENTIAL),
+        "external": True,
+    }
+    fields.update(kw)
+    return AgentRecord(**fields)
+
+
+@pytest.fixture
+async def mesh() -> AsyncIterator[Mesh]:
+    clock = FakeClock(dt.datetime.now(dt.UTC))
+    registry = AgentRegistry()
+    for agent_id, agent_type in [("w1", "worker"), ("w2", "worker"), ("boss", "orchestrator")]:
+        registry.upsert(_agent(agent_id, agent_type))
+    reviewer = StaticTokenReviewer()
+    authority = Authority(
+        AuthSettings(),
+        registry=registry,
+        policies=PolicyIndex(),
+        keys=MemoryKeyStore(),
+        revocation_store=MemoryRevocationStore(),
+        reviewer=reviewer,
+        fetch_agent=registry_fetcher(registry),
+        audit=AuditLog(clock=clock),
+        clock=clock,
+    )
+    await authority.start()
+    client = TestClient(TestServer(create_app(authority, max_body_bytes=4096), host="127.0.0.1"))
+    await client.start_server()
+    yield Mesh(client, authority, registry, reviewer, clock)
+    await client.close()
+
+
+async def _error(response: Any) -> dict[str, Any]:
+    body = await response.json()
+    assert set(body) == {"error"}
+    return body["error"]  # type: ignore[no-any-return]
+
+
+async def test_call_without_a_token_is_refused_with_a_json_error(mesh: Mesh) -> None:
+    response = await mesh.client.get("/v1/whoami")
+    assert response.status == 401
+    assert (await _error(response))["field"] == "Authorization"
+
+
+async def test_non_bearer_authorization_is_refused(mesh: Mesh) -> None:
+    response = await mesh.client.get("/v1/whoami", headers={"Authorization": "Basic eDp5"})
+    assert response.status == 401
+    assert (await _error(response))["code"] == "TokenMalformed"
+
+
+async def test_garbage_token_is_refused(mesh: Mesh) -> None:
+    response = await mesh.client.get("/v1/whoami", headers={"Authorization": "Bearer abc.def"})
+    assert response.status == 401
+
+
+async def test_own_heartbeat_is_accepted_another_agents_is_forbidden(mesh: Mesh) -> None:
+    token = await mesh.token("w1")
+    headers = {"Authorization": f"Bearer {token}"}
+    own = await mesh.client.post("/v1/agents/ns/w1/heartbeat", json={}, headers=headers)
+    assert own.status == 200
+    other = await mesh.client.post("/v1/agents/ns/w2/heartbeat", json={}, headers=headers)
+    assert other.status == 403
+    assert (await _error(other))["code"] == "NotYourAgent"
+    denials = mesh.authority.audit.recent(event="acl.decision")
+    assert denials and denials[0]["decision"] == "deny"
+
+
+async def test_heartbeat_with_a_negative_task_count_names_the_field(mesh: Mesh) -> None:
+    token = await mesh.token("w1")
+    response = await mesh.client.post(
+        "/v1/agents/ns/w1/heartbeat",
+        json={"activeTasks": -1},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status == 400
+    assert (await _error(response))["field"] == "activeTasks"
+
+
+async def test_oversized_body_is_413_and_the_server_stays_up(mesh: Mesh) -> None:
+    response = await mesh.client.post("/v1/token", data=b"x" * 5000)
+    assert response.status == 413
+    assert (await _error(response))["field"] == "body"
+    assert (await mesh.client.get("/healthz")).status == 200
+
+
+async def test_credential_and_service_account_token_together_is_400(mesh: Mesh) -> None:
+    response = await mesh.client.post(
+        "/v1/token",
+        json={"serviceAccountToken": "t", "credential": "c", "namespace": "ns", "agentId": "w1"},
+    )
+    assert response.status == 400
+    assert "exactly one" in (await _error(response))["message"]
+
+
+async def test_empty_body_is_400(mesh: Mesh) -> None:
+    response = await mesh.client.post("/v1/token")
+    assert response.status == 400
+    assert (await _error(response))["field"] == "body"
+
+
+async def test_unknown_route_is_a_json_404(mesh: Mesh) -> None:
+    response = await mesh.client.get("/v1/nothing")
+    assert response.status == 404
+    assert (await _error(response))["code"] == "NotFound"
+
+
+async def test_deleted_agent_token_is_refused(mesh: Mesh) -> None:
+    token = await mesh.token("w2")
+    mesh.registry.remove("ns", "w2")
+    response = await mesh.client.get("/v1/whoami", headers={"Authorization": f"Bearer {token}"})
+    assert response.status == 401
+    assert (await _error(response))["code"] == "AgentUnknown"
+
+
+async def test_recreated_agent_does_not_accept_the_old_token(mesh: Mesh) -> None:
+    token = await mesh.token("w2")
+    mesh.registry.upsert(_agent("w2", "worker", uid="uid-new"))
+    response = await mesh.client.get("/v1/whoami", headers={"Authorization": f"Bearer {token}"})
+    assert (await _error(response))["code"] == "AgentUnknown"
+
+
+async def test_service_account_token_maps_through_the_pod_label(mesh: Mesh) -> None:
+    mesh.reviewer.tokens["sa-token"] = ReviewedToken(
+        "system:serviceaccount:ns:runner",
+        {"authentication.kubernetes.io/pod-name": ["w1-0"]},
+    )
+    mesh.reviewer.pod_labels[("ns", "w1-0")] = "w1"
+    response = await mesh.client.post("/v1/token", json={"serviceAccountToken": "sa-token"})
+    assert response.status == 200
+    assert (await response.json())["agentId"] == "w1"
+    wrong = await mesh.client.post(
+        "/v1/token", json={"serviceAccountToken": "sa-token", "agentId": "w2"}
+    )
+    assert wrong.status == 403
+    assert (await _error(wrong))["field"] == "agentId"
+
+
+async def test_expired_token_is_refused(mesh: Mesh) -> None:
+    token = await mesh.token("w1")
+    mesh.clock.advance(3600 + 31)
+    response = await mesh.client.get("/v1/whoami", headers={"Authorization": f"Bearer {token}"})
+    assert response.status == 401
+    assert (await _error(response))["code"] == "TokenExpired"
+
+
+async def test_revocation_in_the_future_is_rejected(mesh: Mesh) -> None:
+    boss = await mesh.token("boss")
+    later = (mesh.clock.now() + dt.timedelta(hours=1)).isoformat()
+    response = await mesh.client.post(
+        "/v1/revocations",
+        json={"agent": {"namespace": "ns", "agentId": "w1"}, "before": later},
+        headers={"Authorization": f"Bearer {boss}"},
+    )
+    assert response.status == 400
+    assert (await _error(response))["field"] == "before"
+
+
+async def test_revoked_agent_loses_access_and_metrics_count_it(mesh: Mesh) -> None:
+    boss = await mesh.token("boss")
+    worker = await mesh.token("w1")
+    response = await mesh.client.post(
+        "/v1/revocations",
+        json={"agent": {"namespace": "ns", "agentId": "w1"}},
+        headers={"Authorization": f"Bearer {boss}"},
+    )
+    assert response.status == 200
+    refused = await mesh.client.get("/v1/whoami", headers={"Authorization": f"Bearer {worker}"})
+    assert (await _error(refused))["code"] == "TokenRevoked"
+    metrics = await (await mesh.client.get("/metrics")).text()
+    assert 'agentmesh_auth_tokens_verified_total{result="TokenRevoked"}' in metrics
+    assert "agentmesh_auth_tokens_issued_total" in metrics
