@@ -69,6 +69,8 @@ def _is_ip(host: str) -> bool:
 
 def run(config: OperatorConfig) -> None:
     """Run until SIGINT/SIGTERM."""
+    if config.webhooks:
+        admission.register()
     with tempfile.TemporaryDirectory(prefix="agent-mesh-webhook-") as cert_dir:
         asyncio.run(_operate(config, Path(cert_dir)))
 

@@ -166,8 +166,8 @@ class TokenVerifier:
     def _verify_signed(self, token: str) -> tuple[MeshClaims, str]:
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError as error:
-            raise AuthError(f"token is not a JWS: {error}", code="TokenMalformed") from None
+        except jwt.PyJWTError as error:  # not a JWS, or a header PyJWT refuses (e.g. kid type)
+            raise AuthError(f"token is not a valid JWS: {error}", code="TokenMalformed") from None
         if header.get("typ") != TOKEN_TYPE:
             raise AuthError(
                 f"token header typ must be {TOKEN_TYPE!r}, got {header.get('typ')!r}",

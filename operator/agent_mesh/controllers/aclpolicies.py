@@ -118,8 +118,15 @@ async def _refresh_siblings(
             conflicts_with=standing.conflicts_with,
         )
         if changes:
-            await api.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": changes}
+            # a merge patch: the client's default for a dict body is a JSON patch
+            await api.patch_namespaced_custom_object_status(  # type: ignore[call-arg]
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                {"status": changes},
+                _content_type="application/merge-patch+json",
             )
 
 

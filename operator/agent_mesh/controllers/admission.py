@@ -16,9 +16,14 @@ from agent_mesh.api.meshtask import payload_size_error
 WEBHOOK_CONFIGURATION = "agentmesh.io"
 
 
-@kopf.on.validate(
-    GROUP, VERSION, "meshtasks", id="validate-meshtask", operations=["CREATE", "UPDATE"]
-)
+def register() -> None:
+    """Add the admission handlers to kopf's registry. Only when webhooks are served: kopf
+    refuses to start with admission handlers and no server (`--no-webhooks`)."""
+    kopf.on.validate(
+        GROUP, VERSION, "meshtasks", id="validate-meshtask", operations=["CREATE", "UPDATE"]
+    )(validate_meshtask)
+
+
 def validate_meshtask(spec: kopf.Spec, **_: Any) -> None:
     error = payload_size_error(spec.get("payload"))
     if error:

@@ -1,0 +1,326 @@
+"""Mesh JWT verification: what must be refused (each by its own test) and what must pass.
+
+Hand-crafted tokens stand in for an attacker's: alg none, HMAC keyed with our public key,
+tampered payloads, foreign keys, kid injection, embedded attacker keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import datetime as dt
+import hashlib
+import hmac
+import json
+import urllib.request
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from agent_mesh.auth.keys import KeyRing
+from agent_mesh.auth.revocation import RevocationList
+from agent_mesh.auth.tokens import (
+    TOKEN_TYPE,
+    AgentIdentity,
+    MeshClaims,
+    TokenIssuer,
+    TokenVerifier,
+)
+from agent_mesh.domain.clock import FakeClock
+from agent_mesh.domain.errors import AuthError
+
+IDENTITY = AgentIdentity("worker-1", "worker", "team-a", ("summarize",), "uid-1")
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class Mesh:
+    """A key ring, an issuer and a verifier sharing one fake clock."""
+
+    def __init__(self, algorithm: str = "EdDSA", cache_size: int = 0) -> None:
+        self.clock = FakeClock(dt.datetime(2026, 6, 1, tzinfo=dt.UTC))
+        self.ring = KeyRing.generate(algorithm, self.clock.now())  # type: ignore[arg-type]
+        self.revocations = RevocationList()
+        self.issuer = TokenIssuer(lambda: self.ring, self.clock)
+        self.verifier = TokenVerifier(
+            lambda: self.ring, self.clock, self.revocations, cache_size=cache_size
+        )
+
+    def token(self) -> str:
+        return self.issuer.issue(IDENTITY)[0]
+
+    def claims(self, **changes: Any) -> dict[str, Any]:
+        now = int(self.clock.now().timestamp())
+        base: dict[str, Any] = {
+            "sub": "worker-1",
+            "agentType": "worker",
+            "namespace": "team-a",
+            "capabilities": [],
+            "agentUid": "uid-1",
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
+            "jti": "j-1",
+            "iss": "agent-mesh",
+            "aud": "agent-mesh",
+        }
+        base.update(changes)
+        return {k: v for k, v in base.items() if v is not None}
+
+    def sign(self, claims: dict[str, Any], **header: Any) -> str:
+        key = self.ring.active
+        headers = {"typ": TOKEN_TYPE, "kid": key.kid, **header}
+        return jwt.encode(claims, key.private_key, algorithm=key.algorithm, headers=headers)
+
+    def refuse(self, token: str) -> str:
+        with pytest.raises(AuthError) as caught:
+            self.verifier.verify(token)
+        assert caught.value.status == 401
+        assert token not in caught.value.message  # never echo a token
+        return caught.value.code
+
+
+@pytest.fixture
+def mesh() -> Mesh:
+    return Mesh()
+
+
+@pytest.mark.parametrize("algorithm", ["EdDSA", "ES256"])
+def test_issued_token_verifies_with_both_algorithms(algorithm: str) -> None:
+    mesh = Mesh(algorithm)
+    token, issued = mesh.issuer.issue(IDENTITY)
+    claims = mesh.verifier.verify(token)
+    assert claims == issued
+    assert claims.identity == IDENTITY
+    header = jwt.get_unverified_header(token)
+    assert header == {"alg": algorithm, "typ": TOKEN_TYPE, "kid": mesh.ring.active.kid}
+
+
+def test_alg_none_is_refused(mesh: Mesh) -> None:
+    header = {"alg": "none", "typ": TOKEN_TYPE, "kid": mesh.ring.active.kid}
+    token = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(mesh.claims()).encode())}."
+    assert mesh.refuse(token) == "AlgorithmNotAllowed"
+
+
+def test_hs256_keyed_with_the_public_key_is_refused(mesh: Mesh) -> None:
+    public_pem = mesh.ring.active.public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    header = {"alg": "HS256", "typ": TOKEN_TYPE, "kid": mesh.ring.active.kid}
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(mesh.claims()).encode())}"
+    mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
+    assert mesh.refuse(f"{signing_input}.{b64(mac)}") == "AlgorithmNotAllowed"
+
+
+def test_header_alg_other_than_the_keys_is_refused() -> None:
+    mesh = Mesh("EdDSA")
+    other = Mesh("ES256")
+    # an ES256 signature presented under our EdDSA key's kid
+    token = jwt.encode(
+        mesh.claims(),
+        other.ring.active.private_key,
+        algorithm="ES256",
+        headers={"typ": TOKEN_TYPE, "kid": mesh.ring.active.kid},
+    )
+    assert mesh.refuse(token) == "AlgorithmNotAllowed"
+
+
+def test_expired_token_is_refused(mesh: Mesh) -> None:
+    token = mesh.token()
+    mesh.clock.advance(3600 + 31)
+    assert mesh.refuse(token) == "TokenExpired"
+
+
+def test_expiry_within_the_leeway_is_accepted(mesh: Mesh) -> None:
+    token = mesh.token()
+    mesh.clock.advance(3600 + 29)
+    assert mesh.verifier.verify(token).sub == "worker-1"
+
+
+def test_not_yet_valid_token_is_refused(mesh: Mesh) -> None:
+    now = int(mesh.clock.now().timestamp())
+    token = mesh.sign(mesh.claims(nbf=now + 120))
+    assert mesh.refuse(token) == "TokenNotYetValid"
+
+
+def test_nbf_within_the_leeway_is_accepted(mesh: Mesh) -> None:
+    now = int(mesh.clock.now().timestamp())
+    assert mesh.verifier.verify(mesh.sign(mesh.claims(nbf=now + 20, iat=now + 20)))
+
+
+def test_wrong_issuer_is_refused(mesh: Mesh) -> None:
+    assert mesh.refuse(mesh.sign(mesh.claims(iss="someone-else"))) == "IssuerInvalid"
+
+
+def test_wrong_audience_is_refused(mesh: Mesh) -> None:
+    assert mesh.refuse(mesh.sign(mesh.claims(aud="kubernetes"))) == "AudienceInvalid"
+
+
+def test_tampered_payload_is_refused(mesh: Mesh) -> None:
+    header, _, signature = mesh.token().split(".")
+    forged = b64(json.dumps(mesh.claims(agentType="orchestrator")).encode())
+    assert mesh.refuse(f"{header}.{forged}.{signature}") == "SignatureInvalid"
+
+
+def test_unknown_kid_is_refused(mesh: Mesh) -> None:
+    token = mesh.sign(mesh.claims(), kid="AAAAAAAAAAAAAAAAAAAAAA")
+    assert mesh.refuse(token) == "UnknownKey"
+
+
+def test_missing_kid_is_refused(mesh: Mesh) -> None:
+    key = mesh.ring.active
+    token = jwt.encode(
+        mesh.claims(), key.private_key, algorithm=key.algorithm, headers={"typ": TOKEN_TYPE}
+    )
+    assert mesh.refuse(token) == "UnknownKey"
+
+
+@pytest.mark.parametrize(
+    "kid",
+    [
+        "../../etc/passwd",
+        "/etc/passwd",
+        "file:///etc/passwd",
+        "https://evil.example/jwks.json",
+        "kid' OR '1'='1",
+        {"$ne": None},
+    ],
+)
+def test_kid_injection_is_refused_without_touching_files_or_network(
+    mesh: Mesh, kid: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def forbidden(*_: Any, **__: Any) -> Any:
+        pytest.fail("verification tried to open a file or URL")
+
+    if isinstance(kid, str):
+        token = mesh.sign(mesh.claims(), kid=kid)
+    else:  # PyJWT will not even write a non-string kid: forge the header by hand
+        key = mesh.ring.active
+        header = b64(json.dumps({"alg": key.algorithm, "typ": TOKEN_TYPE, "kid": kid}).encode())
+        payload = b64(json.dumps(mesh.claims()).encode())
+        signature = key.private_key.sign(f"{header}.{payload}".encode())  # type: ignore[call-arg]
+        token = f"{header}.{payload}.{b64(signature)}"
+    monkeypatch.setattr(builtins, "open", forbidden)
+    monkeypatch.setattr(urllib.request, "urlopen", forbidden)
+    assert mesh.refuse(token) in {"UnknownKey", "TokenMalformed"}
+
+
+@pytest.mark.parametrize("header", ["jwk", "jku", "x5u"])
+def test_attacker_key_named_in_the_header_is_ignored(mesh: Mesh, header: str) -> None:
+    attacker = ed25519.Ed25519PrivateKey.generate()
+    jwk = jwt.algorithms.OKPAlgorithm.to_jwk(attacker.public_key(), as_dict=True)
+    value: Any = jwk if header == "jwk" else "https://evil.example/jwks.json"
+    token = jwt.encode(
+        mesh.claims(),
+        attacker,
+        algorithm="EdDSA",
+        headers={"typ": TOKEN_TYPE, "kid": mesh.ring.active.kid, header: value},
+    )
+    assert mesh.refuse(token) == "SignatureInvalid"
+
+
+def test_token_signed_by_another_mesh_is_refused(mesh: Mesh) -> None:
+    assert mesh.refuse(Mesh().token()) == "UnknownKey"
+
+
+@pytest.mark.parametrize("typ", ["JWT", "at+jwt", None])
+def test_other_token_types_are_refused(mesh: Mesh, typ: str | None) -> None:
+    key = mesh.ring.active
+    headers: dict[str, Any] = {"kid": key.kid}
+    if typ is not None:
+        headers["typ"] = typ
+    token = jwt.encode(mesh.claims(), key.private_key, algorithm=key.algorithm, headers=headers)
+    if typ is None:  # PyJWT adds typ JWT by default; strip it
+        token = jwt.encode(
+            mesh.claims(),
+            key.private_key,
+            algorithm=key.algorithm,
+            headers={**headers, "typ": None},
+        )
+    assert mesh.refuse(token) == "TokenTypeInvalid"
+
+
+@pytest.mark.parametrize(
+    "claim", ["exp", "iat", "nbf", "iss", "aud", "sub", "jti", "agentType", "namespace", "agentUid"]
+)
+def test_each_required_claim_is_required(mesh: Mesh, claim: str) -> None:
+    assert mesh.refuse(mesh.sign(mesh.claims(**{claim: None}))) == "ClaimMissing"
+
+
+def test_revoked_jti_is_refused(mesh: Mesh) -> None:
+    token = mesh.token()
+    jti = mesh.verifier.verify(token).jti
+    mesh.revocations.revoke_token(jti, mesh.clock.now() + dt.timedelta(hours=1))
+    assert mesh.refuse(token) == "TokenRevoked"
+
+
+def test_tokens_issued_before_an_agent_revocation_are_refused_later_ones_pass(mesh: Mesh) -> None:
+    old = mesh.token()
+    mesh.clock.advance(10)
+    mesh.revocations.revoke_agent("team-a", "worker-1", mesh.clock.now())
+    mesh.clock.advance(2)
+    new = mesh.token()
+    assert mesh.refuse(old) == "TokenRevoked"
+    assert mesh.verifier.verify(new).sub == "worker-1"
+
+
+def test_agent_revocation_does_not_touch_other_agents(mesh: Mesh) -> None:
+    token = mesh.token()
+    mesh.clock.advance(1)
+    mesh.revocations.revoke_agent("team-b", "worker-1", mesh.clock.now())
+    mesh.revocations.revoke_agent("team-a", "worker-2", mesh.clock.now())
+    assert mesh.verifier.verify(token)
+
+
+def test_rotation_keeps_old_tokens_valid_during_the_overlap_only(mesh: Mesh) -> None:
+    old = mesh.token()
+    old_kid = mesh.ring.active.kid
+    mesh.ring = mesh.ring.rotate(mesh.clock.now(), dt.timedelta(minutes=10))
+    new = mesh.token()
+    assert jwt.get_unverified_header(new)["kid"] == mesh.ring.active.kid != old_kid
+    mesh.clock.advance(9 * 60)
+    mesh.ring = mesh.ring.prune(mesh.clock.now())
+    assert mesh.verifier.verify(old)
+    mesh.clock.advance(61)
+    mesh.ring = mesh.ring.prune(mesh.clock.now())
+    assert mesh.refuse(old) == "UnknownKey"
+    assert mesh.verifier.verify(new)
+
+
+def test_a_cached_token_still_expires() -> None:
+    mesh = Mesh(cache_size=16)
+    token = mesh.token()
+    assert mesh.verifier.verify(token)
+    mesh.clock.advance(3600 + 31)
+    assert mesh.refuse(token) == "TokenExpired"
+
+
+def test_a_cached_token_can_still_be_revoked() -> None:
+    mesh = Mesh(cache_size=16)
+    token = mesh.token()
+    jti = mesh.verifier.verify(token).jti
+    mesh.revocations.revoke_token(jti, mesh.clock.now() + dt.timedelta(hours=1))
+    assert mesh.refuse(token) == "TokenRevoked"
+
+
+def test_a_cached_token_dies_with_its_key() -> None:
+    mesh = Mesh(cache_size=16)
+    token = mesh.token()
+    assert mesh.verifier.verify(token)
+    mesh.ring = mesh.ring.rotate(mesh.clock.now(), dt.timedelta(seconds=0))
+    mesh.clock.advance(1)
+    mesh.ring = mesh.ring.prune(mesh.clock.now())
+    assert mesh.refuse(token) == "UnknownKey"
+
+
+def test_claims_serialize_in_camel_case() -> None:
+    mesh = Mesh()
+    claims = mesh.verifier.verify(mesh.token())
+    wire = claims.model_dump(by_alias=True)
+    assert {"agentType", "agentUid", "namespace", "capabilities"} <= set(wire)
+    assert MeshClaims.model_validate(wire) == claims
