@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from agent_mesh.auth.audit import AuditLog
-from agent_mesh.auth.keys import KeyRing
+from agent_mesh.auth.keys import Algorithm, KeyRing
 from agent_mesh.auth.revocation import RevocationList
 from agent_mesh.auth.tokens import AgentIdentity, MeshClaims, TokenIssuer, TokenVerifier
 from agent_mesh.domain.acl import MeshCall, PolicyIndex
@@ -40,7 +40,7 @@ class AuthSettings:
     audience: str = "agent-mesh"
     token_lifetime: dt.timedelta = dt.timedelta(hours=1)
     leeway: dt.timedelta = dt.timedelta(seconds=30)
-    key_algorithm: str = "EdDSA"
+    key_algorithm: Algorithm = "ES256"
     rotation_interval: dt.timedelta = dt.timedelta(days=7)
     key_overlap: dt.timedelta = dt.timedelta(hours=1, seconds=30)
     service_account_audience: str = "agent-mesh"
@@ -147,7 +147,7 @@ class Authority:
         now = self._clock.now()
         ring = await self._keys.load()
         if ring is None:
-            ring = KeyRing.generate(self.settings.key_algorithm, now)  # type: ignore[arg-type]
+            ring = KeyRing.generate(self.settings.key_algorithm, now)
             await self._keys.save(ring)
             logger.info("created the first signing key %s", ring.active.kid)
         self._ring = ring

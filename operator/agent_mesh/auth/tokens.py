@@ -8,7 +8,10 @@ Time comes from the injected clock, so expiry is testable without sleeping.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,6 +116,30 @@ class TokenIssuer:
         return token, claims
 
 
+_URLSAFE: Final = bytes.maketrans(b"-_", b"+/")
+
+
+def _unverified_header(token: str) -> dict[str, Any]:
+    """The JOSE header, only to pick our key; PyJWT re-parses everything strictly after.
+
+    Parsed here rather than with jwt.get_unverified_header, which validates the whole
+    token character by character a second time (measured: a third of a verification).
+    """
+    head, dot, _ = token.partition(".")
+    try:
+        if not dot or len(head) > 1024:
+            raise ValueError("not a compact JWS")
+        raw = base64.b64decode(
+            head.encode().translate(_URLSAFE) + b"=" * (-len(head) % 4), validate=True
+        )
+        header = json.loads(raw)
+    except (ValueError, UnicodeError, binascii.Error) as error:
+        raise AuthError(f"token is not a valid JWS: {error}", code="TokenMalformed") from None
+    if not isinstance(header, dict):
+        raise AuthError("token header is not a JSON object", code="TokenMalformed")
+    return header
+
+
 class TokenVerifier:
     """Verifies mesh tokens; every refusal is an AuthError with a stable code."""
 
@@ -164,10 +191,7 @@ class TokenVerifier:
         return claims
 
     def _verify_signed(self, token: str) -> tuple[MeshClaims, str]:
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as error:  # not a JWS, or a header PyJWT refuses (e.g. kid type)
-            raise AuthError(f"token is not a valid JWS: {error}", code="TokenMalformed") from None
+        header = _unverified_header(token)
         if header.get("typ") != TOKEN_TYPE:
             raise AuthError(
                 f"token header typ must be {TOKEN_TYPE!r}, got {header.get('typ')!r}",
