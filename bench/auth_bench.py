@@ -24,19 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from agent_mesh.auth.keys import KeyRing
-from agent_mesh.auth.revocation import RevocationList
-from agent_mesh.auth.tokens import AgentIdentity, TokenIssuer, TokenVerifier
 from aiohttp import web
 
 from agent_mesh.auth.audit import AuditLog
 from agent_mesh.auth.authority import Authority, AuthSettings, credential_hash
+from agent_mesh.auth.keys import KeyRing
 from agent_mesh.auth.memory import (
     MemoryKeyStore,
     MemoryRevocationStore,
     StaticTokenReviewer,
     registry_fetcher,
 )
+from agent_mesh.auth.revocation import RevocationList
+from agent_mesh.auth.tokens import AgentIdentity, TokenIssuer, TokenVerifier
 from agent_mesh.domain.acl import Action, PolicyIndex, policy_from_spec
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import SystemClock

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tests.integration.test_devcluster_harness import _processes_under
 
 pytestmark = pytest.mark.skipif(

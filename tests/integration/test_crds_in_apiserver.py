@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+
 from tests.conftest import Cluster
 
 GROUP, VERSION = "agentmesh.io", "v1alpha1"

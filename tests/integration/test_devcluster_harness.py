@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.conftest import wait_for
 
 from agent_mesh.devcluster.processes import alive
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("KUBECONFIG")),

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 from kubernetes import client
+
 from tests.conftest import Cluster, OperatorProcess, wait_for
 from tests.meshhelpers import (
     GROUP,

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from kubernetes import client
+
 from tests.conftest import (
     SESSION,
     Cluster,
