@@ -40,6 +40,8 @@ from agent_mesh.auth.tokens import AgentIdentity, TokenIssuer, TokenVerifier
 from agent_mesh.domain.acl import Action, PolicyIndex, policy_from_spec
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import SystemClock
+from agent_mesh.domain.health import HealthTracker
+from agent_mesh.health_monitor import HealthMonitor
 from agent_mesh.mesh.server import create_app
 from agent_mesh.ports import free_port
 
@@ -175,7 +177,8 @@ def serve(port: int, ready: Any) -> None:
             clock=clock,
         )
         await authority.start()
-        runner = web.AppRunner(create_app(authority), access_log=None)
+        monitor = HealthMonitor(HealthTracker(), registry, None, None, clock)
+        runner = web.AppRunner(create_app(authority, monitor, monitor.tracker), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         ready.set()

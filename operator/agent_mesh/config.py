@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -13,6 +13,14 @@ class OperatorConfig(BaseSettings):
     """Everything the operator process needs to know at start-up."""
 
     model_config = SettingsConfigDict(env_prefix="AGENT_MESH_", extra="forbid")
+
+    @model_validator(mode="after")
+    def _ordered_thresholds(self) -> Self:
+        if self.health_unreachable_seconds <= self.health_degraded_seconds:
+            raise ValueError(
+                "health_unreachable_seconds must be greater than health_degraded_seconds"
+            )
+        return self
 
     namespaces: list[str] = Field(
         default_factory=list,
@@ -81,6 +89,21 @@ class OperatorConfig(BaseSettings):
     )
     audit_allowed_decisions: bool = Field(
         True, description="Audit allowed ACL decisions too (denials are always audited)."
+    )
+    health_degraded_seconds: float = Field(
+        60, gt=0, description="An agent unseen this long is degraded (gets no new tasks)."
+    )
+    health_unreachable_seconds: float = Field(
+        300, gt=0, description="An agent unseen this long is unreachable (tasks fail over)."
+    )
+    health_sweep_seconds: float = Field(10, gt=0, description="How often health is re-evaluated.")
+    status_write_seconds: float = Field(
+        30,
+        ge=0,
+        description=(
+            "At most one status write per agent per this many seconds, besides health "
+            "transitions (which are written at once)."
+        ),
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"

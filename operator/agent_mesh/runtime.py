@@ -16,6 +16,9 @@ from agent_mesh.config import OperatorConfig
 from agent_mesh.domain.acl import PolicyIndex
 from agent_mesh.domain.agents import AgentRegistry
 from agent_mesh.domain.clock import Clock, SystemClock
+from agent_mesh.domain.health import HealthPolicy, HealthTracker
+from agent_mesh.health_monitor import HealthMonitor
+from agent_mesh.kube.agent_status import AgentStatusWriter
 from agent_mesh.kube.agents import AgentFetcher
 from agent_mesh.kube.events import EventPoster, ObjectRef
 from agent_mesh.kube.keystore import SecretKeyStore
@@ -70,10 +73,26 @@ class MeshRuntime:
             clock=clock,
         )
         self.audit.subscribe(self._denial_to_event)
-        self.server = MeshServer(
-            create_app(self.authority, cfg.mesh_max_body_bytes), cfg.mesh_host, cfg.mesh_port
+        self.health = HealthMonitor(
+            HealthTracker(
+                HealthPolicy(
+                    degraded_after=dt.timedelta(seconds=cfg.health_degraded_seconds),
+                    unreachable_after=dt.timedelta(seconds=cfg.health_unreachable_seconds),
+                    write_interval=dt.timedelta(seconds=cfg.status_write_seconds),
+                )
+            ),
+            self.registry,
+            AgentStatusWriter(api),
+            self.events,
+            clock,
+            sweep_seconds=cfg.health_sweep_seconds,
         )
-        self._maintenance: asyncio.Task[None] | None = None
+        self.server = MeshServer(
+            create_app(self.authority, self.health, self.health.tracker, cfg.mesh_max_body_bytes),
+            cfg.mesh_host,
+            cfg.mesh_port,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
     async def create(cls, cfg: OperatorConfig, clock: Clock | None = None) -> MeshRuntime:
@@ -86,13 +105,16 @@ class MeshRuntime:
     async def start(self) -> None:
         await self.authority.start()
         await self.server.start()
-        self._maintenance = asyncio.create_task(self._maintain_keys(), name="key maintenance")
+        self._tasks = [
+            asyncio.create_task(self._maintain_keys(), name="key maintenance"),
+            asyncio.create_task(self.health.run(), name="health loop"),
+        ]
 
     async def stop(self) -> None:
-        if self._maintenance is not None:
-            self._maintenance.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+                await task
         await self.server.stop()
         await self.events.drain()
         await self.api.close()

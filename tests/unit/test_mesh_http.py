@@ -22,6 +22,8 @@ from agent_mesh.auth.memory import (
 from agent_mesh.domain.acl import PolicyIndex
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import FakeClock
+from agent_mesh.domain.health import HealthStatus, HealthTracker
+from agent_mesh.health_monitor import HealthMonitor
 from agent_mesh.mesh.server import create_app
 
 CREDENTIAL = "s3cret-credential"
@@ -34,6 +36,7 @@ class Mesh:
     registry: AgentRegistry
     reviewer: StaticTokenReviewer
     clock: FakeClock
+    monitor: HealthMonitor
 
     async def token(self, agent_id: str) -> str:
         response = await self.client.post(
@@ -81,9 +84,11 @@ async def mesh() -> AsyncIterator[Mesh]:
         clock=clock,
     )
     await authority.start()
-    client = TestClient(TestServer(create_app(authority, max_body_bytes=4096), host="127.0.0.1"))
+    monitor = HealthMonitor(HealthTracker(), registry, None, None, clock)
+    app = create_app(authority, monitor, monitor.tracker, max_body_bytes=4096)
+    client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
-    yield Mesh(client, authority, registry, reviewer, clock)
+    yield Mesh(client, authority, registry, reviewer, clock, monitor)
     await client.close()
 
 
@@ -226,3 +231,51 @@ async def test_revoked_agent_loses_access_and_metrics_count_it(mesh: Mesh) -> No
     metrics = await (await mesh.client.get("/metrics")).text()
     assert 'agentmesh_auth_tokens_verified_total{result="TokenRevoked"}' in metrics
     assert "agentmesh_auth_tokens_issued_total" in metrics
+
+
+async def test_heartbeat_makes_the_agent_healthy_and_discoverable(mesh: Mesh) -> None:
+    token = await mesh.token("w1")
+    headers = {"Authorization": f"Bearer {token}"}
+    beat = await mesh.client.post(
+        "/v1/agents/ns/w1/heartbeat",
+        json={"activeTasks": 3, "endpoint": "http://127.0.0.1:7001"},
+        headers=headers,
+    )
+    assert beat.status == 200
+    state = mesh.monitor.tracker.get(("ns", "w1"))
+    assert state is not None and state.health is HealthStatus.HEALTHY
+    boss = {"Authorization": f"Bearer {await mesh.token('boss')}"}
+    found = await mesh.client.get(
+        "/v1/agents", params={"capability": "summarize", "health": "healthy"}, headers=boss
+    )
+    assert found.status == 200
+    (item,) = (await found.json())["items"]
+    assert (item["agentId"], item["activeTasks"], item["endpoint"]) == (
+        "w1",
+        3,
+        "http://127.0.0.1:7001",
+    )
+
+
+async def test_discovery_needs_read_agents_in_the_target_namespace(mesh: Mesh) -> None:
+    worker = {"Authorization": f"Bearer {await mesh.token('w1')}"}
+    assert (await mesh.client.get("/v1/agents", headers=worker)).status == 403  # no read agents
+    headers = {"Authorization": f"Bearer {await mesh.token('boss')}"}
+    elsewhere = await mesh.client.get("/v1/agents", params={"namespace": "other"}, headers=headers)
+    assert elsewhere.status == 403
+    bad = await mesh.client.get("/v1/agents", params={"health": "great"}, headers=headers)
+    assert bad.status == 400
+    assert (await _error(bad))["field"] == "health"
+    bad_cap = await mesh.client.get("/v1/agents", params={"capability": "A B"}, headers=headers)
+    assert (await _error(bad_cap))["field"] == "capability"
+
+
+async def test_heartbeat_with_a_bad_endpoint_names_the_field(mesh: Mesh) -> None:
+    token = await mesh.token("w1")
+    response = await mesh.client.post(
+        "/v1/agents/ns/w1/heartbeat",
+        json={"endpoint": "ftp://x"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status == 400
+    assert (await _error(response))["field"] == "endpoint"

@@ -31,6 +31,7 @@ from agent_mesh.api.common import (
     conditions_field,
     observed_generation_field,
 )
+from agent_mesh.domain.health import HealthStatus as HealthStatus
 
 DEFAULT_PORT: Final = 8080
 DEFAULT_MAX_CONCURRENT_TASKS: Final = 10
@@ -50,15 +51,6 @@ class Network(StrEnum):
 
     TAILSCALE = "tailscale"
     DIRECT = "direct"
-
-
-class HealthStatus(StrEnum):
-    """Health derived from heartbeats (DESIGN §3)."""
-
-    PENDING = "pending"
-    HEALTHY = "healthy"
-    DEGRADED = "degraded"
-    UNREACHABLE = "unreachable"
 
 
 class MeshAgentCondition(StrEnum):

@@ -25,9 +25,12 @@ async def track(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
             meta.get("namespace", ""), meta.get("name", ""), meta.get("uid")
         )
         if removed is not None:
+            runtime.health.gone(removed)
             await deregister(runtime, removed.namespace, removed.agent_id, removed.name)
     else:
-        runtime.registry.upsert(record_from_body(body))
+        record = record_from_body(body)
+        if runtime.registry.upsert(record):
+            runtime.health.seen(record)
 
 
 @kopf.on.resume(GROUP, VERSION, "meshagents")

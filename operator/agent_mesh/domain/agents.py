@@ -7,10 +7,13 @@ re-created under the same name is a different agent, and old tokens do not match
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+from agent_mesh.domain.health import HealthStatus
 
 AGENT_LABEL = "agentmesh.io/agent"
 """Pod label naming the MeshAgent (by metadata.name) a user-owned pod runs."""
@@ -31,6 +34,20 @@ class AgentRecord:
     service_account: str | None
     credential_hash: str | None
     external: bool
+    endpoint: str | None = None
+    """spec.endpoint (external agents)."""
+    port: int = 8080
+    max_concurrent_tasks: int = 10
+    version: str | None = None
+    workload: bool = False
+    # status as last read from the apiserver: seeds health after an operator restart
+    last_seen: dt.datetime | None = None
+    health: HealthStatus | None = None
+    active_tasks: int = 0
+    status_endpoint: str | None = None
+    conditions: tuple[Mapping[str, Any], ...] = field(default=(), compare=False)
+    generation: int | None = None
+    resource_version: str | None = field(default=None, compare=False)
 
     @property
     def ref(self) -> str:
@@ -45,6 +62,7 @@ def record_from_body(body: Mapping[str, Any]) -> AgentRecord:
     workload = spec.get("workload") or {}
     pod_spec = workload.get("spec") or {}
     credential = status.get("credential") or {}
+    health = status.get("healthStatus")
     return AgentRecord(
         namespace=str(meta.get("namespace") or ""),
         name=str(meta.get("name") or ""),
@@ -55,7 +73,35 @@ def record_from_body(body: Mapping[str, Any]) -> AgentRecord:
         service_account=pod_spec.get("serviceAccountName") or None,
         credential_hash=credential.get("sha256") or None,
         external=bool(spec.get("endpoint")),
+        endpoint=spec.get("endpoint") or None,
+        port=int(spec.get("port") or 8080),
+        max_concurrent_tasks=int(spec.get("maxConcurrentTasks") or 10),
+        version=spec.get("version") or None,
+        workload=bool(spec.get("workload")),
+        last_seen=_time(status.get("lastSeen")),
+        health=_health(health),
+        active_tasks=int(status.get("activeTasks") or 0),
+        status_endpoint=status.get("endpoint") or None,
+        conditions=tuple(status.get("conditions") or ()),
+        generation=meta.get("generation"),
+        resource_version=meta.get("resourceVersion"),
     )
+
+
+def _health(value: Any) -> HealthStatus | None:
+    try:
+        return HealthStatus(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _time(value: Any) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 class AgentRegistry:
@@ -68,6 +114,10 @@ class AgentRegistry:
     def __init__(self) -> None:
         self._by_id: dict[tuple[str, str], AgentRecord] = {}
         self._by_name: dict[tuple[str, str], AgentRecord] = {}
+        # discovery indexes: agentIds per namespace, per (namespace, capability), per type
+        self._in_namespace: dict[str, set[str]] = {}
+        self._with_capability: dict[tuple[str, str], set[str]] = {}
+        self._of_type: dict[tuple[str, str], set[str]] = {}
 
     def upsert(self, record: AgentRecord) -> bool:
         """Add or replace; False when another agent already holds the agentId."""
@@ -85,9 +135,45 @@ class AgentRegistry:
         previous = self._by_name.get((record.namespace, record.name))
         if previous is not None and previous.uid != record.uid:
             self._drop(previous)
+        old = self._by_id.get(key)
+        if old is not None:
+            self._unindex(old)
         self._by_id[key] = record
         self._by_name[(record.namespace, record.name)] = record
+        self._index(record)
         return True
+
+    def _index(self, record: AgentRecord) -> None:
+        ns, agent_id = record.namespace, record.agent_id
+        self._in_namespace.setdefault(ns, set()).add(agent_id)
+        self._of_type.setdefault((ns, record.agent_type), set()).add(agent_id)
+        for capability in record.capabilities:
+            self._with_capability.setdefault((ns, capability), set()).add(agent_id)
+
+    def _unindex(self, record: AgentRecord) -> None:
+        ns, agent_id = record.namespace, record.agent_id
+        _discard(self._in_namespace, ns, agent_id)
+        _discard(self._of_type, (ns, record.agent_type), agent_id)
+        for capability in record.capabilities:
+            _discard(self._with_capability, (ns, capability), agent_id)
+
+    def candidates(
+        self, namespace: str, capabilities: Iterable[str] = (), agent_type: str | None = None
+    ) -> list[AgentRecord]:
+        """Agents in `namespace` with every capability (and the type, when given),
+        intersecting the smallest index sets first: no scan of the namespace."""
+        sets = [self._with_capability.get((namespace, c), _EMPTY) for c in set(capabilities)]
+        if agent_type is not None:
+            sets.append(self._of_type.get((namespace, agent_type), _EMPTY))
+        if not sets:
+            sets.append(self._in_namespace.get(namespace, _EMPTY))
+        sets.sort(key=len)
+        ids = set(sets[0])
+        for other in sets[1:]:
+            if not ids:
+                break
+            ids &= other
+        return [self._by_id[(namespace, agent_id)] for agent_id in sorted(ids)]
 
     def remove(self, namespace: str, name: str, uid: str | None = None) -> AgentRecord | None:
         """Forget the MeshAgent (only if it still has `uid`, when given)."""
@@ -101,6 +187,7 @@ class AgentRegistry:
         self._by_name.pop((record.namespace, record.name), None)
         if self._by_id.get((record.namespace, record.agent_id)) is record:
             del self._by_id[(record.namespace, record.agent_id)]
+            self._unindex(record)
 
     def get(self, namespace: str, agent_id: str) -> AgentRecord | None:
         return self._by_id.get((namespace, agent_id))
@@ -120,3 +207,14 @@ class AgentRegistry:
 
     def __len__(self) -> int:
         return len(self._by_id)
+
+
+_EMPTY: frozenset[str] = frozenset()
+
+
+def _discard(index: dict[Any, set[str]], key: Any, agent_id: str) -> None:
+    members = index.get(key)
+    if members is not None:
+        members.discard(agent_id)
+        if not members:
+            del index[key]

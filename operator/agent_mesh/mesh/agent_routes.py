@@ -1,16 +1,25 @@
-"""Routes about one agent, callable only with that agent's own token."""
+"""Agent routes: an agent's own heartbeat, and discovery queries."""
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import dataclass
-from typing import Final
+import re
+from typing import Annotated, Final, Protocol
 
 from aiohttp import web
 from pydantic import Field
 
+from agent_mesh.domain.acl import MeshCall
+from agent_mesh.domain.agents import AgentRecord, AgentRegistry
+from agent_mesh.domain.clock import rfc3339
+from agent_mesh.domain.discovery import AgentQuery, discover
+from agent_mesh.domain.errors import NotFoundError, ValidationError
+from agent_mesh.domain.health import HealthStatus, HealthTracker
 from agent_mesh.mesh.http import parse_body
 from agent_mesh.mesh.identity_routes import AUTHORITY, WireModel
+
+MAX_CAPABILITIES_PER_QUERY: Final = 16
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9._/]*[a-z0-9])?$")
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 class Heartbeat(WireModel):
@@ -18,17 +27,20 @@ class Heartbeat(WireModel):
 
     active_tasks: int = Field(0, ge=0, le=1_000_000)
     version: str | None = Field(None, max_length=128)
+    endpoint: (
+        Annotated[str, Field(pattern=r"^https?://[^\s/?#]+([/?#]\S*)?$", max_length=2048)] | None
+    ) = None
 
 
-@dataclass(slots=True)
-class Beat:
-    at: dt.datetime
-    active_tasks: int
-    version: str | None
+class HeartbeatSink(Protocol):
+    def beat(
+        self, record: AgentRecord, active_tasks: int, version: str | None, endpoint: str | None
+    ) -> None: ...
 
 
-HEARTBEATS: Final = web.AppKey("heartbeats", dict)
-"""(namespace, agentId) → last Beat: the in-memory record health is computed from."""
+HEALTH: Final = web.AppKey("health", HeartbeatSink)
+TRACKER: Final = web.AppKey("tracker", HealthTracker)
+REGISTRY: Final = web.AppKey("registry", AgentRegistry)
 
 
 async def heartbeat(request: web.Request) -> web.Response:
@@ -37,12 +49,73 @@ async def heartbeat(request: web.Request) -> web.Response:
     claims = await authority.authenticate(request.headers.get("Authorization"))
     authority.require_self(claims, namespace, agent_id)
     beat = await parse_body(request, Heartbeat)
-    request.app[HEARTBEATS][(namespace, agent_id)] = Beat(
-        authority.clock.now(), beat.active_tasks, beat.version
-    )
+    record = authority.registry.get(namespace, agent_id)
+    if record is None:  # deleted between authentication and now
+        raise NotFoundError(f"agent {namespace}/{agent_id} is not registered", field="agentId")
+    request.app[HEALTH].beat(record, beat.active_tasks, beat.version, beat.endpoint)
     return web.json_response({"accepted": True})
 
 
-def add_routes(app: web.Application) -> None:
-    app[HEARTBEATS] = {}
+def _query(request: web.Request, default_namespace: str) -> AgentQuery:
+    q = request.query
+    namespace = q.get("namespace", default_namespace)
+    if not _LABEL.match(namespace):
+        raise ValidationError(f"namespace {namespace!r} is not a namespace name", field="namespace")
+    capabilities = tuple(c for raw in q.getall("capability", []) for c in raw.split(",") if c)
+    if len(capabilities) > MAX_CAPABILITIES_PER_QUERY:
+        raise ValidationError(
+            f"at most {MAX_CAPABILITIES_PER_QUERY} capabilities per query", field="capability"
+        )
+    for capability in capabilities:
+        if not _NAME.match(capability):
+            raise ValidationError(
+                f"capability {capability!r} is not a capability name", field="capability"
+            )
+    agent_type = q.get("type")
+    if agent_type is not None and not _LABEL.match(agent_type):
+        raise ValidationError(f"type {agent_type!r} is not an agent type", field="type")
+    health = q.get("health")
+    if health is not None and health not in HealthStatus._value2member_map_:
+        raise ValidationError(
+            f"health must be one of {', '.join(h.value for h in HealthStatus)}", field="health"
+        )
+    return AgentQuery(namespace, capabilities, agent_type, HealthStatus(health) if health else None)
+
+
+async def list_agents(request: web.Request) -> web.Response:
+    """`GET /v1/agents?capability=a&capability=b&type=&health=&namespace=` (read agents)."""
+    authority = request.app[AUTHORITY]
+    claims = await authority.authenticate(request.headers.get("Authorization"))
+    query = _query(request, claims.namespace)
+    authority.authorize(claims, MeshCall.DISCOVER_AGENTS, query.namespace)
+    views = discover(request.app[REGISTRY], request.app[TRACKER], query)
+    return web.json_response(
+        {
+            "items": [
+                {
+                    "agentId": v.record.agent_id,
+                    "namespace": v.record.namespace,
+                    "agentType": v.record.agent_type,
+                    "capabilities": list(v.record.capabilities),
+                    "health": v.health.value,
+                    "lastSeen": rfc3339(v.last_seen) if v.last_seen else None,
+                    "activeTasks": v.active_tasks,
+                    "maxConcurrentTasks": v.record.max_concurrent_tasks,
+                    "endpoint": v.endpoint,
+                    "version": v.record.version,
+                }
+                for v in views
+            ]
+        },
+        headers={"Cache-Control": "private, max-age=60"},
+    )
+
+
+def add_routes(
+    app: web.Application, health: HeartbeatSink, registry: AgentRegistry, tracker: HealthTracker
+) -> None:
+    app[HEALTH] = health
+    app[REGISTRY] = registry
+    app[TRACKER] = tracker
     app.router.add_post("/v1/agents/{namespace}/{agent_id}/heartbeat", heartbeat)
+    app.router.add_get("/v1/agents", list_agents)

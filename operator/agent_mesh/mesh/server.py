@@ -7,7 +7,9 @@ import logging
 from aiohttp import web
 
 from agent_mesh.auth.authority import Authority
+from agent_mesh.domain.health import HealthTracker
 from agent_mesh.mesh import agent_routes, identity_routes
+from agent_mesh.mesh.agent_routes import HeartbeatSink
 from agent_mesh.mesh.http import MAX_BODY_KEY, errors_as_json, limit_body
 from agent_mesh.observability.metrics import exposition
 
@@ -31,7 +33,10 @@ async def metrics(_: web.Request) -> web.Response:
 
 
 def create_app(
-    authority: Authority, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    authority: Authority,
+    health: HeartbeatSink,
+    tracker: HealthTracker,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> web.Application:
     """The mesh API with every route; `max_body_bytes` bounds any request body (413)."""
     app = web.Application(client_max_size=max_body_bytes, middlewares=[errors_as_json, limit_body])
@@ -41,7 +46,7 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     identity_routes.add_routes(app)
-    agent_routes.add_routes(app)
+    agent_routes.add_routes(app, health, authority.registry, tracker)
     return app
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
 
 TOKENS_ISSUED = Counter(
     "agentmesh_auth_tokens_issued",
@@ -18,6 +18,14 @@ AUTH_DECISIONS = Counter(
     "agentmesh_auth_decisions",
     "ACL decisions on mesh API calls.",
     ["decision"],
+)
+
+AGENTS = Gauge("agentmesh_agents", "Agents known to the operator, by health.", ["health"])
+HEARTBEATS = Counter(
+    "agentmesh_heartbeats", "Heartbeats received on the mesh API, by outcome.", ["result"]
+)
+STATUS_WRITES = Counter(
+    "agentmesh_agent_status_writes", "MeshAgent status writes made by the health loop."
 )
 
 
