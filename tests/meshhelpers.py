@@ -22,9 +22,12 @@ def apply_agent(cluster: Cluster, namespace: str, name: str, agent_type: str, **
     cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "meshagents", body)
 
 
-def external_agent(cluster: Cluster, namespace: str, name: str, agent_type: str) -> str:
+def external_agent(
+    cluster: Cluster, namespace: str, name: str, agent_type: str, **spec: Any
+) -> str:
     """An external MeshAgent (spec.endpoint set); returns the credential the operator made."""
-    apply_agent(cluster, namespace, name, agent_type, endpoint="http://127.0.0.1:9")
+    spec.setdefault("endpoint", "http://127.0.0.1:9")
+    apply_agent(cluster, namespace, name, agent_type, **spec)
     return credential_of(cluster, namespace, name)
 
 
@@ -53,10 +56,15 @@ def exchange(
 
 
 def token_of(
-    cluster: Cluster, operator: OperatorProcess, namespace: str, name: str, agent_type: str
+    cluster: Cluster,
+    operator: OperatorProcess,
+    namespace: str,
+    name: str,
+    agent_type: str,
+    **spec: Any,
 ) -> str:
     """A fresh external agent of `agent_type` and a mesh token for it."""
-    credential = external_agent(cluster, namespace, name, agent_type)
+    credential = external_agent(cluster, namespace, name, agent_type, **spec)
     response = exchange(operator, namespace, name, credential)
     assert response.status_code == 200, response.text
     return str(response.json()["token"])

@@ -44,6 +44,9 @@ def _start(cluster: Cluster, log: Path, operator_namespace: str) -> OperatorProc
         extra_env={
             "AGENT_MESH_KEY_CHECK_SECONDS": "0.5",
             "AGENT_MESH_KEY_OVERLAP_SECONDS": "4",
+            "AGENT_MESH_HEALTH_DEGRADED_SECONDS": "3",
+            "AGENT_MESH_HEALTH_UNREACHABLE_SECONDS": "6",
+            "AGENT_MESH_HEALTH_SWEEP_SECONDS": "0.25",
         },
     )
 
@@ -112,3 +115,33 @@ def test_rotation_keeps_old_tokens_valid_for_the_overlap_only(
         assert call(operator, "GET", "/v1/whoami", new_token).status_code == 200
     finally:
         stop_operator(operator)
+
+
+def test_health_continues_from_status_after_a_restart(
+    cluster: Cluster, crds: object, own_namespace: str, tmp_path: Path
+) -> None:
+    system = f"amk-{SESSION}-sys-{uuid.uuid4().hex[:6]}"
+    operator = _start(cluster, tmp_path / "first.log", system)
+
+    def health() -> str | None:
+        obj = cluster.custom.get_namespaced_custom_object(
+            "agentmesh.io", "v1alpha1", own_namespace, "meshagents", "steady"
+        )
+        return obj.get("status", {}).get("healthStatus")
+
+    try:
+        token = token_of(cluster, operator, own_namespace, "steady", "worker")
+        beat = f"/v1/agents/{own_namespace}/steady/heartbeat"
+        assert call(operator, "POST", beat, token, json={}).status_code == 200
+        wait_for("healthy", lambda: health() == "healthy")
+    finally:
+        operator.process.kill()
+        operator.process.wait()
+    restarted = _start(cluster, tmp_path / "second.log", system)
+    try:
+        # no heartbeat since: the restarted operator ages the lastSeen it read from status
+        wait_for("degraded after the restart", lambda: health() == "degraded", timeout=15)
+        assert call(restarted, "POST", beat, token, json={}).status_code == 200
+        wait_for("healthy again", lambda: health() == "healthy")
+    finally:
+        stop_operator(restarted)

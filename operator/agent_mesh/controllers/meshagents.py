@@ -10,6 +10,7 @@ import kopf
 from agent_mesh.api import GROUP, VERSION
 from agent_mesh.controllers.meshagent_status import registration_patch
 from agent_mesh.domain.agents import record_from_body
+from agent_mesh.domain.discovery import resolve_endpoint
 from agent_mesh.kube.credentials import ensure_credential
 from agent_mesh.runtime import MeshRuntime
 
@@ -49,6 +50,9 @@ async def register(
     runtime: MeshRuntime = memo.runtime
     now = runtime.clock.now()
     changes = registration_patch(status, meta.get("generation"), now)
+    endpoint = resolve_endpoint(record_from_body(body), None)
+    if endpoint and status.get("endpoint") != endpoint:
+        changes["endpoint"] = endpoint
     if spec.get("endpoint") and not status.get("credential"):
         changes["credential"] = await ensure_credential(runtime.api, dict(body), now)
         logger.info("credential Secret %s ready", changes["credential"]["secretName"])

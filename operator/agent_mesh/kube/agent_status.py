@@ -17,6 +17,7 @@ from agent_mesh.api.meshagent import MeshAgentCondition, MeshAgentReason
 from agent_mesh.domain.agents import AgentRecord
 from agent_mesh.domain.clock import rfc3339
 from agent_mesh.domain.conditions import set_condition
+from agent_mesh.domain.discovery import resolve_endpoint
 from agent_mesh.domain.health import HealthStatus, StatusWrite
 
 logger = logging.getLogger("agent_mesh.status")
@@ -50,8 +51,9 @@ def status_patch(record: AgentRecord, write: StatusWrite, now: dt.datetime) -> d
     }
     if write.last_seen is not None:
         patch["lastSeen"] = rfc3339(write.last_seen)
-    if write.endpoint is not None:
-        patch["endpoint"] = write.endpoint
+    endpoint = resolve_endpoint(record, write.endpoint)
+    if endpoint is not None:
+        patch["endpoint"] = endpoint
     ready = _READY[write.health]
     current = [dict(c) for c in record.conditions]
     conditions = set_condition(
