@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import multiprocessing
 import os
 import platform
 import random
@@ -24,29 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
+from meshserver import CREDENTIAL, NAMESPACE, ServerProcess
 
-from agent_mesh.auth.audit import AuditLog
-from agent_mesh.auth.authority import Authority, AuthSettings, credential_hash
 from agent_mesh.auth.keys import KeyRing
-from agent_mesh.auth.memory import (
-    MemoryKeyStore,
-    MemoryRevocationStore,
-    StaticTokenReviewer,
-    registry_fetcher,
-)
 from agent_mesh.auth.revocation import RevocationList
 from agent_mesh.auth.tokens import AgentIdentity, TokenIssuer, TokenVerifier
 from agent_mesh.domain.acl import Action, PolicyIndex, policy_from_spec
-from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import SystemClock
-from agent_mesh.domain.health import HealthTracker
-from agent_mesh.health_monitor import HealthMonitor
-from agent_mesh.mesh.server import create_app
 from agent_mesh.ports import free_port
 
 RESULTS = Path(__file__).parent / "results"
-CREDENTIAL = "bench-credential"
 
 
 def per_second(fn: Any, items: list[Any], seconds: float) -> float:
@@ -146,50 +132,6 @@ def bench_acl(seconds: float) -> list[dict[str, Any]]:
     ]
 
 
-def serve(port: int, ready: Any) -> None:
-    """The mesh API with in-memory state, in its own process."""
-
-    async def main() -> None:
-        clock = SystemClock()
-        registry = AgentRegistry()
-        registry.upsert(
-            AgentRecord(
-                "ns",
-                "bench",
-                "uid-bench",
-                "bench",
-                "worker",
-                ("x",),
-                None,
-                credential_hash(CREDENTIAL),
-                True,
-            )
-        )
-        authority = Authority(
-            AuthSettings(audit_allowed=False),
-            registry=registry,
-            policies=PolicyIndex(),
-            keys=MemoryKeyStore(),
-            revocation_store=MemoryRevocationStore(),
-            reviewer=StaticTokenReviewer(),
-            fetch_agent=registry_fetcher(registry),
-            audit=AuditLog(),
-            clock=clock,
-        )
-        await authority.start()
-        monitor = HealthMonitor(HealthTracker(), registry, None, None, clock)
-        runner = web.AppRunner(create_app(authority, monitor, monitor.tracker), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        ready.set()
-        await asyncio.Event().wait()
-
-    import logging
-
-    logging.disable(logging.CRITICAL)  # token-rejection audit lines would cost time, not this
-    asyncio.run(main())
-
-
 async def latencies(
     session: aiohttp.ClientSession, url: str, headers: dict[str, str], count: int
 ) -> list[float]:
@@ -231,7 +173,7 @@ async def bench_http(port: int, count: int) -> list[dict[str, Any]]:
     async with aiohttp.ClientSession(connector=connector) as session:
         async with session.post(
             f"{base}/v1/token",
-            json={"namespace": "ns", "agentId": "bench", "credential": CREDENTIAL},
+            json={"namespace": NAMESPACE, "agentId": "agent-0", "credential": CREDENTIAL},
         ) as response:
             token = (await response.json())["token"]
         auth = {"Authorization": f"Bearer {token}"}
@@ -274,18 +216,8 @@ def main() -> int:
     os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
 
     port = free_port()
-    ctx = multiprocessing.get_context("spawn")
-    ready = ctx.Event()
-    server = ctx.Process(target=serve, args=(port, ready), daemon=True)
-    server.start()
-    try:
-        if not ready.wait(30):
-            print("the mesh API server did not start", file=sys.stderr)
-            return 1
+    with ServerProcess(port, agents=1):
         http = asyncio.run(bench_http(port, count))
-    finally:
-        server.terminate()
-        server.join()
 
     print(f"{'in-process, one core':<46} {'per second':>12}")
     for row in tokens + acl:

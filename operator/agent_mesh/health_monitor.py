@@ -20,6 +20,7 @@ from agent_mesh.kube.events import EventPoster, ObjectRef
 from agent_mesh.observability.metrics import AGENTS, HEARTBEATS, STATUS_WRITES
 
 logger = logging.getLogger("agent_mesh.health")
+_ACCEPTED = HEARTBEATS.labels(result="accepted")
 HealthListener = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
 
 _EVENT_TYPE = {
@@ -62,7 +63,7 @@ class HealthMonitor:
         transition = self.tracker.beat(
             (record.namespace, record.agent_id), self.clock.now(), active_tasks, version, endpoint
         )
-        HEARTBEATS.labels(result="accepted").inc()
+        _ACCEPTED.inc()
         if transition is not None:
             self._transitioned(transition)
 

@@ -101,3 +101,14 @@ def test_endpoint_resolution_order() -> None:
 
 def _fields(rec: AgentRecord) -> dict[str, object]:
     return {f: getattr(rec, f) for f in rec.__dataclass_fields__}
+
+
+def test_limit_returns_a_sorted_prefix_size_and_flags_truncation() -> None:
+    registry, tracker = AgentRegistry(), HealthTracker()
+    for i in range(50):
+        registry.upsert(record("a", f"agent-{i:02d}", "worker", ("summarize",)))
+    limited = discover(registry, tracker, AgentQuery("a", ("summarize",)), limit=10)
+    assert len(limited) == 11  # one more than the limit: truncated
+    ids = [v.record.agent_id for v in limited]
+    assert ids == sorted(ids)
+    assert len(discover(registry, tracker, AgentQuery("a", ("summarize",)), limit=100)) == 50

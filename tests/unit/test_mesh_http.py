@@ -268,6 +268,8 @@ async def test_discovery_needs_read_agents_in_the_target_namespace(mesh: Mesh) -
     assert (await _error(bad))["field"] == "health"
     bad_cap = await mesh.client.get("/v1/agents", params={"capability": "A B"}, headers=headers)
     assert (await _error(bad_cap))["field"] == "capability"
+    bad_limit = await mesh.client.get("/v1/agents", params={"limit": "0"}, headers=headers)
+    assert (await _error(bad_limit))["field"] == "limit"
 
 
 async def test_heartbeat_with_a_bad_endpoint_names_the_field(mesh: Mesh) -> None:

@@ -31,10 +31,22 @@ class AgentView:
     endpoint: str | None
 
 
-def discover(registry: AgentRegistry, tracker: HealthTracker, query: AgentQuery) -> list[AgentView]:
-    """Matching agents, ordered by agentId."""
-    out = []
-    for record in registry.candidates(query.namespace, query.capabilities, query.agent_type):
+def discover(
+    registry: AgentRegistry,
+    tracker: HealthTracker,
+    query: AgentQuery,
+    limit: int | None = None,
+) -> list[AgentView]:
+    """Matching agents ordered by agentId; with `limit`, at most limit + 1 of them (the
+    extra one tells the caller the answer was truncated), found without sorting them all."""
+    out: list[AgentView] = []
+    ids = registry.candidate_ids(query.namespace, query.capabilities, query.agent_type)
+    for agent_id in ids if limit is not None else sorted(ids):
+        if limit is not None and len(out) > limit:
+            break
+        record = registry.get(query.namespace, agent_id)
+        if record is None:
+            continue
         state = tracker.get((record.namespace, record.agent_id))
         health = state.health if state else (record.health or HealthStatus.PENDING)
         if query.health is not None and health is not query.health:
@@ -48,6 +60,8 @@ def discover(registry: AgentRegistry, tracker: HealthTracker, query: AgentQuery)
                 resolve_endpoint(record, state.endpoint if state else None),
             )
         )
+    if limit is not None:
+        out.sort(key=lambda view: view.record.agent_id)
     return out
 
 

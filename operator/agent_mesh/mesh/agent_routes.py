@@ -18,6 +18,8 @@ from agent_mesh.mesh.http import parse_body
 from agent_mesh.mesh.identity_routes import AUTHORITY, WireModel
 
 MAX_CAPABILITIES_PER_QUERY: Final = 16
+DEFAULT_LIMIT: Final = 100
+MAX_LIMIT: Final = 1000
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9._/]*[a-z0-9])?$")
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -82,15 +84,27 @@ def _query(request: web.Request, default_namespace: str) -> AgentQuery:
     return AgentQuery(namespace, capabilities, agent_type, HealthStatus(health) if health else None)
 
 
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit", str(DEFAULT_LIMIT))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise ValidationError(f"limit must be an integer from 1 to {MAX_LIMIT}", field="limit")
+    return int(raw)
+
+
 async def list_agents(request: web.Request) -> web.Response:
-    """`GET /v1/agents?capability=a&capability=b&type=&health=&namespace=` (read agents)."""
+    """`GET /v1/agents?capability=a&capability=b&type=&health=&namespace=&limit=` (read
+    agents). At most `limit` (default 100) matches; `truncated` says there were more."""
     authority = request.app[AUTHORITY]
     claims = await authority.authenticate(request.headers.get("Authorization"))
     query = _query(request, claims.namespace)
+    limit = _limit(request)
     authority.authorize(claims, MeshCall.DISCOVER_AGENTS, query.namespace)
-    views = discover(request.app[REGISTRY], request.app[TRACKER], query)
+    views = discover(request.app[REGISTRY], request.app[TRACKER], query, limit)
+    truncated = len(views) > limit
+    views = views[:limit]
     return web.json_response(
         {
+            "truncated": truncated,
             "items": [
                 {
                     "agentId": v.record.agent_id,
@@ -105,7 +119,7 @@ async def list_agents(request: web.Request) -> web.Response:
                     "version": v.record.version,
                 }
                 for v in views
-            ]
+            ],
         },
         headers={"Cache-Control": "private, max-age=60"},
     )

@@ -29,7 +29,12 @@ def error_response(error: MeshError) -> web.Response:
 
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes a JSON error body; unexpected ones are logged, not leaked."""
+    """Every failure becomes a JSON error body; unexpected ones are logged, not leaked.
+    A declared oversize body is refused before a byte of it is read (one middleware
+    rather than two: each layer costs on every call)."""
+    length = request.content_length
+    if length is not None and length > request.app[MAX_BODY_KEY]:
+        return error_response(_too_large(request))
     try:
         return await handler(request)
     except MeshError as error:
@@ -45,14 +50,6 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     except Exception:
         logger.exception("mesh API %s %s failed", request.method, request.path)
         return error_response(MeshError("internal error; see the operator log"))
-
-
-@web.middleware
-async def limit_body(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse a declared oversize body before reading a byte of it."""
-    if request.content_length is not None and request.content_length > request.app[MAX_BODY_KEY]:
-        return error_response(_too_large(request))
-    return await handler(request)
 
 
 def _too_large(request: web.Request) -> PayloadTooLargeError:

@@ -10,7 +10,7 @@ from agent_mesh.auth.authority import Authority
 from agent_mesh.domain.health import HealthTracker
 from agent_mesh.mesh import agent_routes, identity_routes
 from agent_mesh.mesh.agent_routes import HeartbeatSink
-from agent_mesh.mesh.http import MAX_BODY_KEY, errors_as_json, limit_body
+from agent_mesh.mesh.http import MAX_BODY_KEY, errors_as_json
 from agent_mesh.observability.metrics import exposition
 
 logger = logging.getLogger("agent_mesh.mesh")
@@ -39,7 +39,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> web.Application:
     """The mesh API with every route; `max_body_bytes` bounds any request body (413)."""
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[errors_as_json, limit_body])
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[errors_as_json])
     app[MAX_BODY_KEY] = max_body_bytes
     app[identity_routes.AUTHORITY] = authority
     app.router.add_get("/healthz", healthz)
