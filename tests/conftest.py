@@ -127,10 +127,23 @@ def crds(cluster: Cluster) -> list[dict[str, Any]]:
         conds = ext.read_custom_resource_definition(name).status.conditions or []
         return any(c.type == "Established" and c.status == "True" for c in conds)
 
+    def servable(plural: str) -> bool:
+        # Established can come before the storage serves lists ("storage is (re)initializing",
+        # 429): an operator starting then backs off for seconds. Wait for a real list.
+        try:
+            cluster.custom.list_cluster_custom_object("agentmesh.io", "v1alpha1", plural, limit=1)
+        except client.ApiException:
+            return False
+        return True
+
     for crd in objects:
         wait_for(
             f"CRD {crd['metadata']['name']} to be Established",
             lambda n=crd["metadata"]["name"]: established(n),
+        )
+        wait_for(
+            f"CRD {crd['metadata']['name']} to serve lists",
+            lambda p=crd["spec"]["names"]["plural"]: servable(p),
         )
     return objects
 

@@ -107,10 +107,10 @@ def test_a_burst_of_heartbeats_writes_status_once(
 ) -> None:
     token = token_of(cluster, fast_operator, ns, "chatty", "worker")
     wait_for("registration", lambda: _health(cluster, ns, "chatty") == "pending")
-    start_version = cluster.custom.get_namespaced_custom_object(
-        GROUP, VERSION, ns, "meshagents", "chatty"
-    )["metadata"]["resourceVersion"]
-    changes: list[dict[str, Any]] = []
+    start = cluster.custom.get_namespaced_custom_object(GROUP, VERSION, ns, "meshagents", "chatty")
+    start_version = start["metadata"]["resourceVersion"]
+    changes: list[dict[str, Any]] = []  # status writes: MODIFIED events whose status changed
+    last_status = [start.get("status", {})]
 
     def record_changes() -> None:
         w = watch.Watch()
@@ -124,8 +124,10 @@ def test_a_burst_of_heartbeats_writes_status_once(
             resource_version=start_version,
             timeout_seconds=3,
         ):
-            if event["type"] == "MODIFIED":
-                changes.append(event["object"]["status"])
+            status = event["object"].get("status", {})
+            if event["type"] == "MODIFIED" and status != last_status[-1]:
+                changes.append(status)  # (kopf's own annotation updates change no status)
+            last_status.append(status)
 
     watcher = threading.Thread(target=record_changes)
     watcher.start()
