@@ -134,13 +134,19 @@ def status_writes(agents: int, beat_every: float, seconds: int) -> dict[str, Any
     }
 
 
-def queries(agents: int, count: int) -> dict[str, Any]:
+def fleet(agents: int) -> tuple[AgentRegistry, HealthTracker]:
+    """A registry and tracker holding `agents` agents that have each sent a heartbeat."""
     registry, tracker = AgentRegistry(), HealthTracker()
     clock = FakeClock()
     for i in range(agents):
         record = agent(i)
         registry.upsert(record)
         tracker.beat((record.namespace, record.agent_id), clock.now(), 0)
+    return registry, tracker
+
+
+def queries(agents: int, count: int) -> dict[str, Any]:
+    registry, tracker = fleet(agents)
     shapes = [
         AgentQuery(NAMESPACE, ("review",)),
         AgentQuery(NAMESPACE, ("summarize", "review"), "orchestrator"),
@@ -168,15 +174,11 @@ def memory(agents: int) -> dict[str, Any]:
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    registry, tracker = AgentRegistry(), HealthTracker()
-    clock = FakeClock()
-    for i in range(agents):
-        record = agent(i)
-        registry.upsert(record)
-        tracker.beat((record.namespace, record.agent_id), clock.now(), 0)
+    kept = fleet(agents)
     gc.collect()
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
+    del kept
     return {"agents": agents, "bytes_per_agent": used / agents}
 
 

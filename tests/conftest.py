@@ -221,27 +221,19 @@ def start_operator(
     proc = spawn(argv, log, detached=False, env=env)  # dies with the test run
     operator = OperatorProcess(proc, log, liveness, mesh, operator_namespace)
 
-    def live() -> bool:
+    def answers(url: str) -> bool:
         if proc.poll() is not None:
             pytest.fail(f"operator exited with {proc.returncode}:\n{operator.logs()[-3000:]}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{liveness}/healthz", timeout=1) as r:
+            with urllib.request.urlopen(url, timeout=1) as r:
                 return bool(r.status == 200)
         except OSError:
             return False
 
-    wait_for("the operator's liveness endpoint", live, timeout=60)
-
-    def mesh_ready() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"operator exited with {proc.returncode}:\n{operator.logs()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{operator.mesh_url}/readyz", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    wait_for("the operator's mesh API to be ready", mesh_ready, timeout=60)
+    liveness_url = f"http://127.0.0.1:{liveness}/healthz"
+    wait_for("the operator's liveness endpoint", lambda: answers(liveness_url), timeout=60)
+    ready_url = f"{operator.mesh_url}/readyz"
+    wait_for("the operator's mesh API to be ready", lambda: answers(ready_url), timeout=60)
     return operator
 
 
