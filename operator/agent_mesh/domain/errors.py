@@ -73,3 +73,10 @@ class UnavailableError(MeshError):
 
     status = 503
     default_code = "Unavailable"
+
+
+class DispatchError(MeshError):
+    """A call to an agent failed: connection, timeout, or the agent's error (HTTP 502)."""
+
+    status = 502
+    default_code = "DispatchFailed"

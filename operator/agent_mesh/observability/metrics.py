@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 TOKENS_ISSUED = Counter(
     "agentmesh_auth_tokens_issued",
@@ -26,6 +33,18 @@ HEARTBEATS = Counter(
 )
 STATUS_WRITES = Counter(
     "agentmesh_agent_status_writes", "MeshAgent status writes made by the health loop."
+)
+
+TRANSPORT_ACTIVE = Gauge(
+    "agentmesh_transport_active_connections", "Requests to agents in flight (one connection each)."
+)
+TRANSPORT_REQUESTS = Counter(
+    "agentmesh_transport_requests", "Messages sent to agents, by final outcome.", ["outcome"]
+)
+TRANSPORT_DURATION = Histogram(
+    "agentmesh_transport_request_duration_seconds",
+    "Duration of one HTTP attempt to an agent.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
 
