@@ -1,0 +1,2 @@
+"""The agent SDK: what an agent imports to join the mesh (identity, heartbeats; the Agent
+class and MeshClient follow)."""

@@ -1,0 +1,141 @@
+"""An agent's mesh identity: exchanges its ServiceAccount token (in a pod) or its
+credential (anywhere else) for a mesh token, and renews it before it expires."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+
+from agent_mesh.domain.errors import AuthError, UnavailableError, ValidationError
+
+SA_TOKEN_PATH: Final = Path("/var/run/secrets/agent-mesh/token")
+"""Where the pod's projected ServiceAccount token (audience agent-mesh) is mounted."""
+RENEW_AT: Final = 0.8
+"""Renew once this fraction of the token's lifetime has passed."""
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    agent_id: str
+    namespace: str
+    agent_type: str
+    renew_at: float  # time.monotonic()
+
+
+class TokenSource:
+    """`await source.token()` always returns a valid mesh token, renewing as needed."""
+
+    def __init__(
+        self,
+        mesh_url: str,
+        *,
+        namespace: str | None = None,
+        agent_id: str | None = None,
+        credential: str | None = None,
+        service_account_token_path: Path | None = None,
+    ) -> None:
+        if credential is None and service_account_token_path is None:
+            raise ValidationError(
+                "a TokenSource needs a credential (outside the cluster) or a ServiceAccount "
+                "token path (in a pod)",
+                field="credential",
+            )
+        if credential is not None and (namespace is None or agent_id is None):
+            raise ValidationError(
+                "a credential needs the agent's namespace and agentId", field="agentId"
+            )
+        self.mesh_url = mesh_url.rstrip("/")
+        self.namespace = namespace
+        self.agent_id = agent_id
+        self._credential = credential
+        self._sa_path = service_account_token_path
+        self._issued: IssuedToken | None = None
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> TokenSource:
+        """AGENT_MESH_URL plus AGENT_MESH_CREDENTIAL (or _FILE) with AGENT_MESH_NAMESPACE
+        and AGENT_MESH_AGENT_ID; without a credential, the projected token at
+        AGENT_MESH_SA_TOKEN_PATH (default /var/run/secrets/agent-mesh/token)."""
+        env = dict(os.environ if env is None else env)
+        url = env.get("AGENT_MESH_URL")
+        if not url:
+            raise ValidationError("AGENT_MESH_URL is not set", field="AGENT_MESH_URL")
+        credential = env.get("AGENT_MESH_CREDENTIAL")
+        if credential is None and env.get("AGENT_MESH_CREDENTIAL_FILE"):
+            credential = Path(env["AGENT_MESH_CREDENTIAL_FILE"]).read_text().strip()
+        sa_path = None if credential else Path(env.get("AGENT_MESH_SA_TOKEN_PATH", SA_TOKEN_PATH))
+        return cls(
+            url,
+            namespace=env.get("AGENT_MESH_NAMESPACE"),
+            agent_id=env.get("AGENT_MESH_AGENT_ID"),
+            credential=credential,
+            service_account_token_path=sa_path,
+        )
+
+    @property
+    def identity(self) -> IssuedToken | None:
+        return self._issued
+
+    async def token(self) -> str:
+        issued = self._issued
+        if issued is not None and time.monotonic() < issued.renew_at:
+            return issued.token
+        async with self._lock:
+            issued = self._issued
+            if issued is None or time.monotonic() >= issued.renew_at:
+                issued = self._issued = await self._exchange()
+            return issued.token
+
+    def invalidate(self) -> None:
+        """Forget the token (the mesh refused it): the next call exchanges again."""
+        self._issued = None
+
+    async def _exchange(self) -> IssuedToken:
+        body: dict[str, Any]
+        if self._credential is not None:
+            body = {
+                "namespace": self.namespace,
+                "agentId": self.agent_id,
+                "credential": self._credential,
+            }
+        else:
+            assert self._sa_path is not None
+            # re-read each time: the kubelet rotates the projected token file
+            body = {"serviceAccountToken": self._sa_path.read_text().strip()}
+            if self.agent_id:
+                body["agentId"] = self.agent_id
+        started = time.monotonic()
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(f"{self.mesh_url}/v1/token", json=body) as response,
+            ):
+                answer = await response.json(content_type=None)
+                status = response.status
+        except aiohttp.ClientError as error:
+            raise UnavailableError(
+                f"cannot reach the mesh API at {self.mesh_url}: {error}", code="MeshUnreachable"
+            ) from error
+        if status != 200:
+            detail = (answer or {}).get("error", {}) if isinstance(answer, dict) else {}
+            raise AuthError(
+                f"token exchange refused ({status}): {detail.get('message', answer)}",
+                field=detail.get("field"),
+                code=detail.get("code") or "TokenExchangeFailed",
+            )
+        lifetime = float(answer["expiresIn"])
+        return IssuedToken(
+            token=answer["token"],
+            agent_id=answer["agentId"],
+            namespace=answer["namespace"],
+            agent_type=answer["agentType"],
+            renew_at=started + RENEW_AT * lifetime,
+        )
