@@ -15,7 +15,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import jwt
 from pydantic import BaseModel, ConfigDict
@@ -36,6 +36,24 @@ MESH_CLAIMS: Final = ("agentType", "namespace", "agentUid")
 DEFAULT_CACHE_SIZE: Final = 16_384
 
 KeyRingProvider = Callable[[], KeyRing]
+
+
+class VerifyingKeyLike(Protocol):
+    @property
+    def kid(self) -> str: ...
+    @property
+    def algorithm(self) -> str: ...
+    @property
+    def public_key(self) -> Any: ...
+
+
+class VerifyingKeys(Protocol):
+    """What verification needs: the operator's KeyRing, or an agent's PublicKeySet."""
+
+    def key_for(self, kid: object) -> VerifyingKeyLike | None: ...
+
+
+VerifyingKeysProvider = Callable[[], VerifyingKeys]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +163,7 @@ class TokenVerifier:
 
     def __init__(
         self,
-        keyring: KeyRingProvider,
+        keyring: VerifyingKeysProvider,
         clock: Clock,
         revocations: RevocationList,
         *,

@@ -1,0 +1,62 @@
+"""Agents verify mesh tokens with the operator's published JWKS alone."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from agent_mesh.auth.jwks import PublicKeySet
+from agent_mesh.auth.keys import KeyRing
+from agent_mesh.auth.revocation import RevocationList
+from agent_mesh.auth.tokens import AgentIdentity, TokenIssuer, TokenVerifier
+from agent_mesh.domain.clock import FakeClock
+from agent_mesh.domain.errors import AuthError, ValidationError
+
+NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "EdDSA"])
+def test_token_verifies_with_the_published_keys_only(algorithm: Any) -> None:
+    clock = FakeClock(NOW)
+    ring = KeyRing.generate(algorithm, NOW)
+    token, _ = TokenIssuer(lambda: ring, clock).issue(AgentIdentity("a", "worker", "ns", (), "u"))
+    public = PublicKeySet.from_jwks(ring.jwks())
+    verifier = TokenVerifier(lambda: public, clock, RevocationList())
+    assert verifier.verify(token).sub == "a"
+
+
+def test_a_token_from_another_operator_is_refused() -> None:
+    clock = FakeClock(NOW)
+    ours, theirs = KeyRing.generate("ES256", NOW), KeyRing.generate("ES256", NOW)
+    token, _ = TokenIssuer(lambda: theirs, clock).issue(AgentIdentity("a", "w", "ns", (), "u"))
+    public = PublicKeySet.from_jwks(ours.jwks())
+    with pytest.raises(AuthError) as caught:
+        TokenVerifier(lambda: public, clock, RevocationList()).verify(token)
+    assert caught.value.code == "UnknownKey"
+
+
+def test_jwks_with_a_private_member_is_refused() -> None:
+    jwks = KeyRing.generate("ES256", NOW).jwks()
+    jwks["keys"][0]["d"] = "secret"
+    with pytest.raises(ValidationError) as caught:
+        PublicKeySet.from_jwks(jwks)
+    assert caught.value.field == "keys[0].d"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"alg": "HS256"}, "keys[0].alg"), ({"kid": "../x"}, "keys[0].kid"), ({"x": "!"}, "keys[0]")],
+)
+def test_bad_jwks_entries_name_the_field(change: dict[str, str], field: str) -> None:
+    jwks = KeyRing.generate("ES256", NOW).jwks()
+    jwks["keys"][0].update(change)
+    with pytest.raises(ValidationError) as caught:
+        PublicKeySet.from_jwks(jwks)
+    assert caught.value.field == field
+
+
+def test_jwks_without_keys_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        PublicKeySet.from_jwks({})
