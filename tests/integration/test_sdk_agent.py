@@ -1,0 +1,152 @@
+"""An SDK Agent served on 127.0.0.1 with its identity from the real operator: inbound
+tokens checked against the operator's JWKS and the ACL, de-duplicated redelivery, the
+concurrency limit, sync and async handlers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from agent_mesh.ports import free_port
+from agent_mesh.sdk.agent import Agent, TaskContext
+from agent_mesh.sdk.identity import TokenSource
+from tests.conftest import Cluster, OperatorProcess
+from tests.meshhelpers import external_agent, token_of
+
+runs: list[str] = []
+gates: list[asyncio.Event] = []  # one per test: an Event belongs to one event loop
+
+
+def gate() -> asyncio.Event:
+    return gates[-1]
+
+
+@pytest.fixture
+async def worker(
+    cluster: Cluster, operator: OperatorProcess, namespace: str
+) -> AsyncIterator[tuple[str, str]]:
+    """A running Agent; yields (its URL, the namespace)."""
+    runs.clear()
+    gates.append(asyncio.Event())
+    gate().set()
+    credential = external_agent(cluster, namespace, "sdk-w", "worker", capabilities=["echo"])
+    tokens = TokenSource(
+        operator.mesh_url, namespace=namespace, agent_id="sdk-w", credential=credential
+    )
+    await tokens.token()
+    port = free_port()
+    agent = Agent(
+        "worker", ["echo"], tokens=tokens, host="127.0.0.1", port=port, max_concurrent_tasks=2
+    )
+
+    @agent.task("echo")
+    async def echo(payload: Any, ctx: TaskContext) -> Any:
+        runs.append(f"{ctx.task_uid}/{ctx.attempt}")
+        await gate().wait()
+        return {"echo": payload, "caller": ctx.caller.sub}
+
+    @agent.task("shout")
+    def shout(payload: Any, ctx: TaskContext) -> Any:  # a plain function runs in a thread
+        return str(payload).upper()
+
+    stop = asyncio.Event()
+    serving = asyncio.create_task(agent.serve(stop))
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient() as http:
+        for _ in range(100):
+            try:
+                if (await http.get(f"{url}/healthz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                await asyncio.sleep(0.05)
+    yield url, namespace
+    stop.set()
+    await serving
+
+
+def task(
+    uid: str, task_type: str = "echo", attempt: int = 1, payload: Any = "hi"
+) -> dict[str, Any]:
+    return {"taskUid": uid, "attempt": attempt, "taskType": task_type, "payload": payload}
+
+
+async def post(url: str, token: str | None, body: dict[str, Any]) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(timeout=10) as http:
+        return await http.post(f"{url}/v1/tasks", json=body, headers=headers)
+
+
+async def test_orchestrator_runs_a_task_and_gets_the_result(
+    cluster: Cluster, operator: OperatorProcess, worker: tuple[str, str]
+) -> None:
+    url, ns = worker
+    boss = token_of(cluster, operator, ns, "boss", "orchestrator")
+    response = await post(url, boss, task("t1"))
+    assert response.status_code == 200, response.text
+    assert response.json()["result"] == {"echo": "hi", "caller": "boss"}
+    sync = await post(url, boss, task("t2", "shout", payload="quiet"))
+    assert sync.json()["result"] == "QUIET"
+
+
+async def test_calls_without_a_valid_token_or_permission_are_refused(
+    cluster: Cluster, operator: OperatorProcess, worker: tuple[str, str]
+) -> None:
+    url, ns = worker
+    assert (await post(url, None, task("t1"))).status_code == 401
+    assert (await post(url, "not.a.token", task("t1"))).status_code == 401
+    monitor = token_of(cluster, operator, ns, "watcher", "monitor")
+    denied = await post(url, monitor, task("t1"))
+    assert denied.status_code == 403  # a monitor cannot execute
+    assert denied.json()["error"]["code"] == "AccessDenied"
+    assert runs == []
+
+
+async def test_duplicate_delivery_runs_the_handler_once(
+    cluster: Cluster, operator: OperatorProcess, worker: tuple[str, str]
+) -> None:
+    url, ns = worker
+    boss = token_of(cluster, operator, ns, "boss2", "orchestrator")
+    gate().clear()
+    first, second = asyncio.create_task(post(url, boss, task("dup"))), None
+    await asyncio.sleep(0.2)
+    second = asyncio.create_task(post(url, boss, task("dup")))
+    await asyncio.sleep(0.2)
+    gate().set()
+    answers = [await first, await second]
+    again = await post(url, boss, task("dup"))
+    assert [a.json()["result"] for a in [*answers, again]] == [
+        {"echo": "hi", "caller": "boss2"}
+    ] * 3
+    assert runs == ["dup/1"]
+    await post(url, boss, task("dup", attempt=2))  # a new attempt is new work
+    assert runs == ["dup/1", "dup/2"]
+
+
+async def test_the_concurrency_limit_refuses_extra_work(
+    cluster: Cluster, operator: OperatorProcess, worker: tuple[str, str]
+) -> None:
+    url, ns = worker
+    boss = token_of(cluster, operator, ns, "boss3", "orchestrator")
+    gate().clear()
+    busy = [asyncio.create_task(post(url, boss, task(f"b{i}"))) for i in range(2)]
+    await asyncio.sleep(0.3)
+    refused = await post(url, boss, task("b-extra"))
+    gate().set()
+    statuses = [(await b).status_code for b in busy]
+    assert statuses == [200, 200]
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "AgentBusy"
+
+
+async def test_unknown_task_type_names_the_field(
+    cluster: Cluster, operator: OperatorProcess, worker: tuple[str, str]
+) -> None:
+    url, ns = worker
+    boss = token_of(cluster, operator, ns, "boss4", "orchestrator")
+    response = await post(url, boss, task("x", "translate"))
+    assert response.status_code == 404
+    assert response.json()["error"]["field"] == "taskType"
