@@ -11,9 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
+from agent_mesh.auth.tokens import MeshClaims
+from agent_mesh.domain.message import BROADCAST, Message, MessageType
 from agent_mesh.ports import free_port
 from agent_mesh.sdk.agent import Agent, TaskContext
 from agent_mesh.sdk.identity import TokenSource
+from agent_mesh.transport.client import Outcome, Transport
 from tests.conftest import Cluster, OperatorProcess
 from tests.meshhelpers import external_agent, token_of
 
@@ -48,6 +51,14 @@ async def worker(
         runs.append(f"{ctx.task_uid}/{ctx.attempt}")
         await gate().wait()
         return {"echo": payload, "caller": ctx.caller.sub}
+
+    @agent.on_message
+    async def answer(message: Message, caller: MeshClaims) -> Any:
+        return {"pong": message.payload, "from": caller.sub}
+
+    @agent.on_event
+    def heard(message: Message, caller: MeshClaims) -> None:
+        runs.append(f"event:{message.payload['type']}")
 
     @agent.task("shout")
     def shout(payload: Any, ctx: TaskContext) -> Any:  # a plain function runs in a thread
@@ -150,3 +161,46 @@ async def test_unknown_task_type_names_the_field(
     response = await post(url, boss, task("x", "translate"))
     assert response.status_code == 404
     assert response.json()["error"]["field"] == "taskType"
+
+
+async def test_request_response_and_events_through_the_transport(
+    cluster: Cluster, operator: OperatorProcess, worker: tuple[str, str]
+) -> None:
+    url, ns = worker
+    boss = token_of(cluster, operator, ns, "boss5", "orchestrator")
+
+    async def token() -> str:
+        return boss
+
+    transport = Transport(token=token)
+    try:
+        request = Message.new(MessageType.REQUEST, "boss5", "sdk-w", "ping")
+        reply = await transport.request(url, request)
+        assert reply.payload == {"pong": "ping", "from": "boss5"}
+        event = Message.new(MessageType.EVENT, "boss5", BROADCAST, {"type": "agent.health"})
+        delivery = (await transport.broadcast({"sdk-w": url}, event))["sdk-w"]
+        assert (delivery.outcome, delivery.status) == (Outcome.OK, 202)
+        assert "event:agent.health" in runs
+        forged = Message.new(MessageType.REQUEST, "someone-else", "sdk-w", "ping")
+        refused = await transport.send(url, forged)
+        assert refused.status == 403  # the envelope's from must be the token's subject
+    finally:
+        await transport.close()
+
+
+async def test_a_worker_cannot_broadcast_events_to_an_agent(
+    cluster: Cluster, operator: OperatorProcess, worker: tuple[str, str]
+) -> None:
+    url, ns = worker
+    other = token_of(cluster, operator, ns, "w-other", "worker")
+
+    async def token() -> str:
+        return other
+
+    transport = Transport(token=token)
+    try:
+        event = Message.new(MessageType.EVENT, "w-other", BROADCAST, {"type": "x"})
+        delivery = await transport.send(url, event)
+    finally:
+        await transport.close()
+    assert delivery.status == 403  # workers have no write on events

@@ -7,8 +7,9 @@
 
     agent.run()
 
-It serves `POST /v1/tasks` and `GET /healthz`, refuses every call without a valid mesh
-token (checked against the operator's JWKS) and the ACL permission `execute tasks`, runs
+It serves `POST /v1/tasks`, `POST /v1/messages` and `GET /healthz`, refuses every call
+without a valid mesh token (checked against the operator's JWKS) and the ACL permission
+(`execute tasks`; `execute agents` for requests, `write events` for events), runs
 at most `max_concurrent_tasks` at once, answers a redelivered (task uid, attempt) with
 the first result, and beats its heartbeat. There is no unauthenticated mode.
 """
@@ -42,6 +43,7 @@ from agent_mesh.domain.errors import (
     UnavailableError,
     ValidationError,
 )
+from agent_mesh.domain.message import Message, MessageType
 from agent_mesh.sdk.heartbeat import heartbeat_forever
 from agent_mesh.sdk.identity import TokenSource
 
@@ -50,6 +52,7 @@ JWKS_REFETCH_SECONDS: Final = 10.0
 DEDUP_MAX: Final = 10_000
 
 Handler = Callable[[Any, "TaskContext"], Any]
+MessageHandler = Callable[[Message, MeshClaims], Any]
 
 
 class TaskRequest(BaseModel):
@@ -101,6 +104,8 @@ class Agent:
         self.heartbeat_interval_seconds = heartbeat_interval_seconds
         self.max_concurrent_tasks = max_concurrent_tasks
         self._handlers: dict[str, Handler] = {}
+        self._on_message: MessageHandler | None = None
+        self._on_event: MessageHandler | None = None
         self._active = 0
         self._results: dict[tuple[str, int], asyncio.Future[Any]] = {}
         self._keys: PublicKeySet | None = None
@@ -123,6 +128,16 @@ class Agent:
 
         return register
 
+    def on_message(self, fn: MessageHandler) -> MessageHandler:
+        """Handle requests from other agents: the return value is the reply's payload."""
+        self._on_message = fn
+        return fn
+
+    def on_event(self, fn: MessageHandler) -> MessageHandler:
+        """Handle events (broadcasts such as `agent.health`); nothing is replied."""
+        self._on_event = fn
+        return fn
+
     @property
     def active_tasks(self) -> int:
         return self._active
@@ -133,6 +148,7 @@ class Agent:
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_post("/v1/tasks", self._tasks)
+        app.router.add_post("/v1/messages", self._messages)
         return app
 
     async def _healthz(self, _: web.Request) -> web.Response:
@@ -152,6 +168,46 @@ class Agent:
         return web.json_response(
             {"taskUid": task.task_uid, "attempt": task.attempt, "result": result}
         )
+
+    async def _messages(self, request: web.Request) -> web.Response:
+        try:
+            caller = await self._authenticate(request.headers.get("Authorization"))
+            try:
+                message = Message.model_validate_json(await request.read())
+            except ValueError as error:
+                raise ValidationError(f"not a mesh message: {error}", field="body") from None
+            if message.sender != caller.sub:
+                raise ForbiddenError(
+                    f"message says it is from {message.sender!r} but the token is {caller.sub!r}'s",
+                    field="from",
+                    code="NotYourAgent",
+                )
+            is_event = message.type is MessageType.EVENT
+            self._authorize(
+                caller, MeshCall.BROADCAST_EVENT if is_event else MeshCall.MESSAGE_AGENT
+            )
+            handler = self._on_event if is_event else self._on_message
+            if message.type not in (MessageType.EVENT, MessageType.REQUEST) or handler is None:
+                raise NotFoundError(
+                    f"this agent does not take {message.type.value} messages", field="type"
+                )
+            answer = await self._call(handler, message, caller)
+        except MeshError as error:
+            return web.json_response(error.to_wire(), status=error.status)
+        if is_event:
+            return web.Response(status=202)
+        return web.json_response(message.reply(answer).to_wire())
+
+    @staticmethod
+    async def _call(handler: MessageHandler, message: Message, caller: MeshClaims) -> Any:
+        try:
+            if inspect.iscoroutinefunction(handler):
+                return await handler(message, caller)
+            return await asyncio.to_thread(handler, message, caller)
+        except MeshError:
+            raise
+        except Exception as error:
+            raise MeshError(f"message handler failed: {error}", code="HandlerFailed") from error
 
     async def _run(self, task: TaskRequest, caller: MeshClaims) -> Any:
         key = (task.task_uid, task.attempt)
