@@ -69,6 +69,38 @@ def test_merge_is_a_union_keeping_the_later_before() -> None:
     assert mine.is_revoked(claims("x", iat=NOW + dt.timedelta(minutes=4)))
 
 
+@pytest.mark.parametrize("order", ["later last", "later first"])
+def test_revoking_an_agent_twice_keeps_the_later_before(order: str) -> None:
+    revocations = RevocationList()
+    times = [NOW, NOW + dt.timedelta(minutes=5)]
+    for before in times if order == "later last" else reversed(times):
+        revocations.revoke_agent("ns", "a", before)
+    assert revocations.is_revoked(claims("x", iat=NOW + dt.timedelta(minutes=4)))
+    assert not revocations.is_revoked(claims("x", iat=NOW + dt.timedelta(minutes=6)))
+    assert len(revocations) == 1
+
+
+def test_agent_revocation_matches_namespace_and_agent_only() -> None:
+    revocations = RevocationList()
+    revocations.revoke_agent("ns", "a", NOW + HOUR)
+    assert revocations.is_revoked(claims("x", sub="a"))
+    assert not revocations.is_revoked(claims("x", sub="b"))
+    other = claims("x", sub="a").model_copy(update={"namespace": "other"})
+    assert not revocations.is_revoked(other)
+
+
+def test_revoked_jti_matches_that_token_only() -> None:
+    revocations = RevocationList()
+    revocations.revoke_token("j1", NOW + HOUR)
+    assert revocations.is_revoked(claims("j1"))
+    assert not revocations.is_revoked(claims("j2"))
+
+
+def test_empty_list_serializes_and_parses() -> None:
+    assert len(RevocationList.from_json(RevocationList().to_json())) == 0
+    assert len(RevocationList.from_json("{}")) == 0
+
+
 @pytest.mark.parametrize(
     ("text", "field"),
     [
@@ -81,6 +113,11 @@ def test_merge_is_a_union_keeping_the_later_before() -> None:
             '{"agents": [{"namespace": "ns", "agentId": "a", "before": "2026-01-01T00:00:00"}]}',
             "revocations.agents[0].before",
         ),
+        (
+            '{"agents": [{"namespace": 7, "agentId": "a", "before": "2026-01-01T00:00:00Z"}]}',
+            "revocations.agents[0].namespace",
+        ),
+        ('{"agents": {"ns": "a"}}', "revocations.agents"),
     ],
 )
 def test_corrupt_revocations_name_the_field(text: str, field: str) -> None:

@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import socket
 import urllib.request
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from agent_mesh.auth import tokens as tokens_module
 from agent_mesh.auth.keys import KeyRing
 from agent_mesh.auth.revocation import RevocationList
 from agent_mesh.auth.tokens import (
@@ -78,16 +80,46 @@ class Mesh:
         return jwt.encode(claims, key.private_key, algorithm=key.algorithm, headers=headers)
 
     def refuse(self, token: str) -> str:
+        return self.refusal(token).code
+
+    def refusal(self, token: str) -> AuthError:
         with pytest.raises(AuthError) as caught:
             self.verifier.verify(token)
         assert caught.value.status == 401
         assert not token or token not in caught.value.message  # never echo a token
-        return caught.value.code
+        return caught.value
 
 
 @pytest.fixture
 def mesh() -> Mesh:
     return Mesh()
+
+
+@pytest.fixture
+def no_io(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if verification opens a file, a URL or a socket."""
+
+    def forbidden(*_: Any, **__: Any) -> Any:
+        pytest.fail("verification tried to open a file, a URL or a connection")
+
+    monkeypatch.setattr(builtins, "open", forbidden)
+    monkeypatch.setattr(urllib.request, "urlopen", forbidden)
+    monkeypatch.setattr(socket, "create_connection", forbidden)
+    monkeypatch.setattr(socket.socket, "connect", forbidden)
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tokens whose signature PyJWT was asked to check."""
+    seen: list[str] = []
+    real = tokens_module.jwt.decode
+
+    def counting(token: str, *args: Any, **kwargs: Any) -> Any:
+        seen.append(token)
+        return real(token, *args, **kwargs)
+
+    monkeypatch.setattr(tokens_module.jwt, "decode", counting)
+    return seen
 
 
 @pytest.mark.parametrize("algorithm", ["EdDSA", "ES256"])
@@ -191,12 +223,8 @@ def test_missing_kid_is_refused(mesh: Mesh) -> None:
         {"$ne": None},
     ],
 )
-def test_kid_injection_is_refused_without_touching_files_or_network(
-    mesh: Mesh, kid: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def forbidden(*_: Any, **__: Any) -> Any:
-        pytest.fail("verification tried to open a file or URL")
-
+@pytest.mark.usefixtures("no_io")
+def test_kid_injection_is_refused_without_touching_files_or_network(mesh: Mesh, kid: Any) -> None:
     if isinstance(kid, str):
         token = mesh.sign(mesh.claims(), kid=kid)
     else:  # PyJWT will not even write a non-string kid: forge the header by hand
@@ -205,16 +233,19 @@ def test_kid_injection_is_refused_without_touching_files_or_network(
         payload = b64(json.dumps(mesh.claims()).encode())
         signature = key.private_key.sign(f"{header}.{payload}".encode())  # type: ignore[call-arg]
         token = f"{header}.{payload}.{b64(signature)}"
-    monkeypatch.setattr(builtins, "open", forbidden)
-    monkeypatch.setattr(urllib.request, "urlopen", forbidden)
-    assert mesh.refuse(token) in {"UnknownKey", "TokenMalformed"}
+    refusal = mesh.refusal(token)
+    assert (refusal.code, refusal.field) == ("UnknownKey", "kid")
 
 
-@pytest.mark.parametrize("header", ["jwk", "jku", "x5u"])
+@pytest.mark.parametrize("header", ["jwk", "jku", "x5u", "x5c"])
+@pytest.mark.usefixtures("no_io")
 def test_attacker_key_named_in_the_header_is_ignored(mesh: Mesh, header: str) -> None:
     attacker = ed25519.Ed25519PrivateKey.generate()
     jwk = jwt.algorithms.OKPAlgorithm.to_jwk(attacker.public_key(), as_dict=True)
-    value: Any = jwk if header == "jwk" else "https://evil.example/jwks.json"
+    value: Any = {
+        "jwk": jwk,
+        "x5c": [b64(b"an attacker certificate")],
+    }.get(header, "https://evil.example/jwks.json")
     token = jwt.encode(
         mesh.claims(),
         attacker,
@@ -228,20 +259,26 @@ def test_token_signed_by_another_mesh_is_refused(mesh: Mesh) -> None:
     assert mesh.refuse(Mesh().token()) == "UnknownKey"
 
 
-@pytest.mark.parametrize("typ", ["JWT", "at+jwt", None])
-def test_other_token_types_are_refused(mesh: Mesh, typ: str | None) -> None:
-    key = mesh.ring.active
-    headers: dict[str, Any] = {"kid": key.kid}
-    if typ is not None:
-        headers["typ"] = typ
-    token = jwt.encode(mesh.claims(), key.private_key, algorithm=key.algorithm, headers=headers)
-    if typ is None:  # PyJWT adds typ JWT by default; strip it
-        token = jwt.encode(
-            mesh.claims(),
-            key.private_key,
-            algorithm=key.algorithm,
-            headers={**headers, "typ": None},
-        )
+def test_token_of_another_mesh_relabelled_with_our_kid_is_refused(mesh: Mesh) -> None:
+    other = Mesh()
+    token = jwt.encode(
+        mesh.claims(),
+        other.ring.active.private_key,
+        algorithm="EdDSA",
+        headers={"typ": TOKEN_TYPE, "kid": mesh.ring.active.kid},
+    )
+    assert mesh.refuse(token) == "SignatureInvalid"
+
+
+@pytest.mark.parametrize("typ", ["JWT", "at+jwt", "AGENT-MESH+JWT"])
+def test_other_token_types_are_refused(mesh: Mesh, typ: str) -> None:
+    refusal = mesh.refusal(mesh.sign(mesh.claims(), typ=typ))
+    assert (refusal.code, refusal.field) == ("TokenTypeInvalid", "typ")
+
+
+def test_token_without_typ_is_refused(mesh: Mesh) -> None:
+    token = mesh.sign(mesh.claims(), typ=None)  # PyJWT drops a None typ instead of adding JWT
+    assert "typ" not in jwt.get_unverified_header(token)
     assert mesh.refuse(token) == "TokenTypeInvalid"
 
 
@@ -249,7 +286,25 @@ def test_other_token_types_are_refused(mesh: Mesh, typ: str | None) -> None:
     "claim", ["exp", "iat", "nbf", "iss", "aud", "sub", "jti", "agentType", "namespace", "agentUid"]
 )
 def test_each_required_claim_is_required(mesh: Mesh, claim: str) -> None:
-    assert mesh.refuse(mesh.sign(mesh.claims(**{claim: None}))) == "ClaimMissing"
+    refusal = mesh.refusal(mesh.sign(mesh.claims(**{claim: None})))
+    assert (refusal.code, refusal.field) == ("ClaimMissing", claim)
+    assert claim in refusal.message
+
+
+def test_missing_capabilities_claim_is_refused(mesh: Mesh) -> None:
+    refusal = mesh.refusal(mesh.sign(mesh.claims(capabilities=None)))
+    assert (refusal.code, refusal.field) == ("ClaimMissing", "capabilities")
+
+
+def test_claim_of_the_wrong_type_is_refused_naming_it(mesh: Mesh) -> None:
+    refusal = mesh.refusal(mesh.sign(mesh.claims(exp="tomorrow")))
+    assert (refusal.code, refusal.field) == ("TokenMalformed", "exp")
+
+
+def test_iat_in_the_future_beyond_the_leeway_is_refused(mesh: Mesh) -> None:
+    now = int(mesh.clock.now().timestamp())
+    refusal = mesh.refusal(mesh.sign(mesh.claims(iat=now + 120)))
+    assert (refusal.code, refusal.field) == ("TokenNotYetValid", "iat")
 
 
 def test_revoked_jti_is_refused(mesh: Mesh) -> None:
@@ -292,6 +347,65 @@ def test_rotation_keeps_old_tokens_valid_during_the_overlap_only(mesh: Mesh) -> 
     assert mesh.verifier.verify(new)
 
 
+def test_a_key_past_its_retirement_no_longer_verifies_before_the_ring_is_pruned(
+    mesh: Mesh,
+) -> None:
+    old = mesh.token()
+    mesh.ring = mesh.ring.rotate(mesh.clock.now(), dt.timedelta(minutes=10))
+    mesh.clock.advance(10 * 60)  # the ring still holds the old key, but its time is up
+    assert mesh.ring.key_for(jwt.get_unverified_header(old)["kid"]) is not None
+    refusal = mesh.refusal(old)
+    assert (refusal.code, refusal.field) == ("UnknownKey", "kid")
+    assert mesh.verifier.verify(mesh.token())
+
+
+def test_a_repeated_token_skips_the_signature_check(decodes: list[str]) -> None:
+    mesh = Mesh(cache_size=16)
+    token = mesh.token()
+    first = mesh.verifier.verify(token)
+    assert mesh.verifier.verify(token) == first
+    assert mesh.verifier.verify(token) == first
+    assert decodes == [token]
+
+
+def test_the_cache_can_be_disabled(decodes: list[str]) -> None:
+    mesh = Mesh(cache_size=0)
+    token = mesh.token()
+    mesh.verifier.verify(token)
+    mesh.verifier.verify(token)
+    assert decodes == [token, token]
+
+
+def test_the_cache_is_bounded_and_evicts_the_oldest(decodes: list[str]) -> None:
+    mesh = Mesh(cache_size=2)
+    first, second, third = mesh.token(), mesh.token(), mesh.token()
+    for token in (first, second, third):
+        mesh.verifier.verify(token)
+    decodes.clear()
+    mesh.verifier.verify(third)
+    mesh.verifier.verify(second)
+    assert decodes == []
+    mesh.verifier.verify(first)  # evicted: its signature is checked again
+    assert decodes == [first]
+
+
+def test_a_refused_token_is_not_cached(decodes: list[str]) -> None:
+    mesh = Mesh(cache_size=16)
+    token = mesh.sign(mesh.claims(iss="someone-else"))
+    assert mesh.refuse(token) == "IssuerInvalid"
+    assert mesh.refuse(token) == "IssuerInvalid"
+    assert decodes == [token, token]
+
+
+def test_a_cached_token_is_still_not_valid_before_nbf(decodes: list[str]) -> None:
+    mesh = Mesh(cache_size=16)
+    now = int(mesh.clock.now().timestamp())
+    token = mesh.sign(mesh.claims(nbf=now + 20, iat=now))
+    assert mesh.verifier.verify(token)  # within the leeway
+    mesh.clock.advance(-20)  # the clock stepped back (NTP): nbf is now out of the leeway
+    assert mesh.refuse(token) == "TokenNotYetValid"
+
+
 def test_a_cached_token_still_expires() -> None:
     mesh = Mesh(cache_size=16)
     token = mesh.token()
@@ -315,6 +429,17 @@ def test_a_cached_token_dies_with_its_key() -> None:
     mesh.ring = mesh.ring.rotate(mesh.clock.now(), dt.timedelta(seconds=0))
     mesh.clock.advance(1)
     mesh.ring = mesh.ring.prune(mesh.clock.now())
+    assert mesh.refuse(token) == "UnknownKey"
+
+
+def test_a_cached_token_dies_at_its_keys_retirement_even_unpruned() -> None:
+    mesh = Mesh(cache_size=16)
+    token = mesh.token()
+    assert mesh.verifier.verify(token)
+    mesh.ring = mesh.ring.rotate(mesh.clock.now(), dt.timedelta(minutes=5))
+    mesh.clock.advance(4 * 60)
+    assert mesh.verifier.verify(token)  # still in the overlap
+    mesh.clock.advance(60)
     assert mesh.refuse(token) == "UnknownKey"
 
 

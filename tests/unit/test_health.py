@@ -95,3 +95,13 @@ def test_counts_by_health() -> None:
     tracker.load(("ns", "b"), None, None)
     counts = tracker.counts()
     assert (counts[H], counts[P], counts[D]) == (1, 1, 0)
+
+
+def test_a_new_agent_without_status_needs_no_write_until_it_beats() -> None:
+    clock = FakeClock()
+    tracker = HealthTracker()
+    tracker.load(KEY, None, None)
+    assert tracker.due(clock.now()) == []
+    tracker.beat(KEY, clock.now(), 0)
+    (write,) = tracker.due(clock.now())
+    assert write.transition and write.health is H

@@ -96,6 +96,7 @@ class KeyRing:
         return KeyRing(self.active, keys)
 
     def needs_rotation(self, now: dt.datetime, interval: dt.timedelta) -> bool:
+        """Whether the active key is at least `interval` old."""
         return now - self.active.created_at >= interval
 
     def key_for(self, kid: object) -> SigningKey | None:
@@ -109,6 +110,7 @@ class KeyRing:
         return {"keys": [key.public_jwk() for key in self.verifying.values()]}
 
     def to_secret_data(self) -> dict[str, str]:
+        """The Secret's string data (the caller base64-encodes): one `keys.json` document."""
         keys = [
             {
                 "kid": key.kid,
@@ -176,14 +178,18 @@ def _parse_key(entry: Any, where: str) -> SigningKey:
         and not isinstance(private.curve, ec.SECP256R1)
     ):
         raise ValidationError(f"the key is not a {algorithm} key", field=f"{where}.privateKeyPem")
-    try:
-        created = dt.datetime.fromisoformat(entry["createdAt"].replace("Z", "+00:00"))
-        retire_raw = entry.get("retireAt")
-        retire = (
-            dt.datetime.fromisoformat(retire_raw.replace("Z", "+00:00")) if retire_raw else None
-        )
-    except (ValueError, AttributeError):
-        raise ValidationError(
-            "createdAt/retireAt must be RFC 3339", field=f"{where}.createdAt"
-        ) from None
+    created = _parse_time(entry["createdAt"], f"{where}.createdAt")
+    retire_raw = entry.get("retireAt")
+    retire = None if retire_raw is None else _parse_time(retire_raw, f"{where}.retireAt")
     return SigningKey(kid, algorithm, private, private.public_key(), created, retire)
+
+
+def _parse_time(value: object, field: str) -> dt.datetime:
+    """An RFC 3339 time with a zone (naive times would not compare with the clock's)."""
+    try:
+        moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if not isinstance(value, str) or moment is None or moment.tzinfo is None:
+        raise ValidationError(f"{value!r} is not an RFC 3339 time with a zone", field=field)
+    return moment

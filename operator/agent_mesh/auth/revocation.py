@@ -35,15 +35,18 @@ class RevocationList:
         self._agents: dict[tuple[str, str], dt.datetime] = {}  # (ns, agentId) → before
 
     def revoke_token(self, jti: str, expires_at: dt.datetime) -> None:
+        """Refuse the token `jti`; the entry is kept until the token would expire anyway."""
         current = self._tokens.get(jti)
-        self._tokens[jti] = max(current, expires_at) if current else expires_at
+        self._tokens[jti] = expires_at if current is None else max(current, expires_at)
 
     def revoke_agent(self, namespace: str, agent_id: str, before: dt.datetime) -> None:
+        """Refuse every token of the agent issued before `before` (the later one wins)."""
         key = (namespace, agent_id)
         current = self._agents.get(key)
-        self._agents[key] = max(current, before) if current else before
+        self._agents[key] = before if current is None else max(current, before)
 
     def is_revoked(self, claims: MeshClaims) -> bool:
+        """Two dictionary lookups; `iat` is whole seconds, so the second of `before` counts."""
         if claims.jti in self._tokens:
             return True
         before = self._agents.get((claims.namespace, claims.sub))
@@ -52,11 +55,13 @@ class RevocationList:
     def prune(
         self, now: dt.datetime, max_token_lifetime: dt.timedelta, leeway: dt.timedelta
     ) -> None:
+        """Drop entries no still-valid token can match (past expiry, or lifetime, + leeway)."""
         self._tokens = {j: t for j, t in self._tokens.items() if t + leeway > now}
         horizon = max_token_lifetime + leeway
         self._agents = {k: b for k, b in self._agents.items() if b + horizon > now}
 
     def merge(self, other: RevocationList) -> None:
+        """Union with another writer's view, keeping the later expiry and `before`."""
         for jti, expires in other._tokens.items():
             self.revoke_token(jti, expires)
         for (namespace, agent_id), before in other._agents.items():
@@ -97,9 +102,14 @@ class RevocationList:
             where = f"revocations.agents[{i}]"
             if not isinstance(entry, dict) or not {"namespace", "agentId", "before"} <= set(entry):
                 raise ValidationError("needs namespace, agentId and before", field=where)
+            for name in ("namespace", "agentId"):
+                if not isinstance(entry[name], str) or not entry[name]:
+                    raise ValidationError(
+                        f"{name} must be a non-empty string", field=f"{where}.{name}"
+                    )
             out.revoke_agent(
-                str(entry["namespace"]),
-                str(entry["agentId"]),
+                entry["namespace"],
+                entry["agentId"],
                 _parse_time(entry["before"], f"{where}.before"),
             )
         return out

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import jwt
 from pydantic import BaseModel, ConfigDict
+from pydantic import ValidationError as PydanticValidationError
 from pydantic.alias_generators import to_camel
 
 from agent_mesh.auth.keys import ALGORITHMS, KeyRing
-from agent_mesh.domain.clock import Clock
+from agent_mesh.domain.clock import Clock, rfc3339
 from agent_mesh.domain.errors import AuthError
 
 if TYPE_CHECKING:
@@ -96,14 +97,14 @@ class TokenIssuer:
 
     def __init__(
         self,
-        keyring: KeyRingProvider,
+        keyring_provider: KeyRingProvider,
         clock: Clock,
         *,
         issuer: str = ISSUER,
         audience: str = AUDIENCE,
         lifetime: dt.timedelta = dt.timedelta(hours=1),
     ) -> None:
-        self._keyring = keyring
+        self._keyring = keyring_provider
         self._clock = clock
         self.issuer = issuer
         self.audience = audience
@@ -163,7 +164,7 @@ class TokenVerifier:
 
     def __init__(
         self,
-        keyring: VerifyingKeysProvider,
+        keyring_provider: VerifyingKeysProvider,
         clock: Clock,
         revocations: RevocationList,
         *,
@@ -172,7 +173,7 @@ class TokenVerifier:
         leeway: dt.timedelta = dt.timedelta(seconds=30),
         cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> None:
-        self._keyring = keyring
+        self._keyring = keyring_provider
         self._clock = clock
         self._revocations = revocations
         self.issuer = issuer
@@ -183,32 +184,54 @@ class TokenVerifier:
         self._cache: dict[str, tuple[MeshClaims, str]] = {}
 
     def verify(self, token: str) -> MeshClaims:
+        """The token's claims if every rule holds; an AuthError with a stable code if not."""
+        now = self._clock.now()
         cached = self._cache.get(token)
-        if cached is not None:
-            claims, kid = cached
-            if self._keyring().key_for(kid) is None:
-                del self._cache[token]
-                raise AuthError(
-                    f"token kid {kid} is not a current signing key (rotated out)",
-                    field="kid",
-                    code="UnknownKey",
-                )
-        else:
-            claims, kid = self._verify_signed(token)
-        self._check_time(claims)
+        if cached is None:
+            claims, kid = self._verify_signed(token, now)
+            self._check_current(claims, now)
+            if self._cache_size > 0:
+                if len(self._cache) >= self._cache_size:
+                    del self._cache[next(iter(self._cache))]  # the oldest entry
+                self._cache[token] = (claims, kid)
+            return claims
+        claims, kid = cached
+        try:
+            # a cache hit skips only the signature: the key, time and revocation still count
+            self._key(kid, now)
+            self._check_current(claims, now)
+        except AuthError:
+            del self._cache[token]
+            raise
+        return claims
+
+    def _key(self, kid: object, now: dt.datetime) -> VerifyingKeyLike:
+        """The verifying key for `kid`: a lookup in the ring, and not past its retirement."""
+        key = self._keyring().key_for(kid)
+        if key is None:
+            raise AuthError(
+                "token kid is not one of the mesh's signing keys", field="kid", code="UnknownKey"
+            )
+        # a ring not yet pruned may still hold a retired key; it must not verify any more
+        retire_at: dt.datetime | None = getattr(key, "retire_at", None)
+        if retire_at is not None and retire_at <= now:
+            raise AuthError(
+                f"token kid {key.kid} was rotated out at {rfc3339(retire_at)}",
+                field="kid",
+                code="UnknownKey",
+            )
+        return key
+
+    def _check_current(self, claims: MeshClaims, now: dt.datetime) -> None:
+        self._check_time(claims, now)
         if self._revocations.is_revoked(claims):
             raise AuthError(
                 f"token {claims.jti} of agent {claims.namespace}/{claims.sub} is revoked",
                 field="jti",
                 code="TokenRevoked",
             )
-        if cached is None and self._cache_size > 0:
-            if len(self._cache) >= self._cache_size:
-                del self._cache[next(iter(self._cache))]
-            self._cache[token] = (claims, kid)
-        return claims
 
-    def _verify_signed(self, token: str) -> tuple[MeshClaims, str]:
+    def _verify_signed(self, token: str, now: dt.datetime) -> tuple[MeshClaims, str]:
         header = _unverified_header(token)
         if header.get("typ") != TOKEN_TYPE:
             raise AuthError(
@@ -223,12 +246,7 @@ class TokenVerifier:
                 field="alg",
                 code="AlgorithmNotAllowed",
             )
-        kid = header.get("kid")
-        key = self._keyring().key_for(kid)
-        if key is None:
-            raise AuthError(
-                "token kid is not one of the mesh's signing keys", field="kid", code="UnknownKey"
-            )
+        key = self._key(header.get("kid"), now)
         if alg != key.algorithm:
             raise AuthError(
                 f"token alg {alg} does not match key {key.kid} ({key.algorithm})",
@@ -272,12 +290,22 @@ class TokenVerifier:
                 raise AuthError(f"token lacks the {claim} claim", field=claim, code="ClaimMissing")
         try:
             claims = MeshClaims.model_validate(payload)
-        except ValueError as error:
-            raise AuthError(f"token claims are malformed: {error}", code="TokenMalformed") from None
+        except PydanticValidationError as error:
+            first = error.errors()[0]
+            claim = ".".join(str(part) for part in first["loc"]) or "claims"
+            if first["type"] == "missing":
+                raise AuthError(
+                    f"token lacks the {claim} claim", field=claim, code="ClaimMissing"
+                ) from None
+            raise AuthError(
+                f"token claim {claim} is malformed: {first['msg']}",
+                field=claim,
+                code="TokenMalformed",
+            ) from None
         return claims, key.kid
 
-    def _check_time(self, claims: MeshClaims) -> None:
-        now = self._clock.now().timestamp()
+    def _check_time(self, claims: MeshClaims, moment: dt.datetime) -> None:
+        now = moment.timestamp()
         if now > claims.exp + self._leeway:
             raise AuthError("token has expired", field="exp", code="TokenExpired")
         if now + self._leeway < claims.nbf:

@@ -115,7 +115,8 @@ class HealthTracker:
             last_seen=last_seen,
             active_tasks=active_tasks,
             endpoint=endpoint,
-            written_health=health,
+            # registration writes `pending` itself: no health write until something happens
+            written_health=health or HealthStatus.PENDING,
             written_last_seen=last_seen,
             written_active_tasks=active_tasks,
             written_endpoint=endpoint,
