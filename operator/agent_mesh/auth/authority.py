@@ -19,7 +19,13 @@ from typing import Protocol
 from agent_mesh.auth.audit import AuditLog
 from agent_mesh.auth.keys import Algorithm, KeyRing
 from agent_mesh.auth.revocation import RevocationList
-from agent_mesh.auth.tokens import AgentIdentity, MeshClaims, TokenIssuer, TokenVerifier
+from agent_mesh.auth.tokens import (
+    AgentIdentity,
+    MeshClaims,
+    TokenIssuer,
+    TokenVerifier,
+    bearer_token,
+)
 from agent_mesh.domain.acl import MeshCall, PolicyIndex
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import Clock, rfc3339
@@ -201,7 +207,7 @@ class Authority:
     async def authenticate(self, authorization: str | None) -> MeshClaims:
         """The verified claims of a `Bearer` header, bound to an existing MeshAgent."""
         try:
-            token = _bearer(authorization)
+            token = bearer_token(authorization)
             claims = self.verifier.verify(token)
             await self._bound_agent(claims)
         except AuthError as error:
@@ -444,20 +450,3 @@ class Authority:
         async with self._lock:
             stored = await self._revocation_store.save(self.revocations)
         self.revocations.merge(stored)
-
-
-def _bearer(authorization: str | None) -> str:
-    if not authorization:
-        raise AuthError(
-            "missing Authorization header: send 'Authorization: Bearer <mesh token>'",
-            field="Authorization",
-            code="TokenMissing",
-        )
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError(
-            "Authorization header must be 'Bearer <mesh token>'",
-            field="Authorization",
-            code="TokenMalformed",
-        )
-    return token.strip()

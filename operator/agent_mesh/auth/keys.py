@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
-from agent_mesh.domain.clock import rfc3339
+from agent_mesh.domain.clock import parse_rfc3339, rfc3339
 from agent_mesh.domain.errors import ValidationError
 
 Algorithm = Literal["EdDSA", "ES256"]
@@ -185,11 +185,7 @@ def _parse_key(entry: Any, where: str) -> SigningKey:
 
 
 def _parse_time(value: object, field: str) -> dt.datetime:
-    """An RFC 3339 time with a zone (naive times would not compare with the clock's)."""
-    try:
-        moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        moment = None
-    if not isinstance(value, str) or moment is None or moment.tzinfo is None:
+    moment = parse_rfc3339(value)
+    if moment is None:
         raise ValidationError(f"{value!r} is not an RFC 3339 time with a zone", field=field)
     return moment

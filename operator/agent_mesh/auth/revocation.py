@@ -10,7 +10,7 @@ import datetime as dt
 import json
 from typing import TYPE_CHECKING, Any
 
-from agent_mesh.domain.clock import rfc3339
+from agent_mesh.domain.clock import parse_rfc3339, rfc3339
 from agent_mesh.domain.errors import ValidationError
 
 if TYPE_CHECKING:
@@ -18,12 +18,9 @@ if TYPE_CHECKING:
 
 
 def _parse_time(value: Any, field: str) -> dt.datetime:
-    try:
-        moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationError(f"{value!r} is not an RFC 3339 time", field=field) from None
-    if moment.tzinfo is None:
-        raise ValidationError(f"{value!r} has no time zone", field=field)
+    moment = parse_rfc3339(value)
+    if moment is None:
+        raise ValidationError(f"{value!r} is not an RFC 3339 time with a zone", field=field)
     return moment
 
 

@@ -312,3 +312,21 @@ class TokenVerifier:
             raise AuthError("token is not valid yet", field="nbf", code="TokenNotYetValid")
         if now + self._leeway < claims.iat:
             raise AuthError("token was issued in the future", field="iat", code="TokenNotYetValid")
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header; AuthError otherwise."""
+    if not authorization:
+        raise AuthError(
+            "missing Authorization header: send 'Authorization: Bearer <mesh token>'",
+            field="Authorization",
+            code="TokenMissing",
+        )
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError(
+            "Authorization header must be 'Bearer <mesh token>'",
+            field="Authorization",
+            code="TokenMalformed",
+        )
+    return token.strip()

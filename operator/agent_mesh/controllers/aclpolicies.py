@@ -13,6 +13,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from agent_mesh.api import GROUP, VERSION
 from agent_mesh.controllers.aclpolicy_status import policy_status_patch
 from agent_mesh.domain.acl import policy_from_spec
+from agent_mesh.domain.clock import parse_rfc3339
 from agent_mesh.domain.errors import ValidationError
 from agent_mesh.runtime import MeshRuntime
 
@@ -131,7 +132,4 @@ async def _refresh_siblings(
 
 
 def _created(meta: kopf.Meta) -> dt.datetime:
-    stamp = meta.get("creationTimestamp")
-    if stamp:
-        return dt.datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-    return dt.datetime.now(dt.UTC)
+    return parse_rfc3339(meta.get("creationTimestamp")) or dt.datetime.now(dt.UTC)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent_mesh.domain.clock import parse_rfc3339
 from agent_mesh.domain.health import HealthStatus
 
 AGENT_LABEL = "agentmesh.io/agent"
@@ -78,7 +79,7 @@ def record_from_body(body: Mapping[str, Any]) -> AgentRecord:
         max_concurrent_tasks=int(spec.get("maxConcurrentTasks") or 10),
         version=spec.get("version") or None,
         workload=bool(spec.get("workload")),
-        last_seen=_time(status.get("lastSeen")),
+        last_seen=parse_rfc3339(status.get("lastSeen")),
         health=_health(health),
         active_tasks=int(status.get("activeTasks") or 0),
         status_endpoint=status.get("endpoint") or None,
@@ -91,15 +92,6 @@ def record_from_body(body: Mapping[str, Any]) -> AgentRecord:
 def _health(value: Any) -> HealthStatus | None:
     try:
         return HealthStatus(str(value)) if value else None
-    except ValueError:
-        return None
-
-
-def _time(value: Any) -> dt.datetime | None:
-    if not value:
-        return None
-    try:
-        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         return None
 

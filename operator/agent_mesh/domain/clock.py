@@ -30,6 +30,18 @@ class FakeClock:
         self._now += dt.timedelta(seconds=seconds)
 
 
+def parse_rfc3339(value: object) -> dt.datetime | None:
+    """An RFC 3339 time with a zone, or None (not a string, not a time, or naive: a naive
+    time would not compare with the clock's)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
 def rfc3339(moment: dt.datetime) -> str:
     """UTC, second precision, `Z` suffix: the form Kubernetes uses in status."""
     return moment.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

@@ -8,6 +8,8 @@ from typing import Annotated, Final, Protocol
 from aiohttp import web
 from pydantic import Field
 
+from agent_mesh.api.common import NAME_MAX_LENGTH, NAME_PATTERN, URL_MAX_LENGTH, is_dns_label
+from agent_mesh.api.meshagent import ENDPOINT_PATTERN
 from agent_mesh.domain.acl import MeshCall
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import rfc3339
@@ -20,8 +22,7 @@ from agent_mesh.mesh.identity_routes import AUTHORITY, WireModel
 MAX_CAPABILITIES_PER_QUERY: Final = 16
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9._/]*[a-z0-9])?$")
-_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_NAME = re.compile(NAME_PATTERN)
 
 
 class Heartbeat(WireModel):
@@ -29,9 +30,9 @@ class Heartbeat(WireModel):
 
     active_tasks: int = Field(0, ge=0, le=1_000_000)
     version: str | None = Field(None, max_length=128)
-    endpoint: (
-        Annotated[str, Field(pattern=r"^https?://[^\s/?#]+([/?#]\S*)?$", max_length=2048)] | None
-    ) = None
+    endpoint: Annotated[str, Field(pattern=ENDPOINT_PATTERN, max_length=URL_MAX_LENGTH)] | None = (
+        None
+    )
 
 
 class HeartbeatSink(Protocol):
@@ -61,7 +62,7 @@ async def heartbeat(request: web.Request) -> web.Response:
 def _query(request: web.Request, default_namespace: str) -> AgentQuery:
     q = request.query
     namespace = q.get("namespace", default_namespace)
-    if not _LABEL.match(namespace):
+    if not is_dns_label(namespace):
         raise ValidationError(f"namespace {namespace!r} is not a namespace name", field="namespace")
     capabilities = tuple(c for raw in q.getall("capability", []) for c in raw.split(",") if c)
     if len(capabilities) > MAX_CAPABILITIES_PER_QUERY:
@@ -69,12 +70,12 @@ def _query(request: web.Request, default_namespace: str) -> AgentQuery:
             f"at most {MAX_CAPABILITIES_PER_QUERY} capabilities per query", field="capability"
         )
     for capability in capabilities:
-        if not _NAME.match(capability):
+        if len(capability) > NAME_MAX_LENGTH or not _NAME.match(capability):
             raise ValidationError(
                 f"capability {capability!r} is not a capability name", field="capability"
             )
     agent_type = q.get("type")
-    if agent_type is not None and not _LABEL.match(agent_type):
+    if agent_type is not None and not is_dns_label(agent_type):
         raise ValidationError(f"type {agent_type!r} is not an agent type", field="type")
     health = q.get("health")
     if health is not None and health not in HealthStatus._value2member_map_:

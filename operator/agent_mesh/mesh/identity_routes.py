@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Final, Self
+from typing import Final, Self
 
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from agent_mesh.api.common import DnsLabel
 from agent_mesh.auth.authority import Authority
 from agent_mesh.domain.acl import MeshCall
 from agent_mesh.domain.clock import rfc3339
@@ -16,7 +17,6 @@ from agent_mesh.domain.errors import ValidationError
 from agent_mesh.mesh.http import parse_body
 
 AUTHORITY: Final = web.AppKey("authority", Authority)
-DnsLabel = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
 
 
 class WireModel(BaseModel):

@@ -32,7 +32,7 @@ from pydantic.alias_generators import to_camel
 
 from agent_mesh.auth.jwks import PublicKeySet
 from agent_mesh.auth.revocation import RevocationList
-from agent_mesh.auth.tokens import MeshClaims, TokenVerifier
+from agent_mesh.auth.tokens import MeshClaims, TokenVerifier, bearer_token
 from agent_mesh.domain.acl import MeshCall, PolicyIndex
 from agent_mesh.domain.clock import SystemClock
 from agent_mesh.domain.errors import (
@@ -265,13 +265,7 @@ class Agent:
             self._keys = PublicKeySet.from_jwks(await response.json())
 
     async def _authenticate(self, authorization: str | None) -> MeshClaims:
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise AuthError(
-                "send 'Authorization: Bearer <mesh token>'",
-                field="Authorization",
-                code="TokenMissing",
-            )
+        token = bearer_token(authorization)
         if self._keys is None:
             await self.refresh_keys()
         try:
