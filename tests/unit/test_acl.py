@@ -500,6 +500,7 @@ def test_a_non_string_resource_names_its_index() -> None:
         (MeshCall.BROADCAST_EVENT, "write", "events"),
         (MeshCall.MESSAGE_AGENT, "execute", "agents"),
         (MeshCall.MANAGE_POLICIES, "admin", "acl"),
+        (MeshCall.READ_POLICIES, "read", "acl"),
         (MeshCall.READ_AUDIT, "read", "audit"),
         (MeshCall.REVOKE_TOKENS, "admin", "tokens"),
     ],

@@ -60,6 +60,7 @@ class MeshCall(Enum):
     BROADCAST_EVENT = (Action.WRITE, "events")
     MESSAGE_AGENT = (Action.EXECUTE, "agents")
     MANAGE_POLICIES = (Action.ADMIN, "acl")
+    READ_POLICIES = (Action.READ, "acl")
     READ_AUDIT = (Action.READ, "audit")
     REVOKE_TOKENS = (Action.ADMIN, "tokens")
 
@@ -165,6 +166,18 @@ def policy_from_spec(namespace: str, name: str, spec: Mapping[str, Any]) -> Poli
     )
 
 
+def policy_to_spec(policy: Policy) -> dict[str, Any]:
+    """The camelCase spec `policy_from_spec` reads back into the same Policy."""
+    return {
+        "agentType": policy.agent_type,
+        "allowedActions": sorted(a.value for a in policy.allowed_actions),
+        "allowedResources": sorted(policy.allowed_resources),
+        "deniedActions": sorted(a.value for a in policy.denied_actions),
+        "deniedResources": sorted(policy.denied_resources),
+        "namespaces": sorted(policy.namespaces),
+    }
+
+
 def _items(spec: Mapping[str, Any], key: str) -> list[Any]:
     value = spec.get(key)
     if value is None:
@@ -268,6 +281,13 @@ class PolicyIndex:
         if winner.name == name:
             return Standing(in_force=True, conflicts_with=None)
         return Standing(in_force=False, conflicts_with=winner.name)
+
+    def in_force(self, namespace: str) -> list[tuple[str, Policy]]:
+        """(ACLPolicy name, policy) of each policy in force in `namespace`, by type."""
+        return sorted(
+            ((e.name, e.policy) for (ns, _), e in self._winner.items() if ns == namespace),
+            key=lambda pair: pair[1].agent_type,
+        )
 
     def affected(self, namespace: str, agent_type: str) -> list[str]:
         """Names of every policy for this type in this namespace, oldest first."""

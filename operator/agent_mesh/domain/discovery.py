@@ -47,22 +47,25 @@ def discover(
         record = registry.get(query.namespace, agent_id)
         if record is None:
             continue
-        state = tracker.get((record.namespace, record.agent_id))
-        health = state.health if state else (record.health or HealthStatus.PENDING)
-        if query.health is not None and health is not query.health:
+        view = view_of(record, tracker)
+        if query.health is not None and view.health is not query.health:
             continue
-        out.append(
-            AgentView(
-                record,
-                health,
-                state.last_seen if state else record.last_seen,
-                state.active_tasks if state else record.active_tasks,
-                resolve_endpoint(record, state.endpoint if state else None),
-            )
-        )
+        out.append(view)
     if limit is not None:
         out.sort(key=lambda view: view.record.agent_id)
     return out
+
+
+def view_of(record: AgentRecord, tracker: HealthTracker) -> AgentView:
+    """The agent with its live health, load and endpoint (heartbeats win over status)."""
+    state = tracker.get((record.namespace, record.agent_id))
+    return AgentView(
+        record,
+        state.health if state else (record.health or HealthStatus.PENDING),
+        state.last_seen if state else record.last_seen,
+        state.active_tasks if state else record.active_tasks,
+        resolve_endpoint(record, state.endpoint if state else None),
+    )
 
 
 def resolve_endpoint(record: AgentRecord, reported: str | None) -> str | None:

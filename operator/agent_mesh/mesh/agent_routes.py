@@ -13,7 +13,7 @@ from agent_mesh.api.meshagent import ENDPOINT_PATTERN
 from agent_mesh.domain.acl import MeshCall
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import rfc3339
-from agent_mesh.domain.discovery import AgentQuery, discover
+from agent_mesh.domain.discovery import AgentQuery, AgentView, discover, view_of
 from agent_mesh.domain.errors import NotFoundError, ValidationError
 from agent_mesh.domain.health import HealthStatus, HealthTracker
 from agent_mesh.mesh.http import parse_body
@@ -102,28 +102,39 @@ async def list_agents(request: web.Request) -> web.Response:
     authority.authorize(claims, MeshCall.DISCOVER_AGENTS, query.namespace)
     views = discover(request.app[REGISTRY], request.app[TRACKER], query, limit)
     truncated = len(views) > limit
-    views = views[:limit]
     return web.json_response(
-        {
-            "truncated": truncated,
-            "items": [
-                {
-                    "agentId": v.record.agent_id,
-                    "namespace": v.record.namespace,
-                    "agentType": v.record.agent_type,
-                    "capabilities": list(v.record.capabilities),
-                    "health": v.health.value,
-                    "lastSeen": rfc3339(v.last_seen) if v.last_seen else None,
-                    "activeTasks": v.active_tasks,
-                    "maxConcurrentTasks": v.record.max_concurrent_tasks,
-                    "endpoint": v.endpoint,
-                    "version": v.record.version,
-                }
-                for v in views
-            ],
-        },
+        {"truncated": truncated, "items": [_wire(v) for v in views[:limit]]},
         headers={"Cache-Control": "private, max-age=60"},
     )
+
+
+async def get_agent(request: web.Request) -> web.Response:
+    """`GET /v1/agents/{namespace}/{agentId}` (read agents): one agent, as discovery
+    reports it; how a client finds the endpoint of an agent it knows by id."""
+    authority = request.app[AUTHORITY]
+    namespace, agent_id = request.match_info["namespace"], request.match_info["agent_id"]
+    claims = await authority.authenticate(request.headers.get("Authorization"))
+    authority.authorize(claims, MeshCall.DISCOVER_AGENTS, namespace)
+    record = request.app[REGISTRY].get(namespace, agent_id)
+    if record is None:
+        raise NotFoundError(f"agent {namespace}/{agent_id} is not registered", field="agentId")
+    view = view_of(record, request.app[TRACKER])
+    return web.json_response(_wire(view), headers={"Cache-Control": "private, max-age=60"})
+
+
+def _wire(v: AgentView) -> dict[str, object]:
+    return {
+        "agentId": v.record.agent_id,
+        "namespace": v.record.namespace,
+        "agentType": v.record.agent_type,
+        "capabilities": list(v.record.capabilities),
+        "health": v.health.value,
+        "lastSeen": rfc3339(v.last_seen) if v.last_seen else None,
+        "activeTasks": v.active_tasks,
+        "maxConcurrentTasks": v.record.max_concurrent_tasks,
+        "endpoint": v.endpoint,
+        "version": v.record.version,
+    }
 
 
 def add_routes(
@@ -134,3 +145,4 @@ def add_routes(
     app[TRACKER] = tracker
     app.router.add_post("/v1/agents/{namespace}/{agent_id}/heartbeat", heartbeat)
     app.router.add_get("/v1/agents", list_agents)
+    app.router.add_get("/v1/agents/{namespace}/{agent_id}", get_agent)

@@ -11,7 +11,7 @@ from pydantic.alias_generators import to_camel
 
 from agent_mesh.api.common import DnsLabel
 from agent_mesh.auth.authority import Authority
-from agent_mesh.domain.acl import MeshCall
+from agent_mesh.domain.acl import MeshCall, policy_to_spec
 from agent_mesh.domain.clock import rfc3339
 from agent_mesh.domain.errors import ValidationError
 from agent_mesh.mesh.http import parse_body
@@ -138,9 +138,44 @@ async def audit(request: web.Request) -> web.Response:
     return web.json_response({"items": records})
 
 
+async def acl_in_force(request: web.Request) -> web.Response:
+    """`GET /v1/acl/{namespace}`: the ACLPolicies in force there, so agents enforce the
+    same rules the operator does. Readable by the namespace's own agents (they need it to
+    check their callers) and by whoever may `read acl` there."""
+    authority = request.app[AUTHORITY]
+    claims = await authority.authenticate(request.headers.get("Authorization"))
+    namespace = request.match_info["namespace"]
+    if claims.namespace != namespace:
+        authority.authorize(claims, MeshCall.READ_POLICIES, namespace)
+    return web.json_response(
+        {
+            "namespace": namespace,
+            "policies": [
+                {"name": name, "spec": policy_to_spec(policy)}
+                for name, policy in authority.policies.in_force(namespace)
+            ],
+        },
+        headers={"Cache-Control": "private, max-age=30"},
+    )
+
+
+async def revocations(request: web.Request) -> web.Response:
+    """`GET /v1/revocations`: the revocation list, for agents that verify tokens
+    themselves. Entries are opaque jtis and agent ids with times, nothing secret."""
+    authority = request.app[AUTHORITY]
+    await authority.authenticate(request.headers.get("Authorization"))
+    return web.Response(
+        text=authority.revocations.to_json(),
+        content_type="application/json",
+        headers={"Cache-Control": "private, max-age=30"},
+    )
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/.well-known/jwks.json", jwks)
     app.router.add_post("/v1/token", issue_token)
     app.router.add_get("/v1/whoami", whoami)
     app.router.add_post("/v1/revocations", revoke)
+    app.router.add_get("/v1/revocations", revocations)
+    app.router.add_get("/v1/acl/{namespace}", acl_in_force)
     app.router.add_get("/v1/audit", audit)

@@ -7,11 +7,14 @@
 
     agent.run()
 
-It serves `POST /v1/tasks`, `POST /v1/messages` and `GET /healthz`, refuses every call
-without a valid mesh token (checked against the operator's JWKS) and the ACL permission
-(`execute tasks`; `execute agents` for requests, `write events` for events), runs
-at most `max_concurrent_tasks` at once, answers a redelivered (task uid, attempt) with
-the first result, and beats its heartbeat. There is no unauthenticated mode.
+It serves `POST /v1/tasks`, `POST /v1/messages`, `POST /v1/stream` and `GET /healthz`,
+refuses every call without a valid mesh token (checked against the operator's JWKS) and
+the ACL permission (`execute tasks` for tasks; `execute agents` for requests and streams,
+`write events` for events), runs at most `max_concurrent_tasks` at once, answers a
+redelivered (task uid, attempt) with the first result, and beats its heartbeat. There is
+no unauthenticated mode. On stop it takes no new work, lets running tasks finish for
+`drain_seconds`, and hands the rest back (503 `HandedBack`, which the coordinator retries
+elsewhere).
 """
 
 from __future__ import annotations
@@ -20,21 +23,18 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import time
-from collections.abc import Callable
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from agent_mesh.auth.jwks import PublicKeySet
-from agent_mesh.auth.revocation import RevocationList
-from agent_mesh.auth.tokens import MeshClaims, TokenVerifier, bearer_token
-from agent_mesh.domain.acl import MeshCall, PolicyIndex
-from agent_mesh.domain.clock import SystemClock
+from agent_mesh.auth.tokens import MeshClaims
+from agent_mesh.domain.acl import MeshCall
 from agent_mesh.domain.errors import (
     AuthError,
     ForbiddenError,
@@ -43,16 +43,27 @@ from agent_mesh.domain.errors import (
     UnavailableError,
     ValidationError,
 )
-from agent_mesh.domain.message import Message, MessageType
+from agent_mesh.domain.message import BROADCAST, Message, MessageType
+from agent_mesh.domain.stream import (
+    FRAME_MAX_BYTES,
+    NDJSON,
+    STREAM_KEY,
+    StreamReader,
+    StreamWriter,
+    encode_frame,
+    parse_frame,
+)
+from agent_mesh.observability.logging import configure_logging
+from agent_mesh.sdk.gate import Gate
 from agent_mesh.sdk.heartbeat import heartbeat_forever
 from agent_mesh.sdk.identity import TokenSource
 
 logger = logging.getLogger("agent_mesh.sdk")
-JWKS_REFETCH_SECONDS: Final = 10.0
 DEDUP_MAX: Final = 10_000
 
 Handler = Callable[[Any, "TaskContext"], Any]
 MessageHandler = Callable[[Message, MeshClaims], Any]
+StreamHandler = Callable[[Any, AsyncIterator[Any], "StreamContext"], Any]
 
 
 class TaskRequest(BaseModel):
@@ -78,6 +89,14 @@ class TaskContext:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class StreamContext:
+    """What a stream handler knows about the stream besides its chunks."""
+
+    opening: Message
+    caller: MeshClaims
+
+
 class Agent:
     """An agent of the mesh; see the module docstring."""
 
@@ -87,32 +106,36 @@ class Agent:
         capabilities: list[str] | tuple[str, ...] = (),
         *,
         tokens: TokenSource | None = None,
-        host: str = "0.0.0.0",  # noqa: S104  (an agent serves its pod's network)
-        port: int = 8080,
+        host: str | None = None,
+        port: int | None = None,
         max_concurrent_tasks: int = 10,
         heartbeat_interval_seconds: float = 30.0,
+        drain_seconds: float = 30.0,
         version: str | None = None,
         endpoint: str | None = None,
     ) -> None:
+        """Without `tokens`, the identity comes from the environment when the agent starts
+        (TokenSource.from_env); host and port default to AGENT_MESH_HOST / AGENT_MESH_PORT,
+        else 0.0.0.0:8080 (the pod's network)."""
         self.agent_type = agent_type
         self.capabilities = tuple(capabilities)
         self._tokens = tokens
-        self.host = host
-        self.port = port
+        self.host = host or os.environ.get("AGENT_MESH_HOST", "0.0.0.0")  # noqa: S104
+        self.port = port if port is not None else int(os.environ.get("AGENT_MESH_PORT", "8080"))
         self.version = version
-        self.endpoint = endpoint
+        self.endpoint = endpoint or os.environ.get("AGENT_MESH_ENDPOINT") or None
         self.heartbeat_interval_seconds = heartbeat_interval_seconds
+        self.drain_seconds = drain_seconds
         self.max_concurrent_tasks = max_concurrent_tasks
         self._handlers: dict[str, Handler] = {}
+        self._streams: dict[str, StreamHandler] = {}
         self._on_message: MessageHandler | None = None
         self._on_event: MessageHandler | None = None
         self._active = 0
+        self._running: set[asyncio.Task[Any]] = set()
+        self._draining = False
         self._results: dict[tuple[str, int], asyncio.Future[Any]] = {}
-        self._keys: PublicKeySet | None = None
-        self._keys_fetched = 0.0
-        self._revocations = RevocationList()
-        self._policies = PolicyIndex()  # built-in defaults; custom caller types fail closed
-        self._verifier = TokenVerifier(self._key_set, SystemClock(), self._revocations)
+        self._gate = Gate(tokens) if tokens is not None else None
 
     # --- declaring --------------------------------------------------------------------
 
@@ -124,6 +147,22 @@ class Agent:
             if task_type in self._handlers:
                 raise ValueError(f"task type {task_type!r} already has a handler")
             self._handlers[task_type] = fn
+            return fn
+
+        return register
+
+    def stream(self, name: str) -> Callable[[StreamHandler], StreamHandler]:
+        """Register the handler of streams opened with `metadata.stream = name`:
+        `handler(payload, chunks, ctx)` gets the opening payload and an async iterator of
+        the caller's chunks. An async generator streams what it yields back; a coroutine
+        function's return value (unless None) is the one chunk sent back."""
+
+        def register(fn: StreamHandler) -> StreamHandler:
+            if not (inspect.isasyncgenfunction(fn) or inspect.iscoroutinefunction(fn)):
+                raise TypeError(f"stream handler {name!r} must be async (def or generator)")
+            if name in self._streams:
+                raise ValueError(f"stream {name!r} already has a handler")
+            self._streams[name] = fn
             return fn
 
         return register
@@ -149,6 +188,7 @@ class Agent:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_post("/v1/tasks", self._tasks)
         app.router.add_post("/v1/messages", self._messages)
+        app.router.add_post("/v1/stream", self._stream)
         return app
 
     async def _healthz(self, _: web.Request) -> web.Response:
@@ -176,12 +216,7 @@ class Agent:
                 message = Message.model_validate_json(await request.read())
             except ValueError as error:
                 raise ValidationError(f"not a mesh message: {error}", field="body") from None
-            if message.sender != caller.sub:
-                raise ForbiddenError(
-                    f"message says it is from {message.sender!r} but the token is {caller.sub!r}'s",
-                    field="from",
-                    code="NotYourAgent",
-                )
+            self._check_addresses(message, caller)
             is_event = message.type is MessageType.EVENT
             self._authorize(
                 caller, MeshCall.BROADCAST_EVENT if is_event else MeshCall.MESSAGE_AGENT
@@ -198,6 +233,93 @@ class Agent:
             return web.Response(status=202)
         return web.json_response(message.reply(answer).to_wire())
 
+    def _check_addresses(self, message: Message, caller: MeshClaims) -> None:
+        if message.sender != caller.sub:
+            raise ForbiddenError(
+                f"message says it is from {message.sender!r} but the token is {caller.sub!r}'s",
+                field="from",
+                code="NotYourAgent",
+            )
+        ours = self._tokens.identity if self._tokens is not None else None
+        if ours is not None and message.to not in (ours.agent_id, BROADCAST):
+            raise ValidationError(
+                f"message is addressed to {message.to!r}, this is agent {ours.agent_id!r}",
+                field="to",
+                code="Misaddressed",
+            )
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        """`POST /v1/stream`: NDJSON frames in (opening request, chunks, complete), NDJSON
+        frames out; see agent_mesh.domain.stream for the framing rules."""
+        try:
+            caller = await self._authenticate(request.headers.get("Authorization"))
+            opening = parse_frame(await _read_frame(request))
+            if opening.type is not MessageType.REQUEST:
+                raise ValidationError(
+                    f"a stream opens with a request, not a {opening.type.value}", field="type"
+                )
+            self._check_addresses(opening, caller)
+            self._authorize(caller, MeshCall.MESSAGE_AGENT)
+            name = opening.metadata.get(STREAM_KEY, "")
+            handler = self._streams.get(name)
+            if handler is None:
+                raise NotFoundError(
+                    f"this agent has no stream handler {name!r} (metadata.{STREAM_KEY})",
+                    field=f"metadata.{STREAM_KEY}",
+                )
+            self._take_slot()
+        except MeshError as error:
+            return web.json_response(error.to_wire(), status=error.status)
+        reader = StreamReader(opening)
+        writer = StreamWriter(opening, reply=True)
+
+        async def inbound() -> AsyncIterator[Any]:
+            while True:
+                line = await _read_frame(request)
+                if not line.endswith(b"\n"):
+                    raise reader.truncated()
+                done, payload = reader.accept(parse_frame(line))
+                if done:
+                    return
+                yield payload
+
+        response = web.StreamResponse(headers={"Content-Type": NDJSON})
+        running = asyncio.current_task()
+        if running is not None:
+            self._running.add(running)
+        try:
+            await response.prepare(request)
+            try:
+                ctx = StreamContext(opening, caller)
+                if inspect.isasyncgenfunction(handler):
+                    async for part in handler(opening.payload, inbound(), ctx):
+                        await response.write(encode_frame(writer.chunk(part)))
+                else:
+                    result = await handler(opening.payload, inbound(), ctx)
+                    if result is not None:
+                        await response.write(encode_frame(writer.chunk(result)))
+                final = writer.complete()
+            except MeshError as error:
+                final = writer.complete(error)
+            except asyncio.CancelledError:
+                if running is not None:
+                    running.uncancel()  # the drain's cancel: answer, then end normally
+                final = writer.complete(
+                    UnavailableError("the agent stopped mid-stream", code="HandedBack")
+                )
+            except Exception as error:
+                logger.exception("stream handler %r failed", name)
+                final = writer.complete(
+                    MeshError(f"stream handler failed: {error}", code="HandlerFailed")
+                )
+            await response.write(encode_frame(final))
+            await response.write_eof()
+        finally:
+            self._active -= 1
+            if running is not None:
+                self._running.discard(running)
+        return response
+
     @staticmethod
     async def _call(handler: MessageHandler, message: Message, caller: MeshClaims) -> Any:
         try:
@@ -213,110 +335,168 @@ class Agent:
         key = (task.task_uid, task.attempt)
         first = self._results.get(key)
         if first is not None:  # a redelivery: the first run's result, not a second run
-            return await asyncio.shield(first)
+            try:
+                return await asyncio.shield(first)
+            except asyncio.CancelledError:
+                if not first.cancelled():
+                    raise
+                raise UnavailableError(
+                    "the first delivery was handed back", code="HandedBack"
+                ) from None
         handler = self._handlers.get(task.task_type)
         if handler is None:
             raise NotFoundError(
                 f"this agent has no handler for task type {task.task_type!r}", field="taskType"
             )
-        if self._active >= self.max_concurrent_tasks:
-            raise UnavailableError(
-                f"agent is at its limit of {self.max_concurrent_tasks} concurrent tasks",
-                code="AgentBusy",
-            )
+        self._take_slot()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if len(self._results) >= DEDUP_MAX:
             self._results.pop(next(iter(self._results)))
         self._results[key] = future
         ctx = TaskContext(task.task_uid, task.attempt, task.task_type, caller, task.metadata)
-        self._active += 1
+        running = asyncio.ensure_future(_invoke(handler, task.payload, ctx))
+        self._running.add(running)
         try:
-            if inspect.iscoroutinefunction(handler):
-                result = await handler(task.payload, ctx)
-            else:
-                result = await asyncio.to_thread(handler, task.payload, ctx)
+            result = await running
+        except asyncio.CancelledError:
+            self._results.pop(key, None)  # not finished: a redelivery runs it again
+            future.cancel()
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # we are being cancelled ourselves, not just the handler by the drain
+            raise UnavailableError(
+                "the agent stopped before the task finished; it is handed back",
+                code="HandedBack",
+            ) from None
         except Exception as error:
-            failure = MeshError(f"task handler failed: {error}", code="TaskFailed")
+            failure = (
+                error
+                if isinstance(error, MeshError)
+                else MeshError(f"task handler failed: {error}", code="TaskFailed")
+            )
             future.set_exception(failure)
             future.exception()  # retrieved: a redelivery re-raises it, nobody else needs to
             raise failure from error
         finally:
+            self._running.discard(running)
             self._active -= 1
         future.set_result(result)
         return result
 
+    def _take_slot(self) -> None:
+        if self._draining:
+            raise UnavailableError("the agent is shutting down", code="AgentDraining")
+        if self._active >= self.max_concurrent_tasks:
+            raise UnavailableError(
+                f"agent is at its limit of {self.max_concurrent_tasks} concurrent tasks",
+                code="AgentBusy",
+            )
+        self._active += 1
+
     # --- inbound identity -------------------------------------------------------------
 
-    def _key_set(self) -> PublicKeySet:
-        if self._keys is None:
-            raise AuthError("the mesh's signing keys are not loaded yet", code="KeysNotLoaded")
-        return self._keys
+    def _require_gate(self) -> Gate:
+        if self._gate is None:
+            raise AuthError("the agent is not started: it cannot verify callers", code="NoMesh")
+        return self._gate
 
     async def refresh_keys(self) -> None:
-        """Fetch the operator's JWKS (at most every few seconds)."""
-        if self._tokens is None:
-            raise AuthError("no mesh URL: the agent cannot verify callers", code="NoMesh")
-        now = time.monotonic()
-        if self._keys is not None and now - self._keys_fetched < JWKS_REFETCH_SECONDS:
-            return
-        self._keys_fetched = now
-        url = f"{self._tokens.mesh_url}/.well-known/jwks.json"
-        async with aiohttp.ClientSession() as session, session.get(url) as response:
-            self._keys = PublicKeySet.from_jwks(await response.json())
+        """Fetch the operator's JWKS now (normally done on start and on an unknown key)."""
+        await self._require_gate().refresh_keys()
 
     async def _authenticate(self, authorization: str | None) -> MeshClaims:
-        token = bearer_token(authorization)
-        if self._keys is None:
-            await self.refresh_keys()
-        try:
-            return self._verifier.verify(token)
-        except AuthError as error:
-            if error.code != "UnknownKey":
-                raise
-        await self.refresh_keys()  # the operator may have rotated its key
-        return self._verifier.verify(token)
+        return await self._require_gate().authenticate(authorization)
 
     def _authorize(self, caller: MeshClaims, call: MeshCall) -> None:
-        ours = self._tokens.identity if self._tokens is not None else None
-        decision = self._policies.decide(
-            caller.agent_type,
-            caller.namespace,
-            call.action,
-            call.resource,
-            ours.namespace if ours is not None else caller.namespace,
-        )
-        if not decision.allowed:
-            raise ForbiddenError(decision.reason, code="AccessDenied")
+        self._require_gate().authorize(caller, call)
 
     # --- running ----------------------------------------------------------------------
 
     async def serve(self, stop: asyncio.Event | None = None) -> None:
-        """Serve and beat until `stop` is set (or forever); in-flight tasks finish first."""
+        """Serve and beat until `stop` is set (or forever), then drain: no new work,
+        running tasks get `drain_seconds` to finish, the rest are handed back."""
+        if self._tokens is None:
+            self._tokens = TokenSource.from_env()
+        if self._gate is None:
+            self._gate = Gate(self._tokens)
         runner = web.AppRunner(self.app(), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, self.host, self.port).start()
-        beats = None
-        if self._tokens is not None:
-            await self.refresh_keys()
-            beats = asyncio.create_task(
-                heartbeat_forever(
-                    self._tokens,
-                    self.heartbeat_interval_seconds,
-                    lambda: self._active,
-                    self.version,
-                    self.endpoint,
-                )
+        await self._gate.refresh_keys()
+        await self._gate.sync()
+        syncing = asyncio.create_task(self._gate.sync_forever())
+        beats = asyncio.create_task(
+            heartbeat_forever(
+                self._tokens,
+                self.heartbeat_interval_seconds,
+                lambda: self._active,
+                self.version,
+                self.endpoint,
             )
+        )
+        logger.info(
+            "agent %s serving on %s:%s",
+            self._tokens.agent_id or self.agent_type,
+            self.host,
+            self.port,
+        )
         try:
             await (stop or asyncio.Event()).wait()
         finally:
-            if beats is not None:
-                beats.cancel()
+            await self._drain()
+            for loop_task in (beats, syncing):
+                loop_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await beats
-            await runner.shutdown()  # stops accepting; in-flight handlers complete
+                    await loop_task
+            await runner.shutdown()
             await runner.cleanup()
 
+    async def _drain(self) -> None:
+        self._draining = True
+        running = set(self._running)
+        if not running:
+            return
+        logger.info("draining %d running tasks for up to %s s", len(running), self.drain_seconds)
+        _, pending = await asyncio.wait(running, timeout=self.drain_seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            logger.warning("handed back %d tasks that did not finish in time", len(pending))
+            await asyncio.wait(pending, timeout=5)
+
     def run(self) -> None:
-        """Serve until SIGINT/SIGTERM."""
-        asyncio.run(self.serve())
+        """Serve until SIGINT or SIGTERM (what Kubernetes sends), then drain and exit."""
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            await self.serve(stop)
+
+        configure_logging(
+            os.environ.get("AGENT_MESH_LOG_LEVEL", "info"),
+            os.environ.get("AGENT_MESH_LOG_FORMAT", "json"),
+        )
+        asyncio.run(main())
+
+
+async def _invoke(handler: Handler, payload: Any, ctx: TaskContext) -> Any:
+    """Run a task handler: a coroutine function on the loop, a plain function in a thread,
+    an async generator to the list of what it yielded (its partial results)."""
+    if inspect.isasyncgenfunction(handler):
+        return [part async for part in handler(payload, ctx)]
+    if inspect.iscoroutinefunction(handler):
+        return await handler(payload, ctx)
+    return await asyncio.to_thread(handler, payload, ctx)
+
+
+async def _read_frame(request: web.Request) -> bytes:
+    try:
+        return await request.content.readuntil(b"\n", max_size=FRAME_MAX_BYTES)
+    except ValueError:  # aiohttp's LineTooLong
+        raise ValidationError(
+            f"a stream frame is larger than {FRAME_MAX_BYTES} bytes",
+            field="body",
+            code="FrameTooLarge",
+        ) from None

@@ -8,9 +8,10 @@ A 4xx is the caller's mistake and a timeout may have been executed: neither is r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
@@ -18,8 +19,16 @@ from typing import Any, Final
 import aiohttp
 import pydantic
 
-from agent_mesh.domain.errors import DispatchError
+from agent_mesh.domain.errors import DispatchError, MeshError, ValidationError
 from agent_mesh.domain.message import Message
+from agent_mesh.domain.stream import (
+    FRAME_MAX_BYTES,
+    NDJSON,
+    StreamReader,
+    StreamWriter,
+    encode_frame,
+    parse_frame,
+)
 from agent_mesh.observability.metrics import (
     TRANSPORT_ACTIVE,
     TRANSPORT_DURATION,
@@ -28,6 +37,7 @@ from agent_mesh.observability.metrics import (
 
 RETRYABLE_STATUS: Final = frozenset({502, 503, 504})
 MESSAGES_PATH: Final = "/v1/messages"
+STREAM_PATH: Final = "/v1/stream"
 
 TokenProvider = Callable[[], Awaitable[str]]
 Sleep = Callable[[float], Awaitable[None]]
@@ -51,6 +61,7 @@ class Outcome(StrEnum):
     TIMEOUT = "timeout"
     CONNECT_ERROR = "connect_error"
     BAD_RESPONSE = "bad_response"
+    NO_ENDPOINT = "no_endpoint"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +110,15 @@ class Transport:
         sessions, self._sessions = list(self._sessions.values()), {}
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
 
-    async def send(self, endpoint: str, message: Message, path: str = MESSAGES_PATH) -> Delivery:
-        """POST the envelope, retrying where safe; never raises for the target's failures."""
-        headers = {"Content-Type": "application/json"}
+    async def _headers(self, content_type: str) -> dict[str, str]:
+        headers = {"Content-Type": content_type}
         if self._token is not None:
             headers["Authorization"] = f"Bearer {await self._token()}"
+        return headers
+
+    async def send(self, endpoint: str, message: Message, path: str = MESSAGES_PATH) -> Delivery:
+        """POST the envelope, retrying where safe; never raises for the target's failures."""
+        headers = await self._headers("application/json")
         body = json.dumps(message.to_wire())
         attempts = 0
         while True:
@@ -184,3 +199,107 @@ class Transport:
             *(self.send(targets[name], message) for name in names)
         )
         return dict(zip(names, results, strict=True))
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        endpoint: str,
+        opening: Message,
+        chunks: AsyncIterable[Any] | None = None,
+    ) -> AsyncIterator[AsyncIterator[Any]]:
+        """Open a stream: `opening` (a request naming the receiver's handler in
+        `metadata.stream`), then `chunks` as they are produced, then `complete`; yields
+        the receiver's chunks, in order, as they arrive.
+
+        Both directions are read only as fast as they are consumed, so neither side holds
+        more than a few socket buffers of a large stream. A stream is never retried: the
+        receiver may have consumed part of it. `timeout_seconds` bounds the wait for each
+        frame, not the whole stream. A stream that ends without `complete`, or with an
+        error frame, raises rather than looking finished.
+        """
+        headers = await self._headers(NDJSON)
+        headers["Accept"] = NDJSON
+        writer = StreamWriter(opening, reply=False)
+        failed: list[BaseException] = []
+
+        async def body() -> AsyncIterator[bytes]:
+            yield encode_frame(opening)
+            if chunks is not None:
+                try:
+                    async for part in chunks:
+                        yield encode_frame(writer.chunk(part))
+                except Exception as error:  # tell the receiver, then the caller
+                    failed.append(error)
+                    mesh = (
+                        error
+                        if isinstance(error, MeshError)
+                        else MeshError(f"the stream's source failed: {error}", code="SourceFailed")
+                    )
+                    yield encode_frame(writer.complete(mesh))
+                    return
+            yield encode_frame(writer.complete())
+
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=self.config.timeout_seconds,
+            sock_read=self.config.timeout_seconds,
+        )
+        started = time.perf_counter()
+        outcome = Outcome.OK
+        TRANSPORT_ACTIVE.inc()
+        try:
+            async with self._session(endpoint).post(
+                STREAM_PATH, data=body(), headers=headers, timeout=timeout
+            ) as response:
+                if response.status >= 400:
+                    outcome = Outcome.HTTP_ERROR
+                    raise _refused(endpoint, response.status, await response.read())
+                reader = StreamReader(opening)
+
+                async def parts() -> AsyncIterator[Any]:
+                    while True:
+                        try:
+                            line = await response.content.readuntil(b"\n", max_size=FRAME_MAX_BYTES)
+                        except ValueError:  # aiohttp's LineTooLong
+                            raise ValidationError(
+                                f"a stream frame is larger than {FRAME_MAX_BYTES} bytes",
+                                field="body",
+                                code="FrameTooLarge",
+                            ) from None
+                        if not line.endswith(b"\n"):
+                            raise reader.truncated()
+                        done, payload = reader.accept(parse_frame(line))
+                        if done:
+                            return
+                        yield payload
+
+                yield parts()
+                if failed:
+                    raise failed[0]
+        except TimeoutError:
+            outcome = Outcome.TIMEOUT
+            raise DispatchError(
+                f"{endpoint}: no stream frame within {self.config.timeout_seconds} s",
+                code="DispatchTimeout",
+            ) from None
+        except aiohttp.ClientConnectionError as error:
+            outcome = Outcome.CONNECT_ERROR
+            raise DispatchError(f"{endpoint}: {error}", code="DispatchConnectError") from error
+        except BaseException:
+            if outcome is Outcome.OK:
+                outcome = Outcome.BAD_RESPONSE
+            raise
+        finally:
+            TRANSPORT_ACTIVE.dec()
+            TRANSPORT_DURATION.observe(time.perf_counter() - started)
+            TRANSPORT_REQUESTS.labels(outcome=outcome.value).inc()
+
+
+def _refused(endpoint: str, status: int, raw: bytes) -> DispatchError:
+    """The receiver's error as a DispatchError that keeps its code and field."""
+    try:
+        detail = json.loads(raw)["error"]
+        code, message, field = str(detail["code"]), str(detail["message"]), detail.get("field")
+    except (ValueError, KeyError, TypeError):
+        code, message, field = "DispatchHttpError", raw[:512].decode(errors="replace"), None
+    return DispatchError(f"{endpoint}: {status} {code}: {message}", field=field, code=code)

@@ -1,0 +1,293 @@
+"""MeshClient: how a program with a mesh identity calls other agents.
+
+    async with MeshClient() as mesh:                 # identity from the environment
+        reply = await mesh.request({"text": t}, capability="summarize")
+        await mesh.broadcast("build.finished", {"ok": True}, agent_type="monitor")
+        async with mesh.stream("ingest", to="indexer", chunks=lines()) as parts:
+            async for part in parts: ...
+
+Every call carries the caller's own mesh token, so the receiver's ACL applies to the
+caller, never to a shared identity. Discovery answers are cached for 60 s (what the mesh
+API's Cache-Control allows); a target that cannot be reached drops its cache entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Self
+
+import aiohttp
+
+from agent_mesh.domain.errors import (
+    AuthError,
+    ConflictError,
+    DispatchError,
+    ForbiddenError,
+    MeshError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnavailableError,
+    ValidationError,
+)
+from agent_mesh.domain.message import BROADCAST, Message, MessageType
+from agent_mesh.domain.stream import STREAM_KEY
+from agent_mesh.sdk.identity import IssuedToken, TokenSource
+from agent_mesh.transport.client import Delivery, Outcome, Transport, TransportConfig
+
+DISCOVERY_TTL_SECONDS: Final = 60.0
+EVENT_KEY: Final = "event"
+"""`metadata.event` of a broadcast names the event (e.g. `agent.health`)."""
+
+_ERRORS: Final[dict[int, type[MeshError]]] = {
+    400: ValidationError,
+    401: AuthError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: PayloadTooLargeError,
+    503: UnavailableError,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    """An agent as the mesh's discovery reports it."""
+
+    agent_id: str
+    namespace: str
+    agent_type: str
+    capabilities: tuple[str, ...]
+    health: str
+    active_tasks: int
+    max_concurrent_tasks: int
+    endpoint: str | None
+    version: str | None = None
+
+    @classmethod
+    def from_wire(cls, item: dict[str, Any]) -> AgentInfo:
+        return cls(
+            agent_id=item["agentId"],
+            namespace=item["namespace"],
+            agent_type=item["agentType"],
+            capabilities=tuple(item.get("capabilities") or ()),
+            health=item["health"],
+            active_tasks=int(item.get("activeTasks") or 0),
+            max_concurrent_tasks=int(item.get("maxConcurrentTasks") or 0),
+            endpoint=item.get("endpoint"),
+            version=item.get("version"),
+        )
+
+
+_CacheKey = tuple[str, tuple[str, ...], str | None, str | None]
+
+
+class MeshClient:
+    """Calls into the mesh as the agent `tokens` names; close() (or `async with`) when done."""
+
+    def __init__(
+        self,
+        tokens: TokenSource | None = None,
+        *,
+        config: TransportConfig | None = None,
+        discovery_ttl_seconds: float = DISCOVERY_TTL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.tokens = tokens or TokenSource.from_env()
+        self.transport = Transport(config, token=self.tokens.token)
+        self._ttl = discovery_ttl_seconds
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+        self._cache: dict[_CacheKey, tuple[float, list[AgentInfo]]] = {}
+        self._turns: dict[tuple[str, ...], itertools.count[int]] = {}
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.transport.close()
+        if self._session is not None:
+            await self._session.close()
+
+    async def identity(self) -> IssuedToken:
+        """Who this client calls as (exchanging its credential on first use)."""
+        await self.tokens.token()
+        issued = self.tokens.identity
+        assert issued is not None
+        return issued
+
+    # --- discovery --------------------------------------------------------------------
+
+    async def discover(
+        self,
+        capability: str | Sequence[str] = (),
+        *,
+        agent_type: str | None = None,
+        health: str | None = "healthy",
+        namespace: str | None = None,
+        fresh: bool = False,
+    ) -> list[AgentInfo]:
+        """Agents in `namespace` (default: the caller's) holding every capability given,
+        of `agent_type`, in `health` (None: any), ordered by agentId."""
+        capabilities = (capability,) if isinstance(capability, str) else tuple(capability)
+        namespace = namespace or (await self.identity()).namespace
+        key: _CacheKey = (namespace, tuple(sorted(capabilities)), agent_type, health)
+        cached = self._cache.get(key)
+        if cached is not None and not fresh and cached[0] > self._clock():
+            return cached[1]
+        params: list[tuple[str, str]] = [("namespace", namespace), ("limit", "1000")]
+        params += [("capability", c) for c in capabilities]
+        if agent_type:
+            params.append(("type", agent_type))
+        if health:
+            params.append(("health", health))
+        answer = await self._mesh_get("/v1/agents", params)
+        agents = [AgentInfo.from_wire(item) for item in answer["items"]]
+        self._cache[key] = (self._clock() + self._ttl, agents)
+        return agents
+
+    async def agent(self, agent_id: str, namespace: str | None = None) -> AgentInfo:
+        """One agent by id (NotFoundError when it is not registered)."""
+        namespace = namespace or (await self.identity()).namespace
+        return AgentInfo.from_wire(await self._mesh_get(f"/v1/agents/{namespace}/{agent_id}"))
+
+    def forget(self) -> None:
+        """Drop cached discovery answers (the next call asks the mesh again)."""
+        self._cache.clear()
+
+    # --- calling agents ---------------------------------------------------------------
+
+    async def request(
+        self,
+        payload: Any = None,
+        *,
+        to: str | None = None,
+        capability: str | Sequence[str] | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> Any:
+        """Send a request to agent `to`, or to a healthy agent holding `capability`
+        (taking turns among them), and return the payload of its correlated reply."""
+        target = await self._target(to, capability)
+        me = await self.identity()
+        message = Message.new(
+            MessageType.REQUEST, me.agent_id, target.agent_id, payload, metadata=metadata
+        )
+        try:
+            reply = await self.transport.request(_endpoint(target), message)
+        except DispatchError as error:
+            if error.code in ("DispatchConnectError", "DispatchTimeout"):
+                self.forget()
+            raise
+        return reply.payload
+
+    async def broadcast(
+        self,
+        event: str,
+        data: Any = None,
+        *,
+        capability: str | Sequence[str] = (),
+        agent_type: str | None = None,
+        health: str | None = None,
+        namespace: str | None = None,
+    ) -> dict[str, Delivery]:
+        """Send event `event` to every agent the selector matches (except the caller), in
+        parallel; the outcome per agentId. An agent without a known endpoint is reported,
+        not skipped."""
+        me = await self.identity()
+        targets = [
+            agent
+            for agent in await self.discover(
+                capability, agent_type=agent_type, health=health, namespace=namespace, fresh=True
+            )
+            if agent.agent_id != me.agent_id
+        ]
+        message = Message.new(
+            MessageType.EVENT, me.agent_id, BROADCAST, data, metadata={EVENT_KEY: event}
+        )
+        reachable = {a.agent_id: a.endpoint for a in targets if a.endpoint}
+        outcomes = await self.transport.broadcast(reachable, message)
+        for agent in targets:
+            if not agent.endpoint:
+                outcomes[agent.agent_id] = Delivery(
+                    agent.agent_id, Outcome.NO_ENDPOINT, 0, error="the agent has no endpoint yet"
+                )
+        return outcomes
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        to: str | None = None,
+        capability: str | Sequence[str] | None = None,
+        chunks: AsyncIterable[Any] | None = None,
+    ) -> AsyncIterator[AsyncIterator[Any]]:
+        """Open stream `name` on agent `to` (or one holding `capability`), sending
+        `chunks` as they are produced; yields the agent's chunks in order."""
+        target = await self._target(to, capability)
+        me = await self.identity()
+        opening = Message.new(
+            MessageType.REQUEST, me.agent_id, target.agent_id, payload, metadata={STREAM_KEY: name}
+        )
+        async with self.transport.stream(_endpoint(target), opening, chunks) as parts:
+            yield parts
+
+    async def _target(self, to: str | None, capability: str | Sequence[str] | None) -> AgentInfo:
+        if (to is None) == (capability is None):
+            raise ValidationError("name exactly one of `to` and `capability`", field="to")
+        if to is not None:
+            return await self.agent(to)
+        assert capability is not None
+        capable = await self.discover(capability)
+        if not capable:
+            raise NotFoundError(
+                f"no healthy agent has capability {capability!r}", field="capability"
+            )
+        wanted = (capability,) if isinstance(capability, str) else tuple(sorted(capability))
+        turn = next(self._turns.setdefault(wanted, itertools.count()))
+        return capable[turn % len(capable)]
+
+    # --- the mesh API -----------------------------------------------------------------
+
+    async def _mesh_get(self, path: str, params: Sequence[tuple[str, str]] = ()) -> Any:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        url = f"{self.tokens.mesh_url}{path}"
+        for attempt in range(2):
+            headers = {"Authorization": f"Bearer {await self.tokens.token()}"}
+            try:
+                async with self._session.get(url, params=params, headers=headers) as response:
+                    body = await response.json(content_type=None)
+                    status = response.status
+            except aiohttp.ClientError as error:
+                raise UnavailableError(
+                    f"cannot reach the mesh API at {self.tokens.mesh_url}: {error}",
+                    code="MeshUnreachable",
+                ) from error
+            if status == 401 and not attempt:
+                self.tokens.invalidate()  # rotated key or revoked token: exchange once more
+                continue
+            if status == 200:
+                return body
+            detail = body.get("error", {}) if isinstance(body, dict) else {}
+            raise _ERRORS.get(status, MeshError)(
+                str(detail.get("message") or body),
+                field=detail.get("field"),
+                code=detail.get("code"),
+            )
+        raise AssertionError("unreachable")
+
+
+def _endpoint(agent: AgentInfo) -> str:
+    if not agent.endpoint:
+        raise DispatchError(
+            f"agent {agent.namespace}/{agent.agent_id} has no endpoint yet", code="NoEndpoint"
+        )
+    return agent.endpoint
