@@ -45,9 +45,10 @@ test-e2e: binaries ## the operator and CLI driven the way a user drives them
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
 lint: venv ## ruff, mypy --strict, import-linter layer contracts
-	$(VENV)/bin/ruff check operator tests bench
-	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/ruff check operator tests bench examples
+	$(VENV)/bin/ruff format --check operator tests bench examples
 	$(VENV)/bin/mypy
+	MYPYPATH=operator $(VENV)/bin/mypy --strict examples
 	$(VENV)/bin/lint-imports
 
 crds: venv ## regenerate crds/*.yaml from the API models

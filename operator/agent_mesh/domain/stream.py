@@ -129,4 +129,4 @@ def encode_frame(frame: Message) -> bytes:
 def _remote_error(code: str, payload: Any) -> MeshError:
     detail = payload.get("error", {}) if isinstance(payload, dict) else {}
     message = detail.get("message") if isinstance(detail, dict) else None
-    return MeshError(f"the stream's sender failed: {message or code}", code=code)
+    return MeshError(str(message or f"the stream's sender failed with {code}"), code=code)

@@ -7,14 +7,14 @@
 
     agent.run()
 
-It serves `POST /v1/tasks`, `POST /v1/messages`, `POST /v1/stream` and `GET /healthz`,
-refuses every call without a valid mesh token (checked against the operator's JWKS) and
-the ACL permission (`execute tasks` for tasks; `execute agents` for requests and streams,
-`write events` for events), runs at most `max_concurrent_tasks` at once, answers a
-redelivered (task uid, attempt) with the first result, and beats its heartbeat. There is
-no unauthenticated mode. On stop it takes no new work, lets running tasks finish for
-`drain_seconds`, and hands the rest back (503 `HandedBack`, which the coordinator retries
-elsewhere).
+It serves `POST /v1/tasks`, `POST /v1/messages`, `POST /v1/stream`, `GET /healthz` and
+`GET /readyz`. Every call needs a valid mesh token (checked against the operator's JWKS
+and revocations) and the ACL permission: `execute tasks` for tasks, `execute agents` for
+requests and streams, `write events` for events. It runs at most `max_concurrent_tasks`
+at once, answers a redelivered (task uid, attempt) with the first result, and beats its
+heartbeat. There is no unauthenticated mode. On stop it takes no new work, lets running
+tasks finish for `drain_seconds`, and hands the rest back (503 `HandedBack`, which the
+coordinator retries elsewhere).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from agent_mesh.domain.stream import (
     parse_frame,
 )
 from agent_mesh.observability.logging import configure_logging
+from agent_mesh.sdk.client import MeshClient
 from agent_mesh.sdk.gate import Gate
 from agent_mesh.sdk.heartbeat import heartbeat_forever
 from agent_mesh.sdk.identity import TokenSource
@@ -109,14 +110,17 @@ class Agent:
         host: str | None = None,
         port: int | None = None,
         max_concurrent_tasks: int = 10,
-        heartbeat_interval_seconds: float = 30.0,
-        drain_seconds: float = 30.0,
+        heartbeat_interval_seconds: float | None = None,
+        policy_sync_seconds: float | None = None,
+        drain_seconds: float | None = None,
         version: str | None = None,
         endpoint: str | None = None,
     ) -> None:
         """Without `tokens`, the identity comes from the environment when the agent starts
         (TokenSource.from_env); host and port default to AGENT_MESH_HOST / AGENT_MESH_PORT,
-        else 0.0.0.0:8080 (the pod's network)."""
+        else 0.0.0.0:8080 (the pod's network). The intervals default to
+        AGENT_MESH_HEARTBEAT_SECONDS (30), AGENT_MESH_POLICY_SYNC_SECONDS (30) and
+        AGENT_MESH_DRAIN_SECONDS (30)."""
         self.agent_type = agent_type
         self.capabilities = tuple(capabilities)
         self._tokens = tokens
@@ -124,8 +128,11 @@ class Agent:
         self.port = port if port is not None else int(os.environ.get("AGENT_MESH_PORT", "8080"))
         self.version = version
         self.endpoint = endpoint or os.environ.get("AGENT_MESH_ENDPOINT") or None
-        self.heartbeat_interval_seconds = heartbeat_interval_seconds
-        self.drain_seconds = drain_seconds
+        self.heartbeat_interval_seconds = _seconds(
+            heartbeat_interval_seconds, "AGENT_MESH_HEARTBEAT_SECONDS"
+        )
+        self.policy_sync_seconds = _seconds(policy_sync_seconds, "AGENT_MESH_POLICY_SYNC_SECONDS")
+        self.drain_seconds = _seconds(drain_seconds, "AGENT_MESH_DRAIN_SECONDS")
         self.max_concurrent_tasks = max_concurrent_tasks
         self._handlers: dict[str, Handler] = {}
         self._streams: dict[str, StreamHandler] = {}
@@ -134,8 +141,10 @@ class Agent:
         self._active = 0
         self._running: set[asyncio.Task[Any]] = set()
         self._draining = False
+        self._ready = False
         self._results: dict[tuple[str, int], asyncio.Future[Any]] = {}
-        self._gate = Gate(tokens) if tokens is not None else None
+        self._gate = Gate(tokens, self.policy_sync_seconds) if tokens is not None else None
+        self._mesh: MeshClient | None = None
 
     # --- declaring --------------------------------------------------------------------
 
@@ -181,11 +190,27 @@ class Agent:
     def active_tasks(self) -> int:
         return self._active
 
+    @property
+    def tokens(self) -> TokenSource:
+        """The agent's identity (from the environment unless given; set on start)."""
+        if self._tokens is None:
+            self._tokens = TokenSource.from_env()
+        return self._tokens
+
+    @property
+    def mesh(self) -> MeshClient:
+        """A MeshClient calling as this agent, for handlers that call other agents;
+        closed when the agent stops."""
+        if self._mesh is None:
+            self._mesh = MeshClient(self.tokens)
+        return self._mesh
+
     # --- serving ----------------------------------------------------------------------
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
         app.router.add_post("/v1/tasks", self._tasks)
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_post("/v1/stream", self._stream)
@@ -193,6 +218,11 @@ class Agent:
 
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "activeTasks": self._active})
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        """Ready once it can check callers (keys and policies loaded) and until it drains."""
+        ready = self._ready and not self._draining
+        return web.json_response({"ready": ready}, status=200 if ready else 503)
 
     async def _tasks(self, request: web.Request) -> web.Response:
         try:
@@ -415,19 +445,18 @@ class Agent:
     async def serve(self, stop: asyncio.Event | None = None) -> None:
         """Serve and beat until `stop` is set (or forever), then drain: no new work,
         running tasks get `drain_seconds` to finish, the rest are handed back."""
-        if self._tokens is None:
-            self._tokens = TokenSource.from_env()
         if self._gate is None:
-            self._gate = Gate(self._tokens)
+            self._gate = Gate(self.tokens, self.policy_sync_seconds)
         runner = web.AppRunner(self.app(), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, self.host, self.port).start()
         await self._gate.refresh_keys()
         await self._gate.sync()
+        self._ready = True
         syncing = asyncio.create_task(self._gate.sync_forever())
         beats = asyncio.create_task(
             heartbeat_forever(
-                self._tokens,
+                self.tokens,
                 self.heartbeat_interval_seconds,
                 lambda: self._active,
                 self.version,
@@ -436,7 +465,7 @@ class Agent:
         )
         logger.info(
             "agent %s serving on %s:%s",
-            self._tokens.agent_id or self.agent_type,
+            self.tokens.agent_id or self.agent_type,
             self.host,
             self.port,
         )
@@ -450,6 +479,8 @@ class Agent:
                     await loop_task
             await runner.shutdown()
             await runner.cleanup()
+            if self._mesh is not None:
+                await self._mesh.close()
 
     async def _drain(self) -> None:
         self._draining = True
@@ -500,3 +531,20 @@ async def _read_frame(request: web.Request) -> bytes:
             field="body",
             code="FrameTooLarge",
         ) from None
+
+
+def _seconds(given: float | None, variable: str, default: float = 30.0) -> float:
+    if given is not None:
+        return given
+    raw = os.environ.get(variable)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValidationError(
+            f"{variable} must be a number of seconds, not {raw!r}", field=variable
+        ) from None
+    if value <= 0:
+        raise ValidationError(f"{variable} must be positive, not {raw!r}", field=variable)
+    return value

@@ -74,6 +74,9 @@ class Delivery:
     status: int | None = None
     response: Message | None = None
     error: str | None = None
+    code: str | None = None
+    """The receiver's error code (`AccessDenied`, `AgentBusy`, ...) when it sent one."""
+    field: str | None = None
 
 
 class Transport:
@@ -141,12 +144,15 @@ class Transport:
             async with self._session(endpoint).post(path, data=body, headers=headers) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
+                    code, message, field = _error_detail(raw)
                     return Delivery(
                         endpoint,
                         Outcome.HTTP_ERROR,
                         attempts,
                         status=resp.status,
-                        error=raw[:512].decode(errors="replace"),
+                        error=message,
+                        code=code,
+                        field=field,
                     )
                 if not raw:
                     return Delivery(endpoint, Outcome.OK, attempts, status=resp.status)
@@ -182,7 +188,8 @@ class Transport:
                 f"{endpoint}: {delivery.outcome.value}"
                 + (f" {delivery.status}" if delivery.status else "")
                 + (f": {delivery.error}" if delivery.error else ""),
-                code=f"Dispatch{delivery.outcome.value.title().replace('_', '')}",
+                code=delivery.code or f"Dispatch{delivery.outcome.value.title().replace('_', '')}",
+                field=delivery.field,
             )
         if delivery.response.correlation_id != message.message_id:
             raise DispatchError(
@@ -273,7 +280,12 @@ class Transport:
                             return
                         yield payload
 
-                yield parts()
+                try:
+                    yield parts()
+                except MeshError:
+                    if failed:  # the receiver only echoes our source's failure back
+                        raise failed[0] from None
+                    raise
                 if failed:
                     raise failed[0]
         except TimeoutError:
@@ -295,11 +307,20 @@ class Transport:
             TRANSPORT_REQUESTS.labels(outcome=outcome.value).inc()
 
 
-def _refused(endpoint: str, status: int, raw: bytes) -> DispatchError:
-    """The receiver's error as a DispatchError that keeps its code and field."""
+def _error_detail(raw: bytes) -> tuple[str | None, str, str | None]:
+    """(code, message, field) of a receiver's JSON error body; the raw text otherwise."""
     try:
         detail = json.loads(raw)["error"]
-        code, message, field = str(detail["code"]), str(detail["message"]), detail.get("field")
+        return str(detail["code"]), str(detail["message"]), detail.get("field")
     except (ValueError, KeyError, TypeError):
-        code, message, field = "DispatchHttpError", raw[:512].decode(errors="replace"), None
-    return DispatchError(f"{endpoint}: {status} {code}: {message}", field=field, code=code)
+        return None, raw[:512].decode(errors="replace"), None
+
+
+def _refused(endpoint: str, status: int, raw: bytes) -> DispatchError:
+    """The receiver's error as a DispatchError that keeps its code and field."""
+    code, message, field = _error_detail(raw)
+    return DispatchError(
+        f"{endpoint}: {status} {code or ''}: {message}",
+        field=field,
+        code=code or "DispatchHttpError",
+    )

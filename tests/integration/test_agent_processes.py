@@ -1,0 +1,315 @@
+"""The examples as real agent processes on 127.0.0.1, with identities from the real
+operator, talking through the transport and MeshClient: request/response, a critic
+calling a worker under an ACLPolicy, broadcast to 20 monitors with one dead, a stream of
+10,000 chunks, a large payload streamed without being held, and refusals."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client
+
+from agent_mesh.domain.errors import DispatchError
+from agent_mesh.domain.message import Message, MessageType
+from agent_mesh.sdk import MeshClient, TokenSource
+from agent_mesh.transport.client import Outcome, TransportConfig
+from tests.agentprocs import AgentProcess, launch, register, wait_ready
+from tests.conftest import TEST_NAMESPACE_PREFIX, Cluster, OperatorProcess, wait_for
+from tests.meshhelpers import GROUP, VERSION, call, external_agent, token_of
+
+MONITORS = 20
+
+
+@dataclass
+class Mesh:
+    namespace: str
+    agents: dict[str, AgentProcess]
+    operator: OperatorProcess
+    cluster: Cluster
+
+    def client(
+        self, agent_id: str, agent_type: str, config: TransportConfig | None = None
+    ) -> MeshClient:
+        credential = external_agent(self.cluster, self.namespace, agent_id, agent_type)
+        tokens = TokenSource(
+            self.operator.mesh_url,
+            namespace=self.namespace,
+            agent_id=agent_id,
+            credential=credential,
+        )
+        return MeshClient(tokens, config=config)
+
+
+@pytest.fixture(scope="module")
+def mesh(
+    cluster: Cluster, operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Mesh]:
+    """One namespace with the example agents running: echo, summarizer, critic (with the
+    sample ACLPolicy that lets it call workers) and 20 monitors."""
+    namespace = f"{TEST_NAMESPACE_PREFIX}procs-{uuid.uuid4().hex[:6]}"
+    core = client.CoreV1Api(cluster.api)
+    core.create_namespace({"metadata": {"name": namespace}})
+    samples = Path(__file__).resolve().parents[2] / "config" / "samples"
+    cluster.kubectl("apply", "-n", namespace, "-f", str(samples / "aclpolicy-critic.yaml"))
+    wait_for(
+        "the critic ACLPolicy to be accepted",
+        lambda: any(
+            c.get("type") == "Accepted" and c.get("status") == "True"
+            for c in cluster.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "aclpolicies", "critic"
+            )
+            .get("status", {})
+            .get("conditions", [])
+        ),
+    )
+    logs = tmp_path_factory.mktemp("agents")
+    plan = [
+        ("echo_worker.py", "echo", "worker", ["echo"]),
+        ("summarizer.py", "summarizer", "worker", ["summarize"]),
+        ("critic.py", "critic", "critic", ["critique"]),
+        *[("monitor.py", f"monitor-{i:02d}", "monitor", ["observe"]) for i in range(MONITORS)],
+    ]
+    agents: dict[str, AgentProcess] = {}
+    try:
+        for example, agent_id, agent_type, capabilities in plan:
+            url, credential = register(cluster, namespace, agent_id, agent_type, capabilities)
+            agents[agent_id] = launch(example, operator, namespace, agent_id, url, credential, logs)
+        for agent in agents.values():
+            wait_ready(agent)
+        yield Mesh(namespace, agents, operator, cluster)
+    finally:
+        for agent in agents.values():
+            agent.stop()
+        core.delete_namespace(namespace, propagation_policy="Background")
+
+
+@pytest.fixture
+async def conductor(mesh: Mesh) -> AsyncIterator[MeshClient]:
+    """An orchestrator calling from the test process."""
+    async with mesh.client(f"conductor-{uuid.uuid4().hex[:6]}", "orchestrator") as client_:
+        yield client_
+
+
+async def collect(
+    mesh_client: MeshClient, name: str, chunks: AsyncIterator[Any] | None = None
+) -> list[Any]:
+    """Run stream `name` on the echo agent to its end; what came back."""
+    async with mesh_client.stream(name, to="echo", chunks=chunks) as parts:
+        return [part async for part in parts]
+
+
+async def test_request_response_by_id_and_by_capability(conductor: MeshClient) -> None:
+    assert await conductor.request({"n": 1}, to="echo") == {"n": 1}
+    reply = await conductor.request(
+        {"text": "Cats sleep. Cats eat fish. Dogs bark loudly.", "sentences": 1},
+        capability="summarize",
+    )
+    assert reply == {"summary": ["Cats sleep."]}
+
+
+async def test_a_critic_calls_a_worker_through_the_mesh(mesh: Mesh) -> None:
+    """The critic's own token, allowed by the sample ACLPolicy, reaches the summarizer."""
+    token = token_of(mesh.cluster, mesh.operator, mesh.namespace, "boss", "orchestrator")
+    text = "The mesh routes tasks. The mesh keeps results. Agents beat their hearts."
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.post(
+            f"{mesh.agents['critic'].url}/v1/tasks",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"taskUid": "t-1", "taskType": "critique", "payload": {"text": text}},
+        )
+    assert response.status_code == 200, response.text
+    result = response.json()["result"]
+    assert result["summary"] and result["summary"] in text
+    assert 0 < result["coverage"] <= 1
+
+
+async def test_broadcast_to_20_monitors_with_one_dead(mesh: Mesh, conductor: MeshClient) -> None:
+    dead = mesh.agents["monitor-07"]
+    dead.kill()
+    event = f"deploy.{uuid.uuid4().hex[:6]}"
+    outcomes = await conductor.broadcast(event, {"version": "1.2"}, capability="observe")
+    assert set(outcomes) == {f"monitor-{i:02d}" for i in range(MONITORS)}
+    assert outcomes["monitor-07"].outcome is Outcome.CONNECT_ERROR
+    assert outcomes["monitor-07"].attempts == 4  # the first try and 3 retries
+    delivered = {name for name, d in outcomes.items() if d.outcome is Outcome.OK}
+    assert delivered == set(outcomes) - {"monitor-07"}
+    for name in sorted(delivered)[:3]:  # and they did hear it, from the conductor
+        heard = (await conductor.request(None, to=name))["heard"]
+        me = (await conductor.identity()).agent_id
+        assert {"event": event, "from": me, "data": {"version": "1.2"}} in heard
+
+
+async def test_a_stream_of_10000_chunks_arrives_in_order(conductor: MeshClient) -> None:
+    async def numbers() -> AsyncIterator[dict[str, int]]:
+        for i in range(10_000):
+            yield {"i": i}
+
+    received: list[int] = []
+    async with conductor.stream("echo", to="echo", chunks=numbers()) as parts:
+        async for part in parts:
+            received.append(part["i"])
+    assert received == list(range(10_000))
+
+
+async def test_a_large_payload_is_streamed_without_being_held(conductor: MeshClient) -> None:
+    """256 MiB goes through the digest stream; the agent process never holds it."""
+    block = 64 * 1024
+    total = 256 * 1024 * 1024
+    expected = hashlib.sha256()
+    produced = 0
+
+    async def blocks() -> AsyncIterator[str]:
+        nonlocal produced
+        for n in range(total // block):
+            data = n.to_bytes(8, "big") * (block // 8)
+            expected.update(data)
+            produced += len(data)
+            yield base64.b64encode(data).decode()
+
+    async with conductor.stream("digest", to="echo", chunks=blocks()) as parts:
+        (summary,) = [part async for part in parts]
+    assert summary["bytes"] == produced == total
+    assert summary["sha256"] == expected.hexdigest()
+    assert summary["peakRssBytes"] < total // 2, summary
+
+
+async def test_a_stream_that_breaks_mid_way_is_an_error_on_both_sides(
+    conductor: MeshClient,
+) -> None:
+    async def failing() -> AsyncIterator[int]:
+        yield 1
+        raise RuntimeError("disk gone")
+
+    with pytest.raises(RuntimeError, match="disk gone"):
+        await collect(conductor, "echo", failing())
+
+
+async def test_unknown_stream_names_the_field(conductor: MeshClient) -> None:
+    with pytest.raises(DispatchError) as refused:
+        await collect(conductor, "nope")
+    assert refused.value.field == "metadata.stream"
+
+
+@pytest.mark.parametrize("path", ["/v1/tasks", "/v1/messages", "/v1/stream"])
+@pytest.mark.parametrize("token", [None, "not-a-jwt", "forged"])
+def test_calls_without_a_valid_token_are_refused(mesh: Mesh, path: str, token: str | None) -> None:
+    headers = {}
+    if token == "forged":  # a well-formed token signed by a key the mesh does not have
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        token = jwt.encode(
+            {"sub": "echo", "agentType": "orchestrator"},
+            key,
+            algorithm="ES256",
+            headers={"typ": "agent-mesh+jwt", "kid": "attacker"},
+        )
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    response = httpx.post(f"{mesh.agents['echo'].url}{path}", headers=headers, content=b"{}")
+    assert response.status_code == 401, response.text
+
+
+async def test_a_monitor_cannot_execute_or_broadcast(mesh: Mesh) -> None:
+    async with mesh.client("watcher", "monitor", TransportConfig(retries=0)) as watcher:
+        with pytest.raises(DispatchError) as refused:
+            await watcher.request({"x": 1}, to="echo")
+        assert refused.value.code == "AccessDenied"
+        outcomes = await watcher.broadcast("fake.alarm", capability="observe")
+        refusals = [d for d in outcomes.values() if d.status == 403]
+        assert len(refusals) >= MONITORS - 2  # all but the dead and the stopped one
+    token = token_of(mesh.cluster, mesh.operator, mesh.namespace, "watcher-2", "monitor")
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            f"{mesh.agents['echo'].url}/v1/tasks",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"taskUid": "t-m", "taskType": "echo", "payload": 1},
+        )
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "AccessDenied"
+
+
+def test_a_worker_cannot_call_admin_operations_or_other_agents(mesh: Mesh) -> None:
+    token = token_of(mesh.cluster, mesh.operator, mesh.namespace, "grunt", "worker")
+    revoke = call(mesh.operator, "POST", "/v1/revocations", token, json={"jti": "x"})
+    assert revoke.status_code == 403
+    audit = call(mesh.operator, "GET", "/v1/audit", token)
+    assert audit.status_code == 403
+    discovery = call(mesh.operator, "GET", "/v1/agents", token)
+    assert discovery.status_code == 403
+    message = Message.new(MessageType.REQUEST, "grunt", "echo", {"x": 1})
+    response = httpx.post(
+        f"{mesh.agents['echo'].url}/v1/messages",
+        headers={"Authorization": f"Bearer {token}"},
+        json=message.to_wire(),
+    )
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "AccessDenied"
+
+
+def test_a_revoked_token_is_refused_by_agents_within_their_sync_interval(
+    mesh: Mesh,
+) -> None:
+    boss = token_of(mesh.cluster, mesh.operator, mesh.namespace, "boss-r", "orchestrator")
+    victim = token_of(mesh.cluster, mesh.operator, mesh.namespace, "victim", "orchestrator")
+    message = Message.new(MessageType.REQUEST, "victim", "echo", "hi")
+
+    def echo_status() -> int:
+        return httpx.post(
+            f"{mesh.agents['echo'].url}/v1/messages",
+            headers={"Authorization": f"Bearer {victim}"},
+            json=message.to_wire(),
+        ).status_code
+
+    assert echo_status() == 200
+    jti = call(mesh.operator, "GET", "/v1/whoami", victim).json()["jti"]
+    assert call(mesh.operator, "POST", "/v1/revocations", boss, json={"jti": jti}).is_success
+    wait_for("the echo agent to refuse the revoked token", lambda: echo_status() == 401)
+
+
+def test_an_acl_policy_reaches_running_agents(mesh: Mesh) -> None:
+    """A custom type is refused until a policy grants it, then allowed, without restarts."""
+    token = token_of(mesh.cluster, mesh.operator, mesh.namespace, "scout", "scout")
+    message = Message.new(MessageType.REQUEST, "scout", "echo", "hi")
+
+    def echo_status() -> int:
+        return httpx.post(
+            f"{mesh.agents['echo'].url}/v1/messages",
+            headers={"Authorization": f"Bearer {token}"},
+            json=message.to_wire(),
+        ).status_code
+
+    assert echo_status() == 403
+    mesh.cluster.custom.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        mesh.namespace,
+        "aclpolicies",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ACLPolicy",
+            "metadata": {"name": "scout"},
+            "spec": {
+                "agentType": "scout",
+                "allowedActions": ["execute"],
+                "allowedResources": ["agents"],
+            },
+        },
+    )
+    wait_for("the echo agent to apply the scout policy", lambda: echo_status() == 200)
+
+
+def test_stopping_an_agent_drains_it(mesh: Mesh) -> None:
+    """SIGTERM: the agent stops being ready and exits cleanly (what a pod rollout does)."""
+    agent = mesh.agents["monitor-19"]
+    agent.stop()
+    assert agent.process.returncode == 0, agent.logs()[-2000:]
