@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
@@ -525,7 +526,7 @@ async def _invoke(handler: Handler, payload: Any, ctx: TaskContext) -> Any:
 async def _read_frame(request: web.Request) -> bytes:
     try:
         return await request.content.readuntil(b"\n", max_size=FRAME_MAX_BYTES)
-    except ValueError:  # aiohttp's LineTooLong
+    except LineTooLong:
         raise ValidationError(
             f"a stream frame is larger than {FRAME_MAX_BYTES} bytes",
             field="body",

@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import aiohttp
 import pydantic
+from aiohttp.http_exceptions import LineTooLong
 
 from agent_mesh.domain.errors import DispatchError, MeshError, ValidationError
 from agent_mesh.domain.message import Message
@@ -267,7 +268,7 @@ class Transport:
                     while True:
                         try:
                             line = await response.content.readuntil(b"\n", max_size=FRAME_MAX_BYTES)
-                        except ValueError:  # aiohttp's LineTooLong
+                        except LineTooLong:
                             raise ValidationError(
                                 f"a stream frame is larger than {FRAME_MAX_BYTES} bytes",
                                 field="body",

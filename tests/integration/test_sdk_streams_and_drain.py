@@ -1,0 +1,324 @@
+"""SDK behaviour that needs control inside the agent: stream backpressure and framing
+errors, partial results, misaddressed messages, the drain on stop, and MeshClient's
+discovery cache. The agent runs in the test's event loop on 127.0.0.1, with its identity
+from the real operator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from agent_mesh.domain.errors import NotFoundError, ValidationError
+from agent_mesh.domain.message import Message, MessageType
+from agent_mesh.domain.stream import NDJSON, StreamWriter, encode_frame
+from agent_mesh.ports import free_port
+from agent_mesh.sdk import Agent, MeshClient, StreamContext, TaskContext, TokenSource
+from tests.conftest import Cluster, OperatorProcess
+from tests.meshhelpers import external_agent, token_of
+
+Start = Callable[..., Awaitable[tuple[Agent, str]]]
+
+
+@pytest.fixture
+async def start(
+    cluster: Cluster, operator: OperatorProcess, namespace: str
+) -> AsyncIterator[Start]:
+    """start(agent_id, setup, **agent_kwargs): a served Agent and its URL."""
+    running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+
+    async def launch(
+        agent_id: str,
+        setup: Callable[[Agent], None],
+        capabilities: tuple[str, ...] = (),
+        **kwargs: Any,
+    ) -> tuple[Agent, str]:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        credential = external_agent(
+            cluster, namespace, agent_id, "worker", endpoint=url, capabilities=list(capabilities)
+        )
+        tokens = TokenSource(
+            operator.mesh_url, namespace=namespace, agent_id=agent_id, credential=credential
+        )
+        agent = Agent("worker", tokens=tokens, host="127.0.0.1", port=port, **kwargs)
+        setup(agent)
+        stop = asyncio.Event()
+        running.append((stop, asyncio.create_task(agent.serve(stop))))
+        await wait_ready(url)
+        return agent, url
+
+    yield launch
+    for stop, task in running:
+        stop.set()
+        await task
+
+
+async def wait_ready(url: str) -> None:
+    async with httpx.AsyncClient() as http:
+        for _ in range(200):
+            try:
+                if (await http.get(f"{url}/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+    pytest.fail(f"the agent at {url} did not become ready")
+
+
+@pytest.fixture
+def boss(cluster: Cluster, operator: OperatorProcess, namespace: str) -> str:
+    return token_of(cluster, operator, namespace, "boss", "orchestrator")
+
+
+@pytest.fixture
+async def boss_client(
+    cluster: Cluster, operator: OperatorProcess, namespace: str
+) -> AsyncIterator[MeshClient]:
+    credential = external_agent(cluster, namespace, "conductor", "orchestrator")
+    tokens = TokenSource(
+        operator.mesh_url, namespace=namespace, agent_id="conductor", credential=credential
+    )
+    async with MeshClient(tokens) as mesh:
+        yield mesh
+
+
+async def test_a_slow_consumer_holds_back_the_producer(
+    start: Start, boss_client: MeshClient
+) -> None:
+    """Backpressure: the sender produces only a few socket buffers ahead of the handler."""
+    consumed = 0
+    gate = asyncio.Event()
+
+    def setup(agent: Agent) -> None:
+        @agent.stream("slow")
+        async def slow(payload: Any, chunks: AsyncIterator[Any], ctx: StreamContext) -> Any:
+            nonlocal consumed
+            async for _ in chunks:
+                consumed += 1
+                if consumed == 10:
+                    await gate.wait()
+            return consumed
+
+    await start("slow", setup)
+    produced = 0
+    block = "x" * 64 * 1024
+
+    async def lots() -> AsyncIterator[str]:
+        nonlocal produced
+        for _ in range(2000):  # 128 MiB if nothing held it back
+            produced += 1
+            yield block
+
+    async def run() -> list[Any]:
+        async with boss_client.stream("slow", to="slow", chunks=lots()) as parts:
+            return [p async for p in parts]
+
+    streaming = asyncio.create_task(run())
+    await asyncio.sleep(1.5)  # the handler is stuck at chunk 10
+    ahead = produced - consumed
+    gate.set()
+    assert await streaming == [2000]
+    assert ahead < 400, f"the producer ran {ahead} chunks (64 KiB each) ahead"
+
+
+async def test_partial_results_stream_from_a_generator_task_handler(
+    start: Start, boss: str
+) -> None:
+    def setup(agent: Agent) -> None:
+        @agent.task("count")
+        async def count(payload: int, ctx: TaskContext) -> AsyncIterator[int]:
+            for i in range(payload):
+                yield i
+
+    _, url = await start("counter", setup)
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            f"{url}/v1/tasks",
+            headers={"Authorization": f"Bearer {boss}"},
+            json={"taskUid": "c1", "taskType": "count", "payload": 4},
+        )
+    assert response.json()["result"] == [0, 1, 2, 3]
+
+
+async def raw_stream(url: str, token: str, frames: list[bytes]) -> httpx.Response:
+    async with httpx.AsyncClient() as http:
+        return await http.post(
+            f"{url}/v1/stream",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": NDJSON},
+            content=b"".join(frames),
+        )
+
+
+def echo_setup(agent: Agent) -> None:
+    @agent.stream("echo")
+    async def echo(payload: Any, chunks: AsyncIterator[Any], ctx: StreamContext) -> Any:
+        async for chunk in chunks:
+            yield chunk
+
+
+def last_frame(response: httpx.Response) -> dict[str, Any]:
+    return dict(json.loads(response.text.strip().splitlines()[-1]))
+
+
+async def test_a_stream_cut_before_complete_ends_in_an_error_frame(
+    start: Start, boss: str
+) -> None:
+    _, url = await start("echo-cut", echo_setup)
+    opening = Message.new(MessageType.REQUEST, "boss", "echo-cut", metadata={"stream": "echo"})
+    writer = StreamWriter(opening, reply=False)
+    response = await raw_stream(url, boss, [encode_frame(opening), encode_frame(writer.chunk(1))])
+    final = last_frame(response)
+    assert final["metadata"]["error"] == "StreamTruncated"
+
+
+async def test_an_out_of_order_frame_ends_the_stream_naming_seq(start: Start, boss: str) -> None:
+    _, url = await start("echo-order", echo_setup)
+    opening = Message.new(MessageType.REQUEST, "boss", "echo-order", metadata={"stream": "echo"})
+    writer = StreamWriter(opening, reply=False)
+    writer.chunk(0)  # never sent
+    frames = [encode_frame(opening), encode_frame(writer.chunk(1)), encode_frame(writer.complete())]
+    final = last_frame(await raw_stream(url, boss, frames))
+    assert final["payload"]["error"]["field"] == "metadata.seq"
+
+
+async def test_an_oversized_frame_is_refused(start: Start, boss: str) -> None:
+    _, url = await start("echo-big", echo_setup)
+    opening = Message.new(MessageType.REQUEST, "boss", "echo-big", metadata={"stream": "echo"})
+    chunk = StreamWriter(opening, reply=False).chunk("x" * (2 * 1024 * 1024))
+    final = last_frame(await raw_stream(url, boss, [encode_frame(opening), encode_frame(chunk)]))
+    assert final["metadata"]["error"] == "FrameTooLarge"
+
+
+async def test_a_stream_must_open_with_a_request(start: Start, boss: str) -> None:
+    _, url = await start("echo-open", echo_setup)
+    event = Message.new(MessageType.EVENT, "boss", "echo-open", metadata={"stream": "echo"})
+    response = await raw_stream(url, boss, [encode_frame(event)])
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "type"
+
+
+async def test_a_message_for_another_agent_is_refused_naming_to(start: Start, boss: str) -> None:
+    def setup(agent: Agent) -> None:
+        @agent.on_message
+        async def answer(message: Message, caller: Any) -> Any:
+            return "answered"
+
+    _, url = await start("alice", setup)
+    message = Message.new(MessageType.REQUEST, "boss", "bob", "hi")
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            f"{url}/v1/messages",
+            headers={"Authorization": f"Bearer {boss}"},
+            json=message.to_wire(),
+        )
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "Misaddressed",
+        "field": "to",
+        "message": "message is addressed to 'bob', this is agent 'alice'",
+    }
+
+
+async def test_stopping_finishes_short_tasks_and_hands_back_long_ones(
+    cluster: Cluster, operator: OperatorProcess, namespace: str, boss: str
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    credential = external_agent(cluster, namespace, "drainer", "worker", endpoint=url)
+    tokens = TokenSource(
+        operator.mesh_url, namespace=namespace, agent_id="drainer", credential=credential
+    )
+    agent = Agent("worker", tokens=tokens, host="127.0.0.1", port=port, drain_seconds=1.0)
+    started: list[str] = []
+    both_started = asyncio.Event()
+
+    @agent.task("sleep")
+    async def sleep(seconds: float, ctx: TaskContext) -> str:
+        started.append(ctx.task_uid)
+        if len(started) == 2:
+            both_started.set()
+        await asyncio.sleep(seconds)
+        return f"slept {seconds}"
+
+    stop = asyncio.Event()
+    serving = asyncio.create_task(agent.serve(stop))
+    await wait_ready(url)
+    async with httpx.AsyncClient(timeout=30) as http:
+
+        def run(uid: str, seconds: float) -> Awaitable[httpx.Response]:
+            return http.post(
+                f"{url}/v1/tasks",
+                headers={"Authorization": f"Bearer {boss}"},
+                json={"taskUid": uid, "taskType": "sleep", "payload": seconds},
+            )
+
+        short, long = asyncio.ensure_future(run("short", 0.5)), asyncio.ensure_future(
+            run("long", 60)
+        )
+        await both_started.wait()
+        stop.set()
+        await asyncio.sleep(0.1)
+        late = await run("late", 0.1)  # arrives while draining
+        short_response, long_response = await short, await long
+    await serving
+    assert late.status_code == 503 and late.json()["error"]["code"] == "AgentDraining"
+    assert short_response.json()["result"] == "slept 0.5"
+    assert long_response.status_code == 503
+    assert long_response.json()["error"]["code"] == "HandedBack"
+
+
+async def test_discovery_is_cached_for_its_ttl(
+    cluster: Cluster, operator: OperatorProcess, namespace: str, start: Start
+) -> None:
+    now = [0.0]
+    credential = external_agent(cluster, namespace, "looker", "orchestrator")
+    tokens = TokenSource(
+        operator.mesh_url, namespace=namespace, agent_id="looker", credential=credential
+    )
+    async with MeshClient(tokens, clock=lambda: now[0]) as mesh:
+        assert await mesh.discover("cache-probe") == []
+        await start("prober", lambda agent: None, capabilities=("cache-probe",))
+        assert await mesh.discover("cache-probe") == []  # the cached answer
+        now[0] += 59
+        assert await mesh.discover("cache-probe") == []
+        now[0] += 2  # past the 60 s TTL: asked again
+        assert [a.agent_id for a in await mesh.discover("cache-probe")] == ["prober"]
+        mesh.forget()
+        fresh = await mesh.discover("cache-probe", fresh=True)
+        assert fresh[0].health == "healthy" and fresh[0].endpoint is not None
+
+
+async def test_client_argument_errors_name_the_field(boss_client: MeshClient) -> None:
+    with pytest.raises(ValidationError) as both:
+        await boss_client.request("x", to="a", capability="b")
+    assert both.value.field == "to"
+    with pytest.raises(NotFoundError) as none:
+        await boss_client.request("x", capability="no-such-capability")
+    assert none.value.field == "capability"
+    with pytest.raises(NotFoundError) as unknown:
+        await boss_client.request("x", to="nobody")
+    assert unknown.value.field == "agentId"
+
+
+def test_sync_stream_handlers_are_refused_at_registration() -> None:
+    agent = Agent("worker", port=0)
+    with pytest.raises(TypeError, match="must be async"):
+
+        @agent.stream("nope")
+        def nope(payload: Any, chunks: Any, ctx: Any) -> None: ...
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-3"])
+def test_bad_interval_variables_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("AGENT_MESH_HEARTBEAT_SECONDS", value)
+    with pytest.raises(ValidationError) as error:
+        Agent("worker", port=0)
+    assert error.value.field == "AGENT_MESH_HEARTBEAT_SECONDS"
+
