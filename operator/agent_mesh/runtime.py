@@ -17,6 +17,7 @@ from agent_mesh.domain.acl import PolicyIndex
 from agent_mesh.domain.agents import AgentRegistry
 from agent_mesh.domain.clock import Clock, SystemClock
 from agent_mesh.domain.health import HealthPolicy, HealthTracker
+from agent_mesh.health_broadcast import HealthBroadcaster
 from agent_mesh.health_monitor import HealthMonitor
 from agent_mesh.kube.agent_status import AgentStatusWriter
 from agent_mesh.kube.agents import AgentFetcher
@@ -87,6 +88,8 @@ class MeshRuntime:
             clock,
             sweep_seconds=cfg.health_sweep_seconds,
         )
+        self.health_events = HealthBroadcaster(self.registry, self.health.tracker, self.authority)
+        self.health.listeners.append(self.health_events)
         self.server = MeshServer(
             create_app(self.authority, self.health, self.health.tracker, cfg.mesh_max_body_bytes),
             cfg.mesh_host,
@@ -116,6 +119,7 @@ class MeshRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.server.stop()
+        await self.health_events.close()
         await self.events.drain()
         await self.api.close()
 

@@ -5,6 +5,7 @@ calling a worker under an ACLPolicy, broadcast to 20 monitors with one dead, a s
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import uuid
@@ -145,6 +146,28 @@ async def test_broadcast_to_20_monitors_with_one_dead(mesh: Mesh, conductor: Mes
         heard = (await conductor.request(None, to=name))["heard"]
         me = (await conductor.identity()).agent_id
         assert {"event": event, "from": me, "data": {"version": "1.2"}} in heard
+
+
+async def test_monitors_hear_health_transitions_from_the_operator(conductor: MeshClient) -> None:
+    """monitor-19 started last: its pending -> healthy transition was broadcast, with the
+    operator's own token, to the monitors already registered."""
+
+    async def heard_by_monitor_00() -> list[dict[str, Any]]:
+        heard: list[dict[str, Any]] = (await conductor.request(None, to="monitor-00"))["heard"]
+        return [
+            e
+            for e in heard
+            if e["event"] == "agent.health" and e["data"]["agentId"] == "monitor-19"
+        ]
+
+    for _ in range(100):
+        events = await heard_by_monitor_00()
+        if events:
+            break
+        await asyncio.sleep(0.1)
+    assert events, "monitor-00 never heard monitor-19 become healthy"
+    assert events[0]["from"] == "agent-mesh-operator"
+    assert events[0]["data"]["health"] == "healthy"
 
 
 async def test_a_stream_of_10000_chunks_arrives_in_order(conductor: MeshClient) -> None:

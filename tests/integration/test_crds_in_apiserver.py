@@ -116,6 +116,8 @@ def test_explain_shows_the_field_description(cluster: Cluster, crds: Any) -> Non
 INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("agent type not a DNS label", _agent(agentType="Data_Scientist"), "spec.agentType"),
     ("agentId not a DNS label", _agent(agentId="Worker_1"), "spec.agentId"),
+    ("the operator's reserved type", _agent(agentType="mesh-operator"), "reserved"),
+    ("a policy for the operator's type", _policy(agentType="mesh-operator"), "reserved"),
     ("port out of range", _agent(port=70000), "spec.port"),
     ("zero concurrent tasks", _agent(maxConcurrentTasks=0), "spec.maxConcurrentTasks"),
     ("unknown network mode", _agent(network="vpn"), "spec.network"),

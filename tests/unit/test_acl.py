@@ -521,3 +521,10 @@ def test_governor_may_manage_policies_and_worker_may_not() -> None:
     call = MeshCall.MANAGE_POLICIES
     assert index.decide("governor", NS, call.action, call.resource).allowed
     assert not index.decide("worker", NS, call.action, call.resource).allowed
+
+
+def test_a_policy_for_the_operators_reserved_type_is_refused_naming_agent_type() -> None:
+    with pytest.raises(ValidationError) as error:
+        policy_from_spec("ns", "grab", {"agentType": "mesh-operator", "allowedActions": ["*"]})
+    assert error.value.field == "spec.agentType"
+    assert "reserved" in error.value.message

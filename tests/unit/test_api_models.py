@@ -153,6 +153,7 @@ def test_shipped_samples_are_valid_specs(path: Path) -> None:
         ({"agentType": "worker", "capabilities": ["Summarize"]}, "capabilities.0"),
         ({"agentType": "worker", "capabilities": ["a", "b", "a"]}, "capabilities"),
         ({}, "agentType"),
+        ({"agentType": "mesh-operator"}, "agentType"),
     ],
 )
 def test_bad_meshagent_specs_are_rejected_naming_the_field(
@@ -193,6 +194,7 @@ def test_bad_meshtask_specs_are_rejected_naming_the_field(spec: dict[str, Any], 
         ({"agentType": "researcher", "deniedActions": ["read", "read"]}, "deniedActions"),
         ({"agentType": "researcher", "allowedResources": ["Tasks"]}, "allowedResources.0"),
         ({"agentType": "researcher", "namespaces": ["Prod"]}, "namespaces.0"),
+        ({"agentType": "mesh-operator", "allowedActions": ["admin"]}, "agentType"),
     ],
 )
 def test_bad_aclpolicy_specs_are_rejected_naming_the_field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -15,9 +16,19 @@ from agent_mesh.cli import EXIT_FAILURE, EXIT_USAGE, main
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No state, KUBECONFIG or kubernetes-client default leaks into or out of these tests
+    (the CLI loads kubeconfigs into the client library's process-wide default)."""
+    from kubernetes import client
+
     monkeypatch.setenv("AGENT_MESH_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.delenv("KUBECONFIG", raising=False)
+    kubeconfig = os.environ.pop("KUBECONFIG", None)
+    default = client.Configuration.get_default_copy()
+    yield
+    client.Configuration.set_default(default)
+    os.environ.pop("KUBECONFIG", None)  # the CLI exports the kubeconfig it loaded
+    if kubeconfig is not None:
+        os.environ["KUBECONFIG"] = kubeconfig
 
 
 @pytest.fixture

@@ -281,3 +281,78 @@ async def test_heartbeat_with_a_bad_endpoint_names_the_field(mesh: Mesh) -> None
     )
     assert response.status == 400
     assert (await _error(response))["field"] == "endpoint"
+
+
+# --- feeds for agents: policies in force, revocations; one agent by id ----------------------
+
+
+async def test_agents_read_their_namespaces_policies_in_force(mesh: Mesh) -> None:
+    from agent_mesh.domain.acl import policy_from_spec
+
+    spec = {"agentType": "scout", "allowedActions": ["execute"], "allowedResources": ["agents"]}
+    mesh.authority.policies.upsert(
+        "ns", "scout", dt.datetime(2026, 1, 1, tzinfo=dt.UTC), policy_from_spec("ns", "scout", spec)
+    )
+    headers = {"Authorization": f"Bearer {await mesh.token('w1')}"}
+    response = await mesh.client.get("/v1/acl/ns", headers=headers)
+    assert response.status == 200
+    (policy,) = (await response.json())["policies"]
+    assert policy["name"] == "scout"
+    assert policy_from_spec("ns", "scout", policy["spec"]) == policy_from_spec("ns", "scout", spec)
+    other = await mesh.client.get("/v1/acl/elsewhere", headers=headers)
+    assert other.status == 403  # a worker may not read another namespace's ACL
+
+
+async def test_agents_read_the_revocation_list(mesh: Mesh) -> None:
+    await mesh.authority.revoke_token("some-jti", actor="test")
+    headers = {"Authorization": f"Bearer {await mesh.token('w1')}"}
+    response = await mesh.client.get("/v1/revocations", headers=headers)
+    assert response.status == 200
+    assert "some-jti" in (await response.json())["tokens"]
+    assert (await mesh.client.get("/v1/revocations")).status == 401
+
+
+async def test_one_agent_by_id_needs_read_agents(mesh: Mesh) -> None:
+    boss = {"Authorization": f"Bearer {await mesh.token('boss')}"}
+    found = await mesh.client.get("/v1/agents/ns/w2", headers=boss)
+    assert found.status == 200
+    assert (await found.json())["agentId"] == "w2"
+    missing = await mesh.client.get("/v1/agents/ns/nobody", headers=boss)
+    assert missing.status == 404
+    assert (await _error(missing))["field"] == "agentId"
+    worker = {"Authorization": f"Bearer {await mesh.token('w1')}"}
+    assert (await mesh.client.get("/v1/agents/ns/w2", headers=worker)).status == 403
+
+
+# --- the operator's own identity --------------------------------------------------------
+
+
+async def test_operator_tokens_are_reused_then_renewed_and_never_accepted_by_the_mesh_api(
+    mesh: Mesh,
+) -> None:
+    first = mesh.authority.operator_token("ns")
+    assert mesh.authority.operator_token("ns") == first
+    assert mesh.authority.operator_token("other") != first
+    claims = mesh.authority.verifier.verify(first)
+    assert (claims.sub, claims.agent_type) == ("agent-mesh-operator", "mesh-operator")
+    mesh.clock.advance(49 * 60)  # past 80% of the 1 h lifetime
+    assert mesh.authority.operator_token("ns") != first
+    # agents accept it; the operator's API binds tokens to MeshAgents, and there is none
+    response = await mesh.client.get("/v1/whoami", headers={"Authorization": f"Bearer {first}"})
+    assert response.status == 401
+
+
+def test_the_operators_type_may_dispatch_and_send_events_but_nothing_else() -> None:
+    from agent_mesh.domain.acl import Action
+
+    index = PolicyIndex()
+    allowed = {
+        (action, resource)
+        for action in (Action.READ, Action.WRITE, Action.EXECUTE, Action.ADMIN)
+        for resource in ("tasks", "events", "agents", "acl", "audit", "tokens")
+        if index.decide("mesh-operator", "ns", action, resource).allowed
+    }
+    assert (Action.EXECUTE, "tasks") in allowed
+    assert (Action.WRITE, "events") in allowed
+    assert not {a for a, r in allowed if a is Action.ADMIN}
+    assert not {r for _, r in allowed if r in ("acl", "audit", "tokens")}

@@ -17,6 +17,7 @@ from agent_mesh.api.common import (
     NAME_MAX_LENGTH,
     NAME_RULE,
     READY,
+    RESERVED_AGENT_TYPE_RULE,
     WILDCARD,
     CelRule,
     Condition,
@@ -28,6 +29,7 @@ from agent_mesh.api.common import (
     cel,
     conditions_field,
     is_dns_label,
+    not_reserved_agent_type,
     observed_generation_field,
 )
 from agent_mesh.domain.acl import Action as Action
@@ -93,12 +95,13 @@ _ACTIONS_TEXT = ", ".join(a.value for a in Action)
 class ACLPolicySpec(MeshModel):
     """Permissions of one agent type in this namespace. Deny beats allow."""
 
-    agent_type: DnsLabel = Field(
+    agent_type: Annotated[DnsLabel, AfterValidator(not_reserved_agent_type)] = Field(
         description=(
             f"Agent type the policy governs, in this namespace: a built-in type "
             f"({BUILTIN_AGENT_TYPES_TEXT}), whose default ACL it replaces, or a custom type, "
             f"which is denied everything without a policy. Must be {DNS_LABEL_RULE}."
         ),
+        json_schema_extra=cel(RESERVED_AGENT_TYPE_RULE),
     )
     allowed_actions: Annotated[list[Action], UniqueList] = Field(
         default_factory=list,

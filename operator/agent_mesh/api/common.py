@@ -18,6 +18,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
 # The ACL vocabulary is defined by the domain's ACL engine; the models re-export it.
+from agent_mesh.domain.acl import OPERATOR_AGENT_TYPE
 from agent_mesh.domain.acl import WILDCARD as WILDCARD
 from agent_mesh.domain.acl import BuiltinAgentType as BuiltinAgentType
 
@@ -94,6 +95,18 @@ class CelRule:
 def cel(*rules: CelRule) -> JsonDict:
     """`json_schema_extra` carrying CEL rules into the field's CRD schema."""
     return {"x-kubernetes-validations": [r.as_schema() for r in rules]}
+
+
+RESERVED_AGENT_TYPE_RULE: Final = CelRule(
+    rule=f"self != '{OPERATOR_AGENT_TYPE}'",
+    message=f"agentType {OPERATOR_AGENT_TYPE} is reserved for the operator's own identity",
+)
+
+
+def not_reserved_agent_type(value: str) -> str:
+    if value == OPERATOR_AGENT_TYPE:
+        raise ValueError(RESERVED_AGENT_TYPE_RULE.message)
+    return value
 
 
 LIST_SET: Final[JsonDict] = {"x-kubernetes-list-type": "set"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Final, Self
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from agent_mesh.api.common import (
     AGE_COLUMN,
@@ -17,6 +17,7 @@ from agent_mesh.api.common import (
     MAX_CAPABILITIES,
     NAME_RULE,
     READY,
+    RESERVED_AGENT_TYPE_RULE,
     URL_MAX_LENGTH,
     CelRule,
     Condition,
@@ -29,6 +30,7 @@ from agent_mesh.api.common import (
     UniqueList,
     cel,
     conditions_field,
+    not_reserved_agent_type,
     observed_generation_field,
 )
 from agent_mesh.domain.health import HealthStatus as HealthStatus
@@ -149,13 +151,14 @@ class MeshAgentSpec(MeshModel):
             "253 characters. Default: none (tools show agentId)."
         ),
     )
-    agent_type: DnsLabel = Field(
+    agent_type: Annotated[DnsLabel, AfterValidator(not_reserved_agent_type)] = Field(
         description=(
             f"Role of the agent, which selects its permissions. Built-in types with default "
             f"ACLs: {BUILTIN_AGENT_TYPES_TEXT}. Any other name is a custom type, denied "
             "everything until an ACLPolicy for that type exists in the namespace. Must be "
             f"{DNS_LABEL_RULE}."
         ),
+        json_schema_extra=cel(RESERVED_AGENT_TYPE_RULE),
     )
     capabilities: Annotated[list[MeshName], UniqueList] = Field(
         default_factory=list,

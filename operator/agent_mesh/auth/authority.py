@@ -26,7 +26,7 @@ from agent_mesh.auth.tokens import (
     TokenVerifier,
     bearer_token,
 )
-from agent_mesh.domain.acl import MeshCall, PolicyIndex
+from agent_mesh.domain.acl import OPERATOR_AGENT_TYPE, OPERATOR_SUBJECT, MeshCall, PolicyIndex
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import Clock, rfc3339
 from agent_mesh.domain.errors import AuthError, ForbiddenError, MeshError, UnavailableError
@@ -122,6 +122,7 @@ class Authority:
         self._ring: KeyRing | None = None
         self._lock = asyncio.Lock()
         self.revocations = RevocationList()
+        self._operator_tokens: dict[str, tuple[str, dt.datetime]] = {}
         self.issuer = TokenIssuer(
             self.keyring,
             clock,
@@ -403,6 +404,36 @@ class Authority:
             expiresAt=claims.exp,
         )
         return token, claims
+
+    def operator_token(self, namespace: str) -> str:
+        """The operator's own token for calls to agents in `namespace` (task dispatch,
+        events): subject agent-mesh-operator, reserved type mesh-operator. Reused until 80%
+        of its lifetime has passed; agents verify it like any other mesh token."""
+        now = self._clock.now()
+        cached = self._operator_tokens.get(namespace)
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        identity = AgentIdentity(
+            agent_id=OPERATOR_SUBJECT,
+            agent_type=OPERATOR_AGENT_TYPE,
+            namespace=namespace,
+            capabilities=(),
+            uid=OPERATOR_SUBJECT,
+        )
+        token, claims = self.issuer.issue(identity)
+        TOKENS_ISSUED.labels(method="operator").inc()
+        self.audit.record(
+            "token.issued",
+            f"operator token issued for namespace {namespace}",
+            method="operator",
+            agentId=OPERATOR_SUBJECT,
+            namespace=namespace,
+            jti=claims.jti,
+            expiresAt=claims.exp,
+        )
+        renew_at = now + 0.8 * self.settings.token_lifetime
+        self._operator_tokens[namespace] = (token, renew_at)
+        return token
 
     def _issue_refused(
         self, method: str, error: MeshError, agent_id: str | None, namespace: str | None = None

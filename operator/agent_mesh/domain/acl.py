@@ -48,6 +48,12 @@ class BuiltinAgentType(StrEnum):
     CRITIC = "critic"
 
 
+OPERATOR_AGENT_TYPE: Final = "mesh-operator"
+"""The agentType of the operator's own tokens (task dispatch, health events). Reserved: no
+MeshAgent or ACLPolicy may use it, so nobody can claim or reshape the operator's rights."""
+OPERATOR_SUBJECT: Final = "agent-mesh-operator"
+
+
 class MeshCall(Enum):
     """The action and resource each mesh call needs (DESIGN §2 'What each mesh call needs')."""
 
@@ -142,6 +148,19 @@ DEFAULT_POLICIES: Final[Mapping[str, Policy]] = MappingProxyType(
 )
 """The ACL of each built-in type in a namespace that has no ACLPolicy for it."""
 
+OPERATOR_POLICY: Final = Policy(
+    agent_type=OPERATOR_AGENT_TYPE,
+    namespace=None,
+    allowed_actions=frozenset({_R, _W, _X}),
+    allowed_resources=frozenset({"tasks", "results", "events", "agents"}),
+    denied_actions=frozenset({_A}),
+    denied_resources=frozenset(),
+    namespaces=frozenset({WILDCARD}),
+    source="operator",
+)
+"""What the operator's own tokens may do on agents: dispatch tasks, send events. Fixed:
+no ACLPolicy can name the reserved type."""
+
 _ACTIONS_TEXT: Final = ", ".join(a.value for a in Action)
 _BY_VALUE: Final[Mapping[str, Action]] = MappingProxyType({a.value: a for a in Action})
 
@@ -152,6 +171,11 @@ def policy_from_spec(namespace: str, name: str, spec: Mapping[str, Any]) -> Poli
     if not isinstance(agent_type, str) or not agent_type:
         raise ValidationError(
             f"spec.agentType is required: the agent type the policy governs (got {agent_type!r})",
+            field="spec.agentType",
+        )
+    if agent_type == OPERATOR_AGENT_TYPE:
+        raise ValidationError(
+            f"spec.agentType {OPERATOR_AGENT_TYPE} is reserved for the operator's own identity",
             field="spec.agentType",
         )
     return Policy(
@@ -297,6 +321,8 @@ class PolicyIndex:
 
     def policy_for(self, namespace: str, agent_type: str) -> Policy | None:
         """The policy in force, else the built-in default, else None (a custom type)."""
+        if agent_type == OPERATOR_AGENT_TYPE:
+            return OPERATOR_POLICY
         winner = self._winner.get((namespace, agent_type))
         if winner is not None:
             return winner.policy

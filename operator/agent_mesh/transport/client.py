@@ -114,15 +114,25 @@ class Transport:
         sessions, self._sessions = list(self._sessions.values()), {}
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
 
-    async def _headers(self, content_type: str) -> dict[str, str]:
+    async def _headers(self, content_type: str, token: str | None) -> dict[str, str]:
         headers = {"Content-Type": content_type}
-        if self._token is not None:
-            headers["Authorization"] = f"Bearer {await self._token()}"
+        if token is None and self._token is not None:
+            token = await self._token()
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         return headers
 
-    async def send(self, endpoint: str, message: Message, path: str = MESSAGES_PATH) -> Delivery:
-        """POST the envelope, retrying where safe; never raises for the target's failures."""
-        headers = await self._headers("application/json")
+    async def send(
+        self,
+        endpoint: str,
+        message: Message,
+        path: str = MESSAGES_PATH,
+        *,
+        token: str | None = None,
+    ) -> Delivery:
+        """POST the envelope, retrying where safe; never raises for the target's failures.
+        `token` overrides the transport's token provider for this call."""
+        headers = await self._headers("application/json", token)
         body = json.dumps(message.to_wire())
         attempts = 0
         while True:
@@ -200,11 +210,13 @@ class Transport:
             )
         return delivery.response
 
-    async def broadcast(self, targets: Mapping[str, str], message: Message) -> dict[str, Delivery]:
+    async def broadcast(
+        self, targets: Mapping[str, str], message: Message, *, token: str | None = None
+    ) -> dict[str, Delivery]:
         """Send to every target (name → endpoint) in parallel; one outcome per target."""
         names = list(targets)
         results: list[Any] = await asyncio.gather(
-            *(self.send(targets[name], message) for name in names)
+            *(self.send(targets[name], message, token=token) for name in names)
         )
         return dict(zip(names, results, strict=True))
 
@@ -225,7 +237,7 @@ class Transport:
         frame, not the whole stream. A stream that ends without `complete`, or with an
         error frame, raises rather than looking finished.
         """
-        headers = await self._headers(NDJSON)
+        headers = await self._headers(NDJSON, None)
         headers["Accept"] = NDJSON
         writer = StreamWriter(opening, reply=False)
         failed: list[BaseException] = []
