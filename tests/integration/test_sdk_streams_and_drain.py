@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from agent_mesh.domain.errors import NotFoundError, ValidationError
+from agent_mesh.domain.errors import DispatchError, NotFoundError, ValidationError
 from agent_mesh.domain.message import Message, MessageType
 from agent_mesh.domain.stream import NDJSON, StreamWriter, encode_frame
 from agent_mesh.ports import free_port
 from agent_mesh.sdk import Agent, MeshClient, StreamContext, TaskContext, TokenSource
+from agent_mesh.transport.client import TransportConfig
 from tests.conftest import Cluster, OperatorProcess
 from tests.meshhelpers import external_agent, token_of
 
@@ -35,6 +38,7 @@ async def start(
         agent_id: str,
         setup: Callable[[Agent], None],
         capabilities: tuple[str, ...] = (),
+        ready_ca_file: str | None = None,
         **kwargs: Any,
     ) -> tuple[Agent, str]:
         port = free_port()
@@ -49,7 +53,8 @@ async def start(
         setup(agent)
         stop = asyncio.Event()
         running.append((stop, asyncio.create_task(agent.serve(stop))))
-        await wait_ready(url)
+        scheme_url = url.replace("http://", "https://") if agent.tls_cert_file else url
+        await wait_ready(scheme_url, ready_ca_file)
         return agent, url
 
     yield launch
@@ -58,8 +63,9 @@ async def start(
         await task
 
 
-async def wait_ready(url: str) -> None:
-    async with httpx.AsyncClient() as http:
+async def wait_ready(url: str, ca_file: str | None = None) -> None:
+    verify = ssl.create_default_context(cafile=ca_file) if ca_file else True
+    async with httpx.AsyncClient(verify=verify) as http:
         for _ in range(200):
             try:
                 if (await http.get(f"{url}/readyz")).status_code == 200:
@@ -165,9 +171,7 @@ def last_frame(response: httpx.Response) -> dict[str, Any]:
     return dict(json.loads(response.text.strip().splitlines()[-1]))
 
 
-async def test_a_stream_cut_before_complete_ends_in_an_error_frame(
-    start: Start, boss: str
-) -> None:
+async def test_a_stream_cut_before_complete_ends_in_an_error_frame(start: Start, boss: str) -> None:
     _, url = await start("echo-cut", echo_setup)
     opening = Message.new(MessageType.REQUEST, "boss", "echo-cut", metadata={"stream": "echo"})
     writer = StreamWriter(opening, reply=False)
@@ -257,8 +261,9 @@ async def test_stopping_finishes_short_tasks_and_hands_back_long_ones(
                 json={"taskUid": uid, "taskType": "sleep", "payload": seconds},
             )
 
-        short, long = asyncio.ensure_future(run("short", 0.5)), asyncio.ensure_future(
-            run("long", 60)
+        short, long = (
+            asyncio.ensure_future(run("short", 0.5)),
+            asyncio.ensure_future(run("long", 60)),
         )
         await both_started.wait()
         stop.set()
@@ -322,3 +327,45 @@ def test_bad_interval_variables_name_the_variable(
         Agent("worker", port=0)
     assert error.value.field == "AGENT_MESH_HEARTBEAT_SECONDS"
 
+
+async def test_an_agent_serves_https_and_the_client_verifies_it(
+    start: Start, boss_client: MeshClient, tmp_path: Path
+) -> None:
+    from agent_mesh.certs import issue, make_ca
+
+    ca, ca_key = make_ca("sdk-test-ca")
+    served = issue(ca, ca_key, "agent", ip_addresses=("127.0.0.1",), server=True)
+    for name, data in (
+        ("ca.pem", ca.cert_pem),
+        ("tls.crt", served.cert_pem),
+        ("tls.key", served.key_pem),
+    ):
+        (tmp_path / name).write_bytes(data)
+
+    def setup(agent: Agent) -> None:
+        @agent.on_message
+        async def answer(message: Message, caller: Any) -> Any:
+            return {"over": "tls"}
+
+    await start(
+        "secure",
+        setup,
+        tls_cert_file=str(tmp_path / "tls.crt"),
+        tls_key_file=str(tmp_path / "tls.key"),
+        ready_ca_file=str(tmp_path / "ca.pem"),
+    )
+    secure = MeshClient(
+        boss_client.tokens, config=TransportConfig(use_tls=True, ca_file=str(tmp_path / "ca.pem"))
+    )
+    async with secure:
+        assert await secure.request(None, to="secure") == {"over": "tls"}
+    plain = MeshClient(boss_client.tokens, config=TransportConfig(retries=0))
+    async with plain:  # plain http to a TLS port: no answer
+        with pytest.raises(DispatchError):
+            await plain.request(None, to="secure")
+
+
+def test_tls_needs_both_files_naming_the_missing_one() -> None:
+    with pytest.raises(ValidationError) as error:
+        Agent("worker", port=0, tls_cert_file="tls.crt")
+    assert error.value.field == "AGENT_MESH_TLS_KEY_FILE"

@@ -4,7 +4,9 @@ timeouts, the per-agent connection limit, broadcast with a dead target."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -174,3 +176,65 @@ async def test_broadcast_to_20_agents_with_one_dead_reports_each_outcome(
     assert dead.outcome is Outcome.CONNECT_ERROR
     assert dead.attempts == 4  # the first try and 3 retries: a refused connection is safe to retry
     assert all(d.outcome is Outcome.OK and d.status == 202 for d in outcomes.values())
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
+    """A CA file and a server context whose certificate that CA signed for 127.0.0.1."""
+    from agent_mesh.certs import issue, make_ca
+
+    ca, ca_key = make_ca("transport-test-ca")
+    server = issue(ca, ca_key, "agent", ip_addresses=("127.0.0.1",), server=True)
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    (tmp_path / "tls.crt").write_bytes(server.cert_pem)
+    (tmp_path / "tls.key").write_bytes(server.key_pem)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    return tmp_path / "ca.pem", context
+
+
+async def test_tls_to_an_agent_whose_certificate_chains_to_the_ca(
+    tls_files: tuple[Path, ssl.SSLContext],
+) -> None:
+    ca_file, server_tls = tls_files
+    app = web.Application()
+    app.router.add_post("/v1/messages", echo)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server(ssl=server_tls)
+    endpoint = f"http://127.0.0.1:{server.port}"  # as registered; use_tls upgrades it
+    trusting = Transport(TransportConfig(use_tls=True, ca_file=str(ca_file)))
+    doubting = Transport(TransportConfig(use_tls=True), sleep=RecordedSleep())
+    try:
+        reply = await trusting.request(endpoint, request())
+        refused = await doubting.send(endpoint, request())
+    finally:
+        await trusting.close()
+        await doubting.close()
+        await server.close()
+    assert reply.payload == {"echo": {"n": 1}}
+    assert refused.outcome is Outcome.TLS_ERROR
+    assert refused.attempts == 1  # a certificate that does not verify is not retried
+
+
+async def test_every_call_goes_through_the_configured_proxy(
+    serve: Callable[[Handler], Awaitable[str]],
+) -> None:
+    seen: list[str] = []
+
+    async def proxy(request: web.Request) -> web.StreamResponse:
+        seen.append(str(request.url))  # a forward proxy gets the absolute target URL
+        return await echo(request)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    proxy_server = TestServer(app, host="127.0.0.1")
+    await proxy_server.start_server()
+    transport = Transport(TransportConfig(proxy_url=f"http://127.0.0.1:{proxy_server.port}"))
+    target = f"http://127.0.0.2:{free_port()}"  # nothing listens there; the proxy answers
+    try:
+        reply = await transport.request(target, request())
+    finally:
+        await transport.close()
+        await proxy_server.close()
+    assert reply.payload == {"echo": {"n": 1}}
+    assert seen == [f"{target}/v1/messages"]

@@ -25,6 +25,7 @@ import inspect
 import logging
 import os
 import signal
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -116,12 +117,16 @@ class Agent:
         drain_seconds: float | None = None,
         version: str | None = None,
         endpoint: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
     ) -> None:
         """Without `tokens`, the identity comes from the environment when the agent starts
         (TokenSource.from_env); host and port default to AGENT_MESH_HOST / AGENT_MESH_PORT,
         else 0.0.0.0:8080 (the pod's network). The intervals default to
         AGENT_MESH_HEARTBEAT_SECONDS (30), AGENT_MESH_POLICY_SYNC_SECONDS (30) and
-        AGENT_MESH_DRAIN_SECONDS (30)."""
+        AGENT_MESH_DRAIN_SECONDS (30). With a certificate and key (or AGENT_MESH_TLS_CERT_FILE
+        and AGENT_MESH_TLS_KEY_FILE) it serves https, for direct mode across networks the
+        mesh does not encrypt."""
         self.agent_type = agent_type
         self.capabilities = tuple(capabilities)
         self._tokens = tokens
@@ -134,6 +139,15 @@ class Agent:
         )
         self.policy_sync_seconds = _seconds(policy_sync_seconds, "AGENT_MESH_POLICY_SYNC_SECONDS")
         self.drain_seconds = _seconds(drain_seconds, "AGENT_MESH_DRAIN_SECONDS")
+        self.tls_cert_file = tls_cert_file or os.environ.get("AGENT_MESH_TLS_CERT_FILE")
+        self.tls_key_file = tls_key_file or os.environ.get("AGENT_MESH_TLS_KEY_FILE")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValidationError(
+                "serving TLS needs both a certificate and a key file",
+                field="AGENT_MESH_TLS_KEY_FILE"
+                if self.tls_cert_file
+                else "AGENT_MESH_TLS_CERT_FILE",
+            )
         self.max_concurrent_tasks = max_concurrent_tasks
         self._handlers: dict[str, Handler] = {}
         self._streams: dict[str, StreamHandler] = {}
@@ -450,7 +464,11 @@ class Agent:
             self._gate = Gate(self.tokens, self.policy_sync_seconds)
         runner = web.AppRunner(self.app(), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, self.host, self.port).start()
+        tls = None
+        if self.tls_cert_file and self.tls_key_file:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+        await web.TCPSite(runner, self.host, self.port, ssl_context=tls).start()
         await self._gate.refresh_keys()
         await self._gate.sync()
         self._ready = True

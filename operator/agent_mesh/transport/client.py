@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -54,6 +55,13 @@ class TransportConfig:
     max_connections_per_agent: int = 10
     keepalive_seconds: float = 30.0
     """Idle connections older than this are closed (stale connections)."""
+    use_tls: bool = False
+    """Call agents over https even when their endpoint says http (off: the tailnet
+    encrypts; on for direct mode across untrusted networks)."""
+    ca_file: str | None = None
+    """CA bundle that agents' certificates must chain to (default: the system's)."""
+    proxy_url: str | None = None
+    """An HTTP proxy every call goes through (for example a userspace tailnet proxy)."""
 
 
 class Outcome(StrEnum):
@@ -63,6 +71,8 @@ class Outcome(StrEnum):
     CONNECT_ERROR = "connect_error"
     BAD_RESPONSE = "bad_response"
     NO_ENDPOINT = "no_endpoint"
+    TLS_ERROR = "tls_error"
+    """The agent's certificate did not verify: never retried, it will not change."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +103,9 @@ class Transport:
         self._token = token
         self._sleep = sleep
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._tls: ssl.SSLContext | None = None
+        if self.config.use_tls or self.config.ca_file:
+            self._tls = ssl.create_default_context(cafile=self.config.ca_file)
 
     def _session(self, endpoint: str) -> aiohttp.ClientSession:
         session = self._sessions.get(endpoint)
@@ -100,9 +113,14 @@ class Transport:
             connector = aiohttp.TCPConnector(
                 limit=self.config.max_connections_per_agent,
                 keepalive_timeout=self.config.keepalive_seconds,
+                ssl=self._tls if self._tls is not None else True,
             )
+            if self.config.use_tls and endpoint.startswith("http://"):
+                endpoint_url = "https://" + endpoint.removeprefix("http://")
+            else:
+                endpoint_url = endpoint
             session = aiohttp.ClientSession(
-                base_url=endpoint,
+                base_url=endpoint_url,
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout_seconds),
                 json_serialize=json.dumps,
@@ -152,7 +170,9 @@ class Transport:
         started = time.perf_counter()
         TRANSPORT_ACTIVE.inc()
         try:
-            async with self._session(endpoint).post(path, data=body, headers=headers) as resp:
+            async with self._session(endpoint).post(
+                path, data=body, headers=headers, proxy=self.config.proxy_url
+            ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
                     code, message, field = _error_detail(raw)
@@ -185,6 +205,8 @@ class Transport:
                 attempts,
                 error=f"no response within {self.config.timeout_seconds} s",
             )
+        except aiohttp.ClientSSLError as error:
+            return Delivery(endpoint, Outcome.TLS_ERROR, attempts, error=str(error))
         except aiohttp.ClientConnectionError as error:
             return Delivery(endpoint, Outcome.CONNECT_ERROR, attempts, error=str(error))
         finally:
@@ -269,7 +291,11 @@ class Transport:
         TRANSPORT_ACTIVE.inc()
         try:
             async with self._session(endpoint).post(
-                STREAM_PATH, data=body(), headers=headers, timeout=timeout
+                STREAM_PATH,
+                data=body(),
+                headers=headers,
+                timeout=timeout,
+                proxy=self.config.proxy_url,
             ) as response:
                 if response.status >= 400:
                     outcome = Outcome.HTTP_ERROR
@@ -307,6 +333,9 @@ class Transport:
                 f"{endpoint}: no stream frame within {self.config.timeout_seconds} s",
                 code="DispatchTimeout",
             ) from None
+        except aiohttp.ClientSSLError as error:
+            outcome = Outcome.TLS_ERROR
+            raise DispatchError(f"{endpoint}: {error}", code="DispatchTlsError") from error
         except aiohttp.ClientConnectionError as error:
             outcome = Outcome.CONNECT_ERROR
             raise DispatchError(f"{endpoint}: {error}", code="DispatchConnectError") from error
