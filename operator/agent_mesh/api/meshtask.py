@@ -32,48 +32,18 @@ from agent_mesh.api.common import (
     is_dns_label,
     observed_generation_field,
 )
+from agent_mesh.domain.retry import AttemptOutcome as AttemptOutcome
+from agent_mesh.domain.task_queue import Priority as Priority
+from agent_mesh.domain.tasks import ATTEMPT_HISTORY_MAX as ATTEMPT_HISTORY_MAX
+from agent_mesh.domain.tasks import DEFAULT_RETRIES as DEFAULT_RETRIES
+from agent_mesh.domain.tasks import DEFAULT_TIMEOUT_SECONDS as DEFAULT_TIMEOUT_SECONDS
+from agent_mesh.domain.tasks import TERMINAL_PHASES as TERMINAL_PHASES
+from agent_mesh.domain.tasks import TaskPhase as TaskPhase
 
 PAYLOAD_MAX_BYTES: Final = 262144
 """Default cap on spec.payload and status.result: 256 KiB of compact JSON."""
 
-DEFAULT_TIMEOUT_SECONDS: Final = 300
-DEFAULT_RETRIES: Final = 3
 MAX_RETRIES: Final = 20
-ATTEMPT_HISTORY_MAX: Final = 50
-"""status.attempts keeps at most this many entries; the operator drops the oldest."""
-
-
-class Priority(StrEnum):
-    """Queue order: critical before high before medium before low, FIFO within one."""
-
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-    CRITICAL = "critical"
-
-
-class TaskPhase(StrEnum):
-    """Where a task is in its life (DESIGN §4)."""
-
-    PENDING = "Pending"
-    ASSIGNED = "Assigned"
-    RUNNING = "Running"
-    COMPLETED = "Completed"
-    FAILED = "Failed"
-    TIMED_OUT = "TimedOut"
-
-
-TERMINAL_PHASES: Final = frozenset({TaskPhase.COMPLETED, TaskPhase.FAILED, TaskPhase.TIMED_OUT})
-
-
-class AttemptOutcome(StrEnum):
-    """How one attempt ended."""
-
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-    TIMED_OUT = "TimedOut"
-    UNREACHABLE = "Unreachable"
-    """The agent became unreachable; the task failed over without using a retry."""
 
 
 class MeshTaskCondition(StrEnum):
@@ -98,7 +68,10 @@ class MeshTaskReason(StrEnum):
     QUEUED = "Queued"
     NO_CAPABLE_AGENT = "NoCapableAgent"
     NO_MATCHING_AGENT = "NoMatchingAgent"
+    NO_HEALTHY_AGENT = "NoHealthyAgent"
     ALL_AGENTS_BUSY = "AllAgentsBusy"
+    UNKNOWN_STRATEGY = "UnknownStrategy"
+    STRATEGY_FAILED = "StrategyFailed"
     RETRY_SCHEDULED = "RetryScheduled"
     # Assigned / Running
     AGENT_SELECTED = "AgentSelected"

@@ -47,6 +47,8 @@ class AgentRecord:
     active_tasks: int = 0
     status_endpoint: str | None = None
     conditions: tuple[Mapping[str, Any], ...] = field(default=(), compare=False)
+    labels: Mapping[str, str] = field(default_factory=dict, compare=False)
+    """metadata.labels: what a task's agentSelector.labels matches."""
     generation: int | None = None
     resource_version: str | None = field(default=None, compare=False)
 
@@ -84,6 +86,7 @@ def record_from_body(body: Mapping[str, Any]) -> AgentRecord:
         active_tasks=int(status.get("activeTasks") or 0),
         status_endpoint=status.get("endpoint") or None,
         conditions=tuple(status.get("conditions") or ()),
+        labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
         generation=meta.get("generation"),
         resource_version=meta.get("resourceVersion"),
     )

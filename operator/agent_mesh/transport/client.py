@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import ssl
 import time
@@ -84,6 +85,9 @@ class Delivery:
     attempts: int
     status: int | None = None
     response: Message | None = None
+    """The reply envelope (`send`)."""
+    body: Any = None
+    """The JSON answer (`post`)."""
     error: str | None = None
     code: str | None = None
     """The receiver's error code (`AccessDenied`, `AgentBusy`, ...) when it sent one."""
@@ -150,28 +154,67 @@ class Transport:
     ) -> Delivery:
         """POST the envelope, retrying where safe; never raises for the target's failures.
         `token` overrides the transport's token provider for this call."""
+        delivery = await self.post(endpoint, path, message.to_wire(), token=token)
+        if delivery.outcome is not Outcome.OK or delivery.body is None:
+            return delivery
+        try:
+            answer = Message.model_validate(delivery.body)
+        except pydantic.ValidationError as error:
+            return dataclasses.replace(
+                delivery,
+                outcome=Outcome.BAD_RESPONSE,
+                body=None,
+                error=f"response is not a mesh message: {error.errors()[0]['msg']}",
+            )
+        return dataclasses.replace(delivery, response=answer)
+
+    async def post(
+        self,
+        endpoint: str,
+        path: str,
+        payload: Any,
+        *,
+        token: str | None = None,
+        timeout_seconds: float | None = None,
+        retries: int | None = None,
+    ) -> Delivery:
+        """POST `payload` as JSON; the JSON answer is `Delivery.body`. Retries as the
+        module docstring says (`retries` overrides the configured count, 0 for callers
+        that fail over themselves); `timeout_seconds` overrides the per-request timeout."""
         headers = await self._headers("application/json", token)
-        body = json.dumps(message.to_wire())
+        body = json.dumps(payload)
+        limit = self.config.retries if retries is None else retries
         attempts = 0
         while True:
             attempts += 1
-            delivery = await self._attempt(endpoint, path, body, headers, attempts)
+            delivery = await self._attempt(endpoint, path, body, headers, attempts, timeout_seconds)
             retryable = delivery.outcome is Outcome.CONNECT_ERROR or (
                 delivery.outcome is Outcome.HTTP_ERROR and delivery.status in RETRYABLE_STATUS
             )
-            if not retryable or attempts > self.config.retries:
+            if not retryable or attempts > limit:
                 TRANSPORT_REQUESTS.labels(outcome=delivery.outcome.value).inc()
                 return delivery
             await self._sleep(self.config.retry_delay_seconds * 2 ** (attempts - 1))
 
     async def _attempt(
-        self, endpoint: str, path: str, body: str, headers: Mapping[str, str], attempts: int
+        self,
+        endpoint: str,
+        path: str,
+        body: str,
+        headers: Mapping[str, str],
+        attempts: int,
+        timeout_seconds: float | None,
     ) -> Delivery:
         started = time.perf_counter()
+        timeout = timeout_seconds if timeout_seconds is not None else self.config.timeout_seconds
         TRANSPORT_ACTIVE.inc()
         try:
             async with self._session(endpoint).post(
-                path, data=body, headers=headers, proxy=self.config.proxy_url
+                path,
+                data=body,
+                headers=headers,
+                proxy=self.config.proxy_url,
+                timeout=aiohttp.ClientTimeout(total=timeout),
             ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
@@ -188,22 +231,19 @@ class Transport:
                 if not raw:
                     return Delivery(endpoint, Outcome.OK, attempts, status=resp.status)
                 try:
-                    answer = Message.model_validate_json(raw)
-                except pydantic.ValidationError as error:
+                    answer = json.loads(raw)
+                except ValueError as error:
                     return Delivery(
                         endpoint,
                         Outcome.BAD_RESPONSE,
                         attempts,
                         status=resp.status,
-                        error=f"response is not a mesh message: {error.errors()[0]['msg']}",
+                        error=f"response is not JSON: {error}",
                     )
-                return Delivery(endpoint, Outcome.OK, attempts, status=resp.status, response=answer)
+                return Delivery(endpoint, Outcome.OK, attempts, status=resp.status, body=answer)
         except TimeoutError:
             return Delivery(
-                endpoint,
-                Outcome.TIMEOUT,
-                attempts,
-                error=f"no response within {self.config.timeout_seconds} s",
+                endpoint, Outcome.TIMEOUT, attempts, error=f"no response within {timeout:g} s"
             )
         except aiohttp.ClientSSLError as error:
             return Delivery(endpoint, Outcome.TLS_ERROR, attempts, error=str(error))
