@@ -3,11 +3,13 @@
     AGENT_MESH_URL=http://127.0.0.1:8090 AGENT_MESH_NAMESPACE=demo AGENT_MESH_AGENT_ID=echo \
     AGENT_MESH_CREDENTIAL_FILE=echo.credential AGENT_MESH_PORT=9001 python examples/echo_worker.py
 
-Task `echo` returns its payload; requests are answered with their payload; stream `echo`
-sends every chunk back as it arrives; stream `digest` hashes a stream of any size without
-holding it (base64 chunks in, one summary out).
+Task `echo` returns its payload; task `sleep` waits and says which agent ran it. Requests
+are answered with their payload. Stream `echo` sends every chunk back as it arrives;
+stream `digest` hashes a stream of any size without holding it (base64 chunks in, one
+summary out).
 """
 
+import asyncio
 import base64
 import hashlib
 import resource
@@ -22,6 +24,13 @@ agent = Agent(agent_type="worker", capabilities=["echo"])
 @agent.task("echo")
 async def echo(payload: Any, ctx: TaskContext) -> Any:
     return payload
+
+
+@agent.task("sleep")
+async def sleep(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Takes payload["seconds"]; says who ran it (for routing demos and tests)."""
+    await asyncio.sleep(float(payload.get("seconds", 1)))
+    return {"slept": payload.get("seconds", 1), "by": agent.tokens.agent_id}
 
 
 @agent.on_message

@@ -105,5 +105,13 @@ class OperatorConfig(BaseSettings):
             "transitions (which are written at once)."
         ),
     )
+    default_strategy: str = Field(
+        "least-loaded",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description=(
+            "Routing strategy for tasks that name none: least-loaded, round-robin, "
+            "capability-match, random, or an installed plug-in's name."
+        ),
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"

@@ -20,6 +20,7 @@ from agent_mesh.controllers import (  # noqa: F401  (importing registers the han
     aclpolicies,
     admission,
     meshagents,
+    meshtasks,
 )
 from agent_mesh.domain.errors import MeshError
 from agent_mesh.kube.client import api_client

@@ -13,10 +13,12 @@ from kubernetes_asyncio import client, config
 from agent_mesh.auth.audit import AuditLog, Record
 from agent_mesh.auth.authority import Authority, AuthSettings
 from agent_mesh.config import OperatorConfig
+from agent_mesh.coordinator import Coordinator
 from agent_mesh.domain.acl import PolicyIndex
 from agent_mesh.domain.agents import AgentRegistry
 from agent_mesh.domain.clock import Clock, SystemClock
 from agent_mesh.domain.health import HealthPolicy, HealthTracker
+from agent_mesh.domain.routing import Router
 from agent_mesh.health_broadcast import HealthBroadcaster
 from agent_mesh.health_monitor import HealthMonitor
 from agent_mesh.kube.agent_status import AgentStatusWriter
@@ -24,6 +26,7 @@ from agent_mesh.kube.agents import AgentFetcher
 from agent_mesh.kube.events import EventPoster, ObjectRef
 from agent_mesh.kube.keystore import SecretKeyStore
 from agent_mesh.kube.revocationstore import ConfigMapRevocationStore
+from agent_mesh.kube.task_status import TaskStatusWriter
 from agent_mesh.kube.tokenreview import ApiTokenReviewer
 from agent_mesh.mesh.server import MeshServer, create_app
 
@@ -90,6 +93,17 @@ class MeshRuntime:
         )
         self.health_events = HealthBroadcaster(self.registry, self.health.tracker, self.authority)
         self.health.listeners.append(self.health_events)
+        self.coordinator = Coordinator(
+            registry=self.registry,
+            tracker=self.health.tracker,
+            authority=self.authority,
+            audit=self.audit,
+            clock=clock,
+            writer=TaskStatusWriter(api),
+            events=self.events,
+            router=Router(default_strategy=cfg.default_strategy),
+        )
+        self.health.listeners.append(self.coordinator.health_changed)
         self.server = MeshServer(
             create_app(self.authority, self.health, self.health.tracker, cfg.mesh_max_body_bytes),
             cfg.mesh_host,
@@ -111,6 +125,7 @@ class MeshRuntime:
         self._tasks = [
             asyncio.create_task(self._maintain_keys(), name="key maintenance"),
             asyncio.create_task(self.health.run(), name="health loop"),
+            asyncio.create_task(self.coordinator.run(), name="coordinator"),
         ]
 
     async def stop(self) -> None:
@@ -119,6 +134,7 @@ class MeshRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.server.stop()
+        await self.coordinator.close()
         await self.health_events.close()
         await self.events.drain()
         await self.api.close()

@@ -27,11 +27,13 @@ async def track(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         )
         if removed is not None:
             runtime.health.gone(removed)
+            runtime.coordinator.agent_gone(removed.namespace, removed.agent_id)
             await deregister(runtime, removed.namespace, removed.agent_id, removed.name)
     else:
         record = record_from_body(body)
         if runtime.registry.upsert(record):
             runtime.health.seen(record)
+            runtime.coordinator.agent_seen(record)
 
 
 @kopf.on.resume(GROUP, VERSION, "meshagents")

@@ -47,6 +47,22 @@ TRANSPORT_DURATION = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
+TASKS = Gauge("agentmesh_tasks", "Tasks the coordinator tracks, by phase.", ["phase"])
+TASKS_COMPLETED = Counter("agentmesh_tasks_completed", "Tasks that ended Completed.")
+TASKS_FAILED = Counter(
+    "agentmesh_tasks_failed", "Tasks that ended Failed or TimedOut, by reason.", ["reason"]
+)
+TASK_DURATION = Histogram(
+    "agentmesh_task_duration_seconds",
+    "From a task's creation to its completion.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+)
+ROUTING_DURATION = Histogram(
+    "agentmesh_routing_duration_seconds",
+    "One routing decision (choosing an agent, or finding why none fits).",
+    buckets=(0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01),
+)
+
 
 def exposition() -> tuple[bytes, str]:
     """The text exposition of every registered metric, and its content type."""
