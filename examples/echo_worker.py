@@ -12,6 +12,7 @@ summary out).
 import asyncio
 import base64
 import hashlib
+import logging
 import resource
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 from agent_mesh.sdk import Agent, MeshClaims, Message, StreamContext, TaskContext
 
 agent = Agent(agent_type="worker", capabilities=["echo"])
+logger = logging.getLogger("echo_worker")
 
 
 @agent.task("echo")
@@ -29,6 +31,7 @@ async def echo(payload: Any, ctx: TaskContext) -> Any:
 @agent.task("sleep")
 async def sleep(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     """Takes payload["seconds"]; says who ran it (for routing demos and tests)."""
+    logger.info("task %s attempt %s: sleeping", ctx.task_uid, ctx.attempt)
     await asyncio.sleep(float(payload.get("seconds", 1)))
     return {"slept": payload.get("seconds", 1), "by": agent.tokens.agent_id}
 

@@ -73,6 +73,7 @@ def launch(
         "AGENT_MESH_PORT": url.rsplit(":", 1)[1],
         "AGENT_MESH_HEARTBEAT_SECONDS": "5",
         "AGENT_MESH_POLICY_SYNC_SECONDS": "1",
+        "AGENT_MESH_DRAIN_SECONDS": "1",
         "AGENT_MESH_LOG_FORMAT": "text",
         **(extra_env or {}),
     }

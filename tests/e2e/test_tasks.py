@@ -3,7 +3,9 @@ examples/ on 127.0.0.1. A task applied with kubectl comes back Completed with it
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,9 +13,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from agent_mesh.ports import free_port
 from tests.agentprocs import AgentProcess, launch, register, wait_ready
 from tests.conftest import TEST_NAMESPACE_PREFIX, Cluster, OperatorProcess, wait_for
-from tests.meshhelpers import GROUP, VERSION
+from tests.meshhelpers import GROUP, VERSION, credential_of
 
 
 def create_task(cluster: Cluster, namespace: str, name: str, **spec: Any) -> None:
@@ -103,3 +106,285 @@ def test_a_task_applied_with_kubectl_completes_with_its_result(
     assert ready["status"] == "True"
     table = cluster.kubectl("get", "meshtasks", "-n", ns).stdout
     assert "hello" in table and "Completed" in table and "echo-1" in table
+
+
+def agent_of_each(cluster: Cluster, ns: str, names: list[str]) -> dict[str, str]:
+    return {n: str(task_status(cluster, ns, n).get("agentId")) for n in names}
+
+
+def finish_all(cluster: Cluster, ns: str, names: list[str], timeout: float = 90) -> None:
+    for name in names:
+        status = wait_phase(cluster, ns, name, {"Completed", "Failed", "TimedOut"}, timeout)
+        assert status["phase"] == "Completed", (name, status)
+
+
+def test_each_strategy_distributes_as_specified(
+    cluster: Cluster,
+    operator: OperatorProcess,
+    ns: str,
+    agents: dict[str, AgentProcess],
+    tmp_path: Path,
+) -> None:
+    for i in range(3):
+        start_worker(cluster, operator, ns, agents, tmp_path, f"w{i}", ["echo"])
+    start_worker(cluster, operator, ns, agents, tmp_path, "wide", ["echo", "extra", "more"])
+    wait_for("4 healthy workers", lambda: healthy(cluster, ns) >= 4)
+
+    # round-robin: 8 tasks over 4 agents, 2 each
+    names = [f"rr-{i}" for i in range(8)]
+    for name in names:
+        create_task(
+            cluster,
+            ns,
+            name,
+            taskType="echo",
+            requiredCapabilities=["echo"],
+            strategy="round-robin",
+            payload=name,
+        )
+    finish_all(cluster, ns, names)
+    spread = Counter(agent_of_each(cluster, ns, names).values())
+    assert sorted(spread.values()) == [2, 2, 2, 2], spread
+
+    # capability-match: the agents holding exactly [echo] win over `wide`
+    names = [f"cm-{i}" for i in range(6)]
+    for name in names:
+        create_task(
+            cluster,
+            ns,
+            name,
+            taskType="echo",
+            requiredCapabilities=["echo"],
+            strategy="capability-match",
+            payload=name,
+        )
+    finish_all(cluster, ns, names)
+    assert "wide" not in agent_of_each(cluster, ns, names).values()
+
+    # least-loaded: with w0 busy on long tasks pinned to it, new work avoids it
+    busy = [f"busy-{i}" for i in range(3)]
+    for name in busy:
+        create_task(
+            cluster,
+            ns,
+            name,
+            taskType="sleep",
+            payload={"seconds": 8},
+            agentSelector={"agentRef": "w0"},
+        )
+    wait_for(
+        "w0 to be busy",
+        lambda: all(task_status(cluster, ns, n).get("phase") == "Running" for n in busy),
+    )
+    names = [f"ll-{i}" for i in range(6)]
+    for name in names:
+        create_task(
+            cluster,
+            ns,
+            name,
+            taskType="echo",
+            requiredCapabilities=["echo"],
+            strategy="least-loaded",
+            payload=name,
+        )
+    finish_all(cluster, ns, names)
+    assert "w0" not in agent_of_each(cluster, ns, names).values()
+
+    # random: 30 tasks reach every one of the 4 agents (a miss has odds of about 1e-3)
+    names = [f"rnd-{i}" for i in range(30)]
+    for name in names:
+        create_task(
+            cluster,
+            ns,
+            name,
+            taskType="echo",
+            requiredCapabilities=["echo"],
+            strategy="random",
+            payload=name,
+        )
+    finish_all(cluster, ns, names)
+    assert set(agent_of_each(cluster, ns, names).values()) == {"w0", "w1", "w2", "wide"}
+
+
+def healthy(cluster: Cluster, ns: str) -> int:
+    items = cluster.custom.list_namespaced_custom_object(GROUP, VERSION, ns, "meshagents")
+    return sum(1 for i in items["items"] if i.get("status", {}).get("healthStatus") == "healthy")
+
+
+def test_critical_tasks_start_before_earlier_low_ones_when_agents_are_saturated(
+    cluster: Cluster,
+    operator: OperatorProcess,
+    ns: str,
+    agents: dict[str, AgentProcess],
+    tmp_path: Path,
+) -> None:
+    url, credential = register(cluster, ns, "solo", "worker", ["echo"])
+    cluster.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, "meshagents", "solo", {"spec": {"maxConcurrentTasks": 1}}
+    )
+    agents["solo"] = launch("echo_worker.py", operator, ns, "solo", url, credential, tmp_path)
+    wait_ready(agents["solo"])
+    wait_for("solo healthy", lambda: healthy(cluster, ns) == 1)
+    create_task(
+        cluster,
+        ns,
+        "blocker",
+        taskType="sleep",
+        requiredCapabilities=["echo"],
+        payload={"seconds": 3},
+    )
+    wait_phase(cluster, ns, "blocker", {"Running"})
+    low = [f"low-{i}" for i in range(2)]
+    critical = [f"critical-{i}" for i in range(2)]
+    for name in low:
+        create_task(
+            cluster,
+            ns,
+            name,
+            taskType="sleep",
+            requiredCapabilities=["echo"],
+            priority="low",
+            payload={"seconds": 1},
+        )
+    for name in critical:
+        create_task(
+            cluster,
+            ns,
+            name,
+            taskType="sleep",
+            requiredCapabilities=["echo"],
+            priority="critical",
+            payload={"seconds": 1},
+        )
+    finish_all(cluster, ns, ["blocker", *low, *critical], timeout=60)
+    started = {n: task_status(cluster, ns, n)["attempts"][-1]["startedAt"] for n in low + critical}
+    assert max(started[n] for n in critical) < min(started[n] for n in low), started
+
+
+def test_a_task_no_agent_can_serve_waits_naming_the_capability_then_runs(
+    cluster: Cluster,
+    operator: OperatorProcess,
+    ns: str,
+    agents: dict[str, AgentProcess],
+    tmp_path: Path,
+) -> None:
+    create_task(
+        cluster,
+        ns,
+        "klingon",
+        taskType="echo",
+        requiredCapabilities=["translate-tlh"],
+        payload="Qapla'",
+    )
+
+    def waiting() -> dict[str, Any] | None:
+        status = task_status(cluster, ns, "klingon")
+        conditions = {c["type"]: c for c in status.get("conditions", [])}
+        assigned = conditions.get("Assigned")
+        return assigned if assigned and assigned["reason"] == "NoCapableAgent" else None
+
+    assigned = wait_for("the NoCapableAgent condition", waiting)
+    assert "translate-tlh" in assigned["message"]
+    assert task_status(cluster, ns, "klingon")["phase"] == "Pending"
+    start_worker(cluster, operator, ns, agents, tmp_path, "linguist", ["translate-tlh"])
+    status = wait_phase(cluster, ns, "klingon", {"Completed"})
+    assert status["result"] == "Qapla'" and status["agentId"] == "linguist"
+
+
+def test_an_agent_killed_mid_task_loses_it_to_another_without_using_a_retry(
+    cluster: Cluster,
+    operator: OperatorProcess,
+    ns: str,
+    agents: dict[str, AgentProcess],
+    tmp_path: Path,
+) -> None:
+    doomed = start_worker(cluster, operator, ns, agents, tmp_path, "doomed", ["echo"])
+    wait_for("doomed healthy", lambda: healthy(cluster, ns) == 1)
+    create_task(
+        cluster,
+        ns,
+        "long",
+        taskType="sleep",
+        requiredCapabilities=["echo"],
+        retries=0,
+        payload={"seconds": 4},
+    )
+    wait_phase(cluster, ns, "long", {"Running"})
+    start_worker(cluster, operator, ns, agents, tmp_path, "survivor", ["echo"])
+    wait_for("survivor healthy", lambda: healthy(cluster, ns) == 2)
+    doomed.kill()
+    status = wait_phase(cluster, ns, "long", {"Completed", "Failed", "TimedOut"})
+    assert status["phase"] == "Completed", status  # retries: 0, yet it completed
+    assert status["agentId"] == "survivor"
+    outcomes = [(a["agentId"], a["outcome"]) for a in status["attempts"]]
+    assert outcomes == [("doomed", "Unreachable"), ("survivor", "Succeeded")]
+
+
+def test_a_hanging_agent_times_out_and_is_retried_elsewhere_until_timed_out(
+    cluster: Cluster,
+    operator: OperatorProcess,
+    ns: str,
+    agents: dict[str, AgentProcess],
+    tmp_path: Path,
+) -> None:
+    for name in ("slow-a", "slow-b"):
+        start_worker(cluster, operator, ns, agents, tmp_path, name, ["echo"])
+    wait_for("2 healthy agents", lambda: healthy(cluster, ns) == 2)
+    create_task(
+        cluster,
+        ns,
+        "stuck",
+        taskType="sleep",
+        requiredCapabilities=["echo"],
+        timeoutSeconds=2,
+        retries=2,
+        payload={"seconds": 60},
+    )
+    status = wait_phase(cluster, ns, "stuck", {"Completed", "Failed", "TimedOut"}, timeout=60)
+    assert status["phase"] == "TimedOut", status
+    attempts = status["attempts"]
+    assert [a["outcome"] for a in attempts] == ["TimedOut"] * 3
+    assert attempts[0]["agentId"] != attempts[1]["agentId"]  # the retry went elsewhere
+    gaps = [
+        (_t(attempts[i + 1]["startedAt"]) - _t(attempts[i]["finishedAt"])).total_seconds()
+        for i in range(2)
+    ]
+    assert gaps[1] >= gaps[0] - 1, gaps  # backoff grows (second precision in status)
+    assert status["conditions"]
+    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
+    assert failed["status"] == "True" and failed["reason"] == "AttemptTimedOut"
+
+
+def _t(stamp: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def test_kubectl_apply_samples_then_the_sample_task_completes(
+    cluster: Cluster,
+    operator: OperatorProcess,
+    ns: str,
+    agents: dict[str, AgentProcess],
+    tmp_path: Path,
+) -> None:
+    samples = Path(__file__).resolve().parents[2] / "config" / "samples"
+    cluster.kubectl("apply", "-n", ns, "-f", str(samples))
+    for name in ("worker-1", "worker-2"):  # the sample workers run as local processes
+        port = free_port()
+        cluster.custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            ns,
+            "meshagents",
+            name,
+            {"spec": {"endpoint": f"http://127.0.0.1:{port}"}},
+        )
+        credential = credential_of(cluster, ns, name)
+        agents[name] = launch(
+            "summarizer.py", operator, ns, name, f"http://127.0.0.1:{port}", credential, tmp_path
+        )
+    for agent in agents.values():
+        wait_ready(agent)
+    status = wait_phase(cluster, ns, "summarize-release-notes", {"Completed"})
+    assert status["result"] == ["agent-mesh turns a cluster into a mesh of cooperating AI agents."]
+    table = cluster.kubectl("get", "meshtasks", "-n", ns).stdout
+    assert "summarize-release-notes" in table and "Completed" in table
