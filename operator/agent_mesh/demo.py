@@ -1,12 +1,15 @@
 """`make demo`: a local mesh in one command.
 
 Starts the local control plane (or uses $KUBECONFIG's cluster), installs the CRDs, runs the
-operator, applies config/samples/ and prints `kubectl get meshagents -o wide`; then keeps
-the mesh up until Ctrl-C (or tears it down at once with --once) and cleans up after itself.
+operator, applies config/samples/, runs the example agents from examples/ as local
+processes for the sample agents (they register, beat and take the sample task), and
+prints the agents and tasks; then keeps the mesh up until Ctrl-C (or tears it down at
+once with --once) and cleans up after itself.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -26,6 +29,12 @@ from agent_mesh.kubeconfig import check_kubeconfig, configured_kubeconfig
 from agent_mesh.ports import free_port
 
 NAMESPACE = "agent-mesh-demo"
+DEMO_AGENTS = {  # sample MeshAgent -> the example program that plays it
+    "worker-1": "summarizer.py",
+    "worker-2": "summarizer.py",
+    "critic": "critic.py",
+    "monitor": "monitor.py",
+}
 OPERATOR_NAMESPACE = "agent-mesh-system"
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -169,8 +178,31 @@ def run(*, once: bool, samples: Path | None, timeout: float) -> int:
             return all(i.get("status", {}).get("healthStatus") for i in items["items"])
 
         _wait("the agents to register", agents_registered, timeout)
+        started = _start_demo_agents(kubectl, f"http://127.0.0.1:{mesh_port}", workdir, stack)
+
+        def demo_agents_healthy() -> bool:
+            operator_live()
+            items = json.loads(kubectl("get", "meshagents", "-n", NAMESPACE, "-o", "json"))
+            health = {
+                i["metadata"]["name"]: i.get("status", {}).get("healthStatus")
+                for i in items["items"]
+            }
+            return all(health.get(name) == "healthy" for name in started)
+
+        _wait("the demo agents to become healthy", demo_agents_healthy, timeout)
+
+        def tasks_finished() -> bool:
+            items = json.loads(kubectl("get", "meshtasks", "-n", NAMESPACE, "-o", "json"))
+            return all(
+                i.get("status", {}).get("phase") in ("Completed", "Failed", "TimedOut")
+                for i in items["items"]
+            )
+
+        if started:
+            _wait("the sample tasks to finish", tasks_finished, timeout)
         print(kubectl("get", "meshagents", "-n", NAMESPACE, "-o", "wide"), flush=True)
-        print(kubectl("get", "meshtasks,aclpolicies", "-n", NAMESPACE), flush=True)
+        print(kubectl("get", "meshtasks", "-n", NAMESPACE), flush=True)
+        print(kubectl("get", "aclpolicies", "-n", NAMESPACE), flush=True)
         if once:
             say("--once: tearing the mesh down")
             return 0
@@ -183,6 +215,57 @@ def run(*, once: bool, samples: Path | None, timeout: float) -> int:
         _wait_for_signal()
         say("stopping")
     return 0
+
+
+def _start_demo_agents(
+    kubectl: Kubectl, mesh_url: str, workdir: Path, stack: contextlib.ExitStack
+) -> list[str]:
+    """Run examples/ programs as the sample agents: each gets a loopback endpoint, the
+    credential the operator makes for it, and its own log. Returns the agents started."""
+    examples = _REPO / "examples"
+    if not examples.is_dir():
+        say("no examples/ next to the package: the sample agents stay pending")
+        return []
+    started: list[str] = []
+    for name, program in DEMO_AGENTS.items():
+        if not kubectl("get", "meshagent", name, "-n", NAMESPACE, check=False).strip():
+            continue
+        url = f"http://127.0.0.1:{free_port()}"
+        patch = json.dumps({"spec": {"endpoint": url}})
+        kubectl("patch", "meshagent", name, "-n", NAMESPACE, "--type", "merge", "-p", patch)
+        credential = _credential(kubectl, name)
+        env = {
+            **os.environ,
+            "AGENT_MESH_URL": mesh_url,
+            "AGENT_MESH_NAMESPACE": NAMESPACE,
+            "AGENT_MESH_AGENT_ID": name,
+            "AGENT_MESH_CREDENTIAL": credential,
+            "AGENT_MESH_HOST": "127.0.0.1",
+            "AGENT_MESH_PORT": url.rsplit(":", 1)[1],
+            "AGENT_MESH_HEARTBEAT_SECONDS": "10",
+            "AGENT_MESH_DRAIN_SECONDS": "2",
+        }
+        log = workdir / f"agent-{name}.log"
+        proc = spawn([sys.executable, str(examples / program)], log, detached=False, env=env)
+        stack.callback(terminate, proc.pid, child=proc)
+        say(f"agent {name}: examples/{program} on {url} (logs: {log})")
+        started.append(name)
+    return started
+
+
+def _credential(kubectl: Kubectl, name: str) -> str:
+    """The credential the operator wrote for an agent with an endpoint."""
+    path = "jsonpath={.status.credential.secretName}"
+    secret = ""
+    deadline = time.monotonic() + 30
+    while not secret:
+        secret = kubectl("get", "meshagent", name, "-n", NAMESPACE, "-o", path).strip()
+        if not secret:
+            if time.monotonic() > deadline:
+                raise DevClusterError(f"the operator made no credential for agent {name}")
+            time.sleep(0.25)
+    data = kubectl("get", "secret", secret, "-n", NAMESPACE, "-o", "jsonpath={.data.credential}")
+    return base64.b64decode(data).decode()
 
 
 def _wait_for_signal() -> None:
