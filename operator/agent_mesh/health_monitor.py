@@ -75,6 +75,9 @@ class HealthMonitor:
             record.health,
             record.active_tasks,
             record.status_endpoint,
+            record.completed_tasks,
+            record.failed_tasks,
+            record.avg_execution_ms,
         )
 
     def gone(self, record: AgentRecord) -> None:

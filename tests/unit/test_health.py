@@ -105,3 +105,26 @@ def test_a_new_agent_without_status_needs_no_write_until_it_beats() -> None:
     tracker.beat(KEY, clock.now(), 0)
     (write,) = tracker.due(clock.now())
     assert write.transition and write.health is H
+
+
+def test_task_counts_and_average_are_written_within_the_budget_and_survive_a_reload() -> None:
+    clock = FakeClock()
+    tracker = HealthTracker()
+    tracker.beat(KEY, clock.now(), active_tasks=0)
+    for write in tracker.due(clock.now()):
+        tracker.written(write, clock.now())
+    tracker.task_finished(KEY, succeeded=True, duration_ms=100)
+    tracker.task_finished(KEY, succeeded=True, duration_ms=300)
+    tracker.task_finished(KEY, succeeded=False, duration_ms=50)
+    assert tracker.due(clock.now()) == []  # within the write interval: wait
+    clock.advance(30)
+    (write,) = tracker.due(clock.now())
+    assert (write.completed_tasks, write.failed_tasks, write.avg_execution_ms) == (2, 1, 200.0)
+    tracker.written(write, clock.now())
+    clock.advance(30)
+    assert tracker.due(clock.now()) == []  # written: nothing new
+    reloaded = HealthTracker()
+    reloaded.load(KEY, clock.now(), H, completed_tasks=2, failed_tasks=1, avg_execution_ms=200.0)
+    reloaded.task_finished(KEY, succeeded=True, duration_ms=500)
+    state = reloaded.get(KEY)
+    assert state is not None and state.avg_execution_ms == 300.0  # (200*2 + 500) / 3

@@ -45,6 +45,9 @@ class AgentRecord:
     last_seen: dt.datetime | None = None
     health: HealthStatus | None = None
     active_tasks: int = 0
+    completed_tasks: int = field(default=0, compare=False)
+    failed_tasks: int = field(default=0, compare=False)
+    avg_execution_ms: float | None = field(default=None, compare=False)
     status_endpoint: str | None = None
     conditions: tuple[Mapping[str, Any], ...] = field(default=(), compare=False)
     labels: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -84,6 +87,9 @@ def record_from_body(body: Mapping[str, Any]) -> AgentRecord:
         last_seen=parse_rfc3339(status.get("lastSeen")),
         health=_health(health),
         active_tasks=int(status.get("activeTasks") or 0),
+        completed_tasks=int(status.get("completedTasks") or 0),
+        failed_tasks=int(status.get("failedTasks") or 0),
+        avg_execution_ms=status.get("avgExecutionMs"),
         status_endpoint=status.get("endpoint") or None,
         conditions=tuple(status.get("conditions") or ()),
         labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},

@@ -77,6 +77,18 @@ class AgentHealth:
     written_active_tasks: int | None = None
     written_at: dt.datetime | None = None
     written_endpoint: str | None = None
+    # task analytics (the coordinator reports each finished attempt)
+    completed_tasks: int = 0
+    failed_tasks: int = 0
+    execution_ms_total: float = 0.0
+    written_completed: int = 0
+    written_failed: int = 0
+
+    @property
+    def avg_execution_ms(self) -> float | None:
+        if not self.completed_tasks:
+            return None
+        return round(self.execution_ms_total / self.completed_tasks, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +101,9 @@ class StatusWrite:
     active_tasks: int
     endpoint: str | None
     transition: bool
+    completed_tasks: int = 0
+    failed_tasks: int = 0
+    avg_execution_ms: float | None = None
 
 
 @dataclass
@@ -106,6 +121,9 @@ class HealthTracker:
         health: HealthStatus | None,
         active_tasks: int = 0,
         endpoint: str | None = None,
+        completed_tasks: int = 0,
+        failed_tasks: int = 0,
+        avg_execution_ms: float | None = None,
     ) -> None:
         """Seed an agent from its status (operator start, or first sight of it)."""
         if key in self.agents:
@@ -120,6 +138,11 @@ class HealthTracker:
             written_last_seen=last_seen,
             written_active_tasks=active_tasks,
             written_endpoint=endpoint,
+            completed_tasks=completed_tasks,
+            failed_tasks=failed_tasks,
+            execution_ms_total=(avg_execution_ms or 0.0) * completed_tasks,
+            written_completed=completed_tasks,
+            written_failed=failed_tasks,
         )
         self.agents[key] = state
 
@@ -153,6 +176,18 @@ class HealthTracker:
         previous, state.health = state.health, HealthStatus.HEALTHY
         return Transition(key, previous, HealthStatus.HEALTHY, now, now)
 
+    def task_finished(self, key: AgentKey, succeeded: bool, duration_ms: float) -> None:
+        """An attempt on the agent ended: completed (its duration counts toward the
+        average) or failed/timed out. Written with the next coalesced status write."""
+        state = self.agents.get(key)
+        if state is None:
+            return
+        if succeeded:
+            state.completed_tasks += 1
+            state.execution_ms_total += max(0.0, duration_ms)
+        else:
+            state.failed_tasks += 1
+
     def sweep(self, now: dt.datetime) -> list[Transition]:
         """Re-classify every agent (a timer calls this); heartbeats only ever heal."""
         transitions = []
@@ -167,7 +202,8 @@ class HealthTracker:
 
     def due(self, now: dt.datetime, keys: Iterable[AgentKey] | None = None) -> list[StatusWrite]:
         """Agents whose status must be written now: a health change at once; otherwise
-        newer lastSeen, activeTasks or endpoint at most once per write interval."""
+        newer lastSeen, activeTasks, endpoint or task counts at most once per write
+        interval."""
         writes = []
         for key in keys if keys is not None else self.agents:
             state = self.agents.get(key)
@@ -178,6 +214,8 @@ class HealthTracker:
                 state.last_seen != state.written_last_seen
                 or state.active_tasks != state.written_active_tasks
                 or state.endpoint != state.written_endpoint
+                or state.completed_tasks != state.written_completed
+                or state.failed_tasks != state.written_failed
             )
             interval_over = (
                 state.written_at is None or now - state.written_at >= self.policy.write_interval
@@ -191,6 +229,9 @@ class HealthTracker:
                         state.active_tasks,
                         state.endpoint,
                         transition,
+                        state.completed_tasks,
+                        state.failed_tasks,
+                        state.avg_execution_ms,
                     )
                 )
         return writes
@@ -204,6 +245,8 @@ class HealthTracker:
         state.written_last_seen = write.last_seen
         state.written_active_tasks = write.active_tasks
         state.written_endpoint = write.endpoint
+        state.written_completed = write.completed_tasks
+        state.written_failed = write.failed_tasks
         state.written_at = now
 
     def counts(self) -> dict[HealthStatus, int]:

@@ -51,6 +51,11 @@ def status_patch(record: AgentRecord, write: StatusWrite, now: dt.datetime) -> d
     }
     if write.last_seen is not None:
         patch["lastSeen"] = rfc3339(write.last_seen)
+    if write.completed_tasks or write.failed_tasks:
+        patch["completedTasks"] = write.completed_tasks
+        patch["failedTasks"] = write.failed_tasks
+        if write.avg_execution_ms is not None:
+            patch["avgExecutionMs"] = write.avg_execution_ms
     endpoint = resolve_endpoint(record, write.endpoint)
     if endpoint is not None:
         patch["endpoint"] = endpoint

@@ -81,17 +81,19 @@ async def issue_token(request: web.Request) -> web.Response:
             body.namespace, body.agent_id, body.credential
         )
     expires = dt.datetime.fromtimestamp(claims.exp, dt.UTC)
-    return web.json_response(
-        {
-            "token": token,
-            "tokenType": "Bearer",
-            "expiresAt": rfc3339(expires),
-            "expiresIn": claims.exp - claims.iat,
-            "agentId": claims.sub,
-            "namespace": claims.namespace,
-            "agentType": claims.agent_type,
-        }
-    )
+    record = authority.registry.get(claims.namespace, claims.sub)
+    answer: dict[str, object] = {
+        "token": token,
+        "tokenType": "Bearer",
+        "expiresAt": rfc3339(expires),
+        "expiresIn": claims.exp - claims.iat,
+        "agentId": claims.sub,
+        "namespace": claims.namespace,
+        "agentType": claims.agent_type,
+    }
+    if record is not None:  # the agent takes its limit from its MeshAgent
+        answer["maxConcurrentTasks"] = record.max_concurrent_tasks
+    return web.json_response(answer)
 
 
 async def whoami(request: web.Request) -> web.Response:

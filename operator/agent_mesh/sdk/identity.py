@@ -27,6 +27,8 @@ class IssuedToken:
     namespace: str
     agent_type: str
     renew_at: float  # time.monotonic()
+    max_concurrent_tasks: int | None = None
+    """spec.maxConcurrentTasks of the agent's MeshAgent, as the operator reported it."""
 
 
 class TokenSource:
@@ -138,4 +140,5 @@ class TokenSource:
             namespace=answer["namespace"],
             agent_type=answer["agentType"],
             renew_at=started + RENEW_AT * lifetime,
+            max_concurrent_tasks=answer.get("maxConcurrentTasks"),
         )
