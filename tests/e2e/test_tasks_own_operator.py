@@ -181,6 +181,7 @@ def test_a_strategy_installed_as_an_entry_point_is_used_when_a_task_names_it(
         for name in names:
             status = wait_phase(cluster, own_ns, name, {"Completed", "Failed", "TimedOut"})
             assert status["phase"] == "Completed" and status["agentId"] == "w2", status
+
         # analytics: w2 ran all four; its MeshAgent status counts them
         def counted() -> dict[str, Any] | None:
             status = cluster.custom.get_namespaced_custom_object(
