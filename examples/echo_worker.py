@@ -13,6 +13,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+import os
 import resource
 from collections.abc import AsyncIterator
 from typing import Any
@@ -51,13 +52,32 @@ async def echo_stream(
 
 @agent.stream("digest")
 async def digest(payload: Any, chunks: AsyncIterator[str], ctx: StreamContext) -> dict[str, Any]:
+    """Hashes the stream and reports how much this process's memory grew meanwhile."""
     sha, size = hashlib.sha256(), 0
-    async for chunk in chunks:
+    start = peak = _rss_bytes()
+    async for n, chunk in _numbered(chunks):
         data = base64.b64decode(chunk)
         sha.update(data)
         size += len(data)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"bytes": size, "sha256": sha.hexdigest(), "peakRssBytes": peak_kib * 1024}
+        if n % 64 == 0:
+            peak = max(peak, _rss_bytes())
+    return {"bytes": size, "sha256": sha.hexdigest(), "rssGrowthBytes": peak - start}
+
+
+async def _numbered(chunks: AsyncIterator[str]) -> AsyncIterator[tuple[int, str]]:
+    n = 0
+    async for chunk in chunks:
+        yield n, chunk
+        n += 1
+
+
+def _rss_bytes() -> int:
+    """Resident memory now (Linux /proc), else the lifetime peak."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 if __name__ == "__main__":

@@ -113,5 +113,13 @@ class OperatorConfig(BaseSettings):
             "capability-match, random, or an installed plug-in's name."
         ),
     )
+    batch_dispatch: bool = Field(
+        False,
+        description=(
+            "Send the tasks dispatched to one agent in the same instant as one "
+            "POST /v1/tasks/batch call (agents without that route get one call per task). "
+            "Off: one call per task."
+        ),
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"

@@ -56,6 +56,8 @@ TASKS_PATH: Final = "/v1/tasks"
 COALESCE_SECONDS: Final = 0.05
 """How long a status change waits for the next one before it is written."""
 WRITE_RETRY_SECONDS: Final = 1.0
+RECONCILE_GRACE: Final = dt.timedelta(seconds=30)
+"""After a restart, how long a running task waits for its agent to be seen again."""
 _RANK: Final = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.MEDIUM: 2, Priority.LOW: 3}
 # Answers that say the agent did not take the task: fail over, using no retry.
 _NOT_TAKEN_STATUS: Final = frozenset({502, 503, 504})
@@ -85,6 +87,10 @@ class _Tracked:
     writing: bool = False
     done: asyncio.Future[TaskState] | None = None
     reported_waiting: tuple[str, str] | None = None
+    persisted_attempt: int = 0
+    """The attempt number status held at the last successful write."""
+    written: asyncio.Event = field(default_factory=asyncio.Event)
+    hurry: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def shape(self) -> tuple[Any, ...]:
@@ -141,6 +147,7 @@ class Coordinator:
         self._ttl_seconds: dict[str, int] = {}
         self._expiring: dict[str, TaskState] = {}
         self._gauged = 0.0
+        self._awaiting_agent: dict[tuple[str, str], set[str]] = {}
 
     # --- agents -------------------------------------------------------------------------
 
@@ -150,6 +157,10 @@ class Coordinator:
         health = self.tracker.get((record.namespace, record.agent_id))
         if health is not None:
             self.router.set_health(record.namespace, record.agent_id, health.health)
+        for key in self._awaiting_agent.pop((record.namespace, record.agent_id), ()):
+            tracked = self._tasks.get(key)
+            if tracked is not None and tracked.state.phase in IN_FLIGHT_PHASES:
+                self._reconcile(tracked)
         self._wake.set()
 
     def agent_gone(self, namespace: str, agent_id: str) -> None:
@@ -233,6 +244,7 @@ class Coordinator:
 
     def _track(self, state: TaskState, resource_version: str | None, conditions: Any) -> _Tracked:
         tracked = _Tracked(state, next(self._seq), resource_version, list(conditions or ()))
+        tracked.persisted_attempt = state.attempt  # as read from status
         self._tasks[state.key] = tracked
         return tracked
 
@@ -325,7 +337,7 @@ class Coordinator:
             f"Attempt {state.attempt} sent to agent {agent_id} ({decision.strategy}).",
         )
         tracked.reported_waiting = None
-        self._dirty(tracked)
+        self._dirty(tracked, urgent=True)
         self._start_dispatch(tracked)
         return True
 
@@ -349,6 +361,13 @@ class Coordinator:
 
     async def _dispatch(self, tracked: _Tracked, attempt: int) -> None:
         state = tracked.state
+        if state.durable and self.writer is not None:
+            # Write-ahead: status names the agent and attempt before the agent gets the
+            # task, so after a crash the task goes back to the same agent, which answers
+            # a redelivered (uid, attempt) without running it again.
+            while tracked.persisted_attempt < attempt:
+                tracked.written.clear()
+                await tracked.written.wait()
         agent_id = state.agent_id
         assert agent_id is not None
         record = self.registry.get(state.namespace, agent_id)
@@ -432,6 +451,7 @@ class Coordinator:
             self._give_up(tracked, TaskPhase.FAILED, too_big, MeshTaskReason.RESULT_TOO_LARGE)
             return
         self._release(tracked)
+        self._count(state, succeeded=True, now=now)
         state.complete(result, now)
         TASKS_COMPLETED.inc()
         TASK_DURATION.observe(max(0.0, (now - state.created_at).total_seconds()))
@@ -454,6 +474,15 @@ class Coordinator:
 
     # --- after an attempt ---------------------------------------------------------------
 
+    def _count(self, state: TaskState, *, succeeded: bool, now: dt.datetime) -> None:
+        """Per-agent analytics (MeshAgent status completedTasks, failedTasks,
+        avgExecutionMs), written with the agent's next coalesced status write."""
+        current = state.current
+        if state.agent_id is None or current is None:
+            return
+        duration = (now - current.started_at).total_seconds() * 1000
+        self.tracker.task_finished((state.namespace, state.agent_id), succeeded, duration)
+
     def _attempt_ended(
         self, tracked: _Tracked, outcome: AttemptOutcome, error: str, *, release: bool = True
     ) -> None:
@@ -463,6 +492,8 @@ class Coordinator:
             self._release(tracked)
         else:
             self._forget_placement(tracked)
+        if outcome in (AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT):
+            self._count(state, succeeded=False, now=now)
         state.attempt_ended(outcome, error, now)
         decision = self.policy.decide(state.outcomes(), retries=state.retries, finished_at=now)
         if decision.action in (RetryAction.RETRY, RetryAction.FAIL_OVER):
@@ -526,7 +557,7 @@ class Coordinator:
 
     # --- after a restart ----------------------------------------------------------------
 
-    def _reconcile(self, tracked: _Tracked) -> None:
+    def _reconcile(self, tracked: _Tracked, *, gone: bool = False) -> None:
         """A task a previous operator left Assigned/Running: ask its agent again for the
         same attempt (it answers with the first result, or joins the run), unless the
         attempt's time is up or the agent is gone."""
@@ -548,6 +579,12 @@ class Coordinator:
             )
             return
         record = self.registry.get(state.namespace, agent_id)
+        if record is None and not gone:
+            # After a restart the task watch may deliver before the agent watch: wait for
+            # the agent (or for RECONCILE_GRACE) rather than fail over a task it is running.
+            self._awaiting_agent.setdefault((state.namespace, agent_id), set()).add(state.key)
+            self._timer(now + RECONCILE_GRACE, state.key, "reconcile")
+            return
         health = self.tracker.get((state.namespace, agent_id))
         if record is None or (health is not None and health.health is HealthStatus.UNREACHABLE):
             self._attempt_ended(
@@ -580,6 +617,11 @@ class Coordinator:
         if kind == "due" and state.phase is TaskPhase.PENDING:
             state.next_retry_at = None
             self._enqueue(tracked)
+        elif kind == "reconcile" and state.phase in IN_FLIGHT_PHASES:
+            waiting = self._awaiting_agent.get((state.namespace, state.agent_id or ""))
+            if waiting is not None and key in waiting:
+                waiting.discard(key)
+                self._reconcile(tracked, gone=True)
         elif kind == "timeout" and state.phase in IN_FLIGHT_PHASES:
             deadline = state.deadline()
             if deadline is not None and deadline <= self.clock.now():
@@ -606,12 +648,14 @@ class Coordinator:
 
     # --- status -------------------------------------------------------------------------
 
-    def _dirty(self, tracked: _Tracked) -> None:
+    def _dirty(self, tracked: _Tracked, *, urgent: bool = False) -> None:
         if not tracked.state.durable or self.writer is None:
             if tracked.state.finished:
                 self._tasks.pop(tracked.state.key, None)  # the fast path keeps only waiters
             return
         tracked.dirty = True
+        if urgent:
+            tracked.hurry.set()
         if not tracked.writing:
             tracked.writing = True
             self._spawn(self._flush(tracked))
@@ -620,10 +664,13 @@ class Coordinator:
         assert self.writer is not None
         state = tracked.state
         try:
-            await asyncio.sleep(COALESCE_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(tracked.hurry.wait(), COALESCE_SECONDS)
             while tracked.dirty:
                 tracked.dirty = False
+                tracked.hurry.clear()
                 finished = state.finished
+                attempt = state.attempt
                 status = task_status(state, tracked.conditions, self.clock.now())
                 try:
                     result, body = await self.writer.write(state, status, tracked.resource_version)
@@ -647,6 +694,8 @@ class Coordinator:
                     tracked.dirty = True  # again, on the version just read
                     continue
                 tracked.conditions = status["conditions"]
+                tracked.persisted_attempt = attempt
+                tracked.written.set()
                 if finished and not tracked.dirty:
                     self._tasks.pop(state.key, None)
                     self._ttl_after_finish(state)
@@ -691,6 +740,65 @@ class Coordinator:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.transport.close()
+
+    # --- for the mesh API's task routes (mesh/task_routes.py) ---------------------------
+
+    def outcome(self, key: str) -> asyncio.Future[TaskState] | None:
+        """A future resolved with the task's state when tracked task `key` ends, durable
+        ones included (the fast path waits on durable tasks it created); None when `key`
+        is not tracked (not seen yet, or finished and written)."""
+        tracked = self._tasks.get(key)
+        if tracked is None:
+            return None
+        if tracked.done is None:
+            tracked.done = asyncio.get_running_loop().create_future()
+            if tracked.state.finished:  # ended, its final status not yet written
+                tracked.done.set_result(tracked.state)
+        return tracked.done
+
+    def report(
+        self,
+        key: str,
+        namespace: str,
+        agent_id: str,
+        attempt: int,
+        *,
+        result: Any = None,
+        error: str | None = None,
+    ) -> TaskState:
+        """An agent's later answer to a dispatch it accepted with 202: `result`, or
+        `error` (the attempt failed; the retry policy decides what is next). Only the
+        agent the current attempt is assigned to may answer, and only for that attempt:
+        NotFoundError, ForbiddenError (NotYourTask) or ConflictError (StaleAttempt)."""
+        from agent_mesh.domain.errors import ConflictError, ForbiddenError, NotFoundError
+
+        tracked = self._tasks.get(key)
+        if tracked is None:
+            raise NotFoundError(f"task {key} is not in flight", field="id")
+        state = tracked.state
+        if state.namespace != namespace or state.agent_id != agent_id:
+            raise ForbiddenError(
+                f"task {key} is not assigned to agent {namespace}/{agent_id}",
+                field="id",
+                code="NotYourTask",
+            )
+        if state.attempt != attempt or state.phase not in IN_FLIGHT_PHASES:
+            raise ConflictError(
+                f"attempt {attempt} of task {key} is not running (current attempt "
+                f"{state.attempt}, phase {state.phase.value})",
+                field="attempt",
+                code="StaleAttempt",
+            )
+        if tracked.dispatch is not None:  # the answer overtook the dispatch call's own
+            tracked.dispatch.cancel()
+            tracked.dispatch = None
+        if error is not None:
+            self._attempt_ended(
+                tracked, AttemptOutcome.FAILED, f"agent {agent_id} failed the task: {error}"
+            )
+        else:
+            self.accept_result(tracked, result)
+        return state
 
 
 _FINAL_VALUES: Final = frozenset(

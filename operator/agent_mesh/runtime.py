@@ -27,8 +27,12 @@ from agent_mesh.kube.events import EventPoster, ObjectRef
 from agent_mesh.kube.keystore import SecretKeyStore
 from agent_mesh.kube.revocationstore import ConfigMapRevocationStore
 from agent_mesh.kube.task_status import TaskStatusWriter
+from agent_mesh.kube.tasks import MeshTaskApi
 from agent_mesh.kube.tokenreview import ApiTokenReviewer
+from agent_mesh.mesh.fastpath import FastPath
 from agent_mesh.mesh.server import MeshServer, create_app
+from agent_mesh.transport.batching import BatchingTransport
+from agent_mesh.transport.client import TransportConfig
 
 logger = logging.getLogger("agent_mesh.operator")
 
@@ -52,6 +56,11 @@ def auth_settings(cfg: OperatorConfig) -> AuthSettings:
         service_account_audience=cfg.service_account_audience,
         audit_allowed=cfg.audit_allowed_decisions,
     )
+
+
+def _batching_transport() -> BatchingTransport:
+    """The coordinator's dispatch transport with batching on (its default pool sizes)."""
+    return BatchingTransport(TransportConfig(max_connections_per_agent=100, retries=0))
 
 
 class MeshRuntime:
@@ -102,10 +111,18 @@ class MeshRuntime:
             writer=TaskStatusWriter(api),
             events=self.events,
             router=Router(default_strategy=cfg.default_strategy),
+            transport=_batching_transport() if cfg.batch_dispatch else None,
         )
         self.health.listeners.append(self.coordinator.health_changed)
+        self.fast_path = FastPath(self.coordinator, MeshTaskApi(api))
         self.server = MeshServer(
-            create_app(self.authority, self.health, self.health.tracker, cfg.mesh_max_body_bytes),
+            create_app(
+                self.authority,
+                self.health,
+                self.health.tracker,
+                cfg.mesh_max_body_bytes,
+                fast_path=self.fast_path,
+            ),
             cfg.mesh_host,
             cfg.mesh_port,
         )
@@ -134,6 +151,7 @@ class MeshRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.server.stop()
+        await self.fast_path.close()
         await self.coordinator.close()
         await self.health_events.close()
         await self.events.drain()

@@ -201,7 +201,7 @@ async def test_a_large_payload_is_streamed_without_being_held(conductor: MeshCli
         (summary,) = [part async for part in parts]
     assert summary["bytes"] == produced == total
     assert summary["sha256"] == expected.hexdigest()
-    assert summary["peakRssBytes"] < total // 2, summary
+    assert summary["rssGrowthBytes"] < total // 4, summary  # 64 MiB of 256
 
 
 async def test_a_stream_that_breaks_mid_way_is_an_error_on_both_sides(

@@ -8,8 +8,9 @@ from aiohttp import web
 
 from agent_mesh.auth.authority import Authority
 from agent_mesh.domain.health import HealthTracker
-from agent_mesh.mesh import agent_routes, identity_routes
+from agent_mesh.mesh import agent_routes, identity_routes, task_routes
 from agent_mesh.mesh.agent_routes import HeartbeatSink
+from agent_mesh.mesh.fastpath import FastPath
 from agent_mesh.mesh.http import MAX_BODY_KEY, errors_as_json
 from agent_mesh.observability.metrics import exposition
 
@@ -37,8 +38,11 @@ def create_app(
     health: HeartbeatSink,
     tracker: HealthTracker,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    fast_path: FastPath | None = None,
 ) -> web.Application:
-    """The mesh API with every route; `max_body_bytes` bounds any request body (413)."""
+    """The mesh API with every route; `max_body_bytes` bounds any request body (413).
+    The task routes need the coordinator, through `fast_path`; without it (tools and
+    tests that serve identity and discovery only) they are not served."""
     app = web.Application(client_max_size=max_body_bytes, middlewares=[errors_as_json])
     app[MAX_BODY_KEY] = max_body_bytes
     app[identity_routes.AUTHORITY] = authority
@@ -47,6 +51,8 @@ def create_app(
     app.router.add_get("/metrics", metrics)
     identity_routes.add_routes(app)
     agent_routes.add_routes(app, health, authority.registry, tracker)
+    if fast_path is not None:
+        task_routes.add_routes(app, fast_path)
     return app
 
 

@@ -57,6 +57,18 @@ TASK_DURATION = Histogram(
     "From a task's creation to its completion.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
 )
+FAST_PATH_SUBMITTED = Counter(
+    "agentmesh_fastpath_tasks_submitted",
+    "Tasks submitted through POST /v1/tasks, by kind (memory or durable).",
+    ["kind"],
+)
+FAST_PATH_WITHDRAWN = Counter(
+    "agentmesh_fastpath_tasks_withdrawn",
+    "In-memory tasks withdrawn unfinished when their time budget ran out.",
+)
+TASK_CALLBACKS = Counter(
+    "agentmesh_task_callbacks", "Completion callbacks sent, by outcome (ok, failed).", ["outcome"]
+)
 ROUTING_DURATION = Histogram(
     "agentmesh_routing_duration_seconds",
     "One routing decision (choosing an agent, or finding why none fits).",

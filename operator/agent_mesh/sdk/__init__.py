@@ -8,6 +8,7 @@ from agent_mesh.domain.message import Message
 from agent_mesh.sdk.agent import Agent, StreamContext, TaskContext
 from agent_mesh.sdk.client import AgentInfo, MeshClient
 from agent_mesh.sdk.identity import TokenSource
+from agent_mesh.sdk.tasks import TaskAnswer, TaskSpec
 
 __all__ = [
     "Agent",
@@ -16,6 +17,8 @@ __all__ = [
     "MeshClient",
     "Message",
     "StreamContext",
+    "TaskAnswer",
     "TaskContext",
+    "TaskSpec",
     "TokenSource",
 ]

@@ -7,14 +7,14 @@
 
     agent.run()
 
-It serves `POST /v1/tasks`, `POST /v1/messages`, `POST /v1/stream`, `GET /healthz` and
-`GET /readyz`. Every call needs a valid mesh token (checked against the operator's JWKS
-and revocations) and the ACL permission: `execute tasks` for tasks, `execute agents` for
-requests and streams, `write events` for events. It runs at most `max_concurrent_tasks`
-at once, answers a redelivered (task uid, attempt) with the first result, and beats its
-heartbeat. There is no unauthenticated mode. On stop it takes no new work, lets running
-tasks finish for `drain_seconds`, and hands the rest back (503 `HandedBack`, which the
-coordinator retries elsewhere).
+It serves `POST /v1/tasks`, `POST /v1/tasks/batch`, `POST /v1/messages`,
+`POST /v1/stream`, `GET /healthz` and `GET /readyz`. Every call needs a valid mesh token
+(checked against the operator's JWKS and revocations) and the ACL permission: `execute
+tasks` for tasks, `execute agents` for requests and streams, `write events` for events.
+It runs at most `max_concurrent_tasks` at once, answers a redelivered (task uid,
+attempt) with the first result, and beats its heartbeat. There is no unauthenticated
+mode. On stop it takes no new work, lets running tasks finish for `drain_seconds`, and
+hands the rest back (503 `HandedBack`, which the coordinator retries elsewhere).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import logging
 import os
 import signal
@@ -63,6 +64,9 @@ from agent_mesh.sdk.identity import TokenSource
 
 logger = logging.getLogger("agent_mesh.sdk")
 DEDUP_MAX: Final = 10_000
+BATCH_MAX: Final = 1000
+"""Tasks per `POST /v1/tasks/batch`."""
+DEFAULT_CONCURRENCY: Final = 10
 
 Handler = Callable[[Any, "TaskContext"], Any]
 MessageHandler = Callable[[Message, MeshClaims], Any]
@@ -79,6 +83,14 @@ class TaskRequest(BaseModel):
     task_type: str = Field(min_length=1, max_length=63)
     payload: Any = None
     metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class TaskBatch(BaseModel):
+    """What `POST /v1/tasks/batch` takes: several task requests in one call."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    tasks: list[TaskRequest] = Field(min_length=1, max_length=BATCH_MAX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +123,7 @@ class Agent:
         tokens: TokenSource | None = None,
         host: str | None = None,
         port: int | None = None,
-        max_concurrent_tasks: int = 10,
+        max_concurrent_tasks: int | None = None,
         heartbeat_interval_seconds: float | None = None,
         policy_sync_seconds: float | None = None,
         drain_seconds: float | None = None,
@@ -124,9 +136,11 @@ class Agent:
         (TokenSource.from_env); host and port default to AGENT_MESH_HOST / AGENT_MESH_PORT,
         else 0.0.0.0:8080 (the pod's network). The intervals default to
         AGENT_MESH_HEARTBEAT_SECONDS (30), AGENT_MESH_POLICY_SYNC_SECONDS (30) and
-        AGENT_MESH_DRAIN_SECONDS (30). With a certificate and key (or AGENT_MESH_TLS_CERT_FILE
-        and AGENT_MESH_TLS_KEY_FILE) it serves https, for direct mode across networks the
-        mesh does not encrypt."""
+        AGENT_MESH_DRAIN_SECONDS (30). The task limit defaults to
+        AGENT_MESH_MAX_CONCURRENT_TASKS, else the MeshAgent's spec.maxConcurrentTasks
+        (which the operator reports at token exchange), else 10. With a certificate and key
+        (or AGENT_MESH_TLS_CERT_FILE and AGENT_MESH_TLS_KEY_FILE) it serves https, for
+        direct mode across networks the mesh does not encrypt."""
         self.agent_type = agent_type
         self.capabilities = tuple(capabilities)
         self._tokens = tokens
@@ -148,7 +162,9 @@ class Agent:
                 if self.tls_cert_file
                 else "AGENT_MESH_TLS_CERT_FILE",
             )
-        self.max_concurrent_tasks = max_concurrent_tasks
+        limit = max_concurrent_tasks or os.environ.get("AGENT_MESH_MAX_CONCURRENT_TASKS")
+        self._limit_given = limit is not None
+        self.max_concurrent_tasks = int(limit) if limit is not None else DEFAULT_CONCURRENCY
         self._handlers: dict[str, Handler] = {}
         self._streams: dict[str, StreamHandler] = {}
         self._on_message: MessageHandler | None = None
@@ -227,6 +243,7 @@ class Agent:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_post("/v1/tasks", self._tasks)
+        app.router.add_post("/v1/tasks/batch", self._task_batch)
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_post("/v1/stream", self._stream)
         return app
@@ -253,6 +270,50 @@ class Agent:
         return web.json_response(
             {"taskUid": task.task_uid, "attempt": task.attempt, "result": result}
         )
+
+    async def _task_batch(self, request: web.Request) -> web.StreamResponse:
+        """`POST /v1/tasks/batch`: `{"tasks": [task request, ...]}` → `{"results": [...]}`
+        in the same order, each `{taskUid, attempt, result}` or `{taskUid, attempt,
+        error, status}`; with `Accept: application/x-ndjson`, one such line per task as
+        it ends instead (how the operator's batched dispatch reads it). One HTTP call and
+        one token check for many tasks (the per-call overhead is what limits
+        throughput); each task still runs as if sent alone, concurrently, under the same
+        limit and de-duplication, so a task that finds no free slot is answered
+        `AgentBusy` on its own while the others run."""
+        try:
+            caller = await self._authenticate(request.headers.get("Authorization"))
+            self._authorize(caller, MeshCall.SUBMIT_TASK)
+            try:
+                batch = TaskBatch.model_validate_json(await request.read())
+            except ValueError as error:
+                raise ValidationError(f"task batch is invalid: {error}", field="tasks") from None
+        except MeshError as error:
+            return web.json_response(error.to_wire(), status=error.status)
+        runs = [asyncio.ensure_future(self._answer(task, caller)) for task in batch.tasks]
+        if NDJSON not in request.headers.get("Accept", ""):
+            return web.json_response({"results": await asyncio.gather(*runs)})
+        # NDJSON: each answer as soon as its task ends, so quick ones do not wait for slow
+        response = web.StreamResponse(headers={"Content-Type": NDJSON})
+        await response.prepare(request)
+        for run in asyncio.as_completed(runs):
+            await response.write(json.dumps(await run).encode() + b"\n")
+        await response.write_eof()
+        return response
+
+    async def _answer(self, task: TaskRequest, caller: MeshClaims) -> dict[str, Any]:
+        """One task of a batch as its answer line: `result`, or `error` with the HTTP
+        `status` a single call would have had (503 means it did not run: retry it)."""
+        item: dict[str, Any] = {"taskUid": task.task_uid, "attempt": task.attempt}
+        try:
+            item["result"] = await self._run(task, caller)
+        except MeshError as error:
+            item["error"] = error.to_wire()["error"]
+            item["status"] = error.status
+        except Exception as error:
+            logger.exception("task %s failed in a batch", task.task_uid)
+            failure = MeshError(f"task failed: {error}", code="TaskFailed")
+            item["error"], item["status"] = failure.to_wire()["error"], failure.status
+        return item
 
     async def _messages(self, request: web.Request) -> web.Response:
         try:
@@ -471,6 +532,9 @@ class Agent:
         await web.TCPSite(runner, self.host, self.port, ssl_context=tls).start()
         await self._gate.refresh_keys()
         await self._gate.sync()
+        issued = self.tokens.identity
+        if not self._limit_given and issued is not None and issued.max_concurrent_tasks:
+            self.max_concurrent_tasks = issued.max_concurrent_tasks
         self._ready = True
         syncing = asyncio.create_task(self._gate.sync_forever())
         beats = asyncio.create_task(

@@ -2,6 +2,7 @@
 
     async with MeshClient() as mesh:                 # identity from the environment
         reply = await mesh.request({"text": t}, capability="summarize")
+        answer = await mesh.submit("summarize", {"text": t}, capabilities=["summarize"])
         await mesh.broadcast("build.finished", {"ok": True}, agent_type="monitor")
         async with mesh.stream("ingest", to="indexer", chunks=lines()) as parts:
             async for part in parts: ...
@@ -36,6 +37,7 @@ from agent_mesh.domain.errors import (
 from agent_mesh.domain.message import BROADCAST, Message, MessageType
 from agent_mesh.domain.stream import STREAM_KEY
 from agent_mesh.sdk.identity import IssuedToken, TokenSource
+from agent_mesh.sdk.tasks import TaskAnswer, TaskSpec
 from agent_mesh.transport.client import Delivery, Outcome, Transport, TransportConfig
 
 DISCOVERY_TTL_SECONDS: Final = 60.0
@@ -254,17 +256,84 @@ class MeshClient:
         turn = next(self._turns.setdefault(wanted, itertools.count()))
         return capable[turn % len(capable)]
 
+    # --- tasks (the mesh API's fast path) ----------------------------------------------
+
+    async def submit(
+        self,
+        task: TaskSpec | str,
+        payload: Any = None,
+        *,
+        wait: bool = True,
+        wait_seconds: float | None = None,
+        namespace: str | None = None,
+        callback_url: str | None = None,
+        **spec: Any,
+    ) -> TaskAnswer:
+        """Run one task through the coordinator: `submit("summarize", {...},
+        capabilities=["summarize"])` or `submit(TaskSpec(...))`. With `wait` (default) the
+        answer comes when the task has ended or the wait bound passed (check
+        `answer.finished`); without, at once, and `task(answer.id)` reads it later.
+        `durable=True` makes it a MeshTask. Keyword arguments are TaskSpec fields."""
+        if isinstance(task, str):
+            task = TaskSpec(task, payload, **spec)
+        elif payload is not None or spec:
+            raise ValidationError("give a TaskSpec or its fields, not both", field="task")
+        body = task.to_wire()
+        body.update(_options(wait, wait_seconds, namespace, callback_url))
+        return TaskAnswer.from_wire(await self._submit(body, wait))
+
+    async def submit_many(
+        self,
+        tasks: Sequence[TaskSpec],
+        *,
+        wait: bool = True,
+        wait_seconds: float | None = None,
+        namespace: str | None = None,
+        callback_url: str | None = None,
+    ) -> list[TaskAnswer]:
+        """Submit a batch in one call (at most 1,000 tasks); answers in the same order."""
+        body: dict[str, Any] = {"tasks": [t.to_wire() for t in tasks]}
+        body.update(_options(wait, wait_seconds, namespace, callback_url))
+        answer = await self._submit(body, wait)
+        return [TaskAnswer.from_wire(item) for item in answer["tasks"]]
+
+    async def task(self, task_id: str) -> TaskAnswer:
+        """A submitted task by id (NotFoundError once an in-memory task's answer is no
+        longer kept: 10 minutes after it ended, by default)."""
+        return TaskAnswer.from_wire(await self._mesh_get(f"/v1/tasks/{task_id}"))
+
+    async def _submit(self, body: dict[str, Any], wait: bool) -> Any:
+        # a synchronous submit may wait as long as its tasks' time budgets: no total timeout
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30) if wait else None
+        return await self._mesh_call("POST", "/v1/tasks", body=body, client_timeout=timeout)
+
     # --- the mesh API -----------------------------------------------------------------
 
     async def _mesh_get(self, path: str, params: Sequence[tuple[str, str]] = ()) -> Any:
+        return await self._mesh_call("GET", path, params)
+
+    async def _mesh_call(
+        self,
+        method: str,
+        path: str,
+        params: Sequence[tuple[str, str]] = (),
+        *,
+        body: Any = None,
+        client_timeout: aiohttp.ClientTimeout | None = None,
+    ) -> Any:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         url = f"{self.tokens.mesh_url}{path}"
+        extra: dict[str, Any] = {} if client_timeout is None else {"timeout": client_timeout}
+        if body is not None:
+            extra["json"] = body
         for attempt in range(2):
             headers = {"Authorization": f"Bearer {await self.tokens.token()}"}
             try:
-                async with self._session.get(url, params=params, headers=headers) as response:
-                    body = await response.json(content_type=None)
+                async with self._session.request(
+                    method, url, params=params, headers=headers, **extra
+                ) as response:
+                    answer = await response.json(content_type=None)
                     status = response.status
             except aiohttp.ClientError as error:
                 raise UnavailableError(
@@ -274,15 +343,28 @@ class MeshClient:
             if status == 401 and not attempt:
                 self.tokens.invalidate()  # rotated key or revoked token: exchange once more
                 continue
-            if status == 200:
-                return body
-            detail = body.get("error", {}) if isinstance(body, dict) else {}
+            if status in (200, 202):
+                return answer
+            detail = answer.get("error", {}) if isinstance(answer, dict) else {}
             raise _ERRORS.get(status, MeshError)(
-                str(detail.get("message") or body),
+                str(detail.get("message") or answer),
                 field=detail.get("field"),
                 code=detail.get("code"),
             )
         raise AssertionError("unreachable")
+
+
+def _options(
+    wait: bool, wait_seconds: float | None, namespace: str | None, callback_url: str | None
+) -> dict[str, Any]:
+    options: dict[str, Any] = {"wait": wait}
+    if wait_seconds is not None:
+        options["waitSeconds"] = wait_seconds
+    if namespace is not None:
+        options["namespace"] = namespace
+    if callback_url is not None:
+        options["callbackUrl"] = callback_url
+    return options
 
 
 def _endpoint(agent: AgentInfo) -> str:

@@ -1,0 +1,406 @@
+"""The fast path against the real operator: tasks submitted over the mesh API
+(`POST /v1/tasks`) run on examples/echo_worker.py processes on 127.0.0.1 and come back
+with their results; durable ones become MeshTasks in the real apiserver; an agent that
+takes a task with 202 reports its result later; callbacks reach a loopback server; the
+SDK agent's batch route runs many tasks in one call, and an operator with batched
+dispatch on sends many tasks per call."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from kubernetes import client
+
+from agent_mesh.domain.errors import ForbiddenError, ValidationError
+from agent_mesh.ports import free_port
+from agent_mesh.sdk import MeshClient, TaskSpec, TokenSource
+from tests.agentprocs import AgentProcess, launch, register, wait_ready
+from tests.conftest import (
+    SESSION,
+    TEST_NAMESPACE_PREFIX,
+    Cluster,
+    OperatorProcess,
+    ensure_namespace,
+    start_operator,
+    stop_operator,
+    wait_for,
+)
+from tests.meshhelpers import GROUP, VERSION, call, error_of, exchange, external_agent, token_of
+
+WORKERS = ("echo-1", "echo-2")
+
+
+@dataclass
+class Mesh:
+    namespace: str
+    agents: dict[str, AgentProcess]
+    operator: OperatorProcess
+    cluster: Cluster
+
+    def client(self, agent_type: str) -> MeshClient:
+        agent_id = f"{agent_type}-{uuid.uuid4().hex[:6]}"
+        credential = external_agent(self.cluster, self.namespace, agent_id, agent_type)
+        tokens = TokenSource(
+            self.operator.mesh_url,
+            namespace=self.namespace,
+            agent_id=agent_id,
+            credential=credential,
+        )
+        return MeshClient(tokens)
+
+    def token(self, agent_type: str) -> str:
+        name = f"{agent_type}-{uuid.uuid4().hex[:6]}"
+        return token_of(self.cluster, self.operator, self.namespace, name, agent_type)
+
+
+@pytest.fixture(scope="module")
+def mesh(
+    cluster: Cluster, operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Mesh]:
+    """A namespace with two echo workers running (capability echo)."""
+    namespace = f"{TEST_NAMESPACE_PREFIX}fast-{uuid.uuid4().hex[:6]}"
+    core = client.CoreV1Api(cluster.api)
+    core.create_namespace({"metadata": {"name": namespace}})
+    logs = tmp_path_factory.mktemp("fastpath-agents")
+    agents: dict[str, AgentProcess] = {}
+    try:
+        for agent_id in WORKERS:
+            url, credential = register(cluster, namespace, agent_id, "worker", ["echo"])
+            agents[agent_id] = launch(
+                "echo_worker.py", operator, namespace, agent_id, url, credential, logs
+            )
+        for agent in agents.values():
+            wait_ready(agent)
+        yield Mesh(namespace, agents, operator, cluster)
+    finally:
+        for agent in agents.values():
+            agent.stop()
+        core.delete_namespace(namespace, propagation_policy="Background")
+
+
+@pytest.fixture
+async def conductor(mesh: Mesh) -> AsyncIterator[MeshClient]:
+    async with mesh.client("orchestrator") as mesh_client:
+        yield mesh_client
+
+
+def echo(payload: Any, **spec: Any) -> TaskSpec:
+    return TaskSpec("echo", payload, capabilities=["echo"], **spec)
+
+
+async def test_one_synchronous_task_returns_its_result(conductor: MeshClient) -> None:
+    answer = await conductor.submit("echo", {"hello": "mesh"}, capabilities=["echo"])
+    assert answer.completed, answer
+    assert answer.result == {"hello": "mesh"}
+    assert answer.agent_id in WORKERS
+    assert answer.attempt == 1
+    assert answer.name is None  # in memory: no MeshTask
+
+
+async def test_a_batch_of_100_returns_100_results_in_order(conductor: MeshClient) -> None:
+    answers = await conductor.submit_many([echo({"n": i}) for i in range(100)])
+    assert [a.result for a in answers] == [{"n": i} for i in range(100)]
+    assert all(a.completed for a in answers)
+    assert len({a.id for a in answers}) == 100
+    assert {a.agent_id for a in answers} == set(WORKERS)  # both workers took a share
+
+
+async def test_async_returns_ids_and_get_returns_the_results(conductor: MeshClient) -> None:
+    tasks = [TaskSpec("sleep", {"seconds": 0.3}, capabilities=["echo"]) for _ in range(3)]
+    submitted = await conductor.submit_many(tasks, wait=False)
+    assert all(not a.finished for a in submitted)
+
+    async def results() -> list[Any]:
+        while True:
+            answers = [await conductor.task(str(a.id)) for a in submitted]
+            if all(a.finished for a in answers):
+                return answers
+            await asyncio.sleep(0.1)
+
+    answers = await asyncio.wait_for(results(), 30)
+    assert all(a.completed for a in answers)
+    assert all(a.result["slept"] == 0.3 for a in answers)
+
+
+async def test_a_durable_task_is_a_meshtask_that_completes(
+    mesh: Mesh, conductor: MeshClient
+) -> None:
+    answer = await conductor.submit(
+        echo({"keep": True}, durable=True, ttl_seconds_after_finished=600)
+    )
+    assert answer.completed, answer
+    assert answer.result == {"keep": True}
+    assert answer.name and answer.name.startswith("task-")
+    me = (await conductor.identity()).agent_id
+
+    def completed() -> dict[str, Any] | None:
+        body = mesh.cluster.custom.get_namespaced_custom_object(
+            GROUP, VERSION, mesh.namespace, "meshtasks", answer.name
+        )
+        return body if (body.get("status") or {}).get("phase") == "Completed" else None
+
+    body = wait_for("the durable task's status to say Completed", completed)
+    assert body["metadata"]["uid"] == answer.id
+    assert body["metadata"]["labels"]["agentmesh.io/submitted-by"] == me
+    assert body["spec"]["ttlSecondsAfterFinished"] == 600
+    assert body["status"]["result"] == {"keep": True}
+    again = await conductor.task(str(answer.id))  # from the apiserver, once written
+    assert again.completed and again.result == {"keep": True} and again.name == answer.name
+
+
+async def test_a_durable_task_submitted_async_can_be_read_back(
+    mesh: Mesh, conductor: MeshClient
+) -> None:
+    submitted = await conductor.submit(echo(7, durable=True), wait=False)
+    assert submitted.name and submitted.id  # the MeshTask exists; it may already be running
+
+    async def done() -> Any:
+        while True:
+            answer = await conductor.task(str(submitted.id))
+            if answer.finished:
+                return answer
+            await asyncio.sleep(0.1)
+
+    answer = await asyncio.wait_for(done(), 30)
+    assert answer.completed and answer.result == 7
+
+
+async def test_a_worker_may_submit_a_monitor_may_not(mesh: Mesh) -> None:
+    async with mesh.client("worker") as worker:
+        assert (await worker.submit(echo("w"))).result == "w"
+    async with mesh.client("monitor") as monitor:
+        with pytest.raises(ForbiddenError) as refused:
+            await monitor.submit(echo("m"))
+    assert refused.value.code == "AccessDenied"
+
+
+async def test_a_bad_submission_is_refused_naming_the_field(conductor: MeshClient) -> None:
+    with pytest.raises(ValidationError) as refused:
+        await conductor.submit_many([echo(1), echo(2, priority="urgent")])
+    assert refused.value.field == "tasks[1].priority"
+
+
+def test_an_oversized_payload_is_413(mesh: Mesh) -> None:
+    token = mesh.token("orchestrator")
+    big = {"taskType": "echo", "payload": "x" * (300 * 1024)}
+    response = call(mesh.operator, "POST", "/v1/tasks", token, json=big)
+    assert response.status_code == 413
+    assert error_of(response)["field"] == "payload"
+
+
+# --- an agent that answers later ----------------------------------------------------------
+
+
+@dataclass
+class LateAgent:
+    """A stand-in agent registered as a MeshAgent: it takes every task with 202 and keeps
+    it; the test posts the result with the agent's own token."""
+
+    agent_id: str
+    token: str
+    taken: asyncio.Queue[dict[str, Any]]
+
+
+@pytest.fixture
+async def late(mesh: Mesh) -> AsyncIterator[LateAgent]:
+    agent_id = f"late-{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    credential = external_agent(
+        mesh.cluster,
+        mesh.namespace,
+        agent_id,
+        "worker",
+        capabilities=["later"],
+        endpoint=f"http://127.0.0.1:{port}",
+    )
+    taken: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def tasks(request: web.Request) -> web.Response:
+        await taken.put(await request.json())
+        return web.Response(status=202)
+
+    app = web.Application()
+    app.router.add_post("/v1/tasks", tasks)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    token = exchange(mesh.operator, mesh.namespace, agent_id, credential).json()["token"]
+    beat = call(
+        mesh.operator,
+        "POST",
+        f"/v1/agents/{mesh.namespace}/{agent_id}/heartbeat",
+        token,
+        json={"activeTasks": 0},
+    )
+    assert beat.status_code == 200, beat.text
+    try:
+        yield LateAgent(agent_id, token, taken)
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_agent_that_took_a_task_with_202_reports_its_result(
+    mesh: Mesh, conductor: MeshClient, late: LateAgent
+) -> None:
+    submitted = await conductor.submit(
+        "later", {"q": 1}, capabilities=["later"], retries=0, wait=False
+    )
+    dispatched = await asyncio.wait_for(late.taken.get(), 30)
+    assert dispatched["taskUid"] == submitted.id and dispatched["attempt"] == 1
+    path = f"/v1/tasks/{submitted.id}/result"
+    async with httpx.AsyncClient(base_url=mesh.operator.mesh_url, timeout=10) as http:
+        other = mesh.token("worker")
+        refused = await http.post(
+            path,
+            json={"attempt": 1, "result": "forged"},
+            headers={"Authorization": f"Bearer {other}"},
+        )
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "NotYourTask"
+        stale = await http.post(
+            path,
+            json={"attempt": 2, "result": "late"},
+            headers={"Authorization": f"Bearer {late.token}"},
+        )
+        assert stale.status_code == 409
+        assert stale.json()["error"]["code"] == "StaleAttempt"
+        accepted = await http.post(
+            path,
+            json={"attempt": 1, "result": {"a": 42}},
+            headers={"Authorization": f"Bearer {late.token}"},
+        )
+        assert accepted.status_code == 200, accepted.text
+    answer = await conductor.task(str(submitted.id))
+    assert answer.completed and answer.result == {"a": 42} and answer.agent_id == late.agent_id
+
+
+# --- callbacks ----------------------------------------------------------------------------
+
+
+async def test_the_callback_url_is_called_with_each_answer(conductor: MeshClient) -> None:
+    received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def hook(request: web.Request) -> web.Response:
+        assert "Authorization" not in request.headers  # never the operator's token
+        await received.put(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/done", hook)
+    port = free_port()
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        submitted = await conductor.submit_many(
+            [echo(1), echo(2)], wait=False, callback_url=f"http://127.0.0.1:{port}/done"
+        )
+        got = [await asyncio.wait_for(received.get(), 30) for _ in submitted]
+    finally:
+        await runner.cleanup()
+    assert {a["id"] for a in got} == {a.id for a in submitted}
+    assert sorted(a["result"] for a in got) == [1, 2]
+    assert {a["phase"] for a in got} == {"Completed"}
+
+
+# --- the SDK agent's batch route ----------------------------------------------------------
+
+
+async def test_the_sdk_agent_runs_a_batch_in_one_call(mesh: Mesh) -> None:
+    token = mesh.token("orchestrator")
+    url = mesh.agents["echo-1"].url
+    tasks = [
+        {"taskUid": "b-1", "attempt": 1, "taskType": "echo", "payload": 1},
+        {"taskUid": "b-2", "attempt": 1, "taskType": "nope", "payload": 2},
+        {"taskUid": "b-1", "attempt": 1, "taskType": "echo", "payload": "again"},
+    ]
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(
+            f"{url}/v1/tasks/batch",
+            json={"tasks": tasks},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.status_code == 200, response.text
+        results = response.json()["results"]
+        assert results[0] == {"taskUid": "b-1", "attempt": 1, "result": 1}
+        assert results[1]["error"]["code"] == "NotFound"
+        assert results[2] == {"taskUid": "b-1", "attempt": 1, "result": 1}  # de-duplicated
+        anonymous = await http.post(f"{url}/v1/tasks/batch", json={"tasks": tasks})
+        assert anonymous.status_code == 401
+        empty = await http.post(
+            f"{url}/v1/tasks/batch",
+            json={"tasks": []},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert empty.status_code == 400
+        assert empty.json()["error"]["field"] == "tasks"
+
+
+# --- an operator with batched dispatch ----------------------------------------------------
+
+BATCH_PREFIX = f"amb-{SESSION}-"
+
+
+@pytest.fixture(scope="module")
+def batched(
+    cluster: Cluster, crds: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Mesh]:
+    """An operator of its own with AGENT_MESH_BATCH_DISPATCH on, and two echo workers."""
+    logs = tmp_path_factory.mktemp("batched")
+    own = start_operator(
+        cluster,
+        logs / "operator.log",
+        "--no-webhooks",
+        watch=f"{BATCH_PREFIX}*",
+        operator_namespace=f"{BATCH_PREFIX}system",
+        extra_env={"AGENT_MESH_BATCH_DISPATCH": "true"},
+    )
+    namespace = ensure_namespace(cluster, f"{BATCH_PREFIX}{uuid.uuid4().hex[:6]}")
+    agents: dict[str, AgentProcess] = {}
+    try:
+        for agent_id in WORKERS:
+            url, credential = register(cluster, namespace, agent_id, "worker", ["echo"])
+            agents[agent_id] = launch(
+                "echo_worker.py", own, namespace, agent_id, url, credential, logs
+            )
+        for agent in agents.values():
+            wait_ready(agent)
+        yield Mesh(namespace, agents, own, cluster)
+    finally:
+        for agent in agents.values():
+            agent.stop()
+        stop_operator(own)
+        client.CoreV1Api(cluster.api).delete_namespace(namespace, propagation_policy="Background")
+
+
+def _dispatch_calls(operator: OperatorProcess) -> float:
+    text = httpx.get(f"{operator.mesh_url}/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("agentmesh_transport_requests_total{")
+    )
+
+
+async def test_batched_dispatch_runs_a_batch_in_few_calls(batched: Mesh) -> None:
+    before = _dispatch_calls(batched.operator)
+    async with batched.client("orchestrator") as conductor:
+        answers = await conductor.submit_many([echo({"n": i}) for i in range(200)])
+        slow_and_quick = await conductor.submit_many(
+            [TaskSpec("sleep", {"seconds": 2}, capabilities=["echo"]), echo("quick")],
+            wait_seconds=1,
+        )
+    assert [a.result for a in answers] == [{"n": i} for i in range(200)]
+    assert {a.agent_id for a in answers} == set(WORKERS)
+    calls = _dispatch_calls(batched.operator) - before
+    assert 0 < calls < 100, calls  # 200 tasks, far fewer calls (plus the health events)
+    # the quick task's answer did not wait for the slow one sent beside it
+    assert not slow_and_quick[0].finished
+    assert slow_and_quick[1].completed and slow_and_quick[1].result == "quick"
