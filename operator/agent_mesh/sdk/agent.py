@@ -337,7 +337,8 @@ class Agent:
             return web.json_response(error.to_wire(), status=error.status)
         if is_event:
             return web.Response(status=202)
-        return web.json_response(message.reply(answer).to_wire())
+        reply = message.reply(answer).model_dump_json(by_alias=True, exclude_none=True)
+        return web.Response(text=reply, content_type="application/json")
 
     def _check_addresses(self, message: Message, caller: MeshClaims) -> None:
         if message.sender != caller.sub:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import ssl
 import time
@@ -107,6 +106,7 @@ class Transport:
         self._token = token
         self._sleep = sleep
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._timeout = aiohttp.ClientTimeout(total=self.config.timeout_seconds)
         self._tls: ssl.SSLContext | None = None
         if self.config.use_tls or self.config.ca_file:
             self._tls = ssl.create_default_context(cafile=self.config.ca_file)
@@ -154,19 +154,13 @@ class Transport:
     ) -> Delivery:
         """POST the envelope, retrying where safe; never raises for the target's failures.
         `token` overrides the transport's token provider for this call."""
-        delivery = await self.post(endpoint, path, message.to_wire(), token=token)
-        if delivery.outcome is not Outcome.OK or delivery.body is None:
-            return delivery
-        try:
-            answer = Message.model_validate(delivery.body)
-        except pydantic.ValidationError as error:
-            return dataclasses.replace(
-                delivery,
-                outcome=Outcome.BAD_RESPONSE,
-                body=None,
-                error=f"response is not a mesh message: {error.errors()[0]['msg']}",
-            )
-        return dataclasses.replace(delivery, response=answer)
+        return await self._send_encoded(endpoint, _encode(message), path, token)
+
+    async def _send_encoded(
+        self, endpoint: str, body: str, path: str, token: str | None
+    ) -> Delivery:
+        headers = await self._headers("application/json", token)
+        return await self._deliver(endpoint, path, body, headers, None, None, reply=True)
 
     async def post(
         self,
@@ -183,16 +177,33 @@ class Transport:
         that fail over themselves); `timeout_seconds` overrides the per-request timeout."""
         headers = await self._headers("application/json", token)
         body = json.dumps(payload)
+        return await self._deliver(
+            endpoint, path, body, headers, timeout_seconds, retries, reply=False
+        )
+
+    async def _deliver(
+        self,
+        endpoint: str,
+        path: str,
+        body: str,
+        headers: Mapping[str, str],
+        timeout_seconds: float | None,
+        retries: int | None,
+        *,
+        reply: bool,
+    ) -> Delivery:
         limit = self.config.retries if retries is None else retries
         attempts = 0
         while True:
             attempts += 1
-            delivery = await self._attempt(endpoint, path, body, headers, attempts, timeout_seconds)
+            delivery = await self._attempt(
+                endpoint, path, body, headers, attempts, timeout_seconds, reply
+            )
             retryable = delivery.outcome is Outcome.CONNECT_ERROR or (
                 delivery.outcome is Outcome.HTTP_ERROR and delivery.status in RETRYABLE_STATUS
             )
             if not retryable or attempts > limit:
-                TRANSPORT_REQUESTS.labels(outcome=delivery.outcome.value).inc()
+                _REQUESTS_BY_OUTCOME[delivery.outcome].inc()
                 return delivery
             await self._sleep(self.config.retry_delay_seconds * 2 ** (attempts - 1))
 
@@ -204,9 +215,15 @@ class Transport:
         headers: Mapping[str, str],
         attempts: int,
         timeout_seconds: float | None,
+        reply: bool = False,
     ) -> Delivery:
+        """One HTTP attempt; `reply` parses the answer as a mesh Message (`response`),
+        otherwise as any JSON (`body`)."""
         started = time.perf_counter()
         timeout = timeout_seconds if timeout_seconds is not None else self.config.timeout_seconds
+        client_timeout = (
+            self._timeout if timeout_seconds is None else aiohttp.ClientTimeout(total=timeout)
+        )
         TRANSPORT_ACTIVE.inc()
         try:
             async with self._session(endpoint).post(
@@ -214,7 +231,7 @@ class Transport:
                 data=body,
                 headers=headers,
                 proxy=self.config.proxy_url,
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                timeout=client_timeout,
             ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
@@ -230,6 +247,20 @@ class Transport:
                     )
                 if not raw:
                     return Delivery(endpoint, Outcome.OK, attempts, status=resp.status)
+                if reply:
+                    try:
+                        envelope = Message.model_validate_json(raw)
+                    except pydantic.ValidationError as error:
+                        return Delivery(
+                            endpoint,
+                            Outcome.BAD_RESPONSE,
+                            attempts,
+                            status=resp.status,
+                            error=f"response is not a mesh message: {error.errors()[0]['msg']}",
+                        )
+                    return Delivery(
+                        endpoint, Outcome.OK, attempts, status=resp.status, response=envelope
+                    )
                 try:
                     answer = json.loads(raw)
                 except ValueError as error:
@@ -277,8 +308,9 @@ class Transport:
     ) -> dict[str, Delivery]:
         """Send to every target (name → endpoint) in parallel; one outcome per target."""
         names = list(targets)
+        body = _encode(message)  # once, not once per target
         results: list[Any] = await asyncio.gather(
-            *(self.send(targets[name], message, token=token) for name in names)
+            *(self._send_encoded(targets[name], body, MESSAGES_PATH, token) for name in names)
         )
         return dict(zip(names, results, strict=True))
 
@@ -386,7 +418,14 @@ class Transport:
         finally:
             TRANSPORT_ACTIVE.dec()
             TRANSPORT_DURATION.observe(time.perf_counter() - started)
-            TRANSPORT_REQUESTS.labels(outcome=outcome.value).inc()
+            _REQUESTS_BY_OUTCOME[outcome].inc()
+
+
+def _encode(message: Message) -> str:
+    return message.model_dump_json(by_alias=True, exclude_none=True)
+
+
+_REQUESTS_BY_OUTCOME: Final = {o: TRANSPORT_REQUESTS.labels(outcome=o.value) for o in Outcome}
 
 
 def _error_detail(raw: bytes) -> tuple[str | None, str, str | None]:
