@@ -24,6 +24,7 @@ import heapq
 import itertools
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -56,6 +57,8 @@ TASKS_PATH: Final = "/v1/tasks"
 COALESCE_SECONDS: Final = 0.05
 """How long a status change waits for the next one before it is written."""
 WRITE_RETRY_SECONDS: Final = 1.0
+TOMBSTONES_MAX: Final = 100_000
+"""Finished tasks remembered so that late watch events about them are ignored."""
 RECONCILE_GRACE: Final = dt.timedelta(seconds=30)
 """After a restart, how long a running task waits for its agent to be seen again."""
 _RANK: Final = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.MEDIUM: 2, Priority.LOW: 3}
@@ -89,8 +92,11 @@ class _Tracked:
     reported_waiting: tuple[str, str] | None = None
     persisted_attempt: int = 0
     """The attempt number status held at the last successful write."""
-    written: asyncio.Event = field(default_factory=asyncio.Event)
-    hurry: asyncio.Event = field(default_factory=asyncio.Event)
+    written: asyncio.Event | None = None
+    """Set by each status write; made only when a dispatch waits for one."""
+    hurry: asyncio.Event | None = None
+    """Cuts the coalescing wait short; exists only while a write is pending."""
+    urgent: bool = False
 
     @property
     def shape(self) -> tuple[Any, ...]:
@@ -148,6 +154,8 @@ class Coordinator:
         self._expiring: dict[str, TaskState] = {}
         self._gauged = 0.0
         self._awaiting_agent: dict[tuple[str, str], set[str]] = {}
+        self._tombstones: OrderedDict[str, None] = OrderedDict()
+        self._shape_waiting: dict[tuple[Any, ...], tuple[str, str]] = {}
 
     # --- agents -------------------------------------------------------------------------
 
@@ -195,7 +203,9 @@ class Coordinator:
         those a previous operator left in flight); known ones are ours already."""
         meta = body.get("metadata") or {}
         key = str(meta.get("uid") or "")
-        if not key or key in self._tasks or meta.get("deletionTimestamp"):
+        if not key or key in self._tasks or key in self._tombstones:
+            return
+        if meta.get("deletionTimestamp"):
             return
         state = task_from_body(body)
         status = body.get("status") or {}
@@ -222,6 +232,7 @@ class Coordinator:
         """The MeshTask was deleted: drop it, wherever it is."""
         tracked = self._tasks.pop(key, None)
         self._ttl_seconds.pop(key, None)
+        self._tombstones.pop(key, None)
         if tracked is None:
             return
         queue = self._queues.get(tracked.shape)
@@ -258,6 +269,9 @@ class Coordinator:
             if queue is None:
                 queue = self._queues[tracked.shape] = TaskQueue()
             queue.push(state.key, tracked, state.priority)
+            waiting = self._shape_waiting.get(tracked.shape)
+            if waiting is not None:  # behind others that wait: it waits for the same
+                self._say_waiting(tracked, waiting)
         self._wake.set()
 
     # --- the scheduler ------------------------------------------------------------------
@@ -317,6 +331,7 @@ class Coordinator:
             self._waiting(tracked, decision)
             return False
         agent_id = decision.agent_id
+        self._shape_waiting.pop(tracked.shape, None)
         self.router.assign(state.namespace, agent_id)
         state.assign(agent_id, now)
         state.run(now)
@@ -342,15 +357,26 @@ class Coordinator:
         return True
 
     def _waiting(self, tracked: _Tracked, decision: RoutingDecision) -> None:
+        """Every task queued behind `tracked` waits for the same reason: each gets the
+        condition (once per change of reason), the head of the line an Event too."""
         reason = decision.reason.value if decision.reason else MeshTaskReason.QUEUED.value
         waiting = (reason, decision.message or "Waiting for an agent.")
-        state = tracked.state
-        if waiting == tracked.reported_waiting:
+        if self._shape_waiting.get(tracked.shape) == waiting:
+            self._say_waiting(tracked, waiting)
             return
+        self._shape_waiting[tracked.shape] = waiting
+        if self._say_waiting(tracked, waiting):
+            self._event(tracked, "Normal", reason, waiting[1])
+        for entry in self._queues.get(tracked.shape) or ():
+            self._say_waiting(entry.item, waiting)
+
+    def _say_waiting(self, tracked: _Tracked, waiting: tuple[str, str]) -> bool:
+        if waiting == tracked.reported_waiting or tracked.state.next_retry_at is not None:
+            return False
         tracked.reported_waiting = waiting
-        state.waiting = waiting
-        self._event(tracked, "Normal", reason, waiting[1])
+        tracked.state.waiting = waiting
         self._dirty(tracked)
+        return True
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -366,6 +392,8 @@ class Coordinator:
             # task, so after a crash the task goes back to the same agent, which answers
             # a redelivered (uid, attempt) without running it again.
             while tracked.persisted_attempt < attempt:
+                if tracked.written is None:
+                    tracked.written = asyncio.Event()
                 tracked.written.clear()
                 await tracked.written.wait()
         agent_id = state.agent_id
@@ -655,7 +683,9 @@ class Coordinator:
             return
         tracked.dirty = True
         if urgent:
-            tracked.hurry.set()
+            tracked.urgent = True
+            if tracked.hurry is not None:
+                tracked.hurry.set()
         if not tracked.writing:
             tracked.writing = True
             self._spawn(self._flush(tracked))
@@ -664,11 +694,14 @@ class Coordinator:
         assert self.writer is not None
         state = tracked.state
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(tracked.hurry.wait(), COALESCE_SECONDS)
+            if not tracked.urgent:
+                tracked.hurry = asyncio.Event()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(tracked.hurry.wait(), COALESCE_SECONDS)
+                tracked.hurry = None
             while tracked.dirty:
                 tracked.dirty = False
-                tracked.hurry.clear()
+                tracked.urgent = False
                 finished = state.finished
                 attempt = state.attempt
                 status = task_status(state, tracked.conditions, self.clock.now())
@@ -686,21 +719,32 @@ class Coordinator:
                 tracked.resource_version = (body.get("metadata") or {}).get("resourceVersion")
                 if result == "conflict":
                     theirs = (body.get("status") or {}).get("phase")
-                    if theirs in _FINAL_VALUES and not finished:
-                        logger.info("task %s was finished by another writer", state.ref)
-                        self._tasks.pop(state.key, None)
+                    if theirs in _FINAL_VALUES:  # a final phase is never written twice
+                        if not finished:
+                            logger.info("task %s was finished by another writer", state.ref)
+                        self._retire(state.key)
                         return
                     tracked.conditions = list((body.get("status") or {}).get("conditions") or ())
                     tracked.dirty = True  # again, on the version just read
                     continue
                 tracked.conditions = status["conditions"]
                 tracked.persisted_attempt = attempt
-                tracked.written.set()
+                if tracked.written is not None:
+                    tracked.written.set()
                 if finished and not tracked.dirty:
-                    self._tasks.pop(state.key, None)
+                    self._retire(state.key)
                     self._ttl_after_finish(state)
         finally:
             tracked.writing = False
+
+    def _retire(self, key: str) -> None:
+        """Forget a finished task, keeping a tombstone: the watch may still deliver
+        events older than its final write (the echo of its Running write), and those
+        must not look like a task a previous operator left running."""
+        self._tasks.pop(key, None)
+        self._tombstones[key] = None
+        if len(self._tombstones) > TOMBSTONES_MAX:
+            self._tombstones.popitem(last=False)
 
     def _ttl_after_finish(self, state: TaskState) -> None:
         ttl = self._ttl_seconds.pop(state.key, None)

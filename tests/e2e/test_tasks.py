@@ -268,27 +268,31 @@ def test_a_task_no_agent_can_serve_waits_naming_the_capability_then_runs(
     agents: dict[str, AgentProcess],
     tmp_path: Path,
 ) -> None:
-    create_task(
-        cluster,
-        ns,
-        "klingon",
-        taskType="echo",
-        requiredCapabilities=["translate-tlh"],
-        payload="Qapla'",
-    )
+    names = ["klingon", "klingon-2", "klingon-3"]
+    for name in names:
+        create_task(
+            cluster,
+            ns,
+            name,
+            taskType="echo",
+            requiredCapabilities=["translate-tlh"],
+            payload="Qapla'",
+        )
 
-    def waiting() -> dict[str, Any] | None:
-        status = task_status(cluster, ns, "klingon")
+    def waiting(name: str) -> dict[str, Any] | None:
+        status = task_status(cluster, ns, name)
         conditions = {c["type"]: c for c in status.get("conditions", [])}
         assigned = conditions.get("Assigned")
         return assigned if assigned and assigned["reason"] == "NoCapableAgent" else None
 
-    assigned = wait_for("the NoCapableAgent condition", waiting)
-    assert "translate-tlh" in assigned["message"]
-    assert task_status(cluster, ns, "klingon")["phase"] == "Pending"
+    for name in names:  # every waiting task says why, not only the head of the queue
+        assigned = wait_for(f"the NoCapableAgent condition on {name}", lambda n=name: waiting(n))
+        assert "translate-tlh" in assigned["message"]
+        assert task_status(cluster, ns, name)["phase"] == "Pending"
     start_worker(cluster, operator, ns, agents, tmp_path, "linguist", ["translate-tlh"])
-    status = wait_phase(cluster, ns, "klingon", {"Completed"})
-    assert status["result"] == "Qapla'" and status["agentId"] == "linguist"
+    for name in names:
+        status = wait_phase(cluster, ns, name, {"Completed"})
+        assert status["result"] == "Qapla'" and status["agentId"] == "linguist"
 
 
 def test_an_agent_killed_mid_task_loses_it_to_another_without_using_a_retry(
