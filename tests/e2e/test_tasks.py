@@ -131,35 +131,11 @@ def test_each_strategy_distributes_as_specified(
     wait_for("4 healthy workers", lambda: healthy(cluster, ns) >= 4)
 
     # round-robin: 8 tasks over 4 agents, 2 each
-    names = [f"rr-{i}" for i in range(8)]
-    for name in names:
-        create_task(
-            cluster,
-            ns,
-            name,
-            taskType="echo",
-            requiredCapabilities=["echo"],
-            strategy="round-robin",
-            payload=name,
-        )
-    finish_all(cluster, ns, names)
-    spread = Counter(agent_of_each(cluster, ns, names).values())
+    spread = Counter(echo_tasks(cluster, ns, "rr", 8, "round-robin").values())
     assert sorted(spread.values()) == [2, 2, 2, 2], spread
 
     # capability-match: the agents holding exactly [echo] win over `wide`
-    names = [f"cm-{i}" for i in range(6)]
-    for name in names:
-        create_task(
-            cluster,
-            ns,
-            name,
-            taskType="echo",
-            requiredCapabilities=["echo"],
-            strategy="capability-match",
-            payload=name,
-        )
-    finish_all(cluster, ns, names)
-    assert "wide" not in agent_of_each(cluster, ns, names).values()
+    assert "wide" not in echo_tasks(cluster, ns, "cm", 6, "capability-match").values()
 
     # least-loaded: with w0 busy on long tasks pinned to it, new work avoids it
     busy = [f"busy-{i}" for i in range(3)]
@@ -176,22 +152,17 @@ def test_each_strategy_distributes_as_specified(
         "w0 to be busy",
         lambda: all(task_status(cluster, ns, n).get("phase") == "Running" for n in busy),
     )
-    names = [f"ll-{i}" for i in range(6)]
-    for name in names:
-        create_task(
-            cluster,
-            ns,
-            name,
-            taskType="echo",
-            requiredCapabilities=["echo"],
-            strategy="least-loaded",
-            payload=name,
-        )
-    finish_all(cluster, ns, names)
-    assert "w0" not in agent_of_each(cluster, ns, names).values()
+    assert "w0" not in echo_tasks(cluster, ns, "ll", 6, "least-loaded").values()
 
-    # random: 30 tasks reach every one of the 4 agents (a miss has odds of about 1e-3)
-    names = [f"rnd-{i}" for i in range(30)]
+    # random: 30 tasks reach every one of the 4 agents (a miss has odds below 1e-3)
+    reached = set(echo_tasks(cluster, ns, "rnd", 30, "random").values())
+    assert reached == {"w0", "w1", "w2", "wide"}
+
+
+def echo_tasks(cluster: Cluster, ns: str, prefix: str, count: int, strategy: str) -> dict[str, str]:
+    """Create `count` echo tasks routed by `strategy`, wait for them all to complete;
+    which agent ran each."""
+    names = [f"{prefix}-{i}" for i in range(count)]
     for name in names:
         create_task(
             cluster,
@@ -199,11 +170,11 @@ def test_each_strategy_distributes_as_specified(
             name,
             taskType="echo",
             requiredCapabilities=["echo"],
-            strategy="random",
+            strategy=strategy,
             payload=name,
         )
     finish_all(cluster, ns, names)
-    assert set(agent_of_each(cluster, ns, names).values()) == {"w0", "w1", "w2", "wide"}
+    return agent_of_each(cluster, ns, names)
 
 
 def healthy(cluster: Cluster, ns: str) -> int:

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from aiohttp import web
-from aiohttp.http_exceptions import LineTooLong
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
@@ -48,7 +47,6 @@ from agent_mesh.domain.errors import (
 )
 from agent_mesh.domain.message import BROADCAST, Message, MessageType
 from agent_mesh.domain.stream import (
-    FRAME_MAX_BYTES,
     NDJSON,
     STREAM_KEY,
     StreamReader,
@@ -61,6 +59,7 @@ from agent_mesh.sdk.client import MeshClient
 from agent_mesh.sdk.gate import Gate
 from agent_mesh.sdk.heartbeat import heartbeat_forever
 from agent_mesh.sdk.identity import TokenSource
+from agent_mesh.transport.client import read_frame
 
 logger = logging.getLogger("agent_mesh.sdk")
 DEDUP_MAX: Final = 10_000
@@ -360,7 +359,7 @@ class Agent:
         frames out; see agent_mesh.domain.stream for the framing rules."""
         try:
             caller = await self._authenticate(request.headers.get("Authorization"))
-            opening = parse_frame(await _read_frame(request))
+            opening = parse_frame(await read_frame(request.content))
             if opening.type is not MessageType.REQUEST:
                 raise ValidationError(
                     f"a stream opens with a request, not a {opening.type.value}", field="type"
@@ -382,7 +381,7 @@ class Agent:
 
         async def inbound() -> AsyncIterator[Any]:
             while True:
-                line = await _read_frame(request)
+                line = await read_frame(request.content)
                 if not line.endswith(b"\n"):
                     raise reader.truncated()
                 done, payload = reader.accept(parse_frame(line))
@@ -604,17 +603,6 @@ async def _invoke(handler: Handler, payload: Any, ctx: TaskContext) -> Any:
     if inspect.iscoroutinefunction(handler):
         return await handler(payload, ctx)
     return await asyncio.to_thread(handler, payload, ctx)
-
-
-async def _read_frame(request: web.Request) -> bytes:
-    try:
-        return await request.content.readuntil(b"\n", max_size=FRAME_MAX_BYTES)
-    except LineTooLong:
-        raise ValidationError(
-            f"a stream frame is larger than {FRAME_MAX_BYTES} bytes",
-            field="body",
-            code="FrameTooLarge",
-        ) from None
 
 
 def _seconds(given: float | None, variable: str, default: float = 30.0) -> float:

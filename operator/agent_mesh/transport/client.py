@@ -376,14 +376,7 @@ class Transport:
 
                 async def parts() -> AsyncIterator[Any]:
                     while True:
-                        try:
-                            line = await response.content.readuntil(b"\n", max_size=FRAME_MAX_BYTES)
-                        except LineTooLong:
-                            raise ValidationError(
-                                f"a stream frame is larger than {FRAME_MAX_BYTES} bytes",
-                                field="body",
-                                code="FrameTooLarge",
-                            ) from None
+                        line = await read_frame(response.content)
                         if not line.endswith(b"\n"):
                             raise reader.truncated()
                         done, payload = reader.accept(parse_frame(line))
@@ -419,6 +412,19 @@ class Transport:
             TRANSPORT_ACTIVE.dec()
             TRANSPORT_DURATION.observe(time.perf_counter() - started)
             _REQUESTS_BY_OUTCOME[outcome].inc()
+
+
+async def read_frame(stream: aiohttp.StreamReader) -> bytes:
+    """The next NDJSON frame of a stream (either side), within FRAME_MAX_BYTES; what is
+    left at the end (without a newline) when the stream stops early."""
+    try:
+        return await stream.readuntil(b"\n", max_size=FRAME_MAX_BYTES)
+    except LineTooLong:
+        raise ValidationError(
+            f"a stream frame is larger than {FRAME_MAX_BYTES} bytes",
+            field="body",
+            code="FrameTooLarge",
+        ) from None
 
 
 def _encode(message: Message) -> str:
