@@ -84,6 +84,11 @@ class RevocationList:
             raise ValidationError(
                 f"revocations are not JSON: {error}", field="revocations"
             ) from None
+        return cls.from_wire(doc)
+
+    @classmethod
+    def from_wire(cls, doc: Any) -> RevocationList:
+        """The list from its decoded JSON form (what `to_json` wrote)."""
         if not isinstance(doc, dict):
             raise ValidationError("revocations must be an object", field="revocations")
         out = cls()

@@ -24,35 +24,20 @@ from typing import Any, Final, Self
 import aiohttp
 
 from agent_mesh.domain.errors import (
-    AuthError,
-    ConflictError,
     DispatchError,
-    ForbiddenError,
-    MeshError,
     NotFoundError,
-    PayloadTooLargeError,
-    UnavailableError,
     ValidationError,
 )
 from agent_mesh.domain.message import BROADCAST, Message, MessageType
 from agent_mesh.domain.stream import STREAM_KEY
 from agent_mesh.sdk.identity import IssuedToken, TokenSource
+from agent_mesh.sdk.meshapi import call_mesh
 from agent_mesh.sdk.tasks import TaskAnswer, TaskSpec
 from agent_mesh.transport.client import Delivery, Outcome, Transport, TransportConfig
 
 DISCOVERY_TTL_SECONDS: Final = 60.0
 EVENT_KEY: Final = "event"
 """`metadata.event` of a broadcast names the event (e.g. `agent.health`)."""
-
-_ERRORS: Final[dict[int, type[MeshError]]] = {
-    400: ValidationError,
-    401: AuthError,
-    403: ForbiddenError,
-    404: NotFoundError,
-    409: ConflictError,
-    413: PayloadTooLargeError,
-    503: UnavailableError,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,35 +308,15 @@ class MeshClient:
     ) -> Any:
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        url = f"{self.tokens.mesh_url}{path}"
-        extra: dict[str, Any] = {} if client_timeout is None else {"timeout": client_timeout}
-        if body is not None:
-            extra["json"] = body
-        for attempt in range(2):
-            headers = {"Authorization": f"Bearer {await self.tokens.token()}"}
-            try:
-                async with self._session.request(
-                    method, url, params=params, headers=headers, **extra
-                ) as response:
-                    answer = await response.json(content_type=None)
-                    status = response.status
-            except aiohttp.ClientError as error:
-                raise UnavailableError(
-                    f"cannot reach the mesh API at {self.tokens.mesh_url}: {error}",
-                    code="MeshUnreachable",
-                ) from error
-            if status == 401 and not attempt:
-                self.tokens.invalidate()  # rotated key or revoked token: exchange once more
-                continue
-            if status in (200, 202):
-                return answer
-            detail = answer.get("error", {}) if isinstance(answer, dict) else {}
-            raise _ERRORS.get(status, MeshError)(
-                str(detail.get("message") or answer),
-                field=detail.get("field"),
-                code=detail.get("code"),
-            )
-        raise AssertionError("unreachable")
+        return await call_mesh(
+            self._session,
+            self.tokens,
+            method,
+            path,
+            params,
+            body=body,
+            client_timeout=client_timeout,
+        )
 
 
 def _options(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
 import time
 from typing import Any, Final
@@ -24,8 +23,9 @@ from agent_mesh.auth.revocation import RevocationList
 from agent_mesh.auth.tokens import MeshClaims, TokenVerifier, bearer_token
 from agent_mesh.domain.acl import MeshCall, PolicyIndex, policy_from_spec
 from agent_mesh.domain.clock import SystemClock
-from agent_mesh.domain.errors import AuthError, ForbiddenError, MeshError, UnavailableError
+from agent_mesh.domain.errors import AuthError, ForbiddenError, MeshError
 from agent_mesh.sdk.identity import TokenSource
+from agent_mesh.sdk.meshapi import call_mesh
 
 logger = logging.getLogger("agent_mesh.sdk")
 JWKS_REFETCH_SECONDS: Final = 10.0
@@ -97,7 +97,7 @@ class Gate:
                 ours.namespace, name, _EPOCH, policy_from_spec(ours.namespace, name, item["spec"])
             )
         self._policies = policies
-        self._revocations.merge(RevocationList.from_json(await self._get_text("/v1/revocations")))
+        self._revocations.merge(RevocationList.from_wire(await self._get("/v1/revocations")))
 
     async def sync_forever(self) -> None:
         while True:
@@ -108,25 +108,5 @@ class Gate:
                 logger.warning("could not refresh ACL policies and revocations: %s", error)
 
     async def _get(self, path: str, auth: bool = True) -> Any:
-        return json.loads(await self._get_text(path, auth))
-
-    async def _get_text(self, path: str, auth: bool = True) -> str:
-        headers = {"Authorization": f"Bearer {await self._tokens.token()}"} if auth else {}
-        url = f"{self._tokens.mesh_url}{path}"
-        try:
-            async with (
-                aiohttp.ClientSession() as session,
-                session.get(url, headers=headers) as response,
-            ):
-                text = await response.text()
-                if response.status != 200:
-                    raise UnavailableError(
-                        f"GET {path} answered {response.status}: {text[:200]}",
-                        code="MeshRefused",
-                    )
-                return text
-        except aiohttp.ClientError as error:
-            raise UnavailableError(
-                f"cannot reach the mesh API at {self._tokens.mesh_url}: {error}",
-                code="MeshUnreachable",
-            ) from error
+        async with aiohttp.ClientSession() as session:
+            return await call_mesh(session, self._tokens, "GET", path, authenticated=auth)

@@ -1,0 +1,75 @@
+"""One call to the operator's mesh API as an agent: with the agent's token, exchanged
+once more when the mesh refuses it (a rotated key, a revoked token), and the mesh's JSON
+error turned back into the MeshError it was. MeshClient and the agent's Gate share it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+import aiohttp
+
+from agent_mesh.domain.errors import (
+    AuthError,
+    ConflictError,
+    ForbiddenError,
+    MeshError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnavailableError,
+    ValidationError,
+)
+from agent_mesh.sdk.identity import TokenSource
+
+_ERRORS: Final[dict[int, type[MeshError]]] = {
+    400: ValidationError,
+    401: AuthError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: PayloadTooLargeError,
+    503: UnavailableError,
+}
+
+
+async def call_mesh(
+    session: aiohttp.ClientSession,
+    tokens: TokenSource,
+    method: str,
+    path: str,
+    params: Sequence[tuple[str, str]] = (),
+    *,
+    body: Any = None,
+    client_timeout: aiohttp.ClientTimeout | None = None,
+    authenticated: bool = True,
+) -> Any:
+    """The JSON answer of a 200 or 202; otherwise the mesh's error, raised."""
+    url = f"{tokens.mesh_url}{path}"
+    extra: dict[str, Any] = {} if client_timeout is None else {"timeout": client_timeout}
+    if body is not None:
+        extra["json"] = body
+    for attempt in range(2):
+        headers = {"Authorization": f"Bearer {await tokens.token()}"} if authenticated else {}
+        try:
+            async with session.request(
+                method, url, params=params, headers=headers, **extra
+            ) as response:
+                answer = await response.json(content_type=None)
+                status = response.status
+        except aiohttp.ClientError as error:
+            raise UnavailableError(
+                f"cannot reach the mesh API at {tokens.mesh_url}: {error}",
+                code="MeshUnreachable",
+            ) from error
+        if status == 401 and authenticated and not attempt:
+            tokens.invalidate()  # rotated key or revoked token: exchange once more
+            continue
+        if status in (200, 202):
+            return answer
+        detail = answer.get("error", {}) if isinstance(answer, dict) else {}
+        raise _ERRORS.get(status, MeshError)(
+            str(detail.get("message") or answer),
+            field=detail.get("field"),
+            code=detail.get("code"),
+        )
+    raise AssertionError("unreachable")
