@@ -42,13 +42,17 @@ class AuditLog:
     def recent(
         self, *, event: str | None = None, namespace: str | None = None, limit: int = 100
     ) -> list[Record]:
-        """Newest first, optionally filtered by event name and namespace."""
+        """Newest first, optionally filtered by event name and namespace: the records of
+        that namespace's agents and those of calls into it from other namespaces."""
         matches: Iterable[Record] = reversed(self._recent)
         out: list[Record] = []
         for entry in matches:
             if event is not None and entry.get("event") != event:
                 continue
-            if namespace is not None and entry.get("namespace") != namespace:
+            if namespace is not None and namespace not in (
+                entry.get("namespace"),
+                entry.get("targetNamespace"),
+            ):
                 continue
             out.append(entry)
             if len(out) >= limit:

@@ -73,8 +73,9 @@ class KeyStore(Protocol):
 
 class RevocationStore(Protocol):
     async def load(self) -> RevocationList: ...
-    async def save(self, revocations: RevocationList) -> RevocationList:
-        """Persist; returns the stored list (merged with other writers' entries)."""
+    async def save(self, revocations: RevocationList, now: dt.datetime) -> RevocationList:
+        """Persist the union with other writers' entries, less those expired at `now`;
+        returns what is stored."""
         ...
 
 
@@ -160,6 +161,7 @@ class Authority:
             logger.info("created the first signing key %s", ring.active.kid)
         self._ring = ring
         self.revocations.merge(await self._revocation_store.load())
+        await self._adopt_revocations(now)
         await self.rotate_if_due()
 
     async def maintain_keys(self) -> None:
@@ -449,19 +451,25 @@ class Authority:
 
     # --- revocation ----------------------------------------------------------------------
 
-    async def revoke_token(self, jti: str, actor: str) -> None:
-        """Revoke one token; kept until any token with that jti would have expired anyway."""
-        expires = self._clock.now() + self.settings.token_lifetime + self.settings.leeway
-        self.revocations.revoke_token(jti, expires)
+    async def revoke_token(self, jti: str, actor: str, *, namespace: str) -> None:
+        """Revoke token `jti` of `namespace` (a token of another namespace with the same
+        jti is not touched); kept until any token with that jti would have expired anyway."""
+        self.revocations.revoke_token(jti, self._revocation_expiry(self._clock.now()), namespace)
         await self._persist_revocations()
-        self.audit.record("token.revoked", f"token {jti} revoked", actor=actor, jti=jti)
+        self.audit.record(
+            "token.revoked",
+            f"token {jti} of namespace {namespace} revoked",
+            actor=actor,
+            jti=jti,
+            namespace=namespace,
+        )
 
     async def revoke_agent(
         self, namespace: str, agent_id: str, actor: str, before: dt.datetime | None = None
     ) -> dt.datetime:
         """Revoke every token of the agent issued before `before` (default: now)."""
         moment = before or self._clock.now()
-        self.revocations.revoke_agent(namespace, agent_id, moment)
+        self.revocations.revoke_agent(namespace, agent_id, moment, self._revocation_expiry(moment))
         await self._persist_revocations()
         self.audit.record(
             "agent.tokens_revoked",
@@ -473,11 +481,28 @@ class Authority:
         )
         return moment
 
+    def _revocation_expiry(self, issued_before: dt.datetime) -> dt.datetime:
+        """When every token issued before `issued_before` has expired: under the current
+        lifetime or a longer one tokens may still carry (so lowering it never lets a
+        revocation lapse early)."""
+        latest = self.revocations.latest_expiry(issued_before, self.settings.token_lifetime)
+        return latest + self.settings.leeway
+
+    async def _adopt_revocations(self, now: dt.datetime) -> None:
+        """At start: track our token lifetime next to any longer one still in circulation,
+        and give entries stored without an expiry one (one full lifetime from now)."""
+        changed = self.revocations.track_lifetime(
+            self.settings.token_lifetime, now, self.settings.leeway
+        )
+        settled = self.revocations.settle_unknown_expiries(self._revocation_expiry(now))
+        if changed or settled:
+            await self._persist_revocations()
+
     async def _persist_revocations(self) -> None:
         # The in-memory list already refuses the token; persistence makes it outlive us.
-        self.revocations.prune(
-            self._clock.now(), self.settings.token_lifetime, self.settings.leeway
-        )
+        now = self._clock.now()
+        self.revocations.track_lifetime(self.settings.token_lifetime, now, self.settings.leeway)
+        self.revocations.prune(now)
         async with self._lock:
-            stored = await self._revocation_store.save(self.revocations)
+            stored = await self._revocation_store.save(self.revocations, now)
         self.revocations.merge(stored)

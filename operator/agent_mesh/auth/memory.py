@@ -4,6 +4,8 @@ stores do, only in memory; the operator itself always uses the kube/ implementat
 
 from __future__ import annotations
 
+import datetime as dt
+
 from agent_mesh.auth.authority import AgentFetcher, ReviewedToken
 from agent_mesh.auth.keys import KeyRing
 from agent_mesh.auth.revocation import RevocationList
@@ -33,8 +35,9 @@ class MemoryRevocationStore:
     async def load(self) -> RevocationList:
         return RevocationList.from_json(self.stored.to_json())
 
-    async def save(self, revocations: RevocationList) -> RevocationList:
+    async def save(self, revocations: RevocationList, now: dt.datetime) -> RevocationList:
         self.stored.merge(revocations)
+        self.stored.prune(now)
         return RevocationList.from_json(self.stored.to_json())
 
 

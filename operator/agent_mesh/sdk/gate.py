@@ -96,6 +96,9 @@ class Gate:
             policies.upsert(
                 ours.namespace, name, _EPOCH, policy_from_spec(ours.namespace, name, item["spec"])
             )
+        for item in answer.get("admitted", ()):  # callers' side of what our namespace admits
+            ns, name = item["namespace"], item["name"]
+            policies.upsert(ns, name, _EPOCH, policy_from_spec(ns, name, item["spec"]))
         self._policies = policies
         self._revocations.merge(RevocationList.from_wire(await self._get("/v1/revocations")))
 
