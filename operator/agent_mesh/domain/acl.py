@@ -358,7 +358,9 @@ class PolicyIndex:
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._names_by_type: dict[tuple[str, str], set[str]] = {}
         self._winner: dict[tuple[str, str], _Entry] = {}
+        self._types_in: dict[str, set[str]] = {}  # namespace → types with a policy in force
         self._cache: dict[tuple[str, str, Action, str, str], Decision] = {}
+        self._admits: dict[str, dict[str, frozenset[str]]] = {}  # cached like decisions
 
     def upsert(self, namespace: str, name: str, created_at: dt.datetime, policy: Policy) -> None:
         """Add or replace the policy held by ACLPolicy `namespace/name`."""
@@ -368,6 +370,7 @@ class PolicyIndex:
         self._names_by_type.setdefault(key, set()).add(name)
         self._elect(key)
         self._cache.clear()
+        self._admits.clear()
 
     def remove(self, namespace: str, name: str) -> None:
         """Forget ACLPolicy `namespace/name`; the next oldest for its type takes over."""
@@ -381,16 +384,23 @@ class PolicyIndex:
             del self._names_by_type[key]
         self._elect(key)
         self._cache.clear()
+        self._admits.clear()
 
     def _elect(self, key: tuple[str, str]) -> None:
         namespace = key[0]
         names = self._names_by_type.get(key)
         if not names:
             self._winner.pop(key, None)
+            types = self._types_in.get(namespace)
+            if types is not None:
+                types.discard(key[1])
+                if not types:
+                    del self._types_in[namespace]
             return
         self._winner[key] = min(
             (self._entries[(namespace, n)] for n in names), key=lambda e: e.seniority
         )
+        self._types_in.setdefault(namespace, set()).add(key[1])
 
     def standing(self, namespace: str, name: str) -> Standing:
         """In force, or shadowed by the named older policy; not in force if unknown."""
@@ -404,10 +414,12 @@ class PolicyIndex:
 
     def in_force(self, namespace: str) -> list[tuple[str, Policy]]:
         """(ACLPolicy name, policy) of each policy in force in `namespace`, by type."""
-        return sorted(
-            ((e.name, e.policy) for (ns, _), e in self._winner.items() if ns == namespace),
-            key=lambda pair: pair[1].agent_type,
-        )
+        return [
+            (entry.name, entry.policy)
+            for entry in (
+                self._winner[(namespace, t)] for t in sorted(self._types_in.get(namespace, ()))
+            )
+        ]
 
     def affected(self, namespace: str, agent_type: str) -> list[str]:
         """Names of every policy for this type in this namespace, oldest first."""
@@ -517,26 +529,36 @@ class PolicyIndex:
             f"consent {target_namespace}",
         )
 
+    def _admitted(self, namespace: str) -> dict[str, frozenset[str]]:
+        """Admitted namespace → agent types admitted from it, by the policies in force in
+        `namespace` (cached until the next policy change: agents ask on every sync)."""
+        admitted = self._admits.get(namespace)
+        if admitted is None:
+            types: dict[str, set[str]] = {}
+            for _, policy in self.in_force(namespace):
+                for rule in policy.admit:
+                    types.setdefault(rule.namespace, set()).update(rule.agent_types)
+            admitted = {ns: frozenset(t) for ns, t in types.items()}
+            if len(self._admits) >= CACHE_MAX_ENTRIES:
+                self._admits.clear()
+            self._admits[namespace] = admitted
+        return admitted
+
     def admitted_namespaces(self, namespace: str) -> frozenset[str]:
-        """The namespaces the policies in force in `namespace` admit (whose tokens its
-        agents may be shown)."""
-        return frozenset(
-            rule.namespace for _, policy in self.in_force(namespace) for rule in policy.admit
-        )
+        """The namespaces the policies in force in `namespace` admit: those whose tokens
+        can reach its agents."""
+        return frozenset(self._admitted(namespace))
 
     def admitted_policies(self, namespace: str) -> list[tuple[str, str, Policy]]:
         """(namespace, ACLPolicy name, policy) of the policies in force for each type
         `namespace` admits, in the namespace it admits it from: the callers' side of every
         cross-namespace call it may allow, for agents that decide on their own."""
-        admitted: dict[str, set[str]] = {}
-        for _, policy in self.in_force(namespace):
-            for rule in policy.admit:
-                admitted.setdefault(rule.namespace, set()).update(rule.agent_types)
-        return [
-            (ns, entry.name, entry.policy)
-            for (ns, agent_type), entry in sorted(self._winner.items())
-            if ns in admitted and (agent_type in admitted[ns] or WILDCARD in admitted[ns])
-        ]
+        out = []
+        for ns, types in sorted(self._admitted(namespace).items()):
+            for name, policy in self.in_force(ns):
+                if policy.agent_type in types or WILDCARD in types:
+                    out.append((ns, name, policy))
+        return out
 
 
 def evaluate(
