@@ -50,7 +50,7 @@ class SecretCaStore:
                 )
             pair = generate()
             if await self._write(pair, secret):
-                self.created = secret is None
+                self.created = True
                 return pair
             # another operator wrote it between our read and our write: adopt theirs
         raise UnavailableError(
