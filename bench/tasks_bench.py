@@ -237,22 +237,26 @@ class Started:
 class Operator(Started):
     mesh_port: int = 0
     grace: float = 60.0  # kopf drains its per-object workers before it exits
+    ca_file: Path | None = None  # the CA bundle it publishes (its mesh API serves https)
 
     @property
     def mesh_url(self) -> str:
-        return f"http://127.0.0.1:{self.mesh_port}"
+        return f"https://127.0.0.1:{self.mesh_port}"
+
+    def tls(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else None
 
 
-def answers(url: str) -> bool:
+def answers(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1) as r:
+        with urllib.request.urlopen(url, timeout=1, context=context) as r:
             return bool(r.status == 200)
     except OSError:
         return False
 
 
 def start_operator(
-    kubeconfig: Path,
+    plane: ControlPlane,
     namespace: str,
     operator_ns: str,
     log: Path,
@@ -281,19 +285,25 @@ def start_operator(
     argv += ["--webhook-port", str(free_port())] if webhooks else ["--no-webhooks"]
     tmp = log.parent / "tmp"  # the operator's temporary files go with the bench's
     tmp.mkdir(exist_ok=True)
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "TMPDIR": str(tmp), **(shim or {})}
+    env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig), "TMPDIR": str(tmp), **(shim or {})}
     process = spawn(argv, log, detached=False, env=env)
     op = Operator(f"operator[{namespace}]", process, log, mesh_port=mesh)
+    api = ApiServer(plane.server, str(plane.pki_dir))
+    ca_path = f"/api/v1/namespaces/{operator_ns}/configmaps/agent-mesh-ca.crt"
 
-    def up(url: str) -> bool:
+    def up(url: str, tls: bool = False) -> bool:
         if op.process.poll() is not None:
             raise RuntimeError(f"the operator exited:\n{op.tail()}")
-        return answers(url)
+        if tls:  # the CA bundle the operator publishes, as tests/conftest.py reads it
+            ca_file = log.with_name(f"{log.stem}-ca.crt")
+            ca_file.write_text(api.request("GET", ca_path)["data"]["ca.crt"])
+            op.ca_file = ca_file
+        return answers(url, op.tls())
 
     wait_until(
         "the operator's liveness endpoint", lambda: up(f"http://127.0.0.1:{liveness}/healthz"), 90
     )
-    wait_until("the operator's mesh API", lambda: up(f"{op.mesh_url}/readyz"), 90)
+    wait_until("the operator's mesh API", lambda: up(f"{op.mesh_url}/readyz", tls=True), 90)
     return op
 
 
@@ -333,6 +343,7 @@ def start_agent(
     env = {
         **os.environ,
         "AGENT_MESH_URL": op.mesh_url,
+        "AGENT_MESH_CA_FILE": str(op.ca_file),
         "AGENT_MESH_NAMESPACE": namespace,
         "AGENT_MESH_AGENT_ID": name,
         "AGENT_MESH_CREDENTIAL": credential,
@@ -351,7 +362,7 @@ def start_agent(
 def scrape(op: Operator) -> dict[str, float]:
     """The operator's agentmesh_* counters (GET /metrics on the mesh API)."""
     try:
-        with urllib.request.urlopen(f"{op.mesh_url}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(f"{op.mesh_url}/metrics", timeout=5, context=op.tls()) as r:
             text = r.read().decode()
     except OSError:
         return {}
@@ -1119,9 +1130,7 @@ def cr_path(bench: Bench, api: ApiServer, plane: ControlPlane, fleet: Fleet) -> 
     args = bench.args
     namespace = create_namespace(api, "bench-tasks")
     system = create_namespace(api, "bench-system")
-    op = start_operator(
-        plane.kubeconfig, namespace, system, bench.work / "operator.log", args.webhooks
-    )
+    op = start_operator(plane, namespace, system, bench.work / "operator.log", args.webhooks)
     bench.start(op)
     fleet.operator = op
     registered = [
@@ -1168,9 +1177,7 @@ def cr_path(bench: Bench, api: ApiServer, plane: ControlPlane, fleet: Fleet) -> 
         fleet.agents.clear()
         delete_tasks(api, namespace)  # the new operator need not list the finished ones
         log = bench.work / "operator-experiment.log"
-        op = start_operator(
-            plane.kubeconfig, namespace, system, log, args.webhooks, shim={NO_TRUST_ENV: "1"}
-        )
+        op = start_operator(plane, namespace, system, log, args.webhooks, shim={NO_TRUST_ENV: "1"})
         bench.start(op)
         fleet.operator = op
         start_agents()  # beating to the new operator's mesh API
@@ -1320,7 +1327,7 @@ def pending_memory(
     namespace = create_namespace(api, "bench-pending")
     system = create_namespace(api, "bench-system")
     log = bench.work / "operator-pending.log"
-    op = start_operator(plane.kubeconfig, namespace, system, log, args.webhooks)
+    op = start_operator(plane, namespace, system, log, args.webhooks)
     bench.start(op)
     fleet.operator = op
     wait_idle(op.pid)  # start-up allocations settle
@@ -1401,7 +1408,7 @@ def traced_pending(
     traces.mkdir()
     log = bench.work / "operator-traced.log"
     op = start_operator(
-        plane.kubeconfig, namespace, system, log, bench.args.webhooks, shim={TRACE_DIR: str(traces)}
+        plane, namespace, system, log, bench.args.webhooks, shim={TRACE_DIR: str(traces)}
     )
     bench.start(op)
     fleet.operator = op

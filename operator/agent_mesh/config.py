@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal, Self
+import ipaddress
+import re
+from typing import Annotated, Final, Literal, Self
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_DNS_NAME: Final = re.compile(
+    r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
+)
 
 
 class OperatorConfig(BaseSettings):
@@ -22,6 +27,27 @@ class OperatorConfig(BaseSettings):
             )
         return self
 
+    @field_validator("tls_extra_sans", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):  # AGENT_MESH_TLS_EXTRA_SANS=name,10.0.0.7
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("tls_extra_sans")
+    @classmethod
+    def _names_or_addresses(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_address(item)
+            except ValueError:
+                if len(item) > 253 or not _DNS_NAME.match(item.lower()):
+                    raise ValueError(
+                        f"{item!r} is neither an IP address nor a DNS name "
+                        "(lower-case labels, an optional leading '*.')"
+                    ) from None
+        return value
+
     namespaces: list[str] = Field(
         default_factory=list,
         description="Namespaces to watch; empty means all namespaces (cluster-wide).",
@@ -34,10 +60,6 @@ class OperatorConfig(BaseSettings):
         description="Address the webhook listens on and the apiserver calls it at (URL mode).",
     )
     webhook_port: int = Field(9443, ge=1, le=65535, description="Port of the webhook server.")
-    webhook_cert_dir: Path | None = Field(
-        None,
-        description="Directory with tls.crt, tls.key and ca.crt; generated when not given.",
-    )
     default_network: Literal["tailscale", "direct"] = Field(
         "direct", description="Network mode of agents whose spec.network is unset."
     )
@@ -47,6 +69,51 @@ class OperatorConfig(BaseSettings):
     )
     mesh_host: str = Field("127.0.0.1", description="Address the mesh API listens on.")
     mesh_port: int = Field(8090, ge=1, le=65535, description="Port of the mesh API.")
+    mesh_tls: bool = Field(
+        True,
+        description=(
+            "Serve the mesh API over TLS with the operator's certificate. Turn off only on a "
+            "network that encrypts and authenticates by itself (e.g. the tailnet); agents "
+            "then need AGENT_MESH_ALLOW_INSECURE_MESH=true for a non-loopback http:// URL."
+        ),
+    )
+    tls_secret: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$",
+        description=(
+            "A Secret in the operator's namespace with tls.crt, tls.key and ca.crt that "
+            "cert-manager keeps renewed: served as is (re-read every tls_check_seconds). "
+            "Unset: the operator's own CA (Secret agent-mesh-ca) issues and renews."
+        ),
+    )
+    service_name: str = Field(
+        "agent-mesh",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="The Service in front of the operator: its DNS names go into the certificate.",
+    )
+    cluster_domain: str = Field(
+        "cluster.local", description="The cluster's DNS domain (<svc>.<ns>.svc.<domain>)."
+    )
+    tls_extra_sans: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "More names and addresses clients use to reach the operator (comma-separated in "
+            "the environment): a pod IP, a node address, a tailnet name."
+        ),
+    )
+    tls_cert_lifetime_seconds: int = Field(
+        90 * 86400,
+        ge=300,
+        description="Lifetime of the serving certificate the own CA issues (renewed at 2/3).",
+    )
+    tls_check_seconds: float = Field(
+        3600,
+        gt=0,
+        description=(
+            "How often the operator checks its serving certificate for renewal (and re-reads "
+            "the cert-manager Secret) and repairs the CA bundle ConfigMaps."
+        ),
+    )
     mesh_max_body_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest request body the mesh API reads (413 above)."
     )

@@ -1,5 +1,6 @@
 """The operator's long-lived services, built once at start-up and shared by handlers:
-the agent registry, the ACL index, the authority and the mesh API server."""
+the agent registry, the ACL index, the authority, the certificate owner and the mesh API
+server."""
 
 from __future__ import annotations
 
@@ -17,12 +18,15 @@ from agent_mesh.coordinator import Coordinator
 from agent_mesh.domain.acl import PolicyIndex
 from agent_mesh.domain.agents import AgentRegistry
 from agent_mesh.domain.clock import Clock, SystemClock
+from agent_mesh.domain.errors import ValidationError
 from agent_mesh.domain.health import HealthPolicy, HealthTracker
 from agent_mesh.domain.routing import Router
 from agent_mesh.health_broadcast import HealthBroadcaster
 from agent_mesh.health_monitor import HealthMonitor
 from agent_mesh.kube.agent_status import AgentStatusWriter
 from agent_mesh.kube.agents import AgentFetcher
+from agent_mesh.kube.ca_bundle import CaBundlePublisher
+from agent_mesh.kube.ca_secret import CertManagerSecret, SecretCaStore
 from agent_mesh.kube.events import EventPoster, ObjectRef
 from agent_mesh.kube.keystore import SecretKeyStore
 from agent_mesh.kube.revocationstore import ConfigMapRevocationStore
@@ -31,6 +35,8 @@ from agent_mesh.kube.tasks import MeshTaskApi
 from agent_mesh.kube.tokenreview import ApiTokenReviewer
 from agent_mesh.mesh.fastpath import FastPath
 from agent_mesh.mesh.server import MeshServer, create_app
+from agent_mesh.pki.authority import CertificateError, serving_names
+from agent_mesh.pki.owner import CertificateOwner
 from agent_mesh.transport.batching import BatchingTransport
 from agent_mesh.transport.client import TransportConfig
 
@@ -56,6 +62,25 @@ def auth_settings(cfg: OperatorConfig) -> AuthSettings:
         service_account_audience=cfg.service_account_audience,
         audit_allowed=cfg.audit_allowed_decisions,
     )
+
+
+def certificate_owner(cfg: OperatorConfig, api: client.ApiClient, clock: Clock) -> CertificateOwner:
+    """The owner of the serving certificate of the mesh API and the webhooks: the own CA
+    in its Secret, or the cert-manager Secret the configuration names."""
+    hosts = [cfg.mesh_host, *([cfg.webhook_host] if cfg.webhooks else [])]
+    names = serving_names(
+        hosts,
+        service=cfg.service_name,
+        namespace=cfg.operator_namespace,
+        cluster_domain=cfg.cluster_domain,
+        extra=cfg.tls_extra_sans,
+    )
+    lifetime = dt.timedelta(seconds=cfg.tls_cert_lifetime_seconds)
+    if cfg.tls_secret:
+        issued = CertManagerSecret(api, cfg.operator_namespace, cfg.tls_secret)
+        return CertificateOwner(names, clock=clock.now, lifetime=lifetime, issued=issued)
+    store = SecretCaStore(api, cfg.operator_namespace)
+    return CertificateOwner(names, clock=clock.now, lifetime=lifetime, ca_store=store)
 
 
 def _batching_transport() -> BatchingTransport:
@@ -115,6 +140,10 @@ class MeshRuntime:
         )
         self.health.listeners.append(self.coordinator.health_changed)
         self.fast_path = FastPath(self.coordinator, MeshTaskApi(api))
+        self.tls = certificate_owner(cfg, api, clock)
+        self.ca_bundles = CaBundlePublisher(api)
+        if cfg.mesh_tls:
+            self.tls.listeners.append(self._publish_bundle)
         self.server = MeshServer(
             create_app(
                 self.authority,
@@ -125,6 +154,7 @@ class MeshRuntime:
             ),
             cfg.mesh_host,
             cfg.mesh_port,
+            ssl_context=self.tls.serving.context if cfg.mesh_tls else None,
         )
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -138,9 +168,13 @@ class MeshRuntime:
 
     async def start(self) -> None:
         await self.authority.start()
+        if self.config.mesh_tls or self.config.webhooks:
+            await self._start_tls()
         await self.server.start()
         self._tasks = [
             asyncio.create_task(self._maintain_keys(), name="key maintenance"),
+            asyncio.create_task(self._maintain_tls(), name="certificate maintenance"),
+            asyncio.create_task(self.ca_bundles.run(), name="CA bundle publisher"),
             asyncio.create_task(self.health.run(), name="health loop"),
             asyncio.create_task(self.coordinator.run(), name="coordinator"),
         ]
@@ -164,6 +198,35 @@ class MeshRuntime:
                 await self.authority.maintain_keys()
             except Exception:  # the next tick retries; never let the loop die
                 logger.exception("signing-key maintenance failed")
+
+    async def _start_tls(self) -> None:
+        """The serving certificate before anything serves; the CA bundle in the operator's
+        own namespace before the mesh API answers (clients fetch it from there)."""
+        try:
+            await self.tls.check()
+        except CertificateError as error:
+            raise ValidationError(
+                f"the operator's TLS material is unusable: {error}", field="tls"
+            ) from error
+        if self.config.mesh_tls:
+            self.ca_bundles.notice(self.config.operator_namespace)
+            await self.ca_bundles.publish_pending()
+
+    async def _publish_bundle(self) -> None:
+        if self.tls.bundle is not None:
+            await self.ca_bundles.set_bundle(self.tls.bundle)
+
+    async def _maintain_tls(self) -> None:
+        if not (self.config.mesh_tls or self.config.webhooks):
+            return
+        while True:
+            await asyncio.sleep(self.config.tls_check_seconds)
+            try:
+                await self.tls.check()
+                if self.config.mesh_tls:
+                    await self.ca_bundles.verify()
+            except Exception:  # the next tick retries; the current certificate stays served
+                logger.exception("certificate maintenance failed")
 
     def _denial_to_event(self, record: Record) -> None:
         if record.get("event") != "acl.decision" or record.get("decision") != "deny":

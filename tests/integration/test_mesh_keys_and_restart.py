@@ -53,7 +53,9 @@ def _start(cluster: Cluster, log: Path, operator_namespace: str) -> OperatorProc
 
 
 def _kids(operator: OperatorProcess) -> set[str]:
-    keys = httpx.get(f"{operator.mesh_url}/.well-known/jwks.json", timeout=5).json()["keys"]
+    keys = httpx.get(
+        f"{operator.mesh_url}/.well-known/jwks.json", timeout=5, verify=operator.tls
+    ).json()["keys"]
     return {k["kid"] for k in keys}
 
 

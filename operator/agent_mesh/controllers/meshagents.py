@@ -31,6 +31,7 @@ async def track(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
             await deregister(runtime, removed.namespace, removed.agent_id, removed.name)
     else:
         record = record_from_body(body)
+        runtime.ca_bundles.notice(record.namespace)  # the mesh CA bundle, for its pods
         if runtime.registry.upsert(record):
             runtime.health.seen(record)
             runtime.coordinator.agent_seen(record)

@@ -32,7 +32,7 @@ async def send_heartbeat(
         body["endpoint"] = endpoint
     for attempt in range(2):
         headers = {"Authorization": f"Bearer {issued_token}"}
-        async with session.post(url, json=body, headers=headers) as response:
+        async with session.post(url, json=body, headers=headers, ssl=source.ssl) as response:
             await response.read()
             if response.status != 401 or attempt:
                 return response.status

@@ -52,15 +52,12 @@ async def call_mesh(
         headers = {"Authorization": f"Bearer {await tokens.token()}"} if authenticated else {}
         try:
             async with session.request(
-                method, url, params=params, headers=headers, **extra
+                method, url, params=params, headers=headers, ssl=tokens.ssl, **extra
             ) as response:
                 answer = await response.json(content_type=None)
                 status = response.status
         except aiohttp.ClientError as error:
-            raise UnavailableError(
-                f"cannot reach the mesh API at {tokens.mesh_url}: {error}",
-                code="MeshUnreachable",
-            ) from error
+            raise tokens.unreachable(error) from error
         if status == 401 and authenticated and not attempt:
             tokens.invalidate()  # rotated key or revoked token: exchange once more
             continue
