@@ -33,7 +33,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
@@ -334,31 +334,25 @@ def main() -> int:
     runs = [measure(args, mode, ceiling=i == len(modes) - 1) for i, mode in enumerate(modes)]
     rows = [{"dispatch": r["dispatch"], **row} for r in runs for row in r["rows"]]
     width = max(len(r["row"]) for r in rows)
+
+    def dispatch(r: Mapping[str, Any]) -> str:
+        return str(r["dispatch"]) if r["row"].startswith("operator") else "-"
+
+    def unit(key: str, spec: str, unit: str) -> Callable[[Mapping[str, Any]], str | None]:
+        return lambda r: None if r[key] is None else f"{format(r[key], spec)} {unit}"
+
     print(
         table(
             [
-                label(9, "dispatch"),
-                label(width),
-                Column("tasks/s", 8, ","),
-                Column("op CPU/task", 12),
-                Column("req p50", 10),
-                Column("req p99", 10),
-                Column("failed", 7),
+                label(9, "dispatch", dispatch),
+                label(width, "", "row"),
+                Column("tasks/s", 8, ",", "tasks_per_s"),
+                Column("op CPU/task", 12, key=unit("operator_cpu_us_per_task", "", "us")),
+                Column("req p50", 10, key=unit("request_p50_ms", ".2f", "ms")),
+                Column("req p99", 10, key=unit("request_p99_ms", ".2f", "ms")),
+                Column("failed", 7, key="failed_tasks"),
             ],
-            [
-                (
-                    r["dispatch"] if r["row"].startswith("operator") else "-",
-                    r["row"],
-                    r["tasks_per_s"],
-                    None
-                    if r["operator_cpu_us_per_task"] is None
-                    else f"{r['operator_cpu_us_per_task']} us",
-                    f"{r['request_p50_ms']:.2f} ms",
-                    f"{r['request_p99_ms']:.2f} ms",
-                    r["failed_tasks"],
-                )
-                for r in rows
-            ],
+            rows,
         )
     )
     for r in runs:

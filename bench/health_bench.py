@@ -27,7 +27,7 @@ from common.children import Child
 from common.harness import Mesh, free_port, local_url
 from common.load import closed_loop
 from common.meshserver import CREDENTIAL, NAMESPACE, agent, serve
-from common.output import Column, label, table, write_result
+from common.output import Column, fleet_label, table, write_result
 from common.stats import summary
 
 INFLIGHT = 64
@@ -166,65 +166,44 @@ def main() -> int:
     query_rows = [queries(n, cli.quick_or_full(args, 500, 5000)) for n in sizes]
     memory_rows = [memory(n) for n in sizes]
 
-    def fleet_size(r: dict[str, Any]) -> str:
-        return f"{r['agents']:>7,} agents"
-
-    per_s = Column("beats/s", 9, ",.0f")
-    print(
-        table(
+    per_s = Column("beats/s", 9, ",.0f", "heartbeats_per_second")
+    tables = [
+        (
             [
-                label(34, "heartbeat ingest (64 in flight)"),
+                fleet_label("heartbeat ingest (64 in flight)"),
                 per_s,
-                Column("bare/s", 9, ",.0f"),
-                Column("ratio", 6, ".2f"),
-                Column("first beat/s", 13, ",.0f"),
+                Column("bare/s", 9, ",.0f", "bare_aiohttp_per_second"),
+                Column("ratio", 6, ".2f", "ratio_to_bare_aiohttp"),
+                Column("first beat/s", 13, ",.0f", "first_beat_per_agent_per_second"),
             ],
+            ingest_rows,
+        ),
+        (
             [
-                (
-                    fleet_size(r),
-                    r["heartbeats_per_second"],
-                    r["bare_aiohttp_per_second"],
-                    r["ratio_to_bare_aiohttp"],
-                    r["first_beat_per_agent_per_second"],
-                )
-                for r in ingest_rows
-            ],
-        )
-    )
-    print()
-    print(
-        table(
-            [
-                label(34, "status writes (beats every 10 s)"),
+                fleet_label("status writes (beats every 10 s)"),
                 per_s,
-                Column("writes/s", 9, ",.1f"),
-                Column("per agent per 30 s", 19, ".2f"),
+                Column("writes/s", 9, ",.1f", "status_writes_per_second_steady"),
+                Column("per agent per 30 s", 19, ".2f", "writes_per_agent_per_30s"),
             ],
+            write_rows,
+        ),
+        (
             [
-                (
-                    fleet_size(r),
-                    r["heartbeats_per_second"],
-                    r["status_writes_per_second_steady"],
-                    r["writes_per_agent_per_30s"],
-                )
-                for r in write_rows
+                fleet_label("discovery query"),
+                Column("p50 ms", 9, ".4f", "p50_ms"),
+                Column("p99 ms", 9, ".4f", "p99_ms"),
             ],
-        )
-    )
-    print()
-    print(
-        table(
-            [label(34, "discovery query"), Column("p50 ms", 9, ".4f"), Column("p99 ms", 9, ".4f")],
-            [(fleet_size(r), r["p50_ms"], r["p99_ms"]) for r in query_rows],
-        )
-    )
-    print()
-    print(
-        table(
-            [label(34, "memory (registry + health)"), Column("bytes/agent", 12, ",.0f")],
-            [(fleet_size(r), r["bytes_per_agent"]) for r in memory_rows],
-        )
-    )
+            query_rows,
+        ),
+        (
+            [
+                fleet_label("memory (registry + health)"),
+                Column("bytes/agent", 12, ",.0f", "bytes_per_agent"),
+            ],
+            memory_rows,
+        ),
+    ]
+    print("\n\n".join(table(columns, figures) for columns, figures in tables))
     write_result(
         "health",
         {

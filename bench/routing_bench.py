@@ -24,7 +24,7 @@ from agent_mesh.domain.health import HealthStatus
 from agent_mesh.domain.routing import BuiltinStrategy, Router, TaskDemand
 from agent_mesh.domain.task_queue import Priority, TaskQueue
 from common import cli
-from common.output import Column, label, table, write_result
+from common.output import Column, fleet_label, table, write_result
 from common.stats import percentile, summary
 
 NAMESPACE = "bench"
@@ -271,51 +271,32 @@ def main() -> int:
     speed = queue_speed(items)
     memory = queue_memory(items)
 
-    def fleet_size(r: dict[str, Any]) -> str:
-        return f"{r['agents']:>7,} agents"
-
-    p50, p99 = Column("p50 µs", 8, ".1f"), Column("p99 µs", 8, ".1f")
-    print(
-        table(
-            [label(34, "routing decision (route() only)"), p50, p99, Column("routed", 7, ".0%")],
+    p50, p99 = Column("p50 µs", 8, ".1f", "p50_us"), Column("p99 µs", 8, ".1f", "p99_us")
+    routed = Column("routed", 7, ".0%", "routed_share")
+    tables = [
+        (
+            [fleet_label("routing decision (route() only)", "strategy"), p50, p99, routed],
+            rows,
+        ),
+        ([fleet_label("assign + release"), p50, p99], upkeep),
+        ([fleet_label("no candidate, with its reason", "reason"), p50, p99], nothing),
+        (
             [
-                (f"{fleet_size(r)} {r['strategy']}", r["p50_us"], r["p99_us"], r["routed_share"])
-                for r in rows
+                fleet_label("first task of a shape (pool built)"),
+                Column("median µs", 9, ".0f", "median_us"),
+                Column("max µs", 8, ".0f", "max_us"),
             ],
-        )
-    )
-    print()
-    print(
-        table(
-            [label(34, "assign + release"), p50, p99],
-            [(fleet_size(r), r["p50_us"], r["p99_us"]) for r in upkeep],
-        )
-    )
-    print()
-    print(
-        table(
-            [label(34, "no candidate, with its reason"), p50, p99],
-            [(f"{fleet_size(r)} {r['reason']}", r["p50_us"], r["p99_us"]) for r in nothing],
-        )
-    )
-    print()
-    print(
-        table(
+            builds,
+        ),
+        (
             [
-                label(34, "first task of a shape (pool built)"),
-                Column("median µs", 9, ".0f"),
-                Column("max µs", 8, ".0f"),
+                fleet_label("router memory (8 shapes in use)"),
+                Column("bytes/agent", 12, ",.0f", "bytes_per_agent"),
             ],
-            [(fleet_size(r), r["median_us"], r["max_us"]) for r in builds],
-        )
-    )
-    print()
-    print(
-        table(
-            [label(34, "router memory (8 shapes in use)"), Column("bytes/agent", 12, ",.0f")],
-            [(fleet_size(r), r["bytes_per_agent"]) for r in router_bytes],
-        )
-    )
+            router_bytes,
+        ),
+    ]
+    print("\n\n".join(table(columns, figures) for columns, figures in tables))
     print(f"\nqueue push + pop at {speed['items']:,} tasks (ns per task)")
     print(f"  TaskQueue (deque per priority) {speed['task_queue_ns_per_push_pop']:>8.0f}")
     print(f"  heapq baseline                 {speed['heapq_ns']:>8.0f}")

@@ -27,6 +27,7 @@ nothing; the processes it starts are stopped on exit, on failure and on SIGTERM.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,7 @@ from common.children import Child
 from common.harness import CREDENTIAL, NAMESPACE, Mesh, listen_ports, local_url
 from common.output import write_result
 from common.procfs import machine_busy_seconds, others_share, own_seconds
-from transport import broadcast, connections, one_loop, profile, request_response, step_costs
+from transport import broadcast, connections, one_loop, profile_diff, request_response, step_costs
 
 SCENARIOS = ("rr", "broadcast", "connections")
 
@@ -59,28 +60,24 @@ class Sizes:
 
     @classmethod
     def of(cls, quick: bool) -> Sizes:
-        if quick:
-            return cls(
-                request_response.Sizes(sequential=300, total=2000, fresh_total=1000, rounds=1),
-                step_seconds=0.1,
-                split_count=300,
-                split_rounds=3,
-                broadcasts=10,
-                connection_steps=[500, 1000, 2000],
-                overshoot=False,
-                probes=50,
-                profile_messages=2000,
-            )
+        def pick(small: Any, full: Any) -> Any:
+            return small if quick else full
+
         return cls(
-            request_response.Sizes(sequential=2000, total=10_000, fresh_total=4000, rounds=3),
-            step_seconds=0.5,
-            split_count=1000,
-            split_rounds=9,
-            broadcasts=100,
-            connection_steps=[1000, 2500, 5000, 10_000, 15_000],
-            overshoot=True,
-            probes=200,
-            profile_messages=6000,
+            request_response.Sizes(
+                sequential=pick(300, 2000),
+                total=pick(2000, 10_000),
+                fresh_total=pick(1000, 4000),
+                rounds=pick(1, 3),
+            ),
+            step_seconds=pick(0.1, 0.5),
+            split_count=pick(300, 1000),
+            split_rounds=pick(3, 9),
+            broadcasts=pick(10, 100),
+            connection_steps=pick([500, 1000, 2000], [1000, 2500, 5000, 10_000, 15_000]),
+            overshoot=not quick,
+            probes=pick(50, 200),
+            profile_messages=pick(2000, 6000),
         )
 
 
@@ -133,18 +130,18 @@ def main() -> int:
                 mesh, sizes.connection_steps, sizes.overshoot, sizes.probes
             )
         if args.profile:
-            result["profile"] = profile.run(mesh, sizes.profile_messages)
+            result["profile"] = profile_diff.run(mesh, sizes.profile_messages)
     others = others_share(
         machine_busy_seconds() - busy0, own_seconds() - own0, time.monotonic() - started
     )
     result["other_processes_cpu_share"] = others
-    reports = {
+    reports: dict[str, Callable[[Any], None]] = {
         "request_response": request_response.report,
         "step_costs": step_costs.report,
         "one_loop_split": one_loop.report,
         "broadcast": broadcast.report,
         "connections": connections.report,
-        "profile": profile.report,
+        "profile": profile_diff.report,
     }
     for key, report in reports.items():
         if result.get(key):

@@ -23,8 +23,8 @@ from httpx_aiohttp import AiohttpTransport
 
 from agent_mesh.domain.message import Message, MessageType
 from common import cli
-from common.children import Child, wait_for_stop
-from common.harness import free_port, local_url, serve_app
+from common.children import Child
+from common.harness import free_port, local_url, post_app, serve_until_stopped
 from common.load import per_second, sequential
 from common.output import Column, label, table, write_result
 from common.stats import summary
@@ -41,15 +41,7 @@ async def echo(request: web.Request) -> web.Response:
 def serve_echo(port: int, ready: Event, stop: Event) -> None:
     """A children.Child target: POST /v1/messages answers its own body."""
 
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_post("/v1/messages", echo)
-        runner = await serve_app(app, port)
-        ready.set()
-        await wait_for_stop(stop)
-        await runner.cleanup()
-
-    asyncio.run(main())
+    asyncio.run(serve_until_stopped([(post_app("/v1/messages", echo), port)], ready, stop))
 
 
 async def measure(post: Post, url: str, body: bytes, count: int, total: int) -> dict[str, Any]:
@@ -113,25 +105,17 @@ def main() -> int:
         r["throughput_ratio_to_aiohttp"] = (
             r["per_second_64_inflight"] / base["per_second_64_inflight"]
         )
+    ms = ".3f"
     print(
         table(
             [
-                label(42, "engine"),
-                Column("p50 ms", 8, ".3f"),
-                Column("p99 ms", 8, ".3f"),
-                Column("req/s @64", 10, ",.0f"),
-                Column("vs aiohttp", 11, ".2f"),
+                label(42, "engine", "engine"),
+                Column("p50 ms", 8, ms, "p50_ms"),
+                Column("p99 ms", 8, ms, "p99_ms"),
+                Column("req/s @64", 10, ",.0f", "per_second_64_inflight"),
+                Column("vs aiohttp", 11, ".2f", "throughput_ratio_to_aiohttp"),
             ],
-            [
-                (
-                    name,
-                    r["p50_ms"],
-                    r["p99_ms"],
-                    r["per_second_64_inflight"],
-                    r["throughput_ratio_to_aiohttp"],
-                )
-                for name, r in results.items()
-            ],
+            [{"engine": name, **r} for name, r in results.items()],
         )
     )
     write_result(

@@ -11,8 +11,9 @@ import socket
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,10 @@ from aiohttp import web
 from agent_mesh.ports import free_port
 from agent_mesh.sdk.identity import TokenSource
 
-from .children import Started, start
+from .children import Started, start, wait_for_stop
+from .profiling import profiled
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 ROOT = Path(__file__).resolve().parents[2]
 ECHO_WORKER = ROOT / "examples" / "echo_worker.py"
@@ -101,6 +105,29 @@ async def serve_app(app: web.Application, port: int) -> web.AppRunner:
     await runner.setup()
     await web.TCPSite(runner, HOST, port).start()
     return runner
+
+
+def post_app(path: str, handler: Handler) -> web.Application:
+    """An aiohttp app with one route, POST `path`, and nothing else (no middleware)."""
+    app = web.Application()
+    app.router.add_post(path, handler)
+    return app
+
+
+async def serve_until_stopped(
+    apps: list[tuple[web.Application, int]],
+    ready: Event,
+    stop: Event,
+    profile: Path | None = None,
+) -> None:
+    """In a children.Child: serve each (app, port), set `ready`, wait until the bench sets
+    `stop` (cProfiled into `profile` meanwhile, if given), then clean up."""
+    runners = [await serve_app(app, port) for app, port in apps]
+    with profiled(profile):
+        ready.set()
+        await wait_for_stop(stop)
+    for runner in runners:
+        await runner.cleanup()
 
 
 @dataclass(frozen=True, slots=True)

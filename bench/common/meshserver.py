@@ -28,8 +28,7 @@ from agent_mesh.domain.health import HealthStatus, HealthTracker
 from agent_mesh.health_monitor import HealthMonitor
 from agent_mesh.mesh.server import create_app
 
-from .children import wait_for_stop
-from .harness import CREDENTIAL, NAMESPACE, serve_app
+from .harness import CREDENTIAL, NAMESPACE, post_app, serve_until_stopped
 
 __all__ = ["CREDENTIAL", "NAMESPACE", "agent", "authority", "fleet", "record", "serve"]
 
@@ -116,13 +115,8 @@ def serve(port: int, bare_port: int, agents: int, ready: Event, stop: Event) -> 
         registry = fleet(agents)
         auth = await authority(registry, clock, AuditLog(), AuthSettings(audit_allowed=False))
         monitor = HealthMonitor(HealthTracker(), registry, None, None, clock)
-        mesh = await serve_app(create_app(auth, monitor, monitor.tracker), port)
-        bare = web.Application()
-        bare.router.add_post("/noop", noop)
-        baseline = await serve_app(bare, bare_port)
-        ready.set()
-        await wait_for_stop(stop)
-        await baseline.cleanup()
-        await mesh.cleanup()
+        mesh = create_app(auth, monitor, monitor.tracker)
+        bare = post_app("/noop", noop)
+        await serve_until_stopped([(mesh, port), (bare, bare_port)], ready, stop)
 
     asyncio.run(main())

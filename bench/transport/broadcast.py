@@ -145,24 +145,14 @@ def report(bc: dict[str, Any]) -> None:
     print(
         table(
             [
-                label(8),
-                Column("p50 ms", 8, ms),
-                Column("p99 ms", 8, ms),
-                Column("mean ms", 8, ms),
-                Column("client CPU ms", 14, ms),
-                Column("servers CPU ms", 15, ms),
+                label(8, "", "name"),
+                Column("p50 ms", 8, ms, "p50_ms"),
+                Column("p99 ms", 8, ms, "p99_ms"),
+                Column("mean ms", 8, ms, "mean_ms"),
+                Column("client CPU ms", 14, ms, "client_cpu_ms_per_broadcast"),
+                Column("servers CPU ms", 15, ms, "servers_cpu_ms_per_broadcast"),
             ],
-            [
-                (
-                    name,
-                    row["p50_ms"],
-                    row["p99_ms"],
-                    row["mean_ms"],
-                    row["client_cpu_ms_per_broadcast"],
-                    row["servers_cpu_ms_per_broadcast"],
-                )
-                for name, row in bc["rows"].items()
-            ],
+            [{"name": name, **row} for name, row in bc["rows"].items()],
             f"broadcast of an event to {bc['targets']} agents in {bc['server_processes']}"
             f" processes, {bc['broadcasts']} broadcasts",
         )

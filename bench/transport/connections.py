@@ -282,28 +282,16 @@ def report(cn: dict[str, Any]) -> None:
     print(
         table(
             [
-                Column("held", 7, ","),
-                Column("all answer", 10),
-                Column("sweep s", 8, ".2f"),
-                Column("RSS MiB", 8, ".1f"),
-                Column("KiB/conn", 9, ".1f"),
-                Column("healthz p50", 12, ms),
-                Column("p99", 7, ms),
-                Column("new conn", 9, ms),
+                Column("held", 7, ",", "connections"),
+                Column("all answer", 10, key="all_answered"),
+                Column("sweep s", 8, ".2f", lambda row: row.get("sweep_s", 0)),
+                Column("RSS MiB", 8, ".1f", "server_rss_mb"),
+                Column("KiB/conn", 9, ".1f", "server_rss_kib_per_connection"),
+                Column("healthz p50", 12, ms, "healthz_p50_ms"),
+                Column("p99", 7, ms, "healthz_p99_ms"),
+                Column("new conn", 9, ms, "healthz_new_connection_p50_ms"),
             ],
-            [
-                (
-                    row["connections"],
-                    row.get("all_answered"),
-                    row.get("sweep_s", 0),
-                    row["server_rss_mb"],
-                    row.get("server_rss_kib_per_connection"),
-                    row.get("healthz_p50_ms"),
-                    row.get("healthz_p99_ms"),
-                    row.get("healthz_new_connection_p50_ms"),
-                )
-                for row in cn["rows"]
-            ],
+            cn["rows"],
             f"keep-alive connections held by one Agent process (fd limit {cn['fd_limit']},"
             f" {cn['holder_processes']} client processes)",
         )

@@ -26,7 +26,7 @@ from agent_mesh.domain.message import Message, MessageType
 from agent_mesh.sdk.agent import Agent
 from agent_mesh.transport.client import Transport
 from common.children import wait_for_stop
-from common.harness import Mesh, local_url, serve_app, wait_healthy
+from common.harness import Mesh, local_url, post_app, serve_until_stopped, wait_healthy
 from common.procfs import raise_fd_limit
 from common.profiling import profiled
 
@@ -136,25 +136,15 @@ async def raw_message(request: web.Request) -> web.Response:
 
 
 def raw_app() -> web.Application:
-    app = web.Application()
-    app.router.add_post(MESSAGES, raw_message)
-    return app
+    return post_app(MESSAGES, raw_message)
 
 
 def serve_raw(ports: list[int], profile: Path | None, ready: Event, stop: Event) -> None:
     """A children.Child target: bare aiohttp sites (one per port, all in this process),
     the baseline servers."""
 
-    async def main() -> None:
-        runners = [await serve_app(raw_app(), port) for port in ports]
-        with profiled(profile):
-            ready.set()
-            await wait_for_stop(stop)
-        for runner in runners:
-            await runner.cleanup()
-
     raise_fd_limit()
-    asyncio.run(main())
+    asyncio.run(serve_until_stopped([(raw_app(), port) for port in ports], ready, stop, profile))
 
 
 # --- the callers ---------------------------------------------------------------------------

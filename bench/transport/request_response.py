@@ -187,29 +187,19 @@ def run(mesh: Mesh, sizes: Sizes) -> dict[str, Any]:
 
 
 def report(rr: dict[str, Any]) -> None:
+    us = ".0f"
     print(
         table(
             [
-                label(32),
-                Column("p50 ms", 7, ".3f"),
-                Column("p99 ms", 7, ".3f"),
-                Column("msg/s@16", 9, ",.0f"),
-                Column("msg/s@64", 9, ",.0f"),
-                Column("srv µs/msg", 10, ".0f"),
-                Column("cli µs/msg", 10, ".0f"),
+                label(32, "", "name"),
+                Column("p50 ms", 7, ".3f", "p50_ms"),
+                Column("p99 ms", 7, ".3f", "p99_ms"),
+                Column("msg/s@16", 9, ",.0f", "per_second_16_inflight"),
+                Column("msg/s@64", 9, ",.0f", "per_second_64_inflight"),
+                Column("srv µs/msg", 10, us, "server_cpu_us_per_msg_64_inflight"),
+                Column("cli µs/msg", 10, us, "client_cpu_us_per_msg_64_inflight"),
             ],
-            [
-                (
-                    name,
-                    row["p50_ms"],
-                    row["p99_ms"],
-                    row.get("per_second_16_inflight"),
-                    row["per_second_64_inflight"],
-                    row["server_cpu_us_per_msg_64_inflight"],
-                    row["client_cpu_us_per_msg_64_inflight"],
-                )
-                for name, row in rr["rows"].items()
-            ],
+            [{"name": name, **row} for name, row in rr["rows"].items()],
             f"request/response, one Agent ({rr['connections_per_agent']} connections per agent)",
         )
     )

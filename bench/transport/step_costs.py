@@ -21,7 +21,7 @@ from agent_mesh.observability.metrics import (
     TRANSPORT_REQUESTS,
 )
 from common.load import per_call_us
-from common.output import Column, table
+from common.output import Column, label, table
 
 from .parts import CALLER, PAYLOAD, RECEIVER, raw_envelope, raw_reply
 
@@ -106,12 +106,12 @@ def report(steps: list[dict[str, Any]]) -> None:
     print(
         table(
             [
-                Column("", 6, align="<"),
-                Column("step", 58, align="<"),
-                Column("ours", 6, ".1f"),
-                Column("raw", 6, ".1f"),
+                label(6, "", "side"),
+                label(58, "step", "step"),
+                Column("ours", 6, ".1f", "ours_us"),
+                Column("raw", 6, ".1f", "raw_us"),
             ],
-            [(r["side"], r["step"], r["ours_us"], r["raw_us"]) for r in steps],
+            steps,
             "per message, besides HTTP (in-process, µs per call)",
         )
     )
