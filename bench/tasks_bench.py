@@ -285,7 +285,13 @@ def start_operator(
     argv += ["--webhook-port", str(free_port())] if webhooks else ["--no-webhooks"]
     tmp = log.parent / "tmp"  # the operator's temporary files go with the bench's
     tmp.mkdir(exist_ok=True)
-    env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig), "TMPDIR": str(tmp), **(shim or {})}
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(plane.kubeconfig),
+        "TMPDIR": str(tmp),
+        "AGENT_MESH_EGRESS_ALLOW_LOOPBACK": "true",  # the bench's agents are on 127.0.0.1
+        **(shim or {}),
+    }
     process = spawn(argv, log, detached=False, env=env)
     op = Operator(f"operator[{namespace}]", process, log, mesh_port=mesh)
     api = ApiServer(plane.server, str(plane.pki_dir))
