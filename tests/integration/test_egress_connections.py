@@ -10,6 +10,7 @@ Also: redirects are not followed, oversized answers are cut off at the limit."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -328,3 +329,23 @@ async def test_an_oversized_mesh_api_answer_is_cut_off(
                 ),
                 10,
             )
+
+
+async def test_a_compressed_answer_is_capped_after_decompression(
+    serve: Callable[[Handler | None], Awaitable[Server]],
+) -> None:
+    bomb = gzip.compress(b'{"x": "' + b"z" * 4_000_000 + b'"}')  # ~4 KB on the wire
+
+    async def compressed(request: web.Request) -> web.Response:
+        return web.Response(
+            body=bomb, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        )
+
+    server = await serve(compressed)
+    transport = Transport(TransportConfig(response_max_bytes=65536))
+    try:
+        delivery = await transport.post(server.url, "/v1/tasks", {})
+    finally:
+        await transport.close()
+    assert len(bomb) < 65536
+    assert delivery.outcome is Outcome.BAD_RESPONSE and delivery.code == "ResponseTooLarge"

@@ -523,7 +523,10 @@ async def read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
     ResponseTooLargeError naming the limit, with the rest left unread and the connection
     closed."""
     length = response.content_length
-    if length is None or length <= limit:
+    if length is not None and not response.headers.get("Content-Encoding"):
+        if length <= limit:  # the common case: read exactly that (no decompression)
+            return await response.read()
+    elif length is None or length <= limit:
         body = bytearray()
         while len(body) <= limit:
             chunk = await response.content.read(limit + 1 - len(body))
