@@ -203,3 +203,19 @@ def test_with_loopback_off_a_loopback_spec_endpoint_is_reported_in_status(
     found = wait_for("the EndpointAllowed condition", condition)
     assert found["status"] == "False" and found["reason"] == "EndpointRefused"
     assert "127.0.0.1 is a loopback address (loopback is not enabled)" in found["message"]
+
+
+def test_spec_endpoint_at_the_api_servers_address_is_refused_by_admission(
+    cluster: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    # the API server shares 127.0.0.1 with the test agents: refused by its port
+    apiserver = cluster.api.configuration.host  # https://127.0.0.1:<port>
+    with pytest.raises(client.ApiException) as refused:
+        apply_agent(cluster, namespace, "apiserver", "worker", endpoint=apiserver)
+    assert "is the Kubernetes API server" in str(refused.value.body)
+
+
+def test_the_operator_learns_the_service_range_from_the_cluster(operator: OperatorProcess) -> None:
+    # the local control plane runs with --service-cluster-ip-range=10.96.0.0/24
+    started = [line for line in operator.logs().splitlines() if "egress policy:" in line]
+    assert started and "Service ranges 10.96.0.0/24" in started[0], started

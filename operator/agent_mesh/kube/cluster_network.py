@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 
+import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from yarl import URL
@@ -48,12 +49,11 @@ async def service_cidrs(api: client.ApiClient) -> list[str]:
     logged, when they cannot be listed (older cluster, or no RBAC for it)."""
     try:
         listed = await client.NetworkingV1Api(api).list_service_cidr()
-    except ApiException as error:
+    except (ApiException, aiohttp.ClientError, OSError) as error:
         logger.info(
-            "ServiceCIDRs not readable (%s %s): the Service range is only what "
+            "ServiceCIDRs not readable (%s): the Service range is only what "
             "AGENT_MESH_EGRESS_SERVICE_CIDRS says",
-            error.status,
-            error.reason,
+            f"{error.status} {error.reason}" if isinstance(error, ApiException) else error,
         )
         return []
     return [cidr for item in listed.items for cidr in (item.spec.cidrs or [])]
