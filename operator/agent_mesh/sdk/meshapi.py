@@ -56,7 +56,13 @@ async def call_mesh(
         headers = {"Authorization": f"Bearer {await tokens.token()}"} if authenticated else {}
         try:
             async with session.request(
-                method, url, params=params, headers=headers, ssl=tokens.ssl, **extra
+                method,
+                url,
+                params=params,
+                headers=headers,
+                ssl=tokens.ssl,
+                allow_redirects=False,  # a 3xx is an error, the token goes nowhere else
+                **extra,
             ) as response:
                 answer = _json(await read_body(response, max_bytes))
                 status = response.status
