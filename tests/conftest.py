@@ -235,7 +235,8 @@ def start_operator(
         *extra,
         *([] if mesh_tls else ["--no-mesh-tls"]),
     ]
-    env = {**cluster.env, **(extra_env or {})}
+    # agents and callbacks of tests listen on 127.0.0.1: loopback egress on unless a test says
+    env = {**cluster.env, "AGENT_MESH_EGRESS_ALLOW_LOOPBACK": "true", **(extra_env or {})}
     proc = spawn(argv, log, detached=False, env=env)  # dies with the test run
     ca_file = log.with_name(f"{log.stem}-ca.crt") if mesh_tls else None
     operator = OperatorProcess(proc, log, liveness, mesh, operator_namespace, ca_file)

@@ -98,7 +98,13 @@ def start_operator(
     argv += ["--webhook-port", str(free_port())] if webhooks else ["--no-webhooks"]
     tmp = log.parent / "tmp"  # the operator's temporary files go with the bench's
     tmp.mkdir(exist_ok=True)
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "TMPDIR": str(tmp), **(shim or {})}
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "TMPDIR": str(tmp),
+        "AGENT_MESH_EGRESS_ALLOW_LOOPBACK": "true",  # the bench's agents are on 127.0.0.1
+        **(shim or {}),
+    }
     # grace: kopf drains its per-object workers before it exits
     op = Operator(start(f"operator[{namespace}]", argv, log, env, grace=60.0), mesh)
 

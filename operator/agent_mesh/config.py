@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Final, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -12,12 +12,27 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 _DNS_NAME: Final = re.compile(
     r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
 )
+Cidrs = Annotated[list[str], NoDecode]
+"""CIDRs, from the environment as a comma-separated list (`10.0.0.0/8,fd00::/8`)."""
 
 
 class OperatorConfig(BaseSettings):
     """Everything the operator process needs to know at start-up."""
 
     model_config = SettingsConfigDict(env_prefix="AGENT_MESH_", extra="forbid")
+
+    @field_validator("egress_allow", "egress_deny", "egress_service_cidrs", mode="before")
+    @classmethod
+    def _cidrs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in value.replace(",", " ").split() if part]
+        if isinstance(value, list):
+            for item in value:
+                try:
+                    ipaddress.ip_network(str(item), strict=False)
+                except ValueError:
+                    raise ValueError(f"{item!r} is not a CIDR (for example 10.0.0.0/8)") from None
+        return value
 
     @model_validator(mode="after")
     def _ordered_thresholds(self) -> Self:
@@ -186,6 +201,46 @@ class OperatorConfig(BaseSettings):
             "Send the tasks dispatched to one agent in the same instant as one "
             "POST /v1/tasks/batch call (agents without that route get one call per task). "
             "Off: one call per task."
+        ),
+    )
+    egress_allow: Cidrs = Field(
+        default_factory=list,
+        description=(
+            "CIDRs that callback URLs, heartbeat endpoints and spec.endpoint may reach even "
+            "when their kind is refused (private, loopback, ...); metadata addresses, the "
+            "API server and egress_deny stay refused. Comma-separated."
+        ),
+    )
+    egress_deny: Cidrs = Field(
+        default_factory=list,
+        description=(
+            "CIDRs no callback URL or agent endpoint may reach, whatever egress_allow says "
+            "(for example the API server's own addresses behind its Service). "
+            "Comma-separated."
+        ),
+    )
+    egress_allow_loopback: bool = Field(
+        False,
+        description=(
+            "Let callback URLs and agent endpoints reach loopback addresses (the local demo "
+            "and tests run everything on 127.0.0.1). Off in a cluster."
+        ),
+    )
+    egress_service_cidrs: Cidrs = Field(
+        default_factory=list,
+        description=(
+            "The cluster's Service ranges (kube-apiserver --service-cluster-ip-range), "
+            "refused to callback URLs and agent endpoints; the ranges of the cluster's "
+            "ServiceCIDR objects are added when the operator may list them. "
+            "Comma-separated."
+        ),
+    )
+    response_max_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description=(
+            "Largest response body the operator reads from an agent or a callback target "
+            "(a larger one fails the call, naming this limit)."
         ),
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"

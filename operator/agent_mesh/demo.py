@@ -153,7 +153,8 @@ def run(*, once: bool, samples: Path | None, timeout: float) -> int:
             ],
             log_path,
             detached=False,
-            env=kubectl.env,
+            # the sample agents listen on 127.0.0.1, which a cluster's operator refuses
+            env={**kubectl.env, "AGENT_MESH_EGRESS_ALLOW_LOOPBACK": "true"},
         )
         stack.callback(terminate, operator.pid, child=operator)
 

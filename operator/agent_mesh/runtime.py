@@ -18,6 +18,7 @@ from agent_mesh.coordinator import Coordinator
 from agent_mesh.domain.acl import PolicyIndex
 from agent_mesh.domain.agents import AgentRegistry
 from agent_mesh.domain.clock import Clock, SystemClock
+from agent_mesh.domain.egress import EgressPolicy
 from agent_mesh.domain.errors import ValidationError
 from agent_mesh.domain.health import HealthPolicy, HealthTracker
 from agent_mesh.domain.routing import Router
@@ -27,18 +28,21 @@ from agent_mesh.kube.agent_status import AgentStatusWriter
 from agent_mesh.kube.agents import AgentFetcher
 from agent_mesh.kube.ca_bundle import CaBundlePublisher
 from agent_mesh.kube.ca_secret import CertManagerSecret, SecretCaStore
+from agent_mesh.kube.cluster_network import apiserver_addresses, service_cidrs
 from agent_mesh.kube.events import EventPoster, ObjectRef
 from agent_mesh.kube.keystore import SecretKeyStore
 from agent_mesh.kube.revocationstore import ConfigMapRevocationStore
 from agent_mesh.kube.task_status import TaskStatusWriter
 from agent_mesh.kube.tasks import MeshTaskApi
 from agent_mesh.kube.tokenreview import ApiTokenReviewer
+from agent_mesh.mesh.callbacks import CallbackNotifier
 from agent_mesh.mesh.fastpath import FastPath
 from agent_mesh.mesh.server import MeshServer, create_app
 from agent_mesh.pki.authority import CertificateError, serving_names
 from agent_mesh.pki.owner import CertificateOwner
 from agent_mesh.transport.batching import BatchingTransport
-from agent_mesh.transport.client import TransportConfig
+from agent_mesh.transport.client import Transport, TransportConfig
+from agent_mesh.transport.egress import EgressGuard
 
 logger = logging.getLogger("agent_mesh.operator")
 
@@ -83,9 +87,30 @@ def certificate_owner(cfg: OperatorConfig, api: client.ApiClient, clock: Clock) 
     return CertificateOwner(names, clock=clock.now, lifetime=lifetime, ca_store=store)
 
 
-def _batching_transport() -> BatchingTransport:
-    """The coordinator's dispatch transport with batching on (its default pool sizes)."""
-    return BatchingTransport(TransportConfig(max_connections_per_agent=100, retries=0))
+def egress_policy(
+    cfg: OperatorConfig,
+    apiserver: list[tuple[str, int]] | None = None,
+    discovered_service_cidrs: list[str] | None = None,
+) -> EgressPolicy:
+    """The operator's egress settings plus what it found out about the cluster."""
+    return EgressPolicy.from_settings(
+        allow=cfg.egress_allow,
+        deny=cfg.egress_deny,
+        allow_loopback=cfg.egress_allow_loopback,
+        service_ranges=[*cfg.egress_service_cidrs, *(discovered_service_cidrs or ())],
+        apiserver=apiserver or (),
+    )
+
+
+def _dispatch_transport(cfg: OperatorConfig, guard: EgressGuard) -> Transport:
+    """The coordinator's transport (the router bounds work per agent; the pool only has to
+    keep up with it), batching when configured."""
+    config = TransportConfig(
+        max_connections_per_agent=100, retries=0, response_max_bytes=cfg.response_max_bytes
+    )
+    if cfg.batch_dispatch:
+        return BatchingTransport(config, guard=guard)
+    return Transport(config, guard=guard)
 
 
 class MeshRuntime:
@@ -99,6 +124,7 @@ class MeshRuntime:
         self.policies = PolicyIndex()
         self.audit = AuditLog(clock=clock)
         self.events = EventPoster(api)
+        self.egress = EgressGuard(egress_policy(cfg))
         self.authority = Authority(
             auth_settings(cfg),
             registry=self.registry,
@@ -125,7 +151,16 @@ class MeshRuntime:
             clock,
             sweep_seconds=cfg.health_sweep_seconds,
         )
-        self.health_events = HealthBroadcaster(self.registry, self.health.tracker, self.authority)
+        # events are not worth waiting for: one try, a short timeout
+        events_transport = Transport(
+            TransportConfig(
+                timeout_seconds=5, retries=0, response_max_bytes=cfg.response_max_bytes
+            ),
+            guard=self.egress,
+        )
+        self.health_events = HealthBroadcaster(
+            self.registry, self.health.tracker, self.authority, events_transport
+        )
         self.health.listeners.append(self.health_events)
         self.coordinator = Coordinator(
             registry=self.registry,
@@ -136,10 +171,12 @@ class MeshRuntime:
             writer=TaskStatusWriter(api),
             events=self.events,
             router=Router(default_strategy=cfg.default_strategy),
-            transport=_batching_transport() if cfg.batch_dispatch else None,
+            transport=_dispatch_transport(cfg, self.egress),
         )
         self.health.listeners.append(self.coordinator.health_changed)
-        self.fast_path = FastPath(self.coordinator, MeshTaskApi(api))
+        self.fast_path = FastPath(
+            self.coordinator, MeshTaskApi(api), callbacks=CallbackNotifier(guard=self.egress)
+        )
         self.tls = certificate_owner(cfg, api, clock)
         self.ca_bundles = CaBundlePublisher(api)
         if cfg.mesh_tls:
@@ -167,6 +204,18 @@ class MeshRuntime:
         return cls(cfg, client.ApiClient(), clock or SystemClock())
 
     async def start(self) -> None:
+        self.egress.policy = egress_policy(
+            self.config, await apiserver_addresses(self.api), await service_cidrs(self.api)
+        )
+        policy = self.egress.policy
+        logger.info(
+            "egress policy: loopback %s, allow %s, deny %s, Service ranges %s, API server %s",
+            "allowed" if policy.allow_loopback else "refused",
+            ", ".join(map(str, policy.allow)) or "-",
+            ", ".join(map(str, policy.deny)) or "-",
+            ", ".join(map(str, policy.service_ranges)) or "unknown",
+            ", ".join(f"{a}:{p}" for a, p in sorted(policy.apiserver, key=str)) or "unknown",
+        )
         await self.authority.start()
         if self.config.mesh_tls or self.config.webhooks:
             await self._start_tls()
@@ -189,6 +238,7 @@ class MeshRuntime:
         await self.coordinator.close()
         await self.health_events.close()
         await self.events.drain()
+        await self.egress.close()
         await self.api.close()
 
     async def _maintain_keys(self) -> None:

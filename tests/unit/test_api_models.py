@@ -423,7 +423,12 @@ def test_every_kind_has_a_ready_summary_condition(enum: type[StrEnum]) -> None:
 
 def test_distinct_stages_have_distinct_conditions() -> None:
     assert {"Assigned", "Running", "Succeeded", "Failed"} <= {c.value for c in MeshTaskCondition}
-    assert {c.value for c in MeshAgentCondition} == {"Ready", "Registered", "TailnetConnected"}
+    assert {c.value for c in MeshAgentCondition} == {
+        "Ready",
+        "Registered",
+        "TailnetConnected",
+        "EndpointAllowed",
+    }
     assert "Accepted" in {c.value for c in ACLPolicyCondition}
 
 

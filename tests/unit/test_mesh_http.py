@@ -234,13 +234,21 @@ async def test_revoked_agent_loses_access_and_metrics_count_it(mesh: Mesh) -> No
 
 
 async def test_heartbeat_makes_the_agent_healthy_and_discoverable(mesh: Mesh) -> None:
-    token = await mesh.token("w1")
-    headers = {"Authorization": f"Bearer {token}"}
+    # the agent runs in pod w1-0 (10.1.2.3) and reports its own address as its endpoint
+    mesh.reviewer.tokens["sa-token"] = ReviewedToken(
+        "system:serviceaccount:ns:runner",
+        {"authentication.kubernetes.io/pod-name": ["w1-0"]},
+    )
+    mesh.reviewer.pod_labels[("ns", "w1-0")] = "w1"
+    mesh.reviewer.pod_ips[("ns", "w1-0")] = "10.1.2.3"
+    exchanged = await mesh.client.post("/v1/token", json={"serviceAccountToken": "sa-token"})
+    headers = {"Authorization": f"Bearer {(await exchanged.json())['token']}"}
     beat = await mesh.client.post(
         "/v1/agents/ns/w1/heartbeat",
-        json={"activeTasks": 3, "endpoint": "http://127.0.0.1:7001"},
+        json={"activeTasks": 3, "endpoint": "http://10.1.2.3:7001"},
         headers=headers,
     )
+    assert await beat.json() == {"accepted": True}
     assert beat.status == 200
     state = mesh.monitor.tracker.get(("ns", "w1"))
     assert state is not None and state.health is HealthStatus.HEALTHY
@@ -253,7 +261,7 @@ async def test_heartbeat_makes_the_agent_healthy_and_discoverable(mesh: Mesh) ->
     assert (item["agentId"], item["activeTasks"], item["endpoint"]) == (
         "w1",
         3,
-        "http://127.0.0.1:7001",
+        "http://10.1.2.3:7001",
     )
 
 

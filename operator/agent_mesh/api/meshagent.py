@@ -64,6 +64,8 @@ class MeshAgentCondition(StrEnum):
     """The operator accepted the agent into the mesh (status initialised, id unique)."""
     TAILNET_CONNECTED = "TailnetConnected"
     """The agent's Tailscale device is up and its MagicDNS name known."""
+    ENDPOINT_ALLOWED = "EndpointAllowed"
+    """spec.endpoint passes the operator's egress policy (set only when spec.endpoint is)."""
 
 
 class MeshAgentReason(StrEnum):
@@ -77,6 +79,9 @@ class MeshAgentReason(StrEnum):
     TAILNET_DEVICE_READY = "TailnetDeviceReady"
     WAITING_FOR_TAILNET_DEVICE = "WaitingForTailnetDevice"
     TAILNET_NOT_USED = "TailnetNotUsed"
+    # EndpointAllowed
+    ENDPOINT_ADMITTED = "EndpointAdmitted"
+    ENDPOINT_REFUSED = "EndpointRefused"
     # Ready
     AGENT_HEALTHY = "AgentHealthy"
     AWAITING_HEARTBEAT = "AwaitingHeartbeat"

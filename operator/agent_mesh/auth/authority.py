@@ -18,6 +18,7 @@ from typing import Protocol
 
 from agent_mesh.auth.audit import AuditLog
 from agent_mesh.auth.keys import Algorithm, KeyRing
+from agent_mesh.auth.pod_bindings import PodBindings
 from agent_mesh.auth.revocation import RevocationList
 from agent_mesh.auth.tokens import (
     AgentIdentity,
@@ -86,6 +87,10 @@ class TokenReviewer(Protocol):
 
     async def pod_agent_label(self, namespace: str, pod: str) -> str | None: ...
 
+    async def pod_ip(self, namespace: str, pod: str) -> str | None:
+        """The pod's status.podIP (None: no such pod, or no IP yet)."""
+        ...
+
 
 AgentFetcher = Callable[[str, str], Awaitable[AgentRecord | None]]
 
@@ -124,6 +129,7 @@ class Authority:
         self._lock = asyncio.Lock()
         self.revocations = RevocationList()
         self._operator_tokens: dict[str, tuple[str, dt.datetime]] = {}
+        self.pods = PodBindings()
         self.issuer = TokenIssuer(
             self.keyring,
             clock,
@@ -311,7 +317,28 @@ class Authority:
         except MeshError as error:
             self._issue_refused("serviceAccountToken", error, agent_id)
             raise
-        return self._issue(agent, "serviceAccountToken")
+        token, claims = self._issue(agent, "serviceAccountToken")
+        await self._bind_pod(reviewed, claims)
+        return token, claims
+
+    async def _bind_pod(self, reviewed: ReviewedToken, claims: MeshClaims) -> None:
+        """Remember the IP of the pod the token went to (a heartbeat may report only
+        that as its endpoint). No pod, or no IP: nothing is bound."""
+        pods = reviewed.extra.get(POD_NAME_EXTRA) or []
+        if not pods:
+            return
+        try:
+            ip = await self._reviewer.pod_ip(claims.namespace, pods[0])
+        except MeshError as error:
+            logger.warning("pod %s/%s: IP not known: %s", claims.namespace, pods[0], error)
+            return
+        if ip:
+            now = int(self._clock.now().timestamp())
+            self.pods.bind(claims.jti, ip, claims.exp, now)
+
+    def pod_ip_of(self, claims: MeshClaims) -> str | None:
+        """The IP of the pod the token was issued to, if it was issued to a pod."""
+        return self.pods.pod_ip(claims.jti, int(self._clock.now().timestamp()))
 
     async def _agent_of_service_account(
         self, reviewed: ReviewedToken, agent_id: str | None

@@ -47,6 +47,7 @@ class StaticTokenReviewer:
     def __init__(self) -> None:
         self.tokens: dict[str, ReviewedToken] = {}
         self.pod_labels: dict[tuple[str, str], str] = {}
+        self.pod_ips: dict[tuple[str, str], str] = {}
 
     async def review(self, token: str, audience: str) -> ReviewedToken:
         found = self.tokens.get(token)
@@ -60,6 +61,9 @@ class StaticTokenReviewer:
 
     async def pod_agent_label(self, namespace: str, pod: str) -> str | None:
         return self.pod_labels.get((namespace, pod))
+
+    async def pod_ip(self, namespace: str, pod: str) -> str | None:
+        return self.pod_ips.get((namespace, pod))
 
 
 def registry_fetcher(registry: AgentRegistry) -> AgentFetcher:

@@ -8,9 +8,11 @@ from typing import Any
 import kopf
 
 from agent_mesh.api import GROUP, VERSION
-from agent_mesh.controllers.meshagent_status import registration_patch
+from agent_mesh.controllers.meshagent_status import endpoint_patch, registration_patch
 from agent_mesh.domain.agents import record_from_body
 from agent_mesh.domain.discovery import resolve_endpoint
+from agent_mesh.domain.egress import EgressClass
+from agent_mesh.domain.errors import EgressRefusedError
 from agent_mesh.kube.credentials import ensure_credential
 from agent_mesh.runtime import MeshRuntime
 
@@ -56,6 +58,12 @@ async def register(
     endpoint = resolve_endpoint(record_from_body(body), None)
     if endpoint and status.get("endpoint") != endpoint:
         changes["endpoint"] = endpoint
+    if spec.get("endpoint"):
+        refusal = await endpoint_refusal(runtime, str(spec["endpoint"]))
+        endpoint_patch(status, changes, refusal, meta.get("generation"), now)
+        if refusal is not None:
+            logger.warning("%s", refusal)
+            kopf.event(body, type="Warning", reason="EndpointRefused", message=refusal[:1024])
     if spec.get("endpoint") and not status.get("credential"):
         changes["credential"] = await ensure_credential(runtime.api, dict(body), now)
         logger.info("credential Secret %s ready", changes["credential"]["secretName"])
@@ -79,6 +87,16 @@ async def register(
             reason="Registered",
             message=f"Agent {agent_id} registered; waiting for its first heartbeat.",
         )
+
+
+async def endpoint_refusal(runtime: MeshRuntime, endpoint: str) -> str | None:
+    """Why the egress policy refuses spec.endpoint now (its host resolved), or None. The
+    admission webhook already refused what needs no DNS; dispatch checks again."""
+    try:
+        await runtime.egress.check(EgressClass.DECLARED, endpoint, "spec.endpoint")
+    except EgressRefusedError as error:
+        return error.message
+    return None
 
 
 async def deregister(runtime: MeshRuntime, namespace: str, agent_id: str, name: str) -> None:

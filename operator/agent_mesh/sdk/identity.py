@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import os
 import ssl
 import time
@@ -18,12 +19,15 @@ from typing import Any, Final
 import aiohttp
 
 from agent_mesh.domain.errors import AuthError, UnavailableError, ValidationError
+from agent_mesh.transport.client import read_body
 
 SA_TOKEN_PATH: Final = Path("/var/run/secrets/agent-mesh/token")
 """Where the pod's projected ServiceAccount token (audience agent-mesh) is mounted."""
 RENEW_AT: Final = 0.8
 """Renew once this fraction of the token's lifetime has passed."""
 TRUE_VALUES: Final = frozenset({"1", "true", "yes", "on"})
+TOKEN_RESPONSE_MAX_BYTES: Final = 1024 * 1024
+"""A token answer is a few kilobytes; more than this is not read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +160,8 @@ class TokenSource:
                 aiohttp.ClientSession() as session,
                 session.post(f"{self.mesh_url}/v1/token", json=body, ssl=self.ssl) as response,
             ):
-                answer = await response.json(content_type=None)
+                raw = await read_body(response, TOKEN_RESPONSE_MAX_BYTES)
+                answer: Any = json.loads(raw) if raw.strip() else None
                 status = response.status
         except aiohttp.ClientError as error:
             raise self.unreachable(error) from error
