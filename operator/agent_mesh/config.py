@@ -138,7 +138,33 @@ class OperatorConfig(BaseSettings):
     token_leeway_seconds: int = Field(
         30, ge=0, le=300, description="Clock skew allowed when checking exp/nbf/iat."
     )
-    token_audience: str = Field("agent-mesh", description="aud of mesh tokens.")
+    token_audience: str = Field(
+        "agent-mesh",
+        description=(
+            "aud of tokens for the mesh API; the API refuses any other audience (tokens "
+            "for calls to agents carry aud <namespace>/<agentId>)."
+        ),
+    )
+    recipient_token_seconds: int = Field(
+        300,
+        ge=30,
+        le=3600,
+        description=(
+            "Lifetime of the tokens an agent gets by token exchange to call one peer "
+            "(never past the exchanged token's own expiry)."
+        ),
+    )
+    dispatch_token_margin_seconds: int = Field(
+        10,
+        ge=1,
+        le=300,
+        description=(
+            "A task dispatch token expires at most this long after the attempt's deadline."
+        ),
+    )
+    broadcast_token_seconds: int = Field(
+        60, ge=5, le=600, description="Lifetime of the operator's health-event tokens."
+    )
     token_issuer: str = Field("agent-mesh", description="iss of mesh tokens.")
     service_account_audience: str = Field(
         "agent-mesh", description="Audience pods' projected ServiceAccount tokens must have."

@@ -1,6 +1,7 @@
 """The coordinator: takes tasks (MeshTasks from the watch, fast-path tasks from the mesh
-API), queues them by priority, routes each to a capable agent, dispatches it with the
-operator's own token, and turns every outcome into the next step (DESIGN §4).
+API), queues them by priority, routes each to a capable agent, dispatches it with a token
+the operator minted for that agent alone (expiring with the attempt, plus a margin), and
+turns every outcome into the next step (DESIGN §4).
 
 One scheduler loop owns routing; each dispatched attempt is its own asyncio task. Timers
 (retry backoff, async-result timeouts, TTL deletion) sit in one heap, derived from status
@@ -420,7 +421,11 @@ class Coordinator:
                 endpoint,
                 TASKS_PATH,
                 body,
-                token=self.authority.operator_token(state.namespace),
+                token=self.authority.operator_token(
+                    state.namespace,
+                    agent_id,
+                    remaining + self.authority.settings.dispatch_token_margin.total_seconds(),
+                ),
                 timeout_seconds=remaining,
                 retries=0,
                 egress=view.endpoint_class if view is not None else EgressClass.DECLARED,

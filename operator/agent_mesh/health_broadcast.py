@@ -1,7 +1,7 @@
 """Tells monitor agents when an agent's health changes: each `agent.health` transition
-becomes an event broadcast, with the operator's own token, to the monitors of that
-namespace. Best effort: a monitor that misses one sees the next, and the MeshAgent's
-status and Events keep the record."""
+becomes an event broadcast to the monitors of that namespace, each with a short-lived
+operator token addressed to that monitor alone. Best effort: a monitor that misses one
+sees the next, and the MeshAgent's status and Events keep the record."""
 
 from __future__ import annotations
 
@@ -54,8 +54,12 @@ class HealthBroadcaster:
         message = Message.new(
             MessageType.EVENT, OPERATOR_SUBJECT, BROADCAST, event, metadata={"event": EVENT}
         )
-        token = self._authority.operator_token(namespace)
-        outcomes = await self._transport.broadcast(targets, message, token=token, egress=classes)
+        seconds = self._authority.settings.broadcast_token_lifetime.total_seconds()
+        tokens = {
+            agent_id: self._authority.operator_token(namespace, agent_id, seconds)
+            for agent_id in targets
+        }
+        outcomes = await self._transport.broadcast(targets, message, tokens=tokens, egress=classes)
         missed = sorted(n for n, d in outcomes.items() if d.outcome is not Outcome.OK)
         if missed:
             logger.info("agent.health event not delivered to monitors %s", ", ".join(missed))

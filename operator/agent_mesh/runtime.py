@@ -64,6 +64,9 @@ def auth_settings(cfg: OperatorConfig) -> AuthSettings:
         rotation_interval=dt.timedelta(seconds=cfg.key_rotation_seconds),
         key_overlap=overlap,
         service_account_audience=cfg.service_account_audience,
+        recipient_token_lifetime=dt.timedelta(seconds=cfg.recipient_token_seconds),
+        dispatch_token_margin=dt.timedelta(seconds=cfg.dispatch_token_margin_seconds),
+        broadcast_token_lifetime=dt.timedelta(seconds=cfg.broadcast_token_seconds),
         audit_allowed=cfg.audit_allowed_decisions,
     )
 

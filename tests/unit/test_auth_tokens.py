@@ -30,6 +30,7 @@ from agent_mesh.auth.tokens import (
     MeshClaims,
     TokenIssuer,
     TokenVerifier,
+    recipient_audience,
 )
 from agent_mesh.domain.clock import FakeClock
 from agent_mesh.domain.errors import AuthError
@@ -190,7 +191,67 @@ def test_wrong_issuer_is_refused(mesh: Mesh) -> None:
 
 
 def test_wrong_audience_is_refused(mesh: Mesh) -> None:
-    assert mesh.refuse(mesh.sign(mesh.claims(aud="kubernetes"))) == "AudienceInvalid"
+    refusal = mesh.refusal(mesh.sign(mesh.claims(aud="kubernetes")))
+    assert (refusal.code, refusal.field) == ("WrongAudience", "aud")
+    assert "'kubernetes'" in refusal.message
+
+
+# --- audiences: a token is good for the mesh API or for one agent, never both ---------------
+
+
+def agent_verifier(mesh: Mesh, audience: str) -> TokenVerifier:
+    """What an SDK agent's gate builds: a verifier of tokens addressed to it alone."""
+    return TokenVerifier(lambda: mesh.ring, mesh.clock, mesh.revocations, audience=audience)
+
+
+def test_the_issuer_addresses_tokens_to_the_mesh_api_unless_told_a_recipient(mesh: Mesh) -> None:
+    _, api = mesh.issuer.issue(IDENTITY)
+    assert api.aud == "agent-mesh"
+    _, peer = mesh.issuer.issue(
+        IDENTITY, audience=recipient_audience("team-a", "echo"), lifetime=dt.timedelta(minutes=5)
+    )
+    assert peer.aud == "team-a/echo"
+    assert peer.exp - peer.iat == 300
+    assert (peer.sub, peer.agent_type, peer.namespace, peer.agent_uid) == (
+        api.sub,
+        api.agent_type,
+        api.namespace,
+        api.agent_uid,
+    )
+
+
+def test_the_mesh_api_refuses_a_token_addressed_to_an_agent(mesh: Mesh) -> None:
+    token, _ = mesh.issuer.issue(IDENTITY, audience="team-a/echo")
+    refusal = mesh.refusal(token)
+    assert (refusal.code, refusal.field) == ("WrongAudience", "aud")
+    assert "'team-a/echo'" in refusal.message
+
+
+def test_an_agent_refuses_a_mesh_api_token(mesh: Mesh) -> None:
+    with pytest.raises(AuthError) as caught:
+        agent_verifier(mesh, "team-a/echo").verify(mesh.token())
+    assert (caught.value.code, caught.value.field) == ("WrongAudience", "aud")
+
+
+def test_an_agent_refuses_a_token_addressed_to_another_agent(mesh: Mesh) -> None:
+    for_other, _ = mesh.issuer.issue(IDENTITY, audience="team-a/other")
+    for_same_id_elsewhere, _ = mesh.issuer.issue(IDENTITY, audience="team-b/echo")
+    echo = agent_verifier(mesh, "team-a/echo")
+    for token in (for_other, for_same_id_elsewhere):
+        with pytest.raises(AuthError) as caught:
+            echo.verify(token)
+        assert caught.value.code == "WrongAudience"
+    own, _ = mesh.issuer.issue(IDENTITY, audience="team-a/echo")
+    assert echo.verify(own).aud == "team-a/echo"
+
+
+def test_an_audience_list_naming_the_agent_is_refused(mesh: Mesh) -> None:
+    """PyJWT accepts a list that contains the audience; a mesh token names exactly one."""
+    token = mesh.sign(mesh.claims(aud=["team-a/echo", "agent-mesh"]))
+    with pytest.raises(AuthError) as caught:
+        agent_verifier(mesh, "team-a/echo").verify(token)
+    assert caught.value.code == "WrongAudience"
+    assert mesh.refuse(token) == "WrongAudience"
 
 
 def test_tampered_payload_is_refused(mesh: Mesh) -> None:

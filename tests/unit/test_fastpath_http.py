@@ -27,6 +27,7 @@ from agent_mesh.auth.memory import (
     StaticTokenReviewer,
     registry_fetcher,
 )
+from agent_mesh.auth.tokens import TokenVerifier
 from agent_mesh.coordinator import Coordinator
 from agent_mesh.domain.acl import PolicyIndex, policy_from_spec
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
@@ -53,12 +54,14 @@ class StandIn:
     url: str
     later: list[dict[str, Any]] = field(default_factory=list)
     seen: list[dict[str, Any]] = field(default_factory=list)
+    authorizations: list[str] = field(default_factory=list)
 
 
 async def _agent_app(stand_in: StandIn) -> web.Application:
     async def tasks(request: web.Request) -> web.Response:
         body = await request.json()
         stand_in.seen.append(body)
+        stand_in.authorizations.append(request.headers.get("Authorization", ""))
         kind = body["taskType"]
         if kind == "later":
             stand_in.later.append(body)
@@ -238,6 +241,26 @@ async def test_one_task_synchronously_returns_its_result(mesh: Mesh) -> None:
     assert body["namespace"] == NS
     assert len(body["id"]) == 32
     assert mesh.agent.seen[-1]["metadata"] == {"trace": "t1"}
+
+
+async def test_the_dispatch_token_is_bound_to_the_agent_and_expires_with_the_attempt(
+    mesh: Mesh,
+) -> None:
+    authority = mesh.coordinator.authority
+    status, _ = await mesh.post("boss", _task(payload=1, timeoutSeconds=20))
+    assert status == 200
+    sent = time.time()
+    verifier = TokenVerifier(
+        authority.keyring, authority.clock, authority.revocations, audience=f"{NS}/w1"
+    )
+    token = mesh.agent.authorizations[-1].removeprefix("Bearer ")
+    claims = verifier.verify(token)
+    assert (claims.sub, claims.namespace, claims.aud) == ("agent-mesh-operator", NS, f"{NS}/w1")
+    margin = authority.settings.dispatch_token_margin.total_seconds()
+    assert claims.exp <= sent + 20 + margin
+    assert claims.exp - claims.iat <= 20 + margin
+    await mesh.post("boss", _task(payload=2, timeoutSeconds=20))
+    assert mesh.agent.authorizations[-1] == f"Bearer {token}"  # reused, not signed again
 
 
 async def test_a_batch_answers_every_task_in_request_order(mesh: Mesh) -> None:

@@ -19,9 +19,11 @@ from agent_mesh.auth.memory import (
     StaticTokenReviewer,
     registry_fetcher,
 )
+from agent_mesh.auth.tokens import MeshClaims, TokenVerifier
 from agent_mesh.domain.acl import MeshCall, PolicyIndex
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import FakeClock
+from agent_mesh.domain.errors import AuthError
 from agent_mesh.domain.health import HealthStatus, HealthTracker
 from agent_mesh.health_monitor import HealthMonitor
 from agent_mesh.mesh.server import create_app
@@ -524,19 +526,57 @@ async def test_one_agent_by_id_needs_read_agents(mesh: Mesh) -> None:
 # --- the operator's own identity --------------------------------------------------------
 
 
-async def test_operator_tokens_are_reused_then_renewed_and_never_accepted_by_the_mesh_api(
+def _claims_at(mesh: Mesh, token: str, audience: str) -> MeshClaims:
+    """The claims of `token` as agent `audience` verifies it."""
+    verifier = TokenVerifier(
+        mesh.authority.keyring, mesh.clock, mesh.authority.revocations, audience=audience
+    )
+    return verifier.verify(token)
+
+
+async def test_operator_tokens_are_bound_to_one_agent_and_refused_by_the_mesh_api(
     mesh: Mesh,
 ) -> None:
-    first = mesh.authority.operator_token("ns")
-    assert mesh.authority.operator_token("ns") == first
-    assert mesh.authority.operator_token("other") != first
-    claims = mesh.authority.verifier.verify(first)
-    assert (claims.sub, claims.agent_type) == ("agent-mesh-operator", "mesh-operator")
-    mesh.clock.advance(49 * 60)  # past 80% of the 1 h lifetime
-    assert mesh.authority.operator_token("ns") != first
-    # agents accept it; the operator's API binds tokens to MeshAgents, and there is none
-    response = await mesh.client.get("/v1/whoami", headers={"Authorization": f"Bearer {first}"})
+    token = mesh.authority.operator_token("ns", "w1", 330)
+    claims = _claims_at(mesh, token, "ns/w1")
+    assert (claims.sub, claims.agent_type, claims.namespace, claims.aud) == (
+        "agent-mesh-operator",
+        "mesh-operator",
+        "ns",
+        "ns/w1",
+    )
+    assert claims.exp - claims.iat == 330
+    with pytest.raises(AuthError) as elsewhere:
+        _claims_at(mesh, token, "ns/w2")
+    assert elsewhere.value.code == "WrongAudience"
+    response = await mesh.client.get("/v1/whoami", headers={"Authorization": f"Bearer {token}"})
     assert response.status == 401
+    assert (await _error(response))["code"] == "WrongAudience"
+
+
+async def test_operator_tokens_are_reused_per_agent_while_they_cover_the_need(mesh: Mesh) -> None:
+    first = mesh.authority.operator_token("ns", "w1", 330)
+    assert mesh.authority.operator_token("ns", "w1", 330) == first
+    assert mesh.authority.operator_token("ns", "w2", 330) != first
+    assert mesh.authority.operator_token("other", "w1", 330) != first
+    mesh.clock.advance(300)  # 30 s left: still more than the 15 s floor
+    assert mesh.authority.operator_token("ns", "w1", 330) == first
+    mesh.clock.advance(20)  # 10 s left: renewed
+    assert mesh.authority.operator_token("ns", "w1", 330) != first
+
+
+async def test_an_operator_token_never_outlives_what_the_call_asked_for(mesh: Mesh) -> None:
+    long = mesh.authority.operator_token("ns", "w1", 330)
+    short = mesh.authority.operator_token("ns", "w1", 40)  # a 30 s task: not the 330 s token
+    assert short != long
+    assert _claims_at(mesh, short, "ns/w1").exp - mesh.clock.now().timestamp() <= 40
+    # both kinds stay cached: alternating needs do not sign every time
+    assert mesh.authority.operator_token("ns", "w1", 330) == long
+    assert mesh.authority.operator_token("ns", "w1", 40) == short
+    capped = mesh.authority.operator_token("ns", "w2", 10 * 86400)
+    lifetime = mesh.authority.settings.token_lifetime.total_seconds()
+    claims = _claims_at(mesh, capped, "ns/w2")
+    assert claims.exp - claims.iat == lifetime  # at most the mesh token lifetime
 
 
 def test_the_operators_type_may_dispatch_and_send_events_but_nothing_else() -> None:
@@ -553,3 +593,5 @@ def test_the_operators_type_may_dispatch_and_send_events_but_nothing_else() -> N
     assert (Action.WRITE, "events") in allowed
     assert not {a for a, r in allowed if a is Action.ADMIN}
     assert not {r for _, r in allowed if r in ("acl", "audit", "tokens")}
+    # its tokens name the recipient's namespace, and reach no other
+    assert not index.decide("mesh-operator", "ns", Action.EXECUTE, "tasks", "other").allowed

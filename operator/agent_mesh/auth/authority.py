@@ -3,6 +3,11 @@ state behind both (signing keys, revocations), kept in the cluster through small
 
 Mesh routes call `authenticate` and then `authorize` (or `require_self`); the token
 endpoint calls the `exchange_*` methods. Every decision is audited and counted.
+
+A token is good for one audience: the mesh API's (what agents get for their credential)
+or one agent's, `<namespace>/<agentId>` (what an agent gets by token exchange to call a
+peer, and what the operator mints for its own calls to agents), so a token that reaches
+an agent is worth nothing anywhere else.
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from agent_mesh.auth.audit import AuditLog
 from agent_mesh.auth.keys import Algorithm, KeyRing
@@ -26,11 +31,18 @@ from agent_mesh.auth.tokens import (
     TokenIssuer,
     TokenVerifier,
     bearer_token,
+    recipient_audience,
 )
 from agent_mesh.domain.acl import OPERATOR_AGENT_TYPE, OPERATOR_SUBJECT, MeshCall, PolicyIndex
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import Clock, rfc3339
-from agent_mesh.domain.errors import AuthError, ForbiddenError, MeshError, UnavailableError
+from agent_mesh.domain.errors import (
+    AuthError,
+    ForbiddenError,
+    MeshError,
+    UnavailableError,
+    ValidationError,
+)
 from agent_mesh.observability.metrics import AUTH_DECISIONS, TOKENS_ISSUED, TOKENS_VERIFIED
 
 logger = logging.getLogger("agent_mesh.auth")
@@ -38,6 +50,13 @@ logger = logging.getLogger("agent_mesh.auth")
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 _VERIFIED_OK = TOKENS_VERIFIED.labels(result="ok")  # the hot path: no label lookup per call
 POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
+OPERATOR_TOKEN_MIN_LEFT: Final = 15.0
+"""An operator token is reused only while it has this long (or half what the caller asked
+for, if less) left: enough to cross the network and be checked on arrival."""
+OPERATOR_TOKENS_PER_RECIPIENT: Final = 4
+"""Tokens kept per recipient (calls asking for different lifetimes each find one)."""
+OPERATOR_TOKEN_CACHE_MAX: Final = 65_536
+"""Recipients with cached operator tokens; the cache is cleared past this (memory bound)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +71,25 @@ class AuthSettings:
     rotation_interval: dt.timedelta = dt.timedelta(days=7)
     key_overlap: dt.timedelta = dt.timedelta(hours=1, seconds=30)
     service_account_audience: str = "agent-mesh"
+    recipient_token_lifetime: dt.timedelta = dt.timedelta(minutes=5)
+    """Lifetime of the tokens an agent gets by exchange for calling one peer."""
+    dispatch_token_margin: dt.timedelta = dt.timedelta(seconds=10)
+    """The operator's task-dispatch token expires at most this long after the attempt's
+    deadline."""
+    broadcast_token_lifetime: dt.timedelta = dt.timedelta(seconds=60)
+    """Lifetime of the operator's tokens for events (agent.health)."""
     audit_allowed: bool = True
     """Audit allowed decisions too (denials always are); off trims hot-path logging."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientGrant:
+    """One recipient's share of a token exchange: its token, or why there is none."""
+
+    audience: str
+    token: str | None = None
+    claims: MeshClaims | None = None
+    error: MeshError | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +164,8 @@ class Authority:
         self._ring: KeyRing | None = None
         self._lock = asyncio.Lock()
         self.revocations = RevocationList()
-        self._operator_tokens: dict[str, tuple[str, dt.datetime]] = {}
+        # recipient audience → [(token, exp)]: the operator's own tokens, reused per agent
+        self._operator_tokens: dict[str, list[tuple[str, int]]] = {}
         self.pods = PodBindings()
         self.issuer = TokenIssuer(
             self.keyring,
@@ -434,14 +471,113 @@ class Authority:
         )
         return token, claims
 
-    def operator_token(self, namespace: str) -> str:
-        """The operator's own token for calls to agents in `namespace` (task dispatch,
-        events): subject agent-mesh-operator, reserved type mesh-operator. Reused until 80%
-        of its lifetime has passed; agents verify it like any other mesh token."""
-        now = self._clock.now()
-        cached = self._operator_tokens.get(namespace)
-        if cached is not None and now < cached[1]:
-            return cached[0]
+    async def exchange_for_recipients(
+        self, subject_token: str, audiences: Sequence[str]
+    ) -> list[RecipientGrant]:
+        """Token exchange (RFC 8693 in shape): the caller's mesh-API token → one token per
+        recipient agent (`<namespace>/<agentId>`), carrying the caller's identity, valid
+        for the recipient-token lifetime (never past the subject token's own expiry).
+
+        The subject must be a valid mesh-API token of an existing agent: a token addressed
+        to an agent cannot be exchanged again (no chaining). A recipient that is not a
+        MeshAgent gets an error of its own. Whether the caller may reach the recipient is
+        the recipient's ACL's decision, not the exchange's."""
+        try:
+            subject = await self._exchange_subject(subject_token)
+        except MeshError as error:
+            self._issue_refused("tokenExchange", error, None)
+            raise
+        now = int(self._clock.now().timestamp())
+        lifetime = dt.timedelta(
+            seconds=max(
+                1, min(self.settings.recipient_token_lifetime.total_seconds(), subject.exp - now)
+            )
+        )
+        identity = subject.identity
+        grants: list[RecipientGrant] = []
+        for index, audience in enumerate(audiences):
+            field = "audience" if len(audiences) == 1 else f"audiences[{index}]"
+            namespace, slash, agent_id = audience.partition("/")
+            recipient = (
+                await self.find_agent(namespace, agent_id)
+                if slash and namespace and agent_id and "/" not in agent_id
+                else None
+            )
+            if recipient is None:
+                grants.append(
+                    RecipientGrant(
+                        audience,
+                        error=ValidationError(
+                            f"{field} {audience!r} is not a registered MeshAgent "
+                            "(<namespace>/<agentId>): tokens are issued only for agents "
+                            "that exist",
+                            field=field,
+                            code="RecipientUnknown",
+                        ),
+                    )
+                )
+                continue
+            token, claims = self.issuer.issue(
+                identity,
+                audience=recipient_audience(recipient.namespace, recipient.agent_id),
+                lifetime=lifetime,
+            )
+            grants.append(RecipientGrant(audience, token, claims))
+        issued = [g for g in grants if g.claims is not None]
+        TOKENS_ISSUED.labels(method="tokenExchange").inc(len(issued))
+        self.audit.record(
+            "token.exchanged",
+            f"{len(issued)} recipient token(s) issued to {subject.namespace}/{subject.sub}",
+            method="tokenExchange",
+            agentId=subject.sub,
+            agentType=subject.agent_type,
+            namespace=subject.namespace,
+            subjectJti=subject.jti,
+            audiences=[g.audience for g in issued],
+            refused=[g.audience for g in grants if g.error is not None],
+            expiresAt=issued[0].claims.exp if issued and issued[0].claims else None,
+        )
+        return grants
+
+    async def _exchange_subject(self, subject_token: str) -> MeshClaims:
+        """The claims of a subject token that may be exchanged; AuthError naming
+        `subjectToken` otherwise."""
+        try:
+            claims = self.verifier.verify(subject_token)
+            await self._bound_agent(claims)
+        except AuthError as error:
+            TOKENS_VERIFIED.labels(result=error.code).inc()
+            if error.code == "WrongAudience":
+                raise AuthError(
+                    "subjectToken is not a mesh-API token (aud "
+                    f"{self.settings.audience!r}): a token addressed to an agent cannot be "
+                    "exchanged again",
+                    field="subjectToken",
+                    code="WrongAudience",
+                ) from None
+            raise AuthError(
+                f"subjectToken: {error.message}", field="subjectToken", code=error.code
+            ) from None
+        _VERIFIED_OK.inc()
+        return claims
+
+    def operator_token(self, namespace: str, agent_id: str, seconds: float) -> str:
+        """The operator's own token for calls to agent `namespace/agent_id` (task
+        dispatch, events): subject agent-mesh-operator, reserved type mesh-operator, aud
+        that agent, namespace claim its namespace. It expires within `seconds` (at most the
+        token lifetime); a token minted earlier for the same agent is reused when it still
+        has OPERATOR_TOKEN_MIN_LEFT (or half of `seconds`) left and expires within
+        `seconds` too, so no call carries a token that outlives what it asked for."""
+        seconds = min(seconds, self.settings.token_lifetime.total_seconds())
+        now = self._clock.now().timestamp()
+        floor = now + min(OPERATOR_TOKEN_MIN_LEFT, seconds / 2)
+        ceiling = now + seconds
+        audience = recipient_audience(namespace, agent_id)
+        held = self._operator_tokens.get(audience)
+        if held is not None:
+            for token, exp in held:
+                if floor <= exp <= ceiling:
+                    return token
         identity = AgentIdentity(
             agent_id=OPERATOR_SUBJECT,
             agent_type=OPERATOR_AGENT_TYPE,
@@ -449,19 +585,27 @@ class Authority:
             capabilities=(),
             uid=OPERATOR_SUBJECT,
         )
-        token, claims = self.issuer.issue(identity)
+        lifetime = dt.timedelta(seconds=max(1, int(seconds)))
+        token, claims = self.issuer.issue(identity, audience=audience, lifetime=lifetime)
         TOKENS_ISSUED.labels(method="operator").inc()
         self.audit.record(
             "token.issued",
-            f"operator token issued for namespace {namespace}",
+            f"operator token issued for agent {audience}",
             method="operator",
             agentId=OPERATOR_SUBJECT,
             namespace=namespace,
+            audience=audience,
             jti=claims.jti,
             expiresAt=claims.exp,
         )
-        renew_at = now + 0.8 * self.settings.token_lifetime
-        self._operator_tokens[namespace] = (token, renew_at)
+        if held is None:
+            if len(self._operator_tokens) >= OPERATOR_TOKEN_CACHE_MAX:
+                self._operator_tokens.clear()
+            held = self._operator_tokens[audience] = []
+        held[:] = [entry for entry in held if entry[1] > now]
+        if len(held) >= OPERATOR_TOKENS_PER_RECIPIENT:
+            held.remove(min(held, key=lambda entry: entry[1]))
+        held.append((token, claims.exp))
         return token
 
     def _issue_refused(

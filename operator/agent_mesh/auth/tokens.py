@@ -32,6 +32,12 @@ if TYPE_CHECKING:
 TOKEN_TYPE: Final = "agent-mesh+jwt"  # noqa: S105  (the JWT typ header)
 ISSUER: Final = "agent-mesh"
 AUDIENCE: Final = "agent-mesh"
+"""The default audience of tokens for the operator's mesh API (`token_audience`)."""
+GRANT_TOKEN_EXCHANGE: Final = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105
+"""`grantType` of a token exchange at `POST /v1/token` (RFC 8693)."""
+TOKEN_TYPE_JWT: Final = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105
+EXCHANGE_MAX_AUDIENCES: Final = 256
+"""Recipients per token exchange (a broadcast to more asks in several batches)."""
 REQUIRED_CLAIMS: Final = ("exp", "iat", "nbf", "iss", "aud", "sub", "jti")
 MESH_CLAIMS: Final = ("agentType", "namespace", "agentUid")
 DEFAULT_CACHE_SIZE: Final = 16_384
@@ -66,6 +72,11 @@ class AgentIdentity:
     namespace: str
     capabilities: tuple[str, ...]
     uid: str
+
+
+def recipient_audience(namespace: str, agent_id: str) -> str:
+    """The `aud` of a token for a call to one agent: `<namespace>/<agentId>`."""
+    return f"{namespace}/{agent_id}"
 
 
 class MeshClaims(BaseModel):
@@ -110,9 +121,18 @@ class TokenIssuer:
         self.audience = audience
         self.lifetime = lifetime
 
-    def issue(self, identity: AgentIdentity) -> tuple[str, MeshClaims]:
+    def issue(
+        self,
+        identity: AgentIdentity,
+        *,
+        audience: str | None = None,
+        lifetime: dt.timedelta | None = None,
+    ) -> tuple[str, MeshClaims]:
+        """A token for `identity`, for `audience` (default: the mesh API's), valid for
+        `lifetime` (default: the issuer's)."""
         key = self._keyring().active
         now = int(self._clock.now().timestamp())
+        seconds = int((self.lifetime if lifetime is None else lifetime).total_seconds())
         claims = MeshClaims(
             sub=identity.agent_id,
             agent_type=identity.agent_type,
@@ -121,10 +141,10 @@ class TokenIssuer:
             agent_uid=identity.uid,
             iat=now,
             nbf=now,
-            exp=now + int(self.lifetime.total_seconds()),
+            exp=now + seconds,
             jti=uuid.uuid4().hex,
             iss=self.issuer,
-            aud=self.audience,
+            aud=self.audience if audience is None else audience,
         )
         token = jwt.encode(
             claims.model_dump(by_alias=True),
@@ -258,10 +278,10 @@ class TokenVerifier:
                 token,
                 key.public_key,
                 algorithms=[key.algorithm],
-                audience=self.audience,
                 issuer=self.issuer,
                 options={
                     "require": list(REQUIRED_CLAIMS),
+                    "verify_aud": False,  # checked below, naming the audience it was for
                     "verify_exp": False,  # checked against the injected clock below
                     "verify_nbf": False,
                     "verify_iat": False,
@@ -270,10 +290,6 @@ class TokenVerifier:
         except jwt.MissingRequiredClaimError as error:
             raise AuthError(
                 f"token lacks the {error.claim} claim", field=error.claim, code="ClaimMissing"
-            ) from None
-        except jwt.InvalidAudienceError:
-            raise AuthError(
-                f"token aud is not {self.audience!r}", field="aud", code="AudienceInvalid"
             ) from None
         except jwt.InvalidIssuerError:
             raise AuthError(
@@ -285,6 +301,8 @@ class TokenVerifier:
             ) from None
         except jwt.PyJWTError as error:
             raise AuthError(f"token is invalid: {error}", code="TokenMalformed") from None
+        if payload["aud"] != self.audience:
+            raise wrong_audience(payload["aud"], self.audience)
         for claim in MESH_CLAIMS:
             if not isinstance(payload.get(claim), str) or not payload[claim]:
                 raise AuthError(f"token lacks the {claim} claim", field=claim, code="ClaimMissing")
@@ -312,6 +330,17 @@ class TokenVerifier:
             raise AuthError("token is not valid yet", field="nbf", code="TokenNotYetValid")
         if now + self._leeway < claims.iat:
             raise AuthError("token was issued in the future", field="iat", code="TokenNotYetValid")
+
+
+def wrong_audience(aud: object, expected: str, field: str = "aud") -> AuthError:
+    """The refusal of a token addressed to someone else (RFC 8725 §3.9: no forwarding)."""
+    shown = repr(aud)[:80]
+    return AuthError(
+        f"token is addressed to {shown}, not to {expected!r}: a mesh token is good only for "
+        "its own audience (the mesh API, or the one agent it was issued for)",
+        field=field,
+        code="WrongAudience",
+    )
 
 
 def bearer_token(authorization: str | None) -> str:

@@ -182,11 +182,12 @@ OPERATOR_POLICY: Final = Policy(
     allowed_resources=frozenset({"tasks", "results", "events", "agents"}),
     denied_actions=frozenset({_A}),
     denied_resources=frozenset(),
-    namespaces=frozenset({WILDCARD}),
+    namespaces=frozenset(),
     source="operator",
 )
-"""What the operator's own tokens may do on agents: dispatch tasks, send events. Fixed:
-no ACLPolicy can name the reserved type."""
+"""What the operator's own tokens may do on agents: dispatch tasks, send events, in the
+namespace the token names only (the operator mints one per recipient, in the recipient's
+namespace). Fixed: no ACLPolicy can name the reserved type."""
 
 _ACTIONS_TEXT: Final = ", ".join(a.value for a in Action)
 _BY_VALUE: Final[Mapping[str, Action]] = MappingProxyType({a.value: a for a in Action})

@@ -1,21 +1,30 @@
-"""Identity routes: JWKS, token exchange, whoami, revocation, audit."""
+"""Identity routes: JWKS, token issue and exchange, whoami, revocation, audit."""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import replace
-from typing import Final, Self
+from typing import Annotated, Any, Final, Literal, Self
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from agent_mesh.api.common import DnsLabel, is_dns_label
-from agent_mesh.auth.authority import Authority
+from agent_mesh.auth.authority import Authority, RecipientGrant
+from agent_mesh.auth.tokens import EXCHANGE_MAX_AUDIENCES as MAX_AUDIENCES
+from agent_mesh.auth.tokens import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
 from agent_mesh.domain.acl import MeshCall, policy_to_spec
 from agent_mesh.domain.clock import rfc3339
 from agent_mesh.domain.errors import ValidationError
-from agent_mesh.mesh.http import parse_body
+from agent_mesh.mesh.http import parse_body, read_json, validate
 
 AUTHORITY: Final = web.AppKey("authority", Authority)
 
@@ -41,6 +50,31 @@ class TokenRequest(WireModel):
         if self.credential is not None and (self.namespace is None or self.agent_id is None):
             raise ValueError("a credential must come with namespace and agentId")
         return self
+
+
+def _agent_audience(value: str) -> str:
+    namespace, _, agent_id = value.partition("/")
+    if not (is_dns_label(namespace) and is_dns_label(agent_id)):
+        raise ValueError(
+            f"must name one agent as <namespace>/<agentId> (DNS labels), not {value[:80]!r}"
+        )
+    return value
+
+
+AgentAudience = Annotated[str, AfterValidator(_agent_audience)]
+"""`<namespace>/<agentId>`: the one agent a token is for."""
+
+
+class TokenExchangeRequest(WireModel):
+    """RFC 8693 in shape, as JSON: a mesh-API token (`subjectToken`) for a token addressed
+    to one recipient agent (`audience`) or one per recipient (`audiences`, a broadcast)."""
+
+    grant_type: Literal["urn:ietf:params:oauth:grant-type:token-exchange"]
+    subject_token: str = Field(min_length=1, max_length=16384)
+    subject_token_type: Literal["urn:ietf:params:oauth:token-type:jwt"] = TOKEN_TYPE_JWT
+    requested_token_type: Literal["urn:ietf:params:oauth:token-type:jwt"] = TOKEN_TYPE_JWT
+    audience: AgentAudience | None = None
+    audiences: list[AgentAudience] | None = None
 
 
 class AgentRef(WireModel):
@@ -76,8 +110,13 @@ async def jwks(request: web.Request) -> web.Response:
 
 
 async def issue_token(request: web.Request) -> web.Response:
+    """`POST /v1/token`: a credential or ServiceAccount token for a mesh-API token, or
+    (with `grantType` token-exchange) a mesh-API token for recipient tokens."""
     authority = request.app[AUTHORITY]
-    body = await parse_body(request, TokenRequest)
+    data = await read_json(request)
+    if isinstance(data, dict) and ("grantType" in data or "subjectToken" in data):
+        return await _exchange(authority, data)
+    body = validate(TokenRequest, data)
     if body.service_account_token is not None:
         token, claims = await authority.exchange_service_account_token(
             body.service_account_token, body.agent_id
@@ -101,6 +140,69 @@ async def issue_token(request: web.Request) -> web.Response:
     if record is not None:  # the agent takes its limit from its MeshAgent
         answer["maxConcurrentTasks"] = record.max_concurrent_tasks
     return web.json_response(answer)
+
+
+async def _exchange(authority: Authority, data: dict[str, Any]) -> web.Response:
+    if data.get("grantType") != GRANT_TOKEN_EXCHANGE:
+        raise ValidationError(
+            f"grantType must be {GRANT_TOKEN_EXCHANGE!r} to exchange a subjectToken "
+            f"(got {str(data.get('grantType'))[:80]!r})",
+            field="grantType",
+            code="UnsupportedGrantType",
+        )
+    many = data.get("audiences")
+    if isinstance(many, list) and len(many) > MAX_AUDIENCES:
+        raise ValidationError(
+            f"audiences names {len(many)} recipients; at most {MAX_AUDIENCES} per exchange "
+            "(split a larger broadcast)",
+            field="audiences",
+            code="TooManyAudiences",
+        )
+    body = validate(TokenExchangeRequest, data)
+    if body.audience is not None and body.audiences is not None:
+        raise ValidationError(
+            "send audience (one recipient) or audiences (a batch), not both", field="audiences"
+        )
+    if body.audience is None and not body.audiences:
+        raise ValidationError(
+            "audience is missing: name the recipient agent as <namespace>/<agentId> "
+            "(or several in audiences)",
+            field="audience",
+            code="AudienceMissing",
+        )
+    audiences = (
+        [body.audience] if body.audience is not None else list(dict.fromkeys(body.audiences or ()))
+    )
+    grants = await authority.exchange_for_recipients(body.subject_token, audiences)
+    if body.audience is not None:
+        (grant,) = grants
+        if grant.error is not None:
+            raise grant.error
+        return web.json_response(
+            {**_granted(grant), "issuedTokenType": TOKEN_TYPE_JWT, "tokenType": "Bearer"}
+        )
+    return web.json_response(
+        {
+            "issuedTokenType": TOKEN_TYPE_JWT,
+            "tokenType": "Bearer",
+            "tokens": [
+                _granted(g)
+                if g.error is None
+                else {"audience": g.audience, **g.error.to_wire(), "status": g.error.status}
+                for g in grants
+            ],
+        }
+    )
+
+
+def _granted(grant: RecipientGrant) -> dict[str, Any]:
+    assert grant.claims is not None
+    return {
+        "audience": grant.audience,
+        "accessToken": grant.token,
+        "expiresIn": grant.claims.exp - grant.claims.iat,
+        "expiresAt": rfc3339(dt.datetime.fromtimestamp(grant.claims.exp, dt.UTC)),
+    }
 
 
 async def whoami(request: web.Request) -> web.Response:

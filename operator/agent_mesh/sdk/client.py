@@ -7,9 +7,12 @@
         async with mesh.stream("ingest", to="indexer", chunks=lines()) as parts:
             async for part in parts: ...
 
-Every call carries the caller's own mesh token, so the receiver's ACL applies to the
-caller, never to a shared identity. Discovery answers are cached for 60 s (what the mesh
-API's Cache-Control allows); a target that cannot be reached drops its cache entry.
+Every call to an agent carries a token the operator issued for that recipient alone, in
+exchange for the caller's own mesh token (sdk/recipients.py): it names the caller, so the
+receiver's ACL applies to the caller, never to a shared identity, and it is worth nothing
+anywhere else. The caller's own token goes only to the mesh API. Recipient tokens are
+cached per recipient; discovery answers for 60 s (what the mesh API's Cache-Control
+allows); a target that cannot be reached drops its cache entry.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from agent_mesh.domain.message import BROADCAST, Message, MessageType
 from agent_mesh.domain.stream import STREAM_KEY
 from agent_mesh.sdk.identity import IssuedToken, TokenSource
 from agent_mesh.sdk.meshapi import call_mesh
+from agent_mesh.sdk.recipients import STALE_TOKEN_CODES, RecipientTokens
 from agent_mesh.sdk.tasks import TaskAnswer, TaskSpec
 from agent_mesh.transport.client import Delivery, Outcome, Transport, TransportConfig
 
@@ -84,7 +88,8 @@ class MeshClient:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.tokens = tokens or TokenSource.from_env()
-        self.transport = Transport(config, token=self.tokens.token)
+        self.recipients = RecipientTokens(self.tokens, clock=clock)
+        self.transport = Transport(config)
         self._ttl = discovery_ttl_seconds
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
@@ -99,6 +104,7 @@ class MeshClient:
 
     async def close(self) -> None:
         await self.transport.close()
+        await self.recipients.close()
         if self._session is not None:
             await self._session.close()
 
@@ -165,13 +171,22 @@ class MeshClient:
         message = Message.new(
             MessageType.REQUEST, me.agent_id, target.agent_id, payload, metadata=metadata
         )
-        try:
-            reply = await self.transport.request(_endpoint(target), message)
-        except DispatchError as error:
-            if error.code in ("DispatchConnectError", "DispatchTimeout"):
-                self.forget()
-            raise
-        return reply.payload
+        endpoint = _endpoint(target)
+        for attempt in range(2):
+            token = await self.recipients.token_for(target.namespace, target.agent_id)
+            try:
+                reply = await self.transport.request(endpoint, message, token=token)
+            except DispatchError as error:
+                if error.code in ("DispatchConnectError", "DispatchTimeout"):
+                    self.forget()
+                if error.code in STALE_TOKEN_CODES:
+                    # refused before it ran (expired, revoked, rotated out): once more
+                    self.recipients.forget(target.namespace, target.agent_id)
+                    if not attempt:
+                        continue
+                raise
+            return reply.payload
+        raise AssertionError("unreachable")
 
     async def broadcast(
         self,
@@ -197,8 +212,35 @@ class MeshClient:
         message = Message.new(
             MessageType.EVENT, me.agent_id, BROADCAST, data, metadata={EVENT_KEY: event}
         )
-        reachable = {a.agent_id: a.endpoint for a in targets if a.endpoint}
-        outcomes = await self.transport.broadcast(reachable, message)
+        reachable = {a.agent_id: a for a in targets if a.endpoint}
+        # one exchange for every recipient whose token is not cached
+        granted = await self.recipients.tokens_for(
+            (a.namespace, a.agent_id) for a in reachable.values()
+        )
+        endpoints: dict[str, str] = {}
+        tokens: dict[str, str] = {}
+        outcomes: dict[str, Delivery] = {}
+        for agent_id, agent in reachable.items():
+            grant = granted[(agent.namespace, agent_id)]
+            if isinstance(grant, str):
+                endpoints[agent_id] = _endpoint(agent)
+                tokens[agent_id] = grant
+            else:
+                outcomes[agent_id] = Delivery(
+                    agent_id,
+                    Outcome.HTTP_ERROR,
+                    0,
+                    status=grant.status,
+                    error=f"no token for this agent: {grant.message}",
+                    code=grant.code,
+                    field=grant.field,
+                )
+        sent = await self.transport.broadcast(endpoints, message, tokens=tokens)
+        for agent_id, delivery in sent.items():
+            if delivery.code in STALE_TOKEN_CODES:
+                agent = reachable[agent_id]
+                self.recipients.forget(agent.namespace, agent.agent_id)
+        outcomes.update(sent)
         for agent in targets:
             if not agent.endpoint:
                 outcomes[agent.agent_id] = Delivery(
@@ -223,8 +265,16 @@ class MeshClient:
         opening = Message.new(
             MessageType.REQUEST, me.agent_id, target.agent_id, payload, metadata={STREAM_KEY: name}
         )
-        async with self.transport.stream(_endpoint(target), opening, chunks) as parts:
-            yield parts
+        token = await self.recipients.token_for(target.namespace, target.agent_id)
+        try:
+            async with self.transport.stream(
+                _endpoint(target), opening, chunks, token=token
+            ) as parts:
+                yield parts
+        except DispatchError as error:
+            if error.code in STALE_TOKEN_CODES:  # not retried: the chunks may be consumed
+                self.recipients.forget(target.namespace, target.agent_id)
+            raise
 
     async def _target(self, to: str | None, capability: str | Sequence[str] | None) -> AgentInfo:
         if (to is None) == (capability is None):

@@ -1,6 +1,9 @@
 """The agent's gate: checks every caller as the operator's own mesh API would.
 
-A caller's token is verified against the operator's JWKS (refetched when a token names a
+A caller's token must be addressed to this agent (`aud` `<namespace>/<agentId>`, from the
+agent's own identity): a token meant for the mesh API or for another agent is refused
+(`WrongAudience`), so a token forwarded from elsewhere is worth nothing here. It is
+verified against the operator's JWKS (refetched when a token names a
 key it does not know, at most every few seconds, so a rotation needs no restart). The
 ACL is decided on the ACLPolicies in force in the agent's namespace and the revocation
 list, both pulled from the operator every `sync_seconds`. Until the first pull, and for a
@@ -20,7 +23,7 @@ import aiohttp
 
 from agent_mesh.auth.jwks import PublicKeySet
 from agent_mesh.auth.revocation import RevocationList
-from agent_mesh.auth.tokens import MeshClaims, TokenVerifier, bearer_token
+from agent_mesh.auth.tokens import MeshClaims, TokenVerifier, bearer_token, recipient_audience
 from agent_mesh.domain.acl import MeshCall, PolicyIndex, policy_from_spec
 from agent_mesh.domain.clock import SystemClock
 from agent_mesh.domain.errors import AuthError, ForbiddenError, MeshError
@@ -43,7 +46,7 @@ class Gate:
         self._keys_fetched = 0.0
         self._revocations = RevocationList()
         self._policies = PolicyIndex()
-        self._verifier = TokenVerifier(self._key_set, SystemClock(), self._revocations)
+        self._verifier: TokenVerifier | None = None  # once our identity (the aud) is known
 
     def _key_set(self) -> PublicKeySet:
         if self._keys is None:
@@ -52,15 +55,32 @@ class Gate:
 
     async def authenticate(self, authorization: str | None) -> MeshClaims:
         token = bearer_token(authorization)
+        verifier = self._verifier or await self._own_verifier()
         if self._keys is None:
             await self.refresh_keys()
         try:
-            return self._verifier.verify(token)
+            return verifier.verify(token)
         except AuthError as error:
             if error.code != "UnknownKey":
                 raise
         await self.refresh_keys()  # the operator may have rotated its key
-        return self._verifier.verify(token)
+        return verifier.verify(token)
+
+    async def _own_verifier(self) -> TokenVerifier:
+        """A verifier of tokens addressed to this agent, made once its identity is known
+        (the agent's identity does not change while it runs)."""
+        ours = self._tokens.identity
+        if ours is None:
+            await self._tokens.token()
+            ours = self._tokens.identity
+            assert ours is not None
+        self._verifier = TokenVerifier(
+            self._key_set,
+            SystemClock(),
+            self._revocations,
+            audience=recipient_audience(ours.namespace, ours.agent_id),
+        )
+        return self._verifier
 
     def authorize(self, caller: MeshClaims, call: MeshCall) -> None:
         ours = self._tokens.identity

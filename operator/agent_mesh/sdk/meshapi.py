@@ -74,14 +74,21 @@ async def call_mesh(
         if status in (200, 202):
             return answer
         detail = answer.get("error", {}) if isinstance(answer, dict) else {}
-        raise _ERRORS.get(status, MeshError)(
-            str(detail.get("message") or answer),
-            field=detail.get("field"),
-            code=detail.get("code"),
-        )
+        raise error_from_wire(status, detail, answer)
     raise AssertionError("unreachable")
 
 
 def _json(raw: bytes) -> Any:
     """The decoded answer; None for an empty body (as aiohttp's `json()` has it)."""
     return json.loads(raw) if raw.strip() else None
+
+
+def error_from_wire(status: int, detail: Any, answer: Any = None) -> MeshError:
+    """The MeshError a `{"code", "message", "field"}` error body (answered with HTTP
+    `status`) stands for."""
+    detail = detail if isinstance(detail, dict) else {}
+    return _ERRORS.get(status, MeshError)(
+        str(detail.get("message") or answer or detail),
+        field=detail.get("field"),
+        code=detail.get("code"),
+    )

@@ -352,9 +352,12 @@ class Transport:
             TRANSPORT_ACTIVE.dec()
             TRANSPORT_DURATION.observe(time.perf_counter() - started)
 
-    async def request(self, endpoint: str, message: Message) -> Message:
-        """Request/response: the agent's reply, correlated to `message`, or DispatchError."""
-        delivery = await self.send(endpoint, message)
+    async def request(
+        self, endpoint: str, message: Message, *, token: str | None = None
+    ) -> Message:
+        """Request/response: the agent's reply, correlated to `message`, or DispatchError.
+        `token` overrides the transport's token provider for this call."""
+        delivery = await self.send(endpoint, message, token=token)
         if delivery.outcome is not Outcome.OK or delivery.response is None:
             raise DispatchError(
                 f"{endpoint}: {delivery.outcome.value}"
@@ -377,9 +380,11 @@ class Transport:
         message: Message,
         *,
         token: str | None = None,
+        tokens: Mapping[str, str] | None = None,
         egress: Mapping[str, EgressClass] | None = None,
     ) -> dict[str, Delivery]:
         """Send to every target (name → endpoint) in parallel; one outcome per target.
+        `tokens` gives each target its own token (by name), `token` one for all;
         `egress`: each target's class (default DERIVED)."""
         names = list(targets)
         body = _encode(message)  # once, not once per target
@@ -390,7 +395,7 @@ class Transport:
                     targets[name],
                     body,
                     MESSAGES_PATH,
-                    token,
+                    tokens.get(name, token) if tokens is not None else token,
                     classes.get(name, EgressClass.DERIVED),
                 )
                 for name in names
@@ -404,6 +409,8 @@ class Transport:
         endpoint: str,
         opening: Message,
         chunks: AsyncIterable[Any] | None = None,
+        *,
+        token: str | None = None,
     ) -> AsyncIterator[AsyncIterator[Any]]:
         """Open a stream: `opening` (a request naming the receiver's handler in
         `metadata.stream`), then `chunks` as they are produced, then `complete`; yields
@@ -413,9 +420,10 @@ class Transport:
         more than a few socket buffers of a large stream. A stream is never retried: the
         receiver may have consumed part of it. `timeout_seconds` bounds the wait for each
         frame, not the whole stream. A stream that ends without `complete`, or with an
-        error frame, raises rather than looking finished.
+        error frame, raises rather than looking finished. `token` overrides the
+        transport's token provider.
         """
-        headers = await self._headers(NDJSON, None)
+        headers = await self._headers(NDJSON, token)
         headers["Accept"] = NDJSON
         writer = StreamWriter(opening, reply=False)
         failed: list[BaseException] = []
