@@ -19,6 +19,8 @@ from tests.conftest import Cluster, OperatorProcess, wait_for
 from tests.meshhelpers import external_agent
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+"""Agent programs written for tests (e.g. recorder.py, which shows what it was sent)."""
 
 
 @dataclass
@@ -53,7 +55,7 @@ def register(
 
 
 def launch(
-    example: str,
+    example: str | Path,
     operator: OperatorProcess,
     namespace: str,
     agent_id: str,
@@ -62,7 +64,8 @@ def launch(
     log_dir: Path,
     extra_env: dict[str, str] | None = None,
 ) -> AgentProcess:
-    """Start examples/`example` as agent `agent_id` (not waiting for it)."""
+    """Start examples/`example` (or the program at path `example`) as agent `agent_id`
+    (not waiting for it)."""
     env = {
         **os.environ,
         "AGENT_MESH_URL": operator.mesh_url,
@@ -79,7 +82,8 @@ def launch(
         **(extra_env or {}),
     }
     log = log_dir / f"{agent_id}.log"
-    proc = spawn([sys.executable, str(EXAMPLES / example)], log, detached=False, env=env)
+    program = example if isinstance(example, Path) else EXAMPLES / example
+    proc = spawn([sys.executable, str(program)], log, detached=False, env=env)
     return AgentProcess(agent_id, proc, url, log)
 
 

@@ -71,6 +71,28 @@ def token_of(
     return str(response.json()["token"])
 
 
+def exchange_for(operator: OperatorProcess, token: str, *audiences: str) -> httpx.Response:
+    """Token exchange: `token` (a mesh-API token) for tokens addressed to `audiences`
+    (`<namespace>/<agentId>`; one gives the single answer, several the batch)."""
+    body: dict[str, Any] = {
+        "grantType": "urn:ietf:params:oauth:grant-type:token-exchange",
+        "subjectToken": token,
+    }
+    if len(audiences) == 1:
+        body["audience"] = audiences[0]
+    else:
+        body["audiences"] = list(audiences)
+    return httpx.post(f"{operator.mesh_url}/v1/token", json=body, timeout=10)
+
+
+def token_for_agent(operator: OperatorProcess, token: str, namespace: str, agent_id: str) -> str:
+    """What a caller sends to agent `namespace/agent_id`: a token addressed to it alone,
+    exchanged for the caller's mesh-API `token` (as MeshClient does)."""
+    response = exchange_for(operator, token, f"{namespace}/{agent_id}")
+    assert response.status_code == 200, response.text
+    return str(response.json()["accessToken"])
+
+
 def call(
     operator: OperatorProcess, method: str, path: str, token: str | None, **kwargs: Any
 ) -> httpx.Response:

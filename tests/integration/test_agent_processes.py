@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from kubernetes import client
 
@@ -24,7 +25,7 @@ from agent_mesh.sdk import MeshClient, TokenSource
 from agent_mesh.transport.client import Outcome, TransportConfig
 from tests.agentprocs import AgentProcess, launch, register, wait_ready
 from tests.conftest import TEST_NAMESPACE_PREFIX, Cluster, OperatorProcess, wait_for
-from tests.meshhelpers import GROUP, VERSION, call, external_agent, token_of
+from tests.meshhelpers import GROUP, VERSION, call, external_agent, token_for_agent, token_of
 
 MONITORS = 20
 
@@ -48,6 +49,11 @@ class Mesh:
             ca_file=self.operator.ca_file,
         )
         return MeshClient(tokens, config=config)
+
+    def token_for(self, agent_id: str, agent_type: str, *, to: str) -> str:
+        """A new agent's token for calling agent `to` (exchanged, as MeshClient does)."""
+        token = token_of(self.cluster, self.operator, self.namespace, agent_id, agent_type)
+        return token_for_agent(self.operator, token, self.namespace, to)
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +124,9 @@ async def test_request_response_by_id_and_by_capability(conductor: MeshClient) -
 
 
 async def test_a_critic_calls_a_worker_through_the_mesh(mesh: Mesh) -> None:
-    """The critic's own token, allowed by the sample ACLPolicy, reaches the summarizer."""
-    token = token_of(mesh.cluster, mesh.operator, mesh.namespace, "boss", "orchestrator")
+    """The critic calls the summarizer as itself (a token exchanged for that recipient),
+    allowed by the sample ACLPolicy."""
+    token = mesh.token_for("boss", "orchestrator", to="critic")
     text = "The mesh routes tasks. The mesh keeps results. Agents beat their hearts."
     async with httpx.AsyncClient(timeout=30) as http:
         response = await http.post(
@@ -150,8 +157,8 @@ async def test_broadcast_to_20_monitors_with_one_dead(mesh: Mesh, conductor: Mes
 
 
 async def test_monitors_hear_health_transitions_from_the_operator(conductor: MeshClient) -> None:
-    """monitor-19 started last: its pending -> healthy transition was broadcast, with the
-    operator's own token, to the monitors already registered."""
+    """monitor-19 started last: its pending -> healthy transition was broadcast, with a
+    token the operator minted for each monitor, to the monitors already registered."""
 
     async def heard_by_monitor_00() -> list[dict[str, Any]]:
         heard: list[dict[str, Any]] = (await conductor.request(None, to="monitor-00"))["heard"]
@@ -227,7 +234,6 @@ async def test_unknown_stream_names_the_field(conductor: MeshClient) -> None:
 def test_calls_without_a_valid_token_are_refused(mesh: Mesh, path: str, token: str | None) -> None:
     headers = {}
     if token == "forged":  # a well-formed token signed by a key the mesh does not have
-        import jwt
         from cryptography.hazmat.primitives.asymmetric import ec
 
         key = ec.generate_private_key(ec.SECP256R1())
@@ -251,7 +257,7 @@ async def test_a_monitor_cannot_execute_or_broadcast(mesh: Mesh) -> None:
         outcomes = await watcher.broadcast("fake.alarm", capability="observe")
         refusals = [d for d in outcomes.values() if d.status == 403]
         assert len(refusals) >= MONITORS - 2  # all but the dead and the stopped one
-    token = token_of(mesh.cluster, mesh.operator, mesh.namespace, "watcher-2", "monitor")
+    token = mesh.token_for("watcher-2", "monitor", to="echo")
     async with httpx.AsyncClient() as http:
         response = await http.post(
             f"{mesh.agents['echo'].url}/v1/tasks",
@@ -271,9 +277,10 @@ def test_a_worker_cannot_call_admin_operations_or_other_agents(mesh: Mesh) -> No
     discovery = call(mesh.operator, "GET", "/v1/agents", token)
     assert discovery.status_code == 403
     message = Message.new(MessageType.REQUEST, "grunt", "echo", {"x": 1})
+    to_echo = token_for_agent(mesh.operator, token, mesh.namespace, "echo")
     response = httpx.post(
         f"{mesh.agents['echo'].url}/v1/messages",
-        headers={"Authorization": f"Bearer {token}"},
+        headers={"Authorization": f"Bearer {to_echo}"},
         json=message.to_wire(),
     )
     assert response.status_code == 403
@@ -283,8 +290,10 @@ def test_a_worker_cannot_call_admin_operations_or_other_agents(mesh: Mesh) -> No
 def test_a_revoked_token_is_refused_by_agents_within_their_sync_interval(
     mesh: Mesh,
 ) -> None:
+    """The token revoked is the one the echo agent received (exchanged for it by the
+    victim): revocations reach agents through their sync, not only the operator."""
     boss = token_of(mesh.cluster, mesh.operator, mesh.namespace, "boss-r", "orchestrator")
-    victim = token_of(mesh.cluster, mesh.operator, mesh.namespace, "victim", "orchestrator")
+    victim = mesh.token_for("victim", "orchestrator", to="echo")
     message = Message.new(MessageType.REQUEST, "victim", "echo", "hi")
 
     def echo_status() -> int:
@@ -295,14 +304,14 @@ def test_a_revoked_token_is_refused_by_agents_within_their_sync_interval(
         ).status_code
 
     assert echo_status() == 200
-    jti = call(mesh.operator, "GET", "/v1/whoami", victim).json()["jti"]
+    jti = jwt.decode(victim, options={"verify_signature": False})["jti"]
     assert call(mesh.operator, "POST", "/v1/revocations", boss, json={"jti": jti}).is_success
     wait_for("the echo agent to refuse the revoked token", lambda: echo_status() == 401)
 
 
 def test_an_acl_policy_reaches_running_agents(mesh: Mesh) -> None:
     """A custom type is refused until a policy grants it, then allowed, without restarts."""
-    token = token_of(mesh.cluster, mesh.operator, mesh.namespace, "scout", "scout")
+    token = mesh.token_for("scout", "scout", to="echo")
     message = Message.new(MessageType.REQUEST, "scout", "echo", "hi")
 
     def echo_status() -> int:

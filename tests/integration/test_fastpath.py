@@ -32,7 +32,16 @@ from tests.conftest import (
     stop_operator,
     wait_for,
 )
-from tests.meshhelpers import GROUP, VERSION, call, error_of, exchange, external_agent, token_of
+from tests.meshhelpers import (
+    GROUP,
+    VERSION,
+    call,
+    error_of,
+    exchange,
+    external_agent,
+    token_for_agent,
+    token_of,
+)
 
 WORKERS = ("echo-1", "echo-2")
 
@@ -317,7 +326,7 @@ async def test_the_callback_url_is_called_with_each_answer(conductor: MeshClient
 
 
 async def test_the_sdk_agent_runs_a_batch_in_one_call(mesh: Mesh) -> None:
-    token = mesh.token("orchestrator")
+    token = token_for_agent(mesh.operator, mesh.token("orchestrator"), mesh.namespace, "echo-1")
     url = mesh.agents["echo-1"].url
     tasks = [
         {"taskUid": "b-1", "attempt": 1, "taskType": "echo", "payload": 1},

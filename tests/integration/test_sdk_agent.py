@@ -18,7 +18,7 @@ from agent_mesh.sdk.agent import Agent, TaskContext
 from agent_mesh.sdk.identity import TokenSource
 from agent_mesh.transport.client import Outcome, Transport
 from tests.conftest import Cluster, OperatorProcess
-from tests.meshhelpers import external_agent, token_of
+from tests.meshhelpers import external_agent, token_for_agent, token_of
 
 runs: list[str] = []
 gates: list[asyncio.Event] = []  # one per test: an Event belongs to one event loop
@@ -89,6 +89,11 @@ def task(
     return {"taskUid": uid, "attempt": attempt, "taskType": task_type, "payload": payload}
 
 
+def caller(cluster: Cluster, operator: OperatorProcess, ns: str, name: str, kind: str) -> str:
+    """A new agent of type `kind` and the token it would send to the worker (sdk-w)."""
+    return token_for_agent(operator, token_of(cluster, operator, ns, name, kind), ns, "sdk-w")
+
+
 async def post(url: str, token: str | None, body: dict[str, Any]) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with httpx.AsyncClient(timeout=10) as http:
@@ -99,7 +104,7 @@ async def test_orchestrator_runs_a_task_and_gets_the_result(
     cluster: Cluster, operator: OperatorProcess, worker: tuple[str, str]
 ) -> None:
     url, ns = worker
-    boss = token_of(cluster, operator, ns, "boss", "orchestrator")
+    boss = caller(cluster, operator, ns, "boss", "orchestrator")
     response = await post(url, boss, task("t1"))
     assert response.status_code == 200, response.text
     assert response.json()["result"] == {"echo": "hi", "caller": "boss"}
@@ -113,10 +118,25 @@ async def test_calls_without_a_valid_token_or_permission_are_refused(
     url, ns = worker
     assert (await post(url, None, task("t1"))).status_code == 401
     assert (await post(url, "not.a.token", task("t1"))).status_code == 401
-    monitor = token_of(cluster, operator, ns, "watcher", "monitor")
+    monitor = caller(cluster, operator, ns, "watcher", "monitor")
     denied = await post(url, monitor, task("t1"))
     assert denied.status_code == 403  # a monitor cannot execute
     assert denied.json()["error"]["code"] == "AccessDenied"
+    assert runs == []
+
+
+async def test_the_agent_refuses_tokens_not_addressed_to_it(
+    cluster: Cluster, operator: OperatorProcess, worker: tuple[str, str]
+) -> None:
+    """A caller's own mesh-API token, and a token for another agent, are worth nothing
+    here, even from an orchestrator the ACL would let in."""
+    url, ns = worker
+    boss = token_of(cluster, operator, ns, "boss-aud", "orchestrator")
+    external_agent(cluster, ns, "sdk-other", "worker")
+    for token in (boss, token_for_agent(operator, boss, ns, "sdk-other")):
+        refused = await post(url, token, task("t-aud"))
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "WrongAudience"
     assert runs == []
 
 
@@ -124,7 +144,7 @@ async def test_duplicate_delivery_runs_the_handler_once(
     cluster: Cluster, operator: OperatorProcess, worker: tuple[str, str]
 ) -> None:
     url, ns = worker
-    boss = token_of(cluster, operator, ns, "boss2", "orchestrator")
+    boss = caller(cluster, operator, ns, "boss2", "orchestrator")
     gate().clear()
     first, second = asyncio.create_task(post(url, boss, task("dup"))), None
     await asyncio.sleep(0.2)
@@ -145,7 +165,7 @@ async def test_the_concurrency_limit_refuses_extra_work(
     cluster: Cluster, operator: OperatorProcess, worker: tuple[str, str]
 ) -> None:
     url, ns = worker
-    boss = token_of(cluster, operator, ns, "boss3", "orchestrator")
+    boss = caller(cluster, operator, ns, "boss3", "orchestrator")
     gate().clear()
     busy = [asyncio.create_task(post(url, boss, task(f"b{i}"))) for i in range(2)]
     await asyncio.sleep(0.3)
@@ -161,7 +181,7 @@ async def test_unknown_task_type_names_the_field(
     cluster: Cluster, operator: OperatorProcess, worker: tuple[str, str]
 ) -> None:
     url, ns = worker
-    boss = token_of(cluster, operator, ns, "boss4", "orchestrator")
+    boss = caller(cluster, operator, ns, "boss4", "orchestrator")
     response = await post(url, boss, task("x", "translate"))
     assert response.status_code == 404
     assert response.json()["error"]["field"] == "taskType"
@@ -171,7 +191,7 @@ async def test_request_response_and_events_through_the_transport(
     cluster: Cluster, operator: OperatorProcess, worker: tuple[str, str]
 ) -> None:
     url, ns = worker
-    boss = token_of(cluster, operator, ns, "boss5", "orchestrator")
+    boss = caller(cluster, operator, ns, "boss5", "orchestrator")
 
     async def token() -> str:
         return boss
@@ -196,7 +216,7 @@ async def test_a_worker_cannot_broadcast_events_to_an_agent(
     cluster: Cluster, operator: OperatorProcess, worker: tuple[str, str]
 ) -> None:
     url, ns = worker
-    other = token_of(cluster, operator, ns, "w-other", "worker")
+    other = caller(cluster, operator, ns, "w-other", "worker")
 
     async def token() -> str:
         return other

@@ -22,7 +22,7 @@ from agent_mesh.ports import free_port
 from agent_mesh.sdk import Agent, MeshClient, StreamContext, TaskContext, TokenSource
 from agent_mesh.transport.client import TransportConfig
 from tests.conftest import Cluster, OperatorProcess
-from tests.meshhelpers import external_agent, token_of
+from tests.meshhelpers import external_agent, token_for_agent, token_of
 
 Start = Callable[..., Awaitable[tuple[Agent, str]]]
 
@@ -80,9 +80,14 @@ async def wait_ready(url: str, ca_file: str | None = None) -> None:
     pytest.fail(f"the agent at {url} did not become ready")
 
 
+Boss = Callable[[str], str]
+
+
 @pytest.fixture
-def boss(cluster: Cluster, operator: OperatorProcess, namespace: str) -> str:
-    return token_of(cluster, operator, namespace, "boss", "orchestrator")
+def boss(cluster: Cluster, operator: OperatorProcess, namespace: str) -> Boss:
+    """boss(agent_id): the token an orchestrator sends to that agent (exchanged for it)."""
+    token = token_of(cluster, operator, namespace, "boss", "orchestrator")
+    return lambda agent_id: token_for_agent(operator, token, namespace, agent_id)
 
 
 @pytest.fixture
@@ -141,7 +146,7 @@ async def test_a_slow_consumer_holds_back_the_producer(
 
 
 async def test_partial_results_stream_from_a_generator_task_handler(
-    start: Start, boss: str
+    start: Start, boss: Boss
 ) -> None:
     def setup(agent: Agent) -> None:
         @agent.task("count")
@@ -153,7 +158,7 @@ async def test_partial_results_stream_from_a_generator_task_handler(
     async with httpx.AsyncClient() as http:
         response = await http.post(
             f"{url}/v1/tasks",
-            headers={"Authorization": f"Bearer {boss}"},
+            headers={"Authorization": f"Bearer {boss('counter')}"},
             json={"taskUid": "c1", "taskType": "count", "payload": 4},
         )
     assert response.json()["result"] == [0, 1, 2, 3]
@@ -179,42 +184,46 @@ def last_frame(response: httpx.Response) -> dict[str, Any]:
     return dict(json.loads(response.text.strip().splitlines()[-1]))
 
 
-async def test_a_stream_cut_before_complete_ends_in_an_error_frame(start: Start, boss: str) -> None:
+async def test_a_stream_cut_before_complete_ends_in_an_error_frame(
+    start: Start, boss: Boss
+) -> None:
     _, url = await start("echo-cut", echo_setup)
     opening = Message.new(MessageType.REQUEST, "boss", "echo-cut", metadata={"stream": "echo"})
     writer = StreamWriter(opening, reply=False)
-    response = await raw_stream(url, boss, [encode_frame(opening), encode_frame(writer.chunk(1))])
+    frames = [encode_frame(opening), encode_frame(writer.chunk(1))]
+    response = await raw_stream(url, boss("echo-cut"), frames)
     final = last_frame(response)
     assert final["metadata"]["error"] == "StreamTruncated"
 
 
-async def test_an_out_of_order_frame_ends_the_stream_naming_seq(start: Start, boss: str) -> None:
+async def test_an_out_of_order_frame_ends_the_stream_naming_seq(start: Start, boss: Boss) -> None:
     _, url = await start("echo-order", echo_setup)
     opening = Message.new(MessageType.REQUEST, "boss", "echo-order", metadata={"stream": "echo"})
     writer = StreamWriter(opening, reply=False)
     writer.chunk(0)  # never sent
     frames = [encode_frame(opening), encode_frame(writer.chunk(1)), encode_frame(writer.complete())]
-    final = last_frame(await raw_stream(url, boss, frames))
+    final = last_frame(await raw_stream(url, boss("echo-order"), frames))
     assert final["payload"]["error"]["field"] == "metadata.seq"
 
 
-async def test_an_oversized_frame_is_refused(start: Start, boss: str) -> None:
+async def test_an_oversized_frame_is_refused(start: Start, boss: Boss) -> None:
     _, url = await start("echo-big", echo_setup)
     opening = Message.new(MessageType.REQUEST, "boss", "echo-big", metadata={"stream": "echo"})
     chunk = StreamWriter(opening, reply=False).chunk("x" * (2 * 1024 * 1024))
-    final = last_frame(await raw_stream(url, boss, [encode_frame(opening), encode_frame(chunk)]))
+    frames = [encode_frame(opening), encode_frame(chunk)]
+    final = last_frame(await raw_stream(url, boss("echo-big"), frames))
     assert final["metadata"]["error"] == "FrameTooLarge"
 
 
-async def test_a_stream_must_open_with_a_request(start: Start, boss: str) -> None:
+async def test_a_stream_must_open_with_a_request(start: Start, boss: Boss) -> None:
     _, url = await start("echo-open", echo_setup)
     event = Message.new(MessageType.EVENT, "boss", "echo-open", metadata={"stream": "echo"})
-    response = await raw_stream(url, boss, [encode_frame(event)])
+    response = await raw_stream(url, boss("echo-open"), [encode_frame(event)])
     assert response.status_code == 400
     assert response.json()["error"]["field"] == "type"
 
 
-async def test_a_message_for_another_agent_is_refused_naming_to(start: Start, boss: str) -> None:
+async def test_a_message_for_another_agent_is_refused_naming_to(start: Start, boss: Boss) -> None:
     def setup(agent: Agent) -> None:
         @agent.on_message
         async def answer(message: Message, caller: Any) -> Any:
@@ -225,7 +234,7 @@ async def test_a_message_for_another_agent_is_refused_naming_to(start: Start, bo
     async with httpx.AsyncClient() as http:
         response = await http.post(
             f"{url}/v1/messages",
-            headers={"Authorization": f"Bearer {boss}"},
+            headers={"Authorization": f"Bearer {boss('alice')}"},
             json=message.to_wire(),
         )
     assert response.status_code == 400
@@ -237,7 +246,7 @@ async def test_a_message_for_another_agent_is_refused_naming_to(start: Start, bo
 
 
 async def test_stopping_finishes_short_tasks_and_hands_back_long_ones(
-    cluster: Cluster, operator: OperatorProcess, namespace: str, boss: str
+    cluster: Cluster, operator: OperatorProcess, namespace: str, boss: Boss
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -264,12 +273,13 @@ async def test_stopping_finishes_short_tasks_and_hands_back_long_ones(
     stop = asyncio.Event()
     serving = asyncio.create_task(agent.serve(stop))
     await wait_ready(url)
+    to_drainer = boss("drainer")
     async with httpx.AsyncClient(timeout=30) as http:
 
         def run(uid: str, seconds: float) -> Awaitable[httpx.Response]:
             return http.post(
                 f"{url}/v1/tasks",
-                headers={"Authorization": f"Bearer {boss}"},
+                headers={"Authorization": f"Bearer {to_drainer}"},
                 json={"taskUid": uid, "taskType": "sleep", "payload": seconds},
             )
 
