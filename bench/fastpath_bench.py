@@ -270,9 +270,12 @@ async def through_operator(
     return rows
 
 
-async def agent_ceiling(url: str, quick: bool) -> list[dict[str, Any]]:
+async def agent_ceiling(mesh: Mesh, agent_id: str, url: str, quick: bool) -> list[dict[str, Any]]:
     """One echo agent called directly with the operator's work: the most the operator
-    could pass on to it."""
+    could pass on to it. The agent takes only tokens addressed to it: the bench client's
+    token is exchanged for one (as the operator mints its own per agent)."""
+    (token,) = await mesh.recipient_tokens("bench-client", [agent_id])
+    HEADERS["Authorization"] = f"Bearer {token}"
     single_n = 2_000 if quick else 10_000
     batch_n = 20_000 if quick else 100_000
     run_id = f"{time.time_ns()}"
@@ -310,7 +313,8 @@ def measure(args: Any, batch_dispatch: bool, ceiling: bool) -> dict[str, Any]:
                 through_operator(mesh, args.quick, server, profile_flag if args.profile else None)
             )
             if ceiling:
-                rows += asyncio.run(agent_ceiling(next(iter(agents.values())), args.quick))
+                agent_id, url = next(iter(agents.items()))
+                rows += asyncio.run(agent_ceiling(mesh, agent_id, url, args.quick))
         log_bytes = (Path(tmp) / "operator.log").stat().st_size if options["log_file"] else 0
     out: dict[str, Any] = {
         "dispatch": "batched" if batch_dispatch else "per task",

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from agent_mesh.auth.tokens import GRANT_TOKEN_EXCHANGE
 from agent_mesh.ports import free_port
 from agent_mesh.sdk.identity import TokenSource
 
@@ -160,6 +161,32 @@ class Mesh:
             if response.status != 200:
                 raise RuntimeError(f"token for {agent_id}: HTTP {response.status}")
             return str((await response.json())["token"])
+
+    async def recipient_tokens(
+        self, agent_id: str, recipients: list[str], concurrency: int = 16
+    ) -> list[str]:
+        """Tokens of `agent_id` addressed to each of `recipients` (agentIds here; a repeat
+        gets a new jti), by token exchange as MeshClient gets them: what agents accept."""
+        sem = asyncio.Semaphore(concurrency)
+        tls = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
+        async with aiohttp.ClientSession() as session:
+            subject = await self.exchange(session, agent_id)
+
+            async def one(recipient: str) -> str:
+                body = {
+                    "grantType": GRANT_TOKEN_EXCHANGE,
+                    "subjectToken": subject,
+                    "audience": f"{self.namespace}/{recipient}",
+                }
+                async with (
+                    sem,
+                    session.post(f"{self.url}/v1/token", json=body, ssl=tls) as response,
+                ):
+                    if response.status != 200:
+                        raise RuntimeError(f"token for {recipient}: HTTP {response.status}")
+                    return str((await response.json())["accessToken"])
+
+            return list(await asyncio.gather(*(one(r) for r in recipients)))
 
     async def exchange_all(self, agent_ids: list[str], concurrency: int = 16) -> list[str]:
         """A token for each of `agent_ids` (in order), `concurrency` exchanges at once."""

@@ -24,6 +24,7 @@ from agent_mesh.auth.tokens import MeshClaims
 from agent_mesh.domain.errors import MeshError
 from agent_mesh.domain.message import Message, MessageType
 from agent_mesh.sdk.agent import Agent
+from agent_mesh.sdk.recipients import RecipientTokens
 from agent_mesh.transport.client import Transport
 from common.children import wait_for_stop
 from common.harness import Mesh, local_url, post_app, serve_until_stopped, wait_healthy
@@ -163,14 +164,20 @@ def counting(call: Call, failures: Counter[str]) -> Call:
 
 
 class Clients:
-    """The two callers: ours (Transport with a TokenSource) to `ours_url`, and raw
-    aiohttp to `raw_url`."""
+    """The two callers: ours (Transport with the SDK's recipient tokens for the RECEIVER)
+    to `ours_url`, and raw aiohttp (sending the same token) to `raw_url`."""
 
     def __init__(self, mesh: Mesh, ours_url: str, raw_url: str) -> None:
         self.ours_url = ours_url
         self.raw_url = raw_url + MESSAGES
         self.source = mesh.tokens(CALLER)
-        self.transport = Transport(token=self.source.token)
+        self.recipients = RecipientTokens(self.source)
+
+        async def token() -> str:
+            return await self.recipients.token_for(mesh.namespace, RECEIVER)
+
+        self.token = token
+        self.transport = Transport(token=token)
         config = self.transport.config
         # the baseline gets the pool the Transport has per agent (DESIGN §5: 10 connections)
         self.session = aiohttp.ClientSession(
@@ -181,11 +188,12 @@ class Clients:
         self.headers: dict[str, str] = {}
 
     async def start(self) -> None:
-        token = await self.source.token()
+        token = await self.token()
         self.headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
 
     async def close(self) -> None:
         await self.transport.close()
+        await self.recipients.close()
         await self.session.close()
 
     async def ours(self) -> None:

@@ -149,7 +149,7 @@ async def fresh_tokens(
     """The worst case: every message carries a token the Agent has not seen (signature
     verified each time), as on a caller's first contact or after renewal."""
     count = sizes.sequential + sizes.fresh_total
-    pool = iter(await mesh.exchange_all([CALLER] * count))
+    pool = iter(await mesh.recipient_tokens(CALLER, [RECEIVER] * count))
 
     async def fresh_token() -> str:
         return next(pool)
