@@ -9,8 +9,9 @@ exchange and the operator's per-recipient tokens cost when they are not cached.
   to them, so this row sends a recipient token fetched once through that same path: the
   agent's side is identical (a verified-token cache hit), only the caller's lookup differs.
 - after: MeshClient as shipped: a recipient token per recipient, from its cache.
-  Both rows route by capability (discovery cached 60 s), sequentially, the rounds
-  alternating; then messages/s with 32 in flight.
+  Both rows route by capability (discovery cached 60 s), sequentially, interleaved in
+  slices of 100 (each side first in turn); then messages/s with 32 in flight; and the
+  token lookup alone, in process.
 - miss: a recipient token exchanged for every message (what the cache saves).
 - exchange: POST /v1/token round trips, one recipient and a batch of 20.
 - operator: Authority.operator_token() for one agent, cached and signing a new one.
@@ -134,6 +135,14 @@ class ExchangeEveryTime(RecipientTokens):
         return await super().token_for(namespace, agent_id)
 
 
+async def lookup_us(recipients: Any, count: int) -> float:
+    """What the caller spends finding the token for one message, in process (µs)."""
+    start = time.perf_counter()
+    for _ in range(count):
+        await recipients.token_for(NAMESPACE, RECEIVER)
+    return (time.perf_counter() - start) / count * 1e6
+
+
 async def sequential(call: Call, count: int) -> list[float]:
     times = []
     for _ in range(count):
@@ -184,11 +193,15 @@ async def client_rows(mesh_url: str, args: argparse.Namespace) -> dict[str, Any]
             await sequential(call, 300)
         latencies: dict[str, list[float]] = {name: [] for name in calls}
         rates: dict[str, list[float]] = {name: [] for name in calls}
-        for _ in range(args.rounds):  # alternate, so drift hits both alike
-            for name, call in calls.items():
-                latencies[name] += await sequential(call, args.count)
-            for name, call in calls.items():
-                rates[name].append(await per_second(call, args.count, args.inflight))
+        names = list(calls)
+        for r in range(args.rounds):
+            # interleaved in slices of 100, each side first in turn: drift hits both alike
+            for s in range(0, args.count, 100):
+                for name in names if (r + s // 100) % 2 == 0 else names[::-1]:
+                    latencies[name] += await sequential(calls[name], min(100, args.count - s))
+            for name in names if r % 2 == 0 else names[::-1]:
+                rates[name].append(await per_second(calls[name], args.count, args.inflight))
+        lookups = {name: await lookup_us(clients[name].recipients, 20_000) for name in names}
         misses = await sequential(lambda: miss.request(PAYLOAD, capability=CAPABILITY), args.misses)
         rows = {
             name: {
@@ -205,6 +218,7 @@ async def client_rows(mesh_url: str, args: argparse.Namespace) -> dict[str, Any]
         key = f"per_second_{args.inflight}_inflight"
         return {
             "rows": rows,
+            "token_lookup_us": lookups,
             "after_over_before": {
                 "p50": rows["after"]["p50_ms"] / rows["before"]["p50_ms"],
                 "p99": rows["after"]["p99_ms"] / rows["before"]["p99_ms"],
@@ -319,6 +333,8 @@ def main() -> int:
         f"{args.inflight} in flight {ratio[f'throughput_{args.inflight}_inflight']:.3f} "
         f"(exchanges by the cached client: {result['exchanges_by_the_cached_client']})"
     )
+    for name, micros in result["token_lookup_us"].items():
+        print(f"{'token lookup per message, ' + name + ' (us)':34} {micros:8.2f}")
     for name, row in result["exchange"].items():
         print(f"{name:34} {row['p50_ms']:8.3f} {row['p99_ms']:8.3f}")
     for name, micros in result["operator"].items():

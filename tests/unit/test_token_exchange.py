@@ -1,11 +1,12 @@
 """Token exchange on the mesh API (a mesh-API token → tokens addressed to recipient agents),
 every way it refuses, and the SDK's side: recipient tokens cached per recipient, renewed at
-80% of their lifetime, batched for broadcasts; and the agent's gate, which takes only
-tokens addressed to itself."""
+80% of their lifetime, batched for broadcasts; the agent's gate, which takes only tokens
+addressed to itself; and the operator's health events, one short-lived token per monitor."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -16,11 +17,14 @@ from agent_mesh.auth.tokens import (
     TokenVerifier,
 )
 from agent_mesh.domain.errors import AuthError, ValidationError
+from agent_mesh.domain.message import Message
+from agent_mesh.health_broadcast import HealthBroadcaster
 from agent_mesh.sdk.gate import Gate
 from agent_mesh.sdk.identity import TokenSource
 from agent_mesh.sdk.recipients import RecipientTokens
+from agent_mesh.transport.client import Delivery, Outcome, Transport
 from tests.unit import test_mesh_http
-from tests.unit.test_mesh_http import CREDENTIAL, Mesh, _error
+from tests.unit.test_mesh_http import CREDENTIAL, Mesh, _agent, _error
 
 mesh = test_mesh_http.mesh  # the same fixture: the mesh API on loopback, auth state in memory
 
@@ -308,3 +312,44 @@ async def test_the_gate_takes_only_tokens_addressed_to_its_own_agent(mesh: Mesh)
     assert (await gate.authenticate(f"Bearer {dispatch_w1}")).sub == "agent-mesh-operator"
     elsewhere = mesh.authority.operator_token("other", "w1", 60)  # same agentId, other ns
     assert (await refusal(elsewhere)).code == "WrongAudience"
+
+
+# --- the operator's health events: one short-lived token per monitor ---------------------
+
+
+class CapturingTransport(Transport):
+    """Records what a broadcast would send, sending nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[dict[str, str], dict[str, str]]] = []
+
+    async def broadcast(
+        self,
+        targets: Mapping[str, str],
+        message: Message,
+        *,
+        token: str | None = None,
+        tokens: Mapping[str, str] | None = None,
+    ) -> dict[str, Delivery]:
+        assert token is None  # never one token for every monitor
+        self.sent.append((dict(targets), dict(tokens or {})))
+        return {name: Delivery(name, Outcome.OK, 1, status=202) for name in targets}
+
+
+async def test_health_events_carry_a_short_lived_token_per_monitor(mesh: Mesh) -> None:
+    for agent_id in ("mon-a", "mon-b"):
+        mesh.registry.upsert(_agent(agent_id, "monitor", endpoint=f"http://127.0.0.1:9/{agent_id}"))
+    transport = CapturingTransport()
+    broadcaster = HealthBroadcaster(mesh.registry, mesh.monitor.tracker, mesh.authority, transport)
+    await broadcaster({"namespace": "ns", "agentId": "w1", "health": "healthy"})
+    ((targets, tokens),) = transport.sent
+    assert set(targets) == set(tokens) == {"mon-a", "mon-b"}
+    for agent_id, token in tokens.items():
+        claims = claims_at(mesh, token, f"ns/{agent_id}")
+        assert (claims.sub, claims.namespace) == ("agent-mesh-operator", "ns")
+        assert claims.exp - claims.iat == 60
+    with pytest.raises(AuthError) as caught:
+        claims_at(mesh, tokens["mon-a"], "ns/mon-b")
+    assert caught.value.code == "WrongAudience"
+    await broadcaster.close()

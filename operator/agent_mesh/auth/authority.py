@@ -498,11 +498,12 @@ class Authority:
         for index, audience in enumerate(audiences):
             field = "audience" if len(audiences) == 1 else f"audiences[{index}]"
             namespace, slash, agent_id = audience.partition("/")
-            recipient = (
-                await self.find_agent(namespace, agent_id)
-                if slash and namespace and agent_id and "/" not in agent_id
-                else None
-            )
+            if not (slash and namespace and agent_id and "/" not in agent_id):
+                recipient = None
+            elif len(audiences) == 1:  # may be newer than the watch: ask the apiserver
+                recipient = await self.find_agent(namespace, agent_id)
+            else:  # a batch comes from discovery, which is the registry: no apiserver storm
+                recipient = self.registry.get(namespace, agent_id)
             if recipient is None:
                 grants.append(
                     RecipientGrant(

@@ -28,6 +28,7 @@ import aiohttp
 
 from agent_mesh.domain.errors import (
     DispatchError,
+    MeshError,
     NotFoundError,
     ValidationError,
 )
@@ -173,7 +174,12 @@ class MeshClient:
         )
         endpoint = _endpoint(target)
         for attempt in range(2):
-            token = await self.recipients.token_for(target.namespace, target.agent_id)
+            try:
+                token = await self.recipients.token_for(target.namespace, target.agent_id)
+            except MeshError as error:
+                if error.code == "RecipientUnknown":
+                    self.forget()  # gone since discovery answered
+                raise
             try:
                 reply = await self.transport.request(endpoint, message, token=token)
             except DispatchError as error:
