@@ -281,7 +281,7 @@ async def test_a_revoked_subject_token_is_renewed_and_the_exchange_retried(mesh:
     try:
         old = await tokens.token()
         jti = claims_at(mesh, old, "agent-mesh").jti
-        await mesh.authority.revoke_token(jti, actor="test")
+        await mesh.authority.revoke_token(jti, actor="test", namespace="ns")
         token = await recipients.token_for("ns", "w1")
         assert claims_at(mesh, token, "ns/w1").sub == "boss"
         assert await tokens.token() != old
