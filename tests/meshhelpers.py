@@ -82,7 +82,7 @@ def exchange_for(operator: OperatorProcess, token: str, *audiences: str) -> http
         body["audience"] = audiences[0]
     else:
         body["audiences"] = list(audiences)
-    return httpx.post(f"{operator.mesh_url}/v1/token", json=body, timeout=10)
+    return httpx.post(f"{operator.mesh_url}/v1/token", json=body, timeout=10, verify=operator.tls)
 
 
 def token_for_agent(operator: OperatorProcess, token: str, namespace: str, agent_id: str) -> str:

@@ -18,7 +18,7 @@ from kubernetes import client
 from agent_mesh.domain.message import Message, MessageType
 from tests.agentprocs import AgentProcess, launch, register, wait_ready
 from tests.conftest import TEST_NAMESPACE_PREFIX, Cluster, OperatorProcess, wait_for
-from tests.meshhelpers import GROUP, VERSION, call, error_of, token_of
+from tests.meshhelpers import GROUP, VERSION, call, error_of, token_for_agent, token_of
 
 
 @dataclass
@@ -111,11 +111,13 @@ def submit_durable(spaces: Namespaces, token: str) -> httpx.Response:
 
 
 def message_echo(spaces: Namespaces, sender: str, token: str) -> httpx.Response:
-    """A request message straight to B's echo agent (its Gate decides)."""
+    """A request message straight to B's echo agent, with the sender's token exchanged for
+    one addressed to it (the exchange does not judge reach: B's echo agent's Gate does)."""
     message = Message.new(MessageType.REQUEST, sender, "echo", {"hi": "from team-a"})
+    to_echo = token_for_agent(spaces.operator, token, spaces.b, "echo")
     return httpx.post(
         f"{spaces.echo.url}/v1/messages",
-        headers={"Authorization": f"Bearer {token}"},
+        headers={"Authorization": f"Bearer {to_echo}"},
         json=message.to_wire(),
         timeout=10,
     )
