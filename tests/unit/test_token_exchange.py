@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+import pydantic
 import pytest
 
 from agent_mesh.auth.tokens import (
@@ -16,9 +17,11 @@ from agent_mesh.auth.tokens import (
     MeshClaims,
     TokenVerifier,
 )
+from agent_mesh.config import OperatorConfig
 from agent_mesh.domain.errors import AuthError, ValidationError
 from agent_mesh.domain.message import Message
 from agent_mesh.health_broadcast import HealthBroadcaster
+from agent_mesh.runtime import auth_settings
 from agent_mesh.sdk.gate import Gate
 from agent_mesh.sdk.identity import TokenSource
 from agent_mesh.sdk.recipients import RecipientTokens
@@ -353,3 +356,34 @@ async def test_health_events_carry_a_short_lived_token_per_monitor(mesh: Mesh) -
         claims_at(mesh, tokens["mon-a"], "ns/mon-b")
     assert caught.value.code == "WrongAudience"
     await broadcaster.close()
+
+
+# --- configuration -----------------------------------------------------------------------
+
+
+def test_token_lifetimes_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENT_MESH_RECIPIENT_TOKEN_SECONDS", "120")
+    monkeypatch.setenv("AGENT_MESH_DISPATCH_TOKEN_MARGIN_SECONDS", "5")
+    monkeypatch.setenv("AGENT_MESH_BROADCAST_TOKEN_SECONDS", "30")
+    settings = auth_settings(OperatorConfig())
+    assert settings.recipient_token_lifetime.total_seconds() == 120
+    assert settings.dispatch_token_margin.total_seconds() == 5
+    assert settings.broadcast_token_lifetime.total_seconds() == 30
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("AGENT_MESH_RECIPIENT_TOKEN_SECONDS", "5"),  # below 30 s
+        ("AGENT_MESH_RECIPIENT_TOKEN_SECONDS", "7200"),  # a recipient token is short-lived
+        ("AGENT_MESH_DISPATCH_TOKEN_MARGIN_SECONDS", "0"),
+        ("AGENT_MESH_BROADCAST_TOKEN_SECONDS", "3600"),
+    ],
+)
+def test_token_lifetimes_out_of_range_are_refused_naming_them(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(pydantic.ValidationError) as caught:
+        OperatorConfig()
+    assert variable.removeprefix("AGENT_MESH_").lower() in str(caught.value)
