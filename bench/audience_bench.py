@@ -2,118 +2,104 @@
 another process, before and after, as a ratio measured in one run; and what the token
 exchange and the operator's per-recipient tokens cost when they are not cached.
 
-    .venv/bin/python bench/audience_bench.py [--count 1000] [--rounds 5]
+    .venv/bin/python bench/audience_bench.py [--quick] [--count N] [--rounds N]
 
-- before: MeshClient with one token for every peer (what it sent before: the caller's
-  token from its TokenSource, renewed at 80%). Agents now refuse any token not addressed
-  to them, so this row sends a recipient token fetched once through that same path: the
-  agent's side is identical (a verified-token cache hit), only the caller's lookup differs.
-- after: MeshClient as shipped: a recipient token per recipient, from its cache.
-  Both rows route by capability (discovery cached 60 s), sequentially, interleaved in
-  slices of 100 (each side first in turn); then messages/s with 32 in flight; and the
-  token lookup alone, in process.
+- before: MeshClient with one token for every peer (the lookup it made before: its
+  TokenSource's token, a clock check). Agents now refuse any token not addressed to them,
+  so this row sends a recipient token fetched once through that same lookup: the agent's
+  side is identical (a verified-token cache hit), only the caller's lookup differs.
+- after: MeshClient as shipped, a recipient token per recipient from its cache.
+  Both route by capability (discovery answered in process, the same for both),
+  sequentially, interleaved in slices of 100 with each side first in turn; then
+  messages/s at 32 in flight; and the token lookup alone, in process.
 - miss: a recipient token exchanged for every message (what the cache saves).
-- exchange: POST /v1/token round trips, one recipient and a batch of 20.
-- operator: Authority.operator_token() for one agent, cached and signing a new one.
+- exchange: POST /v1/token token exchange, one recipient and a batch of 20.
+- operator: Authority.operator_token() in process, a cache hit and a new token signed
+  (what dispatch would pay per task without its cache).
 
-The mesh API is bench/meshserver.py (the operator's app, auth state in memory); the
-Agent is `agent-1` of its registry, heartbeating its endpoint; the caller `agent-0`, an
-orchestrator. Prints a table and writes bench/results/audience.json. Asserts nothing;
-the processes it starts are stopped when it ends.
+The mesh API is common.meshserver (the operator's app, auth state in memory); the Agent
+is its `agent-1`; the caller `agent-0`, an orchestrator.
+Prints a table and writes bench/results/audience.json. Asserts nothing.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime as dt
-import json
-import logging
-import multiprocessing
-import platform
 import statistics
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from multiprocessing.synchronize import Event
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-from meshserver import CREDENTIAL, NAMESPACE, ServerProcess
 
-from agent_mesh.auth.audit import AuditLog
-from agent_mesh.auth.authority import Authority, AuthSettings
-from agent_mesh.auth.memory import (
-    MemoryKeyStore,
-    MemoryRevocationStore,
-    StaticTokenReviewer,
-    registry_fetcher,
-)
 from agent_mesh.auth.tokens import GRANT_TOKEN_EXCHANGE, AgentIdentity
-from agent_mesh.domain.acl import PolicyIndex
-from agent_mesh.domain.agents import AgentRegistry
-from agent_mesh.domain.clock import SystemClock
 from agent_mesh.domain.message import Message
-from agent_mesh.ports import free_port
-from agent_mesh.sdk import Agent, MeshClaims, MeshClient, TokenSource
+from agent_mesh.sdk import Agent, AgentInfo, MeshClaims, MeshClient
 from agent_mesh.sdk.recipients import RecipientTokens
+from common import cli
+from common.children import Child, wait_for_stop
+from common.harness import CREDENTIAL, NAMESPACE, Mesh, free_port, local_url, wait_healthy
+from common.load import per_call_us, per_second, sequential
+from common.output import Column, label, table, write_result
+from common.stats import summary
 
-RESULTS = Path(__file__).parent / "results"
-CALLER, RECEIVER, CAPABILITY = "agent-0", "agent-1", "summarize"
+CALLER, RECEIVER, CAPABILITY = "agent-0", "agent-1", "summarize"  # common.meshserver's fleet
 PAYLOAD = {"text": "x" * 512}
+INFLIGHT = 32
 Call = Callable[[], Awaitable[object]]
 
 
-def source(mesh_url: str, agent_id: str) -> TokenSource:
-    return TokenSource(mesh_url, namespace=NAMESPACE, agent_id=agent_id, credential=CREDENTIAL)
-
-
-def serve_agent(mesh_url: str, port: int, ready: Event, stop: Event) -> None:
-    """The receiver: an SDK Agent echoing requests, in a process of its own."""
+def serve_receiver(mesh: Mesh, port: int, ready: Event, stop: Event) -> None:
+    """A Child target: the SDK Agent `agent-1`, echoing requests."""
 
     async def echo(message: Message, caller: MeshClaims) -> Any:
         return message.payload
 
     async def main() -> None:
-        url = f"http://127.0.0.1:{port}"
+        url = local_url(port)
         agent = Agent(
             "worker",
             [CAPABILITY],
-            tokens=source(mesh_url, RECEIVER),
+            tokens=mesh.tokens(RECEIVER),
             host="127.0.0.1",
             port=port,
-            endpoint=url,
         )
         agent.on_message(echo)
         done = asyncio.Event()
         serving = asyncio.create_task(agent.serve(done))
-        async with aiohttp.ClientSession() as session:
-            while True:
-                try:
-                    async with session.get(f"{url}/readyz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.05)
+        await wait_healthy([url])
         ready.set()
-        await asyncio.get_running_loop().run_in_executor(None, stop.wait)
+        await wait_for_stop(stop)
         done.set()
         await serving
 
-    logging.disable(logging.CRITICAL)
     asyncio.run(main())
+
+
+class Pinned(MeshClient):
+    """MeshClient whose discovery always answers the receiver (the mesh API's discovery
+    takes only endpoints the operator may call, and this receiver is on loopback): target
+    resolution costs the same in every row, the token path is what differs."""
+
+    def __init__(self, mesh: Mesh, receiver: str) -> None:
+        super().__init__(mesh.tokens(CALLER))
+        self._receiver = AgentInfo(
+            RECEIVER, NAMESPACE, "worker", (CAPABILITY,), "healthy", 0, 10, receiver
+        )
+
+    async def discover(self, *_: Any, **__: Any) -> list[AgentInfo]:
+        return [self._receiver]
 
 
 class OneTokenForAll:
     """The caller's side before recipient tokens: one token for every peer, looked up as
-    TokenSource.token() did (a clock check, renewal at 80%)."""
+    TokenSource.token() did (a clock check; renewal at 80%)."""
 
     def __init__(self, token: str, lifetime: float) -> None:
         self._token = token
         self._renew_at = time.monotonic() + 0.8 * lifetime
-        self.exchanges = 0
 
     async def token_for(self, namespace: str, agent_id: str) -> str:
         if time.monotonic() < self._renew_at:
@@ -143,86 +129,54 @@ async def lookup_us(recipients: Any, count: int) -> float:
     return (time.perf_counter() - start) / count * 1e6
 
 
-async def sequential(call: Call, count: int) -> list[float]:
-    times = []
-    for _ in range(count):
-        start = time.perf_counter()
-        await call()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-async def per_second(call: Call, total: int, concurrency: int) -> float:
-    left = total
-
-    async def worker() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            await call()
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return total / (time.perf_counter() - start)
-
-
-def ms(values: list[float], q: float = 0.5) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
-async def client_rows(mesh_url: str, args: argparse.Namespace) -> dict[str, Any]:
-    after = MeshClient(source(mesh_url, CALLER))
-    before = MeshClient(source(mesh_url, CALLER))
-    miss = MeshClient(source(mesh_url, CALLER))
+async def round_trips(
+    mesh: Mesh, receiver: str, count: int, rounds: int, misses: int
+) -> dict[str, Any]:
+    after, before, miss = (Pinned(mesh, receiver) for _ in range(3))
     miss.recipients = ExchangeEveryTime(miss.tokens)
     try:
-        for _ in range(100):  # the receiver's first heartbeat makes it discoverable
-            if await after.discover(CAPABILITY, fresh=True):
-                break
-            await asyncio.sleep(0.1)
         await after.request(PAYLOAD, capability=CAPABILITY)
         token = await after.recipients.token_for(NAMESPACE, RECEIVER)
         before.recipients = OneTokenForAll(token, lifetime=300)  # type: ignore[assignment]
         clients = {"before": before, "after": after}
-        calls: dict[str, Call] = {
-            name: (lambda c=c: c.request(PAYLOAD, capability=CAPABILITY))
-            for name, c in clients.items()
-        }
+
+        def caller(client: MeshClient) -> Call:
+            return lambda: client.request(PAYLOAD, capability=CAPABILITY)
+
+        calls = {name: caller(c) for name, c in clients.items()}
         for call in calls.values():  # warm up: connections, caches
             await sequential(call, 300)
-        latencies: dict[str, list[float]] = {name: [] for name in calls}
-        rates: dict[str, list[float]] = {name: [] for name in calls}
         names = list(calls)
-        for r in range(args.rounds):
-            # interleaved in slices of 100, each side first in turn: drift hits both alike
-            for s in range(0, args.count, 100):
+        latencies: dict[str, list[float]] = {name: [] for name in names}
+        rates: dict[str, list[float]] = {name: [] for name in names}
+        for r in range(rounds):
+            # slices of 100, each side first in turn: drift hits both alike
+            for s in range(0, count, 100):
                 for name in names if (r + s // 100) % 2 == 0 else names[::-1]:
-                    latencies[name] += await sequential(calls[name], min(100, args.count - s))
+                    latencies[name] += await sequential(calls[name], min(100, count - s))
             for name in names if r % 2 == 0 else names[::-1]:
-                rates[name].append(await per_second(calls[name], args.count, args.inflight))
-        lookups = {name: await lookup_us(clients[name].recipients, 20_000) for name in names}
-        misses = await sequential(lambda: miss.request(PAYLOAD, capability=CAPABILITY), args.misses)
-        rows = {
-            name: {
-                "p50_ms": ms(latencies[name]),
-                "p99_ms": ms(latencies[name], 0.99),
-                f"per_second_{args.inflight}_inflight": statistics.median(rates[name]),
+                rates[name].append(await per_second(calls[name], count, INFLIGHT))
+        rows: list[dict[str, Any]] = [
+            {
+                "what": name,
+                **summary(latencies[name], scale=1000, suffix="_ms"),
+                "per_second": statistics.median(rates[name]),
+                "lookup_us": await lookup_us(clients[name].recipients, 20_000),
             }
-            for name in calls
-        }
-        rows["miss: exchange every message"] = {
-            "p50_ms": ms(misses),
-            "p99_ms": ms(misses, 0.99),
-        }
-        key = f"per_second_{args.inflight}_inflight"
+            for name in names
+        ]
+        missed = await sequential(caller(miss), misses)
+        rows.append(
+            {"what": "miss: exchange every message", **summary(missed, scale=1000, suffix="_ms")}
+        )
+        by = {row["what"]: row for row in rows}
         return {
             "rows": rows,
-            "token_lookup_us": lookups,
             "after_over_before": {
-                "p50": rows["after"]["p50_ms"] / rows["before"]["p50_ms"],
-                "p99": rows["after"]["p99_ms"] / rows["before"]["p99_ms"],
-                f"throughput_{args.inflight}_inflight": rows["after"][key] / rows["before"][key],
+                "p50": by["after"]["p50_ms"] / by["before"]["p50_ms"],
+                "p99": by["after"]["p99_ms"] / by["before"]["p99_ms"],
+                f"throughput_{INFLIGHT}_inflight": by["after"]["per_second"]
+                / by["before"]["per_second"],
             },
             "exchanges_by_the_cached_client": after.recipients.exchanges,
         }
@@ -231,118 +185,96 @@ async def client_rows(mesh_url: str, args: argparse.Namespace) -> dict[str, Any]
             await c.close()
 
 
-async def exchange_rows(mesh_url: str, count: int) -> dict[str, Any]:
-    subject = await source(mesh_url, CALLER).token()
-    single = {"grantType": GRANT_TOKEN_EXCHANGE, "subjectToken": subject}
-    batch = dict(single, audiences=[f"{NAMESPACE}/agent-{i}" for i in range(1, 21)])
-    single["audience"] = f"{NAMESPACE}/{RECEIVER}"
-    out = {}
+async def exchanges(mesh: Mesh, count: int) -> list[dict[str, Any]]:
     async with aiohttp.ClientSession() as session:
-        for name, body in (("exchange, 1 recipient", single), ("exchange, 20 recipients", batch)):
+        subject = await mesh.exchange(session, CALLER)
+        one = {"grantType": GRANT_TOKEN_EXCHANGE, "subjectToken": subject}
+        batch = dict(one, audiences=[f"{NAMESPACE}/agent-{i}" for i in range(1, 21)])
+        one["audience"] = f"{NAMESPACE}/{RECEIVER}"
+        rows = []
+        for what, body in (("exchange, 1 recipient", one), ("exchange, 20 recipients", batch)):
 
             async def post(body: dict[str, Any] = body) -> None:
-                async with session.post(f"{mesh_url}/v1/token", json=body) as response:
+                async with session.post(f"{mesh.url}/v1/token", json=body) as response:
                     await response.read()
                     if response.status != 200:
-                        raise RuntimeError(f"exchange refused: {response.status}")
+                        raise RuntimeError(f"exchange refused: HTTP {response.status}")
 
             await sequential(post, 20)
-            times = await sequential(post, count)
-            out[name] = {"p50_ms": ms(times), "p99_ms": ms(times, 0.99)}
-    return out
+            rows.append(
+                {"what": what, **summary(await sequential(post, count), scale=1000, suffix="_ms")}
+            )
+        return rows
 
 
-async def operator_rows(count: int) -> dict[str, Any]:
+async def operator_tokens(seconds: float) -> list[dict[str, Any]]:
     """Authority.operator_token() in this process: a cache hit, and a new token signed."""
-    clock = SystemClock()
-    authority = Authority(
-        AuthSettings(audit_allowed=False),
-        registry=AgentRegistry(),
-        policies=PolicyIndex(),
-        keys=MemoryKeyStore(),
-        revocation_store=MemoryRevocationStore(),
-        reviewer=StaticTokenReviewer(),
-        fetch_agent=registry_fetcher(AgentRegistry()),
-        audit=AuditLog(),
-        clock=clock,
-    )
-    await authority.start()
-    logging.getLogger("agent_mesh.audit").disabled = True
+    from agent_mesh.auth.audit import AuditLog
+    from agent_mesh.auth.authority import AuthSettings
+    from agent_mesh.domain.clock import SystemClock
+    from common.meshserver import authority, fleet
+
+    auth = await authority(fleet(2), SystemClock(), AuditLog(), AuthSettings(audit_allowed=False))
     identity = AgentIdentity("agent-mesh-operator", "mesh-operator", NAMESPACE, (), "op")
     audience, lifetime = f"{NAMESPACE}/{RECEIVER}", dt.timedelta(seconds=310)
-
-    def timed(fn: Callable[[], object]) -> float:
-        start = time.perf_counter()
-        for _ in range(count):
-            fn()
-        return (time.perf_counter() - start) / count * 1e6
-
-    authority.operator_token(NAMESPACE, RECEIVER, 310)
-    return {
-        "operator token, cached (us)": timed(
-            lambda: authority.operator_token(NAMESPACE, RECEIVER, 310)
-        ),
-        "operator token, signed (us)": timed(
-            lambda: authority.issuer.issue(identity, audience=audience, lifetime=lifetime)
-        ),
-    }
+    auth.operator_token(NAMESPACE, RECEIVER, 310)
+    return [
+        {
+            "what": "operator token, cached",
+            "us": per_call_us(lambda: auth.operator_token(NAMESPACE, RECEIVER, 310), seconds),
+        },
+        {
+            "what": "operator token, signed",
+            "us": per_call_us(
+                lambda: auth.issuer.issue(identity, audience=audience, lifetime=lifetime),
+                seconds,
+            ),
+        },
+    ]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=1000, help="requests per side per round")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--inflight", type=int, default=32)
-    parser.add_argument("--misses", type=int, default=300, help="requests exchanging each time")
-    args = parser.parse_args()
-    logging.disable(logging.CRITICAL)
+    parser = cli.BenchParser(__doc__)
+    parser.size("--count", quick=300, full=1000, help="requests per side per round")
+    parser.size("--rounds", quick=2, full=5, help="rounds of before/after")
+    parser.size("--misses", quick=100, full=300, help="requests exchanging a token each")
+    args = parser.parse()
     mesh_port, agent_port = free_port(), free_port()
-    mesh_url = f"http://127.0.0.1:{mesh_port}"
-    ctx = multiprocessing.get_context("spawn")
-    ready, stop = ctx.Event(), ctx.Event()
-    receiver = ctx.Process(
-        target=serve_agent, args=(mesh_url, agent_port, ready, stop), daemon=True
-    )
-    with ServerProcess(mesh_port, agents=21):
-        receiver.start()
-        try:
-            if not ready.wait(60):
-                raise RuntimeError("the receiving Agent did not start")
-            result = asyncio.run(client_rows(mesh_url, args))
-            result["exchange"] = asyncio.run(exchange_rows(mesh_url, 300))
-        finally:
-            stop.set()
-            receiver.join(10)
-            if receiver.is_alive():
-                receiver.terminate()
-                receiver.join()
-    result["operator"] = asyncio.run(operator_rows(5000))
-    result["settings"] = vars(args)
-    result["machine"] = {"python": sys.version.split()[0], "platform": platform.platform()}
+    mesh = Mesh(local_url(mesh_port), NAMESPACE, CREDENTIAL)
+    from common.meshserver import serve
 
-    print(f"{'MeshClient.request -> Agent':34} {'p50 ms':>8} {'p99 ms':>8} {'msg/s':>9}")
-    for name, row in result["rows"].items():
-        rate = row.get(f"per_second_{args.inflight}_inflight")
-        print(
-            f"{name:34} {row['p50_ms']:8.3f} {row['p99_ms']:8.3f} "
-            f"{'' if rate is None else f'{rate:9.0f}'}"
-        )
-    ratio = result["after_over_before"]
+    with (
+        Child("mesh API", serve, mesh_port, free_port(), 21),
+        Child("receiving Agent", serve_receiver, mesh, agent_port),
+    ):
+        receiver = local_url(agent_port)
+        figures = asyncio.run(round_trips(mesh, receiver, args.count, args.rounds, args.misses))
+        figures["exchange"] = asyncio.run(exchanges(mesh, args.misses))
+    figures["operator"] = asyncio.run(operator_tokens(0.5 if args.quick else 2.0))
+
+    ms = [Column("p50 ms", 8, ".3f", "p50_ms"), Column("p99 ms", 8, ".3f", "p99_ms")]
     print(
-        f"after / before: p50 {ratio['p50']:.3f}, p99 {ratio['p99']:.3f}, "
-        f"{args.inflight} in flight {ratio[f'throughput_{args.inflight}_inflight']:.3f} "
-        f"(exchanges by the cached client: {result['exchanges_by_the_cached_client']})"
+        table(
+            [
+                label(30, "MeshClient.request -> Agent", "what"),
+                *ms,
+                Column("msg/s", 8, ",.0f", "per_second"),
+                Column("lookup us", 10, ".2f", "lookup_us"),
+            ],
+            figures["rows"],
+        )
     )
-    for name, micros in result["token_lookup_us"].items():
-        print(f"{'token lookup per message, ' + name + ' (us)':34} {micros:8.2f}")
-    for name, row in result["exchange"].items():
-        print(f"{name:34} {row['p50_ms']:8.3f} {row['p99_ms']:8.3f}")
-    for name, micros in result["operator"].items():
-        print(f"{name:34} {micros:8.1f}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "audience.json").write_text(json.dumps(result, indent=2) + "\n")
+    ratio = figures["after_over_before"]
+    print(
+        f"after / before: p50 x{ratio['p50']:.3f}, p99 x{ratio['p99']:.3f}, "
+        f"{INFLIGHT} in flight x{ratio[f'throughput_{INFLIGHT}_inflight']:.3f} "
+        f"(exchanges by the cached client: {figures['exchanges_by_the_cached_client']})"
+    )
+    print(table([label(30, "", "what"), *ms], figures["exchange"]))
+    print(table([label(30, "", "what"), Column("us", 8, ".1f", "us")], figures["operator"]))
+    write_result("audience", {"quick": args.quick, "sizes": vars(args), **figures})
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -18,6 +18,7 @@ from agent_mesh.auth.tokens import (
     TokenVerifier,
 )
 from agent_mesh.config import OperatorConfig
+from agent_mesh.domain.egress import EgressClass
 from agent_mesh.domain.errors import AuthError, ValidationError
 from agent_mesh.domain.message import Message
 from agent_mesh.health_broadcast import HealthBroadcaster
@@ -334,6 +335,7 @@ class CapturingTransport(Transport):
         *,
         token: str | None = None,
         tokens: Mapping[str, str] | None = None,
+        egress: Mapping[str, EgressClass] | None = None,
     ) -> dict[str, Delivery]:
         assert token is None  # never one token for every monitor
         self.sent.append((dict(targets), dict(tokens or {})))
