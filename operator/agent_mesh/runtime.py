@@ -18,6 +18,7 @@ from agent_mesh.domain.acl import PolicyIndex
 from agent_mesh.domain.agents import AgentRegistry
 from agent_mesh.domain.clock import Clock, SystemClock
 from agent_mesh.domain.health import HealthPolicy, HealthTracker
+from agent_mesh.domain.ratelimit import Rate
 from agent_mesh.domain.routing import Router
 from agent_mesh.health_broadcast import HealthBroadcaster
 from agent_mesh.health_monitor import HealthMonitor
@@ -30,6 +31,7 @@ from agent_mesh.kube.task_status import TaskStatusWriter
 from agent_mesh.kube.tasks import MeshTaskApi
 from agent_mesh.kube.tokenreview import ApiTokenReviewer
 from agent_mesh.mesh.fastpath import FastPath
+from agent_mesh.mesh.limits import AbuseGuard, AbuseLimits
 from agent_mesh.mesh.server import MeshServer, create_app
 from agent_mesh.transport.batching import BatchingTransport
 from agent_mesh.transport.client import TransportConfig
@@ -55,6 +57,19 @@ def auth_settings(cfg: OperatorConfig) -> AuthSettings:
         key_overlap=overlap,
         service_account_audience=cfg.service_account_audience,
         audit_allowed=cfg.audit_allowed_decisions,
+    )
+
+
+def abuse_limits(cfg: OperatorConfig) -> AbuseLimits:
+    return AbuseLimits(
+        token_per_source=Rate(
+            cfg.token_exchange_burst_per_source, cfg.token_exchange_rate_per_source
+        ),
+        token_per_agent=Rate(cfg.token_exchange_burst_per_agent, cfg.token_exchange_rate_per_agent),
+        failures_per_source=Rate(
+            cfg.auth_failure_burst_per_source, cfg.auth_failure_rate_per_source
+        ),
+        max_keys=cfg.rate_limit_max_keys,
     )
 
 
@@ -122,6 +137,8 @@ class MeshRuntime:
                 self.health.tracker,
                 cfg.mesh_max_body_bytes,
                 fast_path=self.fast_path,
+                guard=AbuseGuard(abuse_limits(cfg), self.audit),
+                max_json_depth=cfg.mesh_max_json_depth,
             ),
             cfg.mesh_host,
             cfg.mesh_port,

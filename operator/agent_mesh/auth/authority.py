@@ -123,6 +123,9 @@ class Authority:
         self._lock = asyncio.Lock()
         self.revocations = RevocationList()
         self._operator_tokens: dict[str, tuple[str, dt.datetime]] = {}
+        self.issue_limit: Callable[[str, str], None] | None = None
+        """Called with (namespace, agentId) before a token is signed for a proven agent;
+        raises to refuse (the mesh API's per-agent rate limit)."""
         self.issuer = TokenIssuer(
             self.keyring,
             clock,
@@ -384,6 +387,7 @@ class Authority:
         return self._issue(agent, "credential")
 
     def _issue(self, agent: AgentRecord, method: str) -> tuple[str, MeshClaims]:
+        self._check_issuable(agent, method)
         identity = AgentIdentity(
             agent_id=agent.agent_id,
             agent_type=agent.agent_type,
@@ -404,6 +408,19 @@ class Authority:
             expiresAt=claims.exp,
         )
         return token, claims
+
+    def _check_issuable(self, agent: AgentRecord, method: str) -> None:
+        if agent.agent_id == OPERATOR_SUBJECT:  # a MeshAgent from before the CRD's rule
+            error = ForbiddenError(
+                f"agentId {OPERATOR_SUBJECT} is reserved for the operator's own identity: "
+                f"MeshAgent {agent.namespace}/{agent.name} gets no token",
+                field="agentId",
+                code="ReservedAgentId",
+            )
+            self._issue_refused(method, error, agent.agent_id, agent.namespace)
+            raise error
+        if self.issue_limit is not None:
+            self.issue_limit(agent.namespace, agent.agent_id)  # audited by the limiter
 
     def operator_token(self, namespace: str) -> str:
         """The operator's own token for calls to agents in `namespace` (task dispatch,

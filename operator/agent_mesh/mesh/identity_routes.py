@@ -15,6 +15,7 @@ from agent_mesh.domain.acl import MeshCall, policy_to_spec
 from agent_mesh.domain.clock import rfc3339
 from agent_mesh.domain.errors import ValidationError
 from agent_mesh.mesh.http import parse_body
+from agent_mesh.mesh.limits import GUARD
 
 AUTHORITY: Final = web.AppKey("authority", Authority)
 
@@ -70,6 +71,9 @@ async def jwks(request: web.Request) -> web.Response:
 
 async def issue_token(request: web.Request) -> web.Response:
     authority = request.app[AUTHORITY]
+    guard = request.app.get(GUARD)
+    if guard is not None:
+        guard.token_exchange(request)
     body = await parse_body(request, TokenRequest)
     if body.service_account_token is not None:
         token, claims = await authority.exchange_service_account_token(
