@@ -6,13 +6,19 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
 
-from agent_mesh.domain.errors import AuthError, UnavailableError, ValidationError
+from agent_mesh.domain.errors import (
+    AuthError,
+    TooManyRequestsError,
+    UnavailableError,
+    ValidationError,
+)
 
 SA_TOKEN_PATH: Final = Path("/var/run/secrets/agent-mesh/token")
 """Where the pod's projected ServiceAccount token (audience agent-mesh) is mounted."""
@@ -122,16 +128,19 @@ class TokenSource:
             ):
                 answer = await response.json(content_type=None)
                 status = response.status
+                retry_after = retry_after_of(response.headers)
         except aiohttp.ClientError as error:
             raise UnavailableError(
                 f"cannot reach the mesh API at {self.mesh_url}: {error}", code="MeshUnreachable"
             ) from error
         if status != 200:
             detail = (answer or {}).get("error", {}) if isinstance(answer, dict) else {}
-            raise AuthError(
+            kind = TooManyRequestsError if status == 429 else AuthError
+            raise kind(
                 f"token exchange refused ({status}): {detail.get('message', answer)}",
                 field=detail.get("field"),
                 code=detail.get("code") or "TokenExchangeFailed",
+                retry_after=retry_after,
             )
         lifetime = float(answer["expiresIn"])
         return IssuedToken(
@@ -142,3 +151,11 @@ class TokenSource:
             renew_at=started + RENEW_AT * lifetime,
             max_concurrent_tasks=answer.get("maxConcurrentTasks"),
         )
+
+
+def retry_after_of(headers: Mapping[str, str]) -> float | None:
+    """A `Retry-After` in seconds (the form the mesh sends), or None."""
+    try:
+        return max(0.0, float(headers["Retry-After"]))
+    except (KeyError, ValueError):
+        return None

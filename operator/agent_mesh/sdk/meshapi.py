@@ -16,10 +16,11 @@ from agent_mesh.domain.errors import (
     MeshError,
     NotFoundError,
     PayloadTooLargeError,
+    TooManyRequestsError,
     UnavailableError,
     ValidationError,
 )
-from agent_mesh.sdk.identity import TokenSource
+from agent_mesh.sdk.identity import TokenSource, retry_after_of
 
 _ERRORS: Final[dict[int, type[MeshError]]] = {
     400: ValidationError,
@@ -28,6 +29,7 @@ _ERRORS: Final[dict[int, type[MeshError]]] = {
     404: NotFoundError,
     409: ConflictError,
     413: PayloadTooLargeError,
+    429: TooManyRequestsError,
     503: UnavailableError,
 }
 
@@ -56,6 +58,7 @@ async def call_mesh(
             ) as response:
                 answer = await response.json(content_type=None)
                 status = response.status
+                retry_after = retry_after_of(response.headers)
         except aiohttp.ClientError as error:
             raise UnavailableError(
                 f"cannot reach the mesh API at {tokens.mesh_url}: {error}",
@@ -71,5 +74,6 @@ async def call_mesh(
             str(detail.get("message") or answer),
             field=detail.get("field"),
             code=detail.get("code"),
+            retry_after=retry_after,
         )
     raise AssertionError("unreachable")
