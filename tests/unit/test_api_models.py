@@ -154,6 +154,7 @@ def test_shipped_samples_are_valid_specs(path: Path) -> None:
         ({"agentType": "worker", "capabilities": ["a", "b", "a"]}, "capabilities"),
         ({}, "agentType"),
         ({"agentType": "mesh-operator"}, "agentType"),
+        ({"agentType": "worker", "agentId": "agent-mesh-operator"}, "agentId"),
     ],
 )
 def test_bad_meshagent_specs_are_rejected_naming_the_field(
@@ -391,7 +392,12 @@ def test_every_kind_has_a_ready_summary_condition(enum: type[StrEnum]) -> None:
 
 def test_distinct_stages_have_distinct_conditions() -> None:
     assert {"Assigned", "Running", "Succeeded", "Failed"} <= {c.value for c in MeshTaskCondition}
-    assert {c.value for c in MeshAgentCondition} == {"Ready", "Registered", "TailnetConnected"}
+    assert {c.value for c in MeshAgentCondition} == {
+        "Ready",
+        "Registered",
+        "TailnetConnected",
+        "CredentialIssued",
+    }
     assert "Accepted" in {c.value for c in ACLPolicyCondition}
 
 

@@ -17,6 +17,8 @@ from agent_mesh.api.common import (
     MAX_CAPABILITIES,
     NAME_RULE,
     READY,
+    RESERVED_AGENT_ID_MESSAGE,
+    RESERVED_AGENT_ID_RULE,
     RESERVED_AGENT_TYPE_RULE,
     URL_MAX_LENGTH,
     CelRule,
@@ -30,9 +32,11 @@ from agent_mesh.api.common import (
     UniqueList,
     cel,
     conditions_field,
+    not_reserved_agent_id,
     not_reserved_agent_type,
     observed_generation_field,
 )
+from agent_mesh.domain.acl import OPERATOR_SUBJECT
 from agent_mesh.domain.health import HealthStatus as HealthStatus
 
 DEFAULT_PORT: Final = 8080
@@ -64,6 +68,8 @@ class MeshAgentCondition(StrEnum):
     """The operator accepted the agent into the mesh (status initialised, id unique)."""
     TAILNET_CONNECTED = "TailnetConnected"
     """The agent's Tailscale device is up and its MagicDNS name known."""
+    CREDENTIAL_ISSUED = "CredentialIssued"
+    """External agents: the credential Secret <name>-mesh-credential is the agent's own."""
 
 
 class MeshAgentReason(StrEnum):
@@ -77,6 +83,9 @@ class MeshAgentReason(StrEnum):
     TAILNET_DEVICE_READY = "TailnetDeviceReady"
     WAITING_FOR_TAILNET_DEVICE = "WaitingForTailnetDevice"
     TAILNET_NOT_USED = "TailnetNotUsed"
+    # CredentialIssued
+    CREDENTIAL_SECRET_READY = "CredentialSecretReady"  # noqa: S105  (a reason)
+    CREDENTIAL_SECRET_NOT_OWNED = "CredentialSecretNotOwned"  # noqa: S105  (a reason)
     # Ready
     AGENT_HEALTHY = "AgentHealthy"
     AWAITING_HEARTBEAT = "AwaitingHeartbeat"
@@ -134,14 +143,15 @@ class MeshAgentSpec(MeshModel):
         )
     )
 
-    agent_id: DnsLabel | None = Field(
+    agent_id: Annotated[DnsLabel, AfterValidator(not_reserved_agent_id)] | None = Field(
         None,
         description=(
             f"Identity of the agent in the mesh: the subject of its tokens and part of its "
             "MagicDNS name (agent-mesh-<namespace>-<agentId>). Default: metadata.name. "
             "Immutable: to change it, create a new MeshAgent. Must be unique in the namespace "
-            f"and {DNS_LABEL_RULE}."
+            f"and {DNS_LABEL_RULE}; {OPERATOR_SUBJECT} is reserved for the operator."
         ),
+        json_schema_extra=cel(RESERVED_AGENT_ID_RULE),
     )
     agent_name: str | None = Field(
         None,
@@ -400,6 +410,11 @@ MESHAGENT: Final = CrdDescriptor(
                 f"self.metadata.name.matches('{DNS_LABEL_PATTERN}'))"
             ),
             message=NAME_AS_AGENT_ID_MESSAGE,
+        ),
+        CelRule(  # metadata.name as the agentId; spec.agentId has the rule on its field
+            rule=f"has(self.spec.agentId) || self.metadata.name != '{OPERATOR_SUBJECT}'",
+            message=RESERVED_AGENT_ID_MESSAGE,
+            reason="FieldValueForbidden",
         ),
     ),
     selectable_fields=(".spec.agentType",),

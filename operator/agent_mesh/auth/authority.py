@@ -338,6 +338,7 @@ class Authority:
                         field="serviceAccountToken",
                         code="AgentUnknown",
                     )
+                _label_may_select(agent, account, pods[0])
                 if agent_id is not None and agent_id != agent.agent_id:
                     raise ForbiddenError(
                         f"pod {namespace}/{pods[0]} runs agent {agent.agent_id}, not {agent_id}",
@@ -498,3 +499,23 @@ class Authority:
         async with self._lock:
             stored = await self._revocation_store.save(self.revocations)
         self.revocations.merge(stored)
+
+
+def _label_may_select(agent: AgentRecord, account: str, pod: str) -> None:
+    """A pod's agentmesh.io/agent label picks only an agent that runs as the pod's own
+    ServiceAccount: whoever may run pods under one ServiceAccount must not be able to
+    claim every other agent of the namespace by labelling a pod."""
+    expected = agent.service_account or ("default" if agent.workload else None)
+    if expected == account:
+        return
+    declared = (
+        f"runs as ServiceAccount {expected}"
+        if expected
+        else "declares no ServiceAccount (spec.workload.spec.serviceAccountName)"
+    )
+    raise ForbiddenError(
+        f"pod {agent.namespace}/{pod} runs as ServiceAccount {account} and is labelled "
+        f"agentmesh.io/agent={agent.name}, but MeshAgent {agent.name} {declared}",
+        field="serviceAccountToken",
+        code="ServiceAccountMismatch",
+    )
