@@ -64,10 +64,16 @@ class Owner:
     kind: str
     name: str
     uid: str
+    api_version: str = "agentmesh.io/v1alpha1"
 
 
-def test_a_credential_secret_owned_by_the_agent_is_adopted() -> None:
+def test_a_credential_secret_owned_by_the_agent_is_taken_over() -> None:
     owners = [Owner("MeshAgent", "ext", "uid-1")]
+    assert foreign_secret_problem(owners, "uid-1", "ns", "ext") is None
+
+
+def test_a_credential_secret_left_by_a_deleted_namesake_is_taken_over() -> None:
+    owners = [Owner("MeshAgent", "ext", "uid-of-the-deleted-one")]
     assert foreign_secret_problem(owners, "uid-1", "ns", "ext") is None
 
 
@@ -75,8 +81,13 @@ def test_a_credential_secret_owned_by_the_agent_is_adopted() -> None:
     ("owners", "named"),
     [
         ([], "it has no owner"),
-        ([Owner("MeshAgent", "ext", "uid-old")], "MeshAgent ext (uid uid-old)"),
-        ([Owner("ConfigMap", "planted", "uid-x")], "ConfigMap planted (uid uid-x)"),
+        ([Owner("MeshAgent", "other", "uid-o")], "MeshAgent other (uid uid-o)"),
+        ([Owner("ConfigMap", "planted", "uid-x", "v1")], "ConfigMap planted (uid uid-x)"),
+        ([Owner("MeshAgent", "ext", "uid-y", "evil.io/v1")], "MeshAgent ext (uid uid-y)"),
+        (
+            [Owner("MeshAgent", "ext", "uid-old"), Owner("Deployment", "d", "uid-d", "apps/v1")],
+            "Deployment d",
+        ),
     ],
 )
 def test_a_credential_secret_the_agent_does_not_own_is_refused_naming_the_problem(
@@ -86,7 +97,7 @@ def test_a_credential_secret_the_agent_does_not_own_is_refused_naming_the_proble
     assert problem is not None
     assert "Secret ns/ext-mesh-credential exists but is not owned by MeshAgent ext" in problem
     assert named in problem
-    assert "Delete or rename that Secret" in problem
+    assert "Delete or rename it" in problem
 
 
 def test_a_refused_credential_secret_sets_credential_issued_false_until_it_is_resolved() -> None:
