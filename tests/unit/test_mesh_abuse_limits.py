@@ -196,3 +196,33 @@ async def test_json_depth_limit_is_configurable_and_counts_the_whole_body() -> N
         assert (await _error(deeper))["code"] == "JsonTooDeep"
     finally:
         await mesh.client.close()
+
+
+# --- settings and the SDK's side -------------------------------------------------------
+
+
+def test_the_limits_come_from_the_operator_config_with_generous_defaults() -> None:
+    from agent_mesh.config import OperatorConfig
+    from agent_mesh.runtime import abuse_limits
+
+    defaults = abuse_limits(OperatorConfig())
+    assert defaults.token_per_source == Rate(200, 50)
+    assert defaults.token_per_agent == Rate(20, 0.5)
+    assert defaults.failures_per_source == Rate(100, 10)
+    configured = abuse_limits(
+        OperatorConfig(token_exchange_burst_per_agent=0, auth_failure_rate_per_source=2)
+    )
+    assert configured.token_per_agent.unlimited
+    assert configured.failures_per_source == Rate(100, 2)
+
+
+async def test_the_sdk_raises_too_many_requests_with_the_servers_retry_after(
+    mesh: MemoryMesh,
+) -> None:
+    from agent_mesh.domain.errors import TooManyRequestsError
+
+    for _ in range(3):
+        assert (await mesh.exchange("w1")).status == 200
+    with pytest.raises(TooManyRequestsError) as caught:
+        await mesh.tokens("w1").token()
+    assert (caught.value.code, caught.value.retry_after) == ("RateLimited", 10.0)

@@ -27,7 +27,6 @@ import contextlib
 import inspect
 import json
 import logging
-import math
 import os
 import signal
 import ssl
@@ -52,6 +51,7 @@ from agent_mesh.domain.errors import (
 )
 from agent_mesh.domain.jsondepth import DEFAULT_MAX_DEPTH, check_json_depth
 from agent_mesh.domain.message import BROADCAST, Message, MessageType
+from agent_mesh.domain.ratelimit import retry_after_seconds
 from agent_mesh.domain.stream import (
     NDJSON,
     STREAM_KEY,
@@ -645,7 +645,7 @@ class Agent:
 def _error_response(error: MeshError) -> web.Response:
     headers = None
     if error.retry_after is not None:
-        headers = {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
+        headers = {"Retry-After": str(retry_after_seconds(error.retry_after))}
     return web.json_response(error.to_wire(), status=error.status, headers=headers)
 
 
