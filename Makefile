@@ -49,6 +49,7 @@ lint: venv ## ruff, mypy --strict, import-linter layer contracts
 	$(VENV)/bin/ruff format --check operator tests bench examples
 	$(VENV)/bin/mypy
 	MYPYPATH=operator $(VENV)/bin/mypy --strict examples
+	$(VENV)/bin/mypy --strict bench/*.py bench/common bench/transport bench/tasks
 	$(VENV)/bin/lint-imports
 
 crds: venv ## regenerate crds/*.yaml from the API models

@@ -9,78 +9,66 @@ Prints a table and writes bench/results/auth.json. Asserts nothing.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime as dt
-import json
 import os
-import platform
 import random
-import statistics
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-from meshserver import CREDENTIAL, NAMESPACE, ServerProcess
 
-from agent_mesh.auth.keys import KeyRing
+from agent_mesh.auth.keys import ALGORITHMS, KeyRing
 from agent_mesh.auth.revocation import RevocationList
 from agent_mesh.auth.tokens import AgentIdentity, TokenIssuer, TokenVerifier
 from agent_mesh.domain.acl import Action, PolicyIndex, policy_from_spec
 from agent_mesh.domain.clock import SystemClock
-from agent_mesh.ports import free_port
-
-RESULTS = Path(__file__).parent / "results"
-
-
-def per_second(fn: Any, items: list[Any], seconds: float) -> float:
-    """Calls of `fn` per second, cycling through `items`, for about `seconds`."""
-    done = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while time.perf_counter() < deadline:
-        for item in items:
-            fn(item)
-        done += len(items)
-    return done / (time.perf_counter() - start)
+from common import cli
+from common.children import Child
+from common.harness import Mesh, free_port, local_url
+from common.load import calls_per_second, per_second, sequential
+from common.meshserver import CREDENTIAL, NAMESPACE, serve
+from common.output import Column, label, table, write_result
+from common.stats import summary
 
 
 def bench_tokens(seconds: float) -> list[dict[str, Any]]:
     rows = []
     clock = SystemClock()
-    for algorithm in ("EdDSA", "ES256"):
-        ring = KeyRing.generate(algorithm, clock.now())  # type: ignore[arg-type]
-        issuer = TokenIssuer(lambda r=ring: r, clock)
+    for algorithm in ALGORITHMS:  # EdDSA, ES256
+        ring = KeyRing.generate(algorithm, clock.now())
+
+        def keys(r: KeyRing = ring) -> KeyRing:
+            return r
+
+        issuer = TokenIssuer(keys, clock)
         tokens = [
             issuer.issue(AgentIdentity(f"agent-{i}", "worker", "ns", ("summarize",), f"u{i}"))[0]
             for i in range(2000)
         ]
-        cold = TokenVerifier(lambda r=ring: r, clock, RevocationList(), cache_size=0)
-        warm = TokenVerifier(lambda r=ring: r, clock, RevocationList())
+        cold = TokenVerifier(keys, clock, RevocationList(), cache_size=0)
+        warm = TokenVerifier(keys, clock, RevocationList())
         for token in tokens:
             warm.verify(token)
         rows.append(
             {
                 "what": f"verify {algorithm}, signature checked",
-                "per_second": per_second(cold.verify, tokens, seconds),
+                "per_second": calls_per_second(cold.verify, tokens, seconds),
             }
         )
         rows.append(
             {
                 "what": f"verify {algorithm}, repeat token (cache)",
-                "per_second": per_second(warm.verify, tokens, seconds),
+                "per_second": calls_per_second(warm.verify, tokens, seconds),
             }
         )
+
+        def issue(_: int, i: TokenIssuer = issuer) -> object:
+            return i.issue(AgentIdentity("a", "worker", "ns", (), "u"))
+
         rows.append(
             {
                 "what": f"issue {algorithm}",
-                "per_second": per_second(
-                    lambda _, i=issuer: i.issue(AgentIdentity("a", "worker", "ns", (), "u")),
-                    list(range(200)),
-                    seconds,
-                ),
+                "per_second": calls_per_second(issue, list(range(200)), seconds),
             }
         )
     return rows
@@ -119,78 +107,45 @@ def bench_acl(seconds: float) -> list[dict[str, Any]]:
     def decide(q: tuple[str, str, Action, str, str]) -> None:
         index.decide(*q)
 
-    warm = per_second(decide, queries, seconds)
+    warm = calls_per_second(decide, queries, seconds)
 
     def decide_cold(q: tuple[str, str, Action, str, str]) -> None:
         index._cache.clear()
         index.decide(*q)
 
-    cold = per_second(decide_cold, queries, seconds)
+    cold = calls_per_second(decide_cold, queries, seconds)
     return [
         {"what": "ACL decision (cached)", "per_second": warm},
         {"what": "ACL decision (uncached)", "per_second": cold},
     ]
 
 
-async def latencies(
-    session: aiohttp.ClientSession, url: str, headers: dict[str, str], count: int
-) -> list[float]:
-    out = []
-    for _ in range(count):
-        start = time.perf_counter()
-        async with session.get(url, headers=headers) as response:
-            await response.read()
-            assert response.status == 200, response.status
-        out.append(time.perf_counter() - start)
-    return out
-
-
-async def throughput(
-    session: aiohttp.ClientSession, url: str, headers: dict[str, str], count: int, inflight: int
-) -> float:
-    remaining = count
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            async with session.get(url, headers=headers) as response:
-                await response.read()
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(inflight)))
-    return count / (time.perf_counter() - start)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def bench_http(port: int, count: int) -> list[dict[str, Any]]:
-    base = f"http://127.0.0.1:{port}"
+    base = local_url(port)
+    mesh = Mesh(base, NAMESPACE, CREDENTIAL)
     connector = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(connector=connector) as session:
-        async with session.post(
-            f"{base}/v1/token",
-            json={"namespace": NAMESPACE, "agentId": "agent-0", "credential": CREDENTIAL},
-        ) as response:
-            token = (await response.json())["token"]
-        auth = {"Authorization": f"Bearer {token}"}
+        auth = {"Authorization": f"Bearer {await mesh.exchange(session, 'agent-0')}"}
         cases = [
             ("GET /healthz (unauthenticated baseline)", f"{base}/healthz", {}),
             ("GET /v1/whoami (token verified)", f"{base}/v1/whoami", auth),
         ]
-        rows = []
+        rows: list[dict[str, Any]] = []
         for what, url, headers in cases:
-            await latencies(session, url, headers, 200)  # warm up
-            lat = await latencies(session, url, headers, count)
-            rps = await throughput(session, url, headers, count * 2, 32)
+
+            async def get(u: str = url, h: dict[str, str] = headers) -> None:
+                async with session.get(u, headers=h) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"GET {u}: HTTP {response.status}")
+
+            await sequential(get, 200)  # warm up
+            lat = await sequential(get, count)
+            rps = await per_second(get, count * 2, 32)
             rows.append(
                 {
                     "what": what,
-                    "p50_ms": statistics.median(lat) * 1000,
-                    "p99_ms": pct(lat, 0.99) * 1000,
+                    **summary(lat, scale=1000, suffix="_ms"),
                     "per_second_32_inflight": rps,
                 }
             )
@@ -204,11 +159,10 @@ async def bench_http(port: int, count: int) -> list[dict[str, Any]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short runs (smoke)")
-    args = parser.parse_args()
-    seconds = 0.3 if args.quick else 2.0
-    count = 300 if args.quick else 3000
+    parser = cli.BenchParser(__doc__)
+    args = parser.parse()
+    seconds = cli.quick_or_full(args, 0.3, 2.0)
+    count = cli.quick_or_full(args, 300, 3000)
 
     os.sched_setaffinity(0, {0})  # "per second on one core"
     tokens = bench_tokens(seconds)
@@ -216,37 +170,41 @@ def main() -> int:
     os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
 
     port = free_port()
-    with ServerProcess(port, agents=1):
+    with Child("mesh API", serve, port, free_port(), 1):
         http = asyncio.run(bench_http(port, count))
 
-    print(f"{'in-process, one core':<46} {'per second':>12}")
-    for row in tokens + acl:
-        print(f"{row['what']:<46} {row['per_second']:>12,.0f}")
-    print()
-    print(f"{'mesh API on loopback':<42} {'p50 ms':>8} {'p99 ms':>8} {'req/s @32':>10}")
-    for row in http:
-        print(
-            f"{row['what']:<42} {row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f} "
-            f"{row['per_second_32_inflight']:>10,.0f}"
+    what = "what"
+    print(
+        table(
+            [
+                label(46, "in-process, one core", what),
+                Column("per second", 12, ",.0f", "per_second"),
+            ],
+            tokens + acl,
         )
+    )
+    print()
+    ms = ".3f"
+    print(
+        table(
+            [
+                label(42, "mesh API on loopback", what),
+                Column("p50 ms", 8, ms, "p50_ms"),
+                Column("p99 ms", 8, ms, "p99_ms"),
+                Column("req/s @32", 10, ",.0f", "per_second_32_inflight"),
+            ],
+            http,
+        )
+    )
     authed = http[1]
     print(
         f"authenticated / baseline: p50 x{authed['p50_ratio_to_baseline']:.2f}, "
         f"p99 x{authed['p99_ratio_to_baseline']:.2f}, "
         f"throughput x{authed['throughput_ratio_to_baseline']:.2f}"
     )
-    RESULTS.mkdir(exist_ok=True)
-    result = {
-        "benchmark": "auth",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "quick": args.quick,
-        "in_process_one_core": tokens + acl,
-        "http": http,
-    }
-    (RESULTS / "auth.json").write_text(json.dumps(result, indent=2))
-    print(f"wrote {RESULTS / 'auth.json'}")
+    write_result("auth", {"quick": args.quick, "in_process_one_core": tokens + acl, "http": http})
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

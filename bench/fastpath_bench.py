@@ -6,7 +6,7 @@ echo agent processes → result → answer, single-task requests against batched
 
 The operator side is the real mesh API application with the real Coordinator, FastPath,
 Router and transport, in a process of its own, with its auth state in memory (as
-bench/meshserver.py does): in-memory fast-path tasks never touch the apiserver, so the
+bench/common/meshserver.py does): in-memory fast-path tasks never touch the apiserver, so the
 only thing left out is kopf's idle watch loops. It logs as the operator does (JSON lines
 to stderr, here a file) unless --no-logs. The agents are examples/echo_worker.py
 processes (the SDK Agent: token checks, ACL, de-duplication), each allowed 256 tasks at
@@ -26,90 +26,66 @@ Prints a table and writes bench/results/fastpath.json. Asserts nothing.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import cProfile
-import io
 import json
-import multiprocessing
 import os
-import platform
-import pstats
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from agent_mesh.ports import free_port
+from common import cli
+from common.children import SPAWN, Child
+from common.harness import (
+    CREDENTIAL,
+    NAMESPACE,
+    Mesh,
+    free_port,
+    local_url,
+    start_echo_worker,
+    wait_ready,
+)
+from common.load import closed_loop
+from common.output import Column, label, result_path, table, write_result
+from common.procfs import cpu_seconds
+from common.profiling import top_functions
+from common.stats import summary
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).parent / "results"
-CREDENTIAL = "bench-credential"
-NAMESPACE = "bench"
 AGENT_SLOTS = 256
 
 
-def _agent_record(agent_id: str, agent_type: str, endpoint: str | None) -> Any:
-    from agent_mesh.auth.authority import credential_hash
-    from agent_mesh.domain.agents import AgentRecord
-    from agent_mesh.domain.health import HealthStatus
-
-    return AgentRecord(
-        namespace=NAMESPACE,
-        name=agent_id,
-        uid=f"uid-{agent_id}",
-        agent_id=agent_id,
-        agent_type=agent_type,
-        capabilities=("echo",) if endpoint else (),
-        service_account=None,
-        credential_hash=credential_hash(CREDENTIAL),
-        external=True,
-        endpoint=endpoint,
-        health=HealthStatus.HEALTHY,
-        max_concurrent_tasks=AGENT_SLOTS,
-    )
-
-
-def _serve(
+def serve(
     port: int,
     agents: dict[str, str],
+    options: dict[str, Any],
     ready: Event,
     stop: Event,
-    options: dict[str, Any],
 ) -> None:
-    """The operator side: mesh API + Coordinator + FastPath, auth state in memory."""
+    """A children.Child target, the operator side: mesh API + Coordinator + FastPath, auth
+    state in memory (common.meshserver)."""
     import logging
 
-    from aiohttp import web
-
     from agent_mesh.auth.audit import AuditLog
-    from agent_mesh.auth.authority import Authority, AuthSettings
-    from agent_mesh.auth.memory import (
-        MemoryKeyStore,
-        MemoryRevocationStore,
-        StaticTokenReviewer,
-        registry_fetcher,
-    )
+    from agent_mesh.auth.authority import AuthSettings
     from agent_mesh.coordinator import Coordinator
-    from agent_mesh.domain.acl import PolicyIndex
     from agent_mesh.domain.agents import AgentRegistry
     from agent_mesh.domain.clock import SystemClock
-    from agent_mesh.domain.health import HealthTracker
+    from agent_mesh.domain.health import HealthStatus, HealthTracker
     from agent_mesh.health_monitor import HealthMonitor
     from agent_mesh.mesh.fastpath import FastPath
     from agent_mesh.mesh.server import create_app
     from agent_mesh.observability.logging import configure_logging
     from agent_mesh.transport.batching import BatchingTransport
     from agent_mesh.transport.client import TransportConfig
+    from common.harness import serve_app
+    from common.meshserver import authority, record
 
     if options["log_file"]:
         log = os.open(options["log_file"], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
@@ -122,23 +98,16 @@ def _serve(
     async def main() -> None:
         clock = SystemClock()
         registry = AgentRegistry()
-        records = [_agent_record(a, "worker", url) for a, url in agents.items()]
-        records.append(_agent_record("bench-client", "orchestrator", None))
-        for record in records:
-            registry.upsert(record)
+        healthy, slots = HealthStatus.HEALTHY, AGENT_SLOTS
+        records = [
+            record(a, "worker", ("echo",), endpoint=url, health=healthy, slots=slots)
+            for a, url in agents.items()
+        ]
+        records.append(record("bench-client", "orchestrator", (), health=healthy, slots=slots))
+        for r in records:
+            registry.upsert(r)
         audit = AuditLog(clock=clock)
-        authority = Authority(
-            AuthSettings(),
-            registry=registry,
-            policies=PolicyIndex(),
-            keys=MemoryKeyStore(),
-            revocation_store=MemoryRevocationStore(),
-            reviewer=StaticTokenReviewer(),
-            fetch_agent=registry_fetcher(registry),
-            audit=audit,
-            clock=clock,
-        )
-        await authority.start()
+        auth = await authority(registry, clock, audit, AuthSettings())
         monitor = HealthMonitor(HealthTracker(), registry, None, None, clock)
         transport = None
         if options["batch_dispatch"]:  # as the operator builds it (runtime.py)
@@ -146,18 +115,16 @@ def _serve(
         coordinator = Coordinator(
             registry=registry,
             tracker=monitor.tracker,
-            authority=authority,
+            authority=auth,
             audit=audit,
             clock=clock,
             transport=transport,
         )
-        for record in records:
-            coordinator.agent_seen(record)
+        for r in records:
+            coordinator.agent_seen(r)
         fast = FastPath(coordinator)
-        app = create_app(authority, monitor, monitor.tracker, 8 * 1024 * 1024, fast_path=fast)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        app = create_app(auth, monitor, monitor.tracker, 8 * 1024 * 1024, fast_path=fast)
+        runner = await serve_app(app, port)
         scheduler = asyncio.create_task(coordinator.run())
         ready.set()
         loop = asyncio.get_running_loop()
@@ -177,92 +144,20 @@ def _serve(
     asyncio.run(main())
 
 
-class Server:
-    """The operator side in a spawned process, for the `with` block."""
-
-    def __init__(self, port: int, agents: dict[str, str], options: dict[str, Any]) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.ready, self.stop = ctx.Event(), ctx.Event()
-        self.profile_flag = ctx.Event()
-        options = {**options, "profile_flag": self.profile_flag}
-        self.process = ctx.Process(
-            target=_serve, args=(port, agents, self.ready, self.stop, options), daemon=True
-        )
-
-    def __enter__(self) -> Server:
-        self.process.start()
-        if not self.ready.wait(60):
-            self.process.terminate()
-            raise RuntimeError("the mesh API server did not start")
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self.stop.set()
-        self.process.join(30)
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join()
-
-
 @contextlib.contextmanager
-def agent_processes(mesh_url: str, agents: dict[str, str], logs: Path) -> Iterator[None]:
+def agent_processes(mesh: Mesh, agents: dict[str, str], logs: Path) -> Iterator[None]:
     """examples/echo_worker.py once per agent, until the block ends."""
-    procs: list[subprocess.Popen[bytes]] = []
+    workers = {}
     try:
         for agent_id, url in agents.items():
-            env = {
-                **os.environ,
-                "AGENT_MESH_URL": mesh_url,
-                "AGENT_MESH_NAMESPACE": NAMESPACE,
-                "AGENT_MESH_AGENT_ID": agent_id,
-                "AGENT_MESH_CREDENTIAL": CREDENTIAL,
-                "AGENT_MESH_HOST": "127.0.0.1",
-                "AGENT_MESH_PORT": url.rsplit(":", 1)[1],
-                "AGENT_MESH_HEARTBEAT_SECONDS": "5",
-                "AGENT_MESH_MAX_CONCURRENT_TASKS": str(AGENT_SLOTS),
-                "AGENT_MESH_LOG_LEVEL": "warning",
-                "AGENT_MESH_LOG_FORMAT": "text",
-            }
-            with (logs / f"{agent_id}.log").open("wb") as log:
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, str(ROOT / "examples" / "echo_worker.py")],
-                        env=env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-        deadline = time.monotonic() + 60
-        for url in agents.values():
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"agent at {url} did not get ready")
-                time.sleep(0.1)
+            workers[url] = start_echo_worker(
+                mesh, agent_id, url, AGENT_SLOTS, logs, {"AGENT_MESH_LOG_LEVEL": "warning"}
+            )
+        wait_ready(workers)
         yield
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-async def token(mesh_url: str) -> str:
-    body = {"namespace": NAMESPACE, "agentId": "bench-client", "credential": CREDENTIAL}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(f"{mesh_url}/v1/token", json=body) as response,
-    ):
-        return str((await response.json())["token"])
+        for worker in workers.values():
+            worker.stop()
 
 
 def task(i: int) -> dict[str, Any]:
@@ -282,15 +177,6 @@ def agent_task(i: int, run_id: str) -> dict[str, Any]:
 HEADERS: dict[str, str] = {"Content-Type": "application/json"}
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of process `pid` (Linux /proc; None elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def run(
     url: str,
     bodies: list[bytes],
@@ -302,7 +188,6 @@ async def run(
     """POST every body with `inflight` requests at once; tasks/s and request latencies,
     and the CPU time process `pid` (the operator side) spent per task. `check` says what a
     good answer is (every task Completed, or answered with a result)."""
-    queue = list(reversed(bodies))
     latencies: list[float] = []
     failures = 0
     connector = aiohttp.TCPConnector(limit=inflight)
@@ -310,31 +195,26 @@ async def run(
         connector=connector, timeout=aiohttp.ClientTimeout(total=600)
     ) as session:
 
-        async def worker() -> None:
+        async def post(i: int) -> None:
             nonlocal failures
-            while queue:
-                body = queue.pop()
-                started = time.perf_counter()
-                async with session.post(url, data=body, headers=HEADERS) as response:
-                    answer = await response.json(content_type=None)
-                latencies.append(time.perf_counter() - started)
-                failures += _failures(answer, check, tasks_per_request)
+            started = time.perf_counter()
+            async with session.post(url, data=bodies[i], headers=HEADERS) as response:
+                answer = await response.json(content_type=None)
+            latencies.append(time.perf_counter() - started)
+            failures += _failures(answer, check, tasks_per_request)
 
         cpu_before = cpu_seconds(pid) if pid else None
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(inflight)))
-        elapsed = time.perf_counter() - started
+        elapsed = await closed_loop(post, len(bodies), inflight)
         cpu_after = cpu_seconds(pid) if pid else None
-    latencies.sort()
     total = len(bodies) * tasks_per_request
+    request = summary(latencies, scale=1000, prefix="request_", suffix="_ms")
     return {
         "tasks": total,
         "tasks_per_request": tasks_per_request,
         "inflight_requests": inflight,
         "seconds": round(elapsed, 3),
         "tasks_per_s": round(total / elapsed),
-        "request_p50_ms": round(statistics.median(latencies) * 1000, 2),
-        "request_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
+        **{k: round(v, 2) for k, v in request.items()},
         "failed_tasks": failures,
         "operator_cpu_us_per_task": (
             round((cpu_after - cpu_before) / total * 1e6)
@@ -361,13 +241,14 @@ def _enc(obj: Any) -> bytes:
 
 
 async def through_operator(
-    mesh_url: str, quick: bool, server: Server, profile: bool
+    mesh: Mesh, quick: bool, server: Child, profile_flag: Event | None
 ) -> list[dict[str, Any]]:
-    HEADERS["Authorization"] = f"Bearer {await token(mesh_url)}"
+    async with aiohttp.ClientSession() as session:
+        HEADERS["Authorization"] = f"Bearer {await mesh.exchange(session, 'bench-client')}"
     single_n = 2_000 if quick else 10_000
     batch_n = 20_000 if quick else 100_000
-    submit = f"{mesh_url}/v1/tasks"
-    pid = server.process.pid
+    submit = f"{mesh.url}/v1/tasks"
+    pid = server.pid
     # warm-up: connections, token caches, router pools
     await run(submit, [_enc(task(i)) for i in range(500)], 32, 1, "mesh-single")
     warm = [_enc({"tasks": [task(i) for i in range(100)]}) for _ in range(20)]
@@ -376,8 +257,8 @@ async def through_operator(
     bodies = [_enc(task(i)) for i in range(single_n)]
     row = await run(submit, bodies, 64, 1, "mesh-single", pid)
     rows = [{"row": "operator, 1 task per request", **row}]
-    if profile:
-        server.profile_flag.set()
+    if profile_flag is not None:
+        profile_flag.set()
         await asyncio.sleep(1.2)  # the server polls the flag twice a second
     for size, inflight in ((100, 8), (1000, 4)):
         bodies = [
@@ -408,30 +289,26 @@ async def agent_ceiling(url: str, quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
-def print_profile(path: str, top: int = 30) -> str:
-    out = io.StringIO()
-    stats = pstats.Stats(path, stream=out)
-    stats.sort_stats("tottime").print_stats(top)
-    return out.getvalue()
-
-
-def measure(args: argparse.Namespace, batch_dispatch: bool, ceiling: bool) -> dict[str, Any]:
+def measure(args: Any, batch_dispatch: bool, ceiling: bool) -> dict[str, Any]:
     """One operator side (per-task or batched dispatch) with fresh agent processes."""
     port = free_port()
-    mesh_url = f"http://127.0.0.1:{port}"
-    agents = {f"echo-{i}": f"http://127.0.0.1:{free_port()}" for i in range(args.agents)}
-    profile_out = str(
-        RESULTS / f"fastpath_server_{'batched' if batch_dispatch else 'per_task'}.prof"
-    )
+    mesh = Mesh(local_url(port), NAMESPACE, CREDENTIAL)
+    agents = {f"echo-{i}": local_url(free_port()) for i in range(args.agents)}
+    profile_out = result_path(f"fastpath_server_{'batched' if batch_dispatch else 'per_task'}.prof")
+    profile_flag = SPAWN.Event()
     with tempfile.TemporaryDirectory() as tmp:
         options = {
             "log_file": None if args.no_logs else str(Path(tmp) / "operator.log"),
             "profile": args.profile,
-            "profile_out": profile_out,
+            "profile_out": str(profile_out),
+            "profile_flag": profile_flag,
             "batch_dispatch": batch_dispatch,
         }
-        with Server(port, agents, options) as server, agent_processes(mesh_url, agents, Path(tmp)):
-            rows = asyncio.run(through_operator(mesh_url, args.quick, server, args.profile))
+        server = Child("operator side", serve, port, agents, options, quiet=False, grace=30)
+        with server, agent_processes(mesh, agents, Path(tmp)):
+            rows = asyncio.run(
+                through_operator(mesh, args.quick, server, profile_flag if args.profile else None)
+            )
             if ceiling:
                 rows += asyncio.run(agent_ceiling(next(iter(agents.values())), args.quick))
         log_bytes = (Path(tmp) / "operator.log").stat().st_size if options["log_file"] else 0
@@ -442,49 +319,58 @@ def measure(args: argparse.Namespace, batch_dispatch: bool, ceiling: bool) -> di
     }
     if args.profile:
         out["profile_file"] = os.path.relpath(profile_out, ROOT)
-        out["profile_top"] = print_profile(profile_out)
+        out["profile_top"] = top_functions(profile_out)
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
+def main() -> int:
+    parser = cli.BenchParser(__doc__)
     parser.add_argument("--agents", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--no-logs", action="store_true")
     parser.add_argument("--dispatch", choices=("both", "per-task", "batched"), default="both")
-    args = parser.parse_args()
-    RESULTS.mkdir(exist_ok=True)
+    args = parser.parse()
     modes = {"both": (False, True), "per-task": (False,), "batched": (True,)}[args.dispatch]
     runs = [measure(args, mode, ceiling=i == len(modes) - 1) for i, mode in enumerate(modes)]
     rows = [{"dispatch": r["dispatch"], **row} for r in runs for row in r["rows"]]
     width = max(len(r["row"]) for r in rows)
-    print(f"{'dispatch':9}  {'':{width}}  tasks/s  op CPU/task   req p50    req p99  failed")
-    for r in rows:
-        cpu = r["operator_cpu_us_per_task"]
-        dispatch = r["dispatch"] if r["row"].startswith("operator") else "-"
-        print(
-            f"{dispatch:9}  {r['row']:{width}}  {r['tasks_per_s']:>7,}"
-            f"  {(f'{cpu} us' if cpu is not None else '-'):>11}"
-            f"  {r['request_p50_ms']:>7.2f} ms  {r['request_p99_ms']:>7.2f} ms"
-            f"  {r['failed_tasks']:>6}"
+
+    def dispatch(r: Mapping[str, Any]) -> str:
+        return str(r["dispatch"]) if r["row"].startswith("operator") else "-"
+
+    def unit(key: str, spec: str, unit: str) -> Callable[[Mapping[str, Any]], str | None]:
+        return lambda r: None if r[key] is None else f"{format(r[key], spec)} {unit}"
+
+    print(
+        table(
+            [
+                label(9, "dispatch", dispatch),
+                label(width, "", "row"),
+                Column("tasks/s", 8, ",", "tasks_per_s"),
+                Column("op CPU/task", 12, key=unit("operator_cpu_us_per_task", "", "us")),
+                Column("req p50", 10, key=unit("request_p50_ms", ".2f", "ms")),
+                Column("req p99", 10, key=unit("request_p99_ms", ".2f", "ms")),
+                Column("failed", 7, key="failed_tasks"),
+            ],
+            rows,
         )
+    )
     for r in runs:
         if "profile_top" in r:
             print(f"\noperator side, {r['dispatch']} dispatch, batched rows:")
             print(r.pop("profile_top"))
-    result = {
-        "benchmark": "fastpath",
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "agents": args.agents,
-        "agent_slots": AGENT_SLOTS,
-        "operator_logging": not args.no_logs,
-        "quick": args.quick,
-        "runs": runs,
-    }
-    (RESULTS / "fastpath.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(
+        "fastpath",
+        {
+            "agents": args.agents,
+            "agent_slots": AGENT_SLOTS,
+            "operator_logging": not args.no_logs,
+            "quick": args.quick,
+            "runs": runs,
+        },
+    )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

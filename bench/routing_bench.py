@@ -9,28 +9,24 @@ Prints a table and writes bench/results/routing.json. Asserts nothing.
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import gc
 import heapq
-import json
-import os
-import platform
 import random
 import sys
 import time
 import tracemalloc
 import uuid
 from itertools import count
-from pathlib import Path
 from typing import Any
 
 from agent_mesh.domain.agents import AgentRecord
 from agent_mesh.domain.health import HealthStatus
 from agent_mesh.domain.routing import BuiltinStrategy, Router, TaskDemand
 from agent_mesh.domain.task_queue import Priority, TaskQueue
+from common import cli
+from common.output import Column, fleet_label, table, write_result
+from common.stats import percentile, summary
 
-RESULTS = Path(__file__).parent / "results"
 NAMESPACE = "bench"
 
 # A few capabilities, some common and some rare; an agent holds one to four of them.
@@ -94,11 +90,10 @@ def first_decisions(agents: int) -> dict[str, Any]:
             start = time.perf_counter_ns()
             router.route(task)
             timings.append(time.perf_counter_ns() - start)
-    timings.sort()
     return {
         "agents": agents,
-        "median_us": timings[len(timings) // 2] / 1000,
-        "max_us": timings[-1] / 1000,
+        "median_us": percentile(timings, 0.5) / 1000,
+        "max_us": max(timings) / 1000,
     }
 
 
@@ -192,13 +187,7 @@ def why_none(agents: int, count_: int) -> list[dict[str, Any]]:
 
 
 def _percentiles(timings_ns: list[int]) -> dict[str, float]:
-    timings_ns.sort()
-    n = len(timings_ns)
-    return {
-        "p50_us": timings_ns[n // 2] / 1000,
-        "p99_us": timings_ns[min(n - 1, int(0.99 * n))] / 1000,
-        "decisions": n,
-    }
+    return {**summary(timings_ns, scale=1 / 1000, suffix="_us"), "decisions": len(timings_ns)}
 
 
 def queue_speed(items: int) -> dict[str, Any]:
@@ -268,12 +257,11 @@ def queue_memory(items: int) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (smoke)")
-    args = parser.parse_args()
-    sizes = [100, 1000] if args.quick else [100, 1000, 10_000]
-    per = 2000 if args.quick else 20_000
-    items = 10_000 if args.quick else 100_000
+    parser = cli.BenchParser(__doc__)
+    args = parser.parse()
+    sizes = cli.quick_or_full(args, [100, 1000], [100, 1000, 10_000])
+    per = cli.quick_or_full(args, 2000, 20_000)
+    items = cli.quick_or_full(args, 10_000, 100_000)
 
     rows = [decisions(n, s, per) for n in sizes for s in BuiltinStrategy]
     upkeep = [accounting(n, per) for n in sizes]
@@ -283,24 +271,32 @@ def main() -> int:
     speed = queue_speed(items)
     memory = queue_memory(items)
 
-    print(f"{'routing decision (route() only)':<34} {'p50 µs':>8} {'p99 µs':>8} {'routed':>7}")
-    for r in rows:
-        print(
-            f"{r['agents']:>7,} agents {r['strategy']:<19} {r['p50_us']:>8.1f} "
-            f"{r['p99_us']:>8.1f} {r['routed_share']:>7.0%}"
-        )
-    print(f"\n{'assign + release':<34} {'p50 µs':>8} {'p99 µs':>8}")
-    for r in upkeep:
-        print(f"{r['agents']:>7,} agents{'':<20} {r['p50_us']:>8.1f} {r['p99_us']:>8.1f}")
-    print(f"\n{'no candidate, with its reason':<34} {'p50 µs':>8} {'p99 µs':>8}")
-    for r in nothing:
-        print(f"{r['agents']:>7,} agents {r['reason']:<19} {r['p50_us']:>8.1f} {r['p99_us']:>8.1f}")
-    print(f"\n{'first task of a shape (pool built)':<34} {'median µs':>9} {'max µs':>8}")
-    for r in builds:
-        print(f"{r['agents']:>7,} agents{'':<20} {r['median_us']:>9.0f} {r['max_us']:>8.0f}")
-    print(f"\n{'router memory (8 shapes in use)':<34} {'bytes/agent':>12}")
-    for r in router_bytes:
-        print(f"{r['agents']:>7,} agents{'':<20} {r['bytes_per_agent']:>12,.0f}")
+    p50, p99 = Column("p50 µs", 8, ".1f", "p50_us"), Column("p99 µs", 8, ".1f", "p99_us")
+    routed = Column("routed", 7, ".0%", "routed_share")
+    tables = [
+        (
+            [fleet_label("routing decision (route() only)", "strategy"), p50, p99, routed],
+            rows,
+        ),
+        ([fleet_label("assign + release"), p50, p99], upkeep),
+        ([fleet_label("no candidate, with its reason", "reason"), p50, p99], nothing),
+        (
+            [
+                fleet_label("first task of a shape (pool built)"),
+                Column("median µs", 9, ".0f", "median_us"),
+                Column("max µs", 8, ".0f", "max_us"),
+            ],
+            builds,
+        ),
+        (
+            [
+                fleet_label("router memory (8 shapes in use)"),
+                Column("bytes/agent", 12, ",.0f", "bytes_per_agent"),
+            ],
+            router_bytes,
+        ),
+    ]
+    print("\n\n".join(table(columns, figures) for columns, figures in tables))
     print(f"\nqueue push + pop at {speed['items']:,} tasks (ns per task)")
     print(f"  TaskQueue (deque per priority) {speed['task_queue_ns_per_push_pop']:>8.0f}")
     print(f"  heapq baseline                 {speed['heapq_ns']:>8.0f}")
@@ -308,24 +304,21 @@ def main() -> int:
     print(f"  queue entry and index          {memory['queue_bytes_per_task']:>8.0f}")
     print(f"  TaskDemand (its item)          {memory['task_demand_bytes']:>8.0f}")
 
-    RESULTS.mkdir(exist_ok=True)
-    out = {
-        "benchmark": "routing",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "quick": args.quick,
-        "decisions": rows,
-        "accounting": upkeep,
-        "no_candidate": nothing,
-        "first_decision_of_a_shape": builds,
-        "router_memory": router_bytes,
-        "queue_speed": speed,
-        "queue_memory": memory,
-        "when": dt.datetime.now(dt.UTC).isoformat(),
-    }
-    (RESULTS / "routing.json").write_text(json.dumps(out, indent=2))
-    print(f"wrote {RESULTS / 'routing.json'}")
+    write_result(
+        "routing",
+        {
+            "quick": args.quick,
+            "decisions": rows,
+            "accounting": upkeep,
+            "no_candidate": nothing,
+            "first_decision_of_a_shape": builds,
+            "router_memory": router_bytes,
+            "queue_speed": speed,
+            "queue_memory": memory,
+        },
+    )
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -1,6 +1,7 @@
 """An echo worker: the smallest useful agent.
 
-    AGENT_MESH_URL=http://127.0.0.1:8090 AGENT_MESH_NAMESPACE=demo AGENT_MESH_AGENT_ID=echo \
+    AGENT_MESH_URL=https://127.0.0.1:8090 AGENT_MESH_CA_FILE=mesh-ca.crt \
+    AGENT_MESH_NAMESPACE=demo AGENT_MESH_AGENT_ID=echo \
     AGENT_MESH_CREDENTIAL_FILE=echo.credential AGENT_MESH_PORT=9001 python examples/echo_worker.py
 
 Task `echo` returns its payload; task `sleep` waits and says which agent ran it. Requests

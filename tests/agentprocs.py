@@ -75,6 +75,7 @@ def launch(
         "AGENT_MESH_POLICY_SYNC_SECONDS": "1",
         "AGENT_MESH_DRAIN_SECONDS": "1",
         "AGENT_MESH_LOG_FORMAT": "text",
+        **({"AGENT_MESH_CA_FILE": str(operator.ca_file)} if operator.ca_file else {}),
         **(extra_env or {}),
     }
     log = log_dir / f"{agent_id}.log"

@@ -6,8 +6,10 @@ the cluster in $KUBECONFIG when it is set. Each test gets a namespace of its own
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -166,10 +168,22 @@ class OperatorProcess:
     liveness_port: int
     mesh_port: int
     operator_namespace: str
+    ca_file: Path | None = None
+    """The operator's CA bundle (from its ConfigMap), which verifies the mesh API; None
+    when the mesh API serves plain http (--no-mesh-tls)."""
 
     @property
     def mesh_url(self) -> str:
-        return f"http://127.0.0.1:{self.mesh_port}"
+        scheme = "https" if self.ca_file is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.mesh_port}"
+
+    @functools.cached_property
+    def tls(self) -> ssl.SSLContext:
+        """Verifies the mesh API (httpx `verify=`, urllib `context=`); without TLS it is
+        simply never used."""
+        if self.ca_file is None:
+            return ssl.create_default_context()
+        return ssl.create_default_context(cafile=str(self.ca_file))
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
@@ -192,8 +206,11 @@ def start_operator(
     operator_namespace: str = f"amt-{SESSION}-system",
     mesh_port: int | None = None,
     extra_env: dict[str, str] | None = None,
+    mesh_tls: bool = True,
 ) -> OperatorProcess:
-    """An operator process watching `watch`, with its keys in `operator_namespace`."""
+    """An operator process watching `watch`, with its keys in `operator_namespace`. Its
+    mesh API serves https (unless `mesh_tls` is False), verified with the CA bundle the
+    operator publishes in `operator_namespace`, as any client would get it."""
     from agent_mesh.devcluster.processes import spawn
     from agent_mesh.ports import free_port
 
@@ -216,25 +233,50 @@ def start_operator(
         "--operator-namespace",
         operator_namespace,
         *extra,
+        *([] if mesh_tls else ["--no-mesh-tls"]),
     ]
-    env = {**cluster.env, **(extra_env or {})}
+    # agents and callbacks of tests listen on 127.0.0.1: loopback egress on unless a test says
+    env = {**cluster.env, "AGENT_MESH_EGRESS_ALLOW_LOOPBACK": "true", **(extra_env or {})}
     proc = spawn(argv, log, detached=False, env=env)  # dies with the test run
-    operator = OperatorProcess(proc, log, liveness, mesh, operator_namespace)
+    ca_file = log.with_name(f"{log.stem}-ca.crt") if mesh_tls else None
+    operator = OperatorProcess(proc, log, liveness, mesh, operator_namespace, ca_file)
 
-    def answers(url: str) -> bool:
+    def answers(url: str, context: ssl.SSLContext | None = None) -> bool:
         if proc.poll() is not None:
             pytest.fail(f"operator exited with {proc.returncode}:\n{operator.logs()[-3000:]}")
         try:
-            with urllib.request.urlopen(url, timeout=1) as r:
+            with urllib.request.urlopen(url, timeout=1, context=context) as r:
                 return bool(r.status == 200)
         except OSError:
             return False
 
+    def mesh_ready() -> bool:
+        if ca_file is None:
+            return answers(f"{operator.mesh_url}/readyz")
+        bundle = mesh_ca_bundle(cluster, operator_namespace)  # re-read: it may be stale
+        if bundle is None:
+            return False
+        ca_file.write_text(bundle)
+        context = ssl.create_default_context(cafile=str(ca_file))
+        return answers(f"{operator.mesh_url}/readyz", context)
+
     liveness_url = f"http://127.0.0.1:{liveness}/healthz"
     wait_for("the operator's liveness endpoint", lambda: answers(liveness_url), timeout=60)
-    ready_url = f"{operator.mesh_url}/readyz"
-    wait_for("the operator's mesh API to be ready", lambda: answers(ready_url), timeout=60)
+    wait_for("the operator's mesh API to be ready", mesh_ready, timeout=60)
     return operator
+
+
+def mesh_ca_bundle(cluster: Cluster, namespace: str) -> str | None:
+    """The CA bundle the operator published in `namespace` (ConfigMap agent-mesh-ca.crt)."""
+    from agent_mesh.pki import CA_BUNDLE_CONFIGMAP, CA_BUNDLE_KEY
+
+    try:
+        found = client.CoreV1Api(cluster.api).read_namespaced_config_map(
+            CA_BUNDLE_CONFIGMAP, namespace
+        )
+    except client.ApiException:
+        return None
+    return (found.data or {}).get(CA_BUNDLE_KEY) or None
 
 
 def stop_operator(operator: OperatorProcess) -> None:

@@ -52,6 +52,7 @@ def exchange(
         f"{operator.mesh_url}/v1/token",
         json={"namespace": namespace, "agentId": agent_id, "credential": credential},
         timeout=10,
+        verify=operator.tls,
     )
 
 
@@ -75,7 +76,12 @@ def call(
 ) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.request(
-        method, f"{operator.mesh_url}{path}", headers=headers, timeout=10, **kwargs
+        method,
+        f"{operator.mesh_url}{path}",
+        headers=headers,
+        timeout=10,
+        verify=operator.tls,
+        **kwargs,
     )
 
 

@@ -47,11 +47,6 @@ def _parser() -> argparse.ArgumentParser:
     op.add_argument("--webhook-host")
     op.add_argument("--webhook-port", type=int)
     op.add_argument(
-        "--webhook-cert-dir",
-        type=Path,
-        help="directory with tls.crt, tls.key, ca.crt (default: generated)",
-    )
-    op.add_argument(
         "--no-webhooks",
         action="store_false",
         dest="webhooks",
@@ -60,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     op.add_argument("--mesh-host", help="address of the mesh API (default 127.0.0.1)")
     op.add_argument("--mesh-port", type=int, help="port of the mesh API (default 8090)")
+    op.add_argument(
+        "--no-mesh-tls",
+        action="store_false",
+        dest="mesh_tls",
+        default=None,
+        help="serve the mesh API over plain http (only on a network that encrypts, e.g. the "
+        "tailnet; docs/security.md)",
+    )
     op.add_argument(
         "--operator-namespace",
         help="namespace of the signing keys and revocations (default agent-mesh-system)",

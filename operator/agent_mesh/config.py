@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal, Self
+import ipaddress
+import re
+from typing import Annotated, Any, Final, Literal, Self
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_DNS_NAME: Final = re.compile(
+    r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
+)
+Cidrs = Annotated[list[str], NoDecode]
+"""CIDRs, from the environment as a comma-separated list (`10.0.0.0/8,fd00::/8`)."""
 
 
 class OperatorConfig(BaseSettings):
     """Everything the operator process needs to know at start-up."""
 
     model_config = SettingsConfigDict(env_prefix="AGENT_MESH_", extra="forbid")
+
+    @field_validator("egress_allow", "egress_deny", "egress_service_cidrs", mode="before")
+    @classmethod
+    def _cidrs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in value.replace(",", " ").split() if part]
+        if isinstance(value, list):
+            for item in value:
+                try:
+                    ipaddress.ip_network(str(item), strict=False)
+                except ValueError:
+                    raise ValueError(f"{item!r} is not a CIDR (for example 10.0.0.0/8)") from None
+        return value
 
     @model_validator(mode="after")
     def _ordered_thresholds(self) -> Self:
@@ -21,6 +41,27 @@ class OperatorConfig(BaseSettings):
                 "health_unreachable_seconds must be greater than health_degraded_seconds"
             )
         return self
+
+    @field_validator("tls_extra_sans", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):  # AGENT_MESH_TLS_EXTRA_SANS=name,10.0.0.7
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("tls_extra_sans")
+    @classmethod
+    def _names_or_addresses(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_address(item)
+            except ValueError:
+                if len(item) > 253 or not _DNS_NAME.match(item.lower()):
+                    raise ValueError(
+                        f"{item!r} is neither an IP address nor a DNS name "
+                        "(lower-case labels, an optional leading '*.')"
+                    ) from None
+        return value
 
     namespaces: list[str] = Field(
         default_factory=list,
@@ -34,10 +75,6 @@ class OperatorConfig(BaseSettings):
         description="Address the webhook listens on and the apiserver calls it at (URL mode).",
     )
     webhook_port: int = Field(9443, ge=1, le=65535, description="Port of the webhook server.")
-    webhook_cert_dir: Path | None = Field(
-        None,
-        description="Directory with tls.crt, tls.key and ca.crt; generated when not given.",
-    )
     default_network: Literal["tailscale", "direct"] = Field(
         "direct", description="Network mode of agents whose spec.network is unset."
     )
@@ -47,6 +84,51 @@ class OperatorConfig(BaseSettings):
     )
     mesh_host: str = Field("127.0.0.1", description="Address the mesh API listens on.")
     mesh_port: int = Field(8090, ge=1, le=65535, description="Port of the mesh API.")
+    mesh_tls: bool = Field(
+        True,
+        description=(
+            "Serve the mesh API over TLS with the operator's certificate. Turn off only on a "
+            "network that encrypts and authenticates by itself (e.g. the tailnet); agents "
+            "then need AGENT_MESH_ALLOW_INSECURE_MESH=true for a non-loopback http:// URL."
+        ),
+    )
+    tls_secret: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$",
+        description=(
+            "A Secret in the operator's namespace with tls.crt, tls.key and ca.crt that "
+            "cert-manager keeps renewed: served as is (re-read every tls_check_seconds). "
+            "Unset: the operator's own CA (Secret agent-mesh-ca) issues and renews."
+        ),
+    )
+    service_name: str = Field(
+        "agent-mesh",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="The Service in front of the operator: its DNS names go into the certificate.",
+    )
+    cluster_domain: str = Field(
+        "cluster.local", description="The cluster's DNS domain (<svc>.<ns>.svc.<domain>)."
+    )
+    tls_extra_sans: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "More names and addresses clients use to reach the operator (comma-separated in "
+            "the environment): a pod IP, a node address, a tailnet name."
+        ),
+    )
+    tls_cert_lifetime_seconds: int = Field(
+        90 * 86400,
+        ge=300,
+        description="Lifetime of the serving certificate the own CA issues (renewed at 2/3).",
+    )
+    tls_check_seconds: float = Field(
+        3600,
+        gt=0,
+        description=(
+            "How often the operator checks its serving certificate for renewal (and re-reads "
+            "the cert-manager Secret) and repairs the CA bundle ConfigMaps."
+        ),
+    )
     mesh_max_body_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest request body the mesh API reads (413 above)."
     )
@@ -166,6 +248,46 @@ class OperatorConfig(BaseSettings):
             "Send the tasks dispatched to one agent in the same instant as one "
             "POST /v1/tasks/batch call (agents without that route get one call per task). "
             "Off: one call per task."
+        ),
+    )
+    egress_allow: Cidrs = Field(
+        default_factory=list,
+        description=(
+            "CIDRs that callback URLs, heartbeat endpoints and spec.endpoint may reach even "
+            "when their kind is refused (private, loopback, ...); metadata addresses, the "
+            "API server and egress_deny stay refused. Comma-separated."
+        ),
+    )
+    egress_deny: Cidrs = Field(
+        default_factory=list,
+        description=(
+            "CIDRs no callback URL or agent endpoint may reach, whatever egress_allow says "
+            "(for example the API server's own addresses behind its Service). "
+            "Comma-separated."
+        ),
+    )
+    egress_allow_loopback: bool = Field(
+        False,
+        description=(
+            "Let callback URLs and agent endpoints reach loopback addresses (the local demo "
+            "and tests run everything on 127.0.0.1). Off in a cluster."
+        ),
+    )
+    egress_service_cidrs: Cidrs = Field(
+        default_factory=list,
+        description=(
+            "The cluster's Service ranges (kube-apiserver --service-cluster-ip-range), "
+            "refused to callback URLs and agent endpoints; the ranges of the cluster's "
+            "ServiceCIDR objects are added when the operator may list them. "
+            "Comma-separated."
+        ),
+    )
+    response_max_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description=(
+            "Largest response body the operator reads from an agent or a callback target "
+            "(a larger one fails the call, naming this limit)."
         ),
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"

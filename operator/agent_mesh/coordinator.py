@@ -36,6 +36,7 @@ from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import Clock
 from agent_mesh.domain.conditions import Condition
 from agent_mesh.domain.discovery import view_of
+from agent_mesh.domain.egress import EgressClass
 from agent_mesh.domain.health import HealthStatus, HealthTracker
 from agent_mesh.domain.retry import AttemptOutcome, RetryAction, RetryPolicy
 from agent_mesh.domain.routing import Router, RoutingDecision
@@ -399,7 +400,8 @@ class Coordinator:
         agent_id = state.agent_id
         assert agent_id is not None
         record = self.registry.get(state.namespace, agent_id)
-        endpoint = view_of(record, self.tracker).endpoint if record is not None else None
+        view = view_of(record, self.tracker) if record is not None else None
+        endpoint = view.endpoint if view is not None else None
         deadline = state.deadline() or self.clock.now()
         remaining = (deadline - self.clock.now()).total_seconds()
         if endpoint is None:
@@ -421,6 +423,7 @@ class Coordinator:
                 token=self.authority.operator_token(state.namespace),
                 timeout_seconds=remaining,
                 retries=0,
+                egress=view.endpoint_class if view is not None else EgressClass.DECLARED,
             )
         if self._tasks.get(state.key) is not tracked or state.attempt != attempt:
             return  # deleted, failed over or reconciled meanwhile
@@ -452,6 +455,13 @@ class Coordinator:
                 tracked,
                 AttemptOutcome.UNREACHABLE,
                 f"agent {agent} did not take the task ({what}): {delivery.error or ''}".strip(),
+            )
+            return
+        if delivery.outcome is Outcome.EGRESS_REFUSED:  # nothing sent; a retry may go elsewhere
+            self._attempt_ended(
+                tracked,
+                AttemptOutcome.FAILED,
+                f"agent {agent} was not called: {delivery.error or 'egress refused'}",
             )
             return
         if delivery.outcome is Outcome.TIMEOUT:

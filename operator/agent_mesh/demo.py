@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from agent_mesh.devcluster import ControlPlane, DevClusterError, ensure_binaries
 from agent_mesh.devcluster.processes import spawn, terminate
 from agent_mesh.devcluster.versions import state_root
 from agent_mesh.kubeconfig import check_kubeconfig, configured_kubeconfig
+from agent_mesh.pki import CA_BUNDLE_CONFIGMAP
 from agent_mesh.ports import free_port
 
 NAMESPACE = "agent-mesh-demo"
@@ -151,7 +153,8 @@ def run(*, once: bool, samples: Path | None, timeout: float) -> int:
             ],
             log_path,
             detached=False,
-            env=kubectl.env,
+            # the sample agents listen on 127.0.0.1, which a cluster's operator refuses
+            env={**kubectl.env, "AGENT_MESH_EGRESS_ALLOW_LOOPBACK": "true"},
         )
         stack.callback(terminate, operator.pid, child=operator)
 
@@ -169,6 +172,14 @@ def run(*, once: bool, samples: Path | None, timeout: float) -> int:
             return False
 
         _wait("the operator's liveness endpoint", operator_live, timeout)
+        mesh_url = f"https://127.0.0.1:{mesh_port}"
+        ca_file = workdir / "mesh-ca.crt"
+
+        def mesh_ready() -> bool:
+            operator_live()
+            return _fetch_ca(kubectl, ca_file) and _answers(f"{mesh_url}/readyz", ca_file)
+
+        _wait("the operator's mesh API (https, its CA from the cluster)", mesh_ready, timeout)
         say(f"applying {samples_dir}")
         kubectl("apply", "-n", NAMESPACE, "-f", str(samples_dir))
 
@@ -178,7 +189,7 @@ def run(*, once: bool, samples: Path | None, timeout: float) -> int:
             return all(i.get("status", {}).get("healthStatus") for i in items["items"])
 
         _wait("the agents to register", agents_registered, timeout)
-        started = _start_demo_agents(kubectl, f"http://127.0.0.1:{mesh_port}", workdir, stack)
+        started = _start_demo_agents(kubectl, mesh_url, ca_file, workdir, stack)
 
         def demo_agents_healthy() -> bool:
             operator_live()
@@ -209,7 +220,8 @@ def run(*, once: bool, samples: Path | None, timeout: float) -> int:
         say(
             f"the mesh is up. In another shell:\n    export KUBECONFIG={kubeconfig}\n"
             f"    {binary} get meshagents -n {NAMESPACE} -o wide\n"
-            f"The mesh API is at http://127.0.0.1:{mesh_port} (JWKS: /.well-known/jwks.json).\n"
+            f"The mesh API is at {mesh_url} (JWKS: /.well-known/jwks.json), its CA in\n"
+            f"    {ca_file} (e.g. curl --cacert {ca_file} {mesh_url}/readyz).\n"
             "Press Ctrl-C to stop it."
         )
         _wait_for_signal()
@@ -217,8 +229,31 @@ def run(*, once: bool, samples: Path | None, timeout: float) -> int:
     return 0
 
 
+def _fetch_ca(kubectl: Kubectl, ca_file: Path) -> bool:
+    """The CA bundle the operator publishes in its namespace, into `ca_file`: what any
+    client outside the cluster does (docs/sdk.md)."""
+    path = "jsonpath={.data.ca\\.crt}"
+    found = kubectl(
+        "get", "configmap", CA_BUNDLE_CONFIGMAP, "-n", OPERATOR_NAMESPACE, "-o", path, check=False
+    )
+    if "BEGIN CERTIFICATE" not in found:
+        return False
+    ca_file.write_text(found)
+    return True
+
+
+def _answers(url: str, ca_file: Path) -> bool:
+    context = ssl.create_default_context(cafile=str(ca_file))
+    with (
+        contextlib.suppress(OSError),
+        urllib.request.urlopen(url, timeout=1, context=context) as resp,  # noqa: S310
+    ):
+        return bool(resp.status == 200)
+    return False
+
+
 def _start_demo_agents(
-    kubectl: Kubectl, mesh_url: str, workdir: Path, stack: contextlib.ExitStack
+    kubectl: Kubectl, mesh_url: str, ca_file: Path, workdir: Path, stack: contextlib.ExitStack
 ) -> list[str]:
     """Run examples/ programs as the sample agents: each gets a loopback endpoint, the
     credential the operator makes for it, and its own log. Returns the agents started."""
@@ -237,6 +272,7 @@ def _start_demo_agents(
         env = {
             **os.environ,
             "AGENT_MESH_URL": mesh_url,
+            "AGENT_MESH_CA_FILE": str(ca_file),
             "AGENT_MESH_NAMESPACE": NAMESPACE,
             "AGENT_MESH_AGENT_ID": name,
             "AGENT_MESH_CREDENTIAL": credential,

@@ -12,6 +12,7 @@ from agent_mesh.auth.authority import Authority
 from agent_mesh.domain.acl import OPERATOR_SUBJECT, BuiltinAgentType
 from agent_mesh.domain.agents import AgentRegistry
 from agent_mesh.domain.discovery import view_of
+from agent_mesh.domain.egress import EgressClass
 from agent_mesh.domain.health import HealthStatus, HealthTracker
 from agent_mesh.domain.message import BROADCAST, Message, MessageType
 from agent_mesh.transport.client import Outcome, Transport, TransportConfig
@@ -39,6 +40,7 @@ class HealthBroadcaster:
     async def __call__(self, event: dict[str, Any]) -> None:
         namespace = str(event["namespace"])
         targets: dict[str, str] = {}
+        classes: dict[str, EgressClass] = {}
         for agent_id in self._registry.candidate_ids(namespace, (), BuiltinAgentType.MONITOR.value):
             record = self._registry.get(namespace, agent_id)
             if record is None:
@@ -46,13 +48,14 @@ class HealthBroadcaster:
             view = view_of(record, self._tracker)
             if view.endpoint and view.health is not HealthStatus.UNREACHABLE:
                 targets[agent_id] = view.endpoint
+                classes[agent_id] = view.endpoint_class
         if not targets:
             return
         message = Message.new(
             MessageType.EVENT, OPERATOR_SUBJECT, BROADCAST, event, metadata={"event": EVENT}
         )
         token = self._authority.operator_token(namespace)
-        outcomes = await self._transport.broadcast(targets, message, token=token)
+        outcomes = await self._transport.broadcast(targets, message, token=token, egress=classes)
         missed = sorted(n for n, d in outcomes.items() if d.outcome is not Outcome.OK)
         if missed:
             logger.info("agent.health event not delivered to monitors %s", ", ".join(missed))

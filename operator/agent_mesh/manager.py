@@ -14,7 +14,6 @@ import kopf
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from agent_mesh import certs
 from agent_mesh.config import OperatorConfig
 from agent_mesh.controllers import (  # noqa: F401  (importing registers the handlers)
     aclpolicies,
@@ -24,40 +23,48 @@ from agent_mesh.controllers import (  # noqa: F401  (importing registers the han
 )
 from agent_mesh.domain.errors import MeshError
 from agent_mesh.kube.client import api_client
+from agent_mesh.pki.certs import write_private
 from agent_mesh.runtime import MeshRuntime
 
 logger = logging.getLogger("agent_mesh.operator")
 ANNOTATION_PREFIX = "agentmesh.io"
 
 
-def webhook_server(config: OperatorConfig, cert_dir: Path) -> kopf.WebhookServer:
-    """A TLS webhook server; certificates come from `webhook_cert_dir` or are generated."""
-    if config.webhook_cert_dir is not None:
-        source = config.webhook_cert_dir
-    else:
-        source = cert_dir
-        ca, ca_key = certs.make_ca("agent-mesh-webhook-ca")
-        host = config.webhook_host
-        is_ip = _is_ip(host)
-        serving = certs.issue(
-            ca,
-            ca_key,
-            host,
-            server=True,
-            ip_addresses=(host,) if is_ip else (),
-            dns_names=() if is_ip else (host,),
-        )
-        (source / "ca.crt").write_bytes(ca.cert_pem)
-        (source / "tls.crt").write_bytes(serving.cert_pem)
-        certs.write_private(source / "tls.key", serving.key_pem)
+def webhook_server(
+    config: OperatorConfig, runtime: MeshRuntime, cert_dir: Path
+) -> kopf.WebhookServer:
+    """The TLS webhook server with the certificate the runtime's owner keeps renewed (the
+    mesh API's). kopf gives the apiserver the CA bundle as the caBundle, watches these
+    files, and restarts the server and re-registers the webhook when they change."""
+    serving, bundle = cert_dir / "tls.pem", cert_dir / "ca.crt"
+
+    def write_files() -> None:
+        pair, ca = runtime.tls.serving.pair, runtime.tls.bundle
+        assert pair is not None and ca is not None, "the certificate owner has not started"
+        # certificate and key in one file, replaced at once: kopf never reads a mixed pair
+        replace_private(serving, pair.cert_pem + pair.key_pem)
+        replace_private(bundle, ca)
+
+    async def on_change() -> None:
+        write_files()
+
+    write_files()
+    runtime.tls.listeners.append(on_change)
     return kopf.WebhookServer(
         addr=config.webhook_host,
         port=config.webhook_port,
         host=config.webhook_host,
-        certfile=str(source / "tls.crt"),
-        pkeyfile=str(source / "tls.key"),
-        cadata=(source / "ca.crt").read_bytes(),
+        certfile=str(serving),
+        pkeyfile=str(serving),
+        cafile=str(bundle),
     )
+
+
+def replace_private(path: Path, data: bytes) -> None:
+    """Write `path` owner-readable, in one step (a rename) for readers polling it."""
+    staged = path.with_name(f".{path.name}.new")
+    write_private(staged, data)
+    staged.replace(path)
 
 
 def _is_ip(host: str) -> bool:
@@ -108,13 +115,14 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 8
     if config.webhooks:
-        settings.admission.server = webhook_server(config, memo.cert_dir)
         settings.admission.managed = admission.WEBHOOK_CONFIGURATION
 
 
 @kopf.on.startup()
-async def start_mesh(memo: kopf.Memo, **_: Any) -> None:
-    """Keys, revocations and the mesh API, before any resource handler runs."""
+async def start_mesh(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Keys, revocations, certificates and the mesh API, before any resource handler runs.
+    kopf starts the webhook server only after the startup handlers, so it is set here,
+    once the certificate exists."""
     runtime = await MeshRuntime.create(memo.config)
     try:
         await runtime.start()
@@ -122,6 +130,8 @@ async def start_mesh(memo: kopf.Memo, **_: Any) -> None:
         await runtime.stop()
         raise kopf.PermanentError(error.message) from error
     memo.runtime = runtime
+    if memo.config.webhooks:
+        settings.admission.server = webhook_server(memo.config, runtime, memo.cert_dir)
 
 
 @kopf.on.cleanup()

@@ -1,5 +1,6 @@
 """The operator's long-lived services, built once at start-up and shared by handlers:
-the agent registry, the ACL index, the authority and the mesh API server."""
+the agent registry, the ACL index, the authority, the certificate owner and the mesh API
+server."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from agent_mesh.coordinator import Coordinator
 from agent_mesh.domain.acl import PolicyIndex
 from agent_mesh.domain.agents import AgentRegistry
 from agent_mesh.domain.clock import Clock, SystemClock
+from agent_mesh.domain.egress import EgressPolicy
+from agent_mesh.domain.errors import ValidationError
 from agent_mesh.domain.health import HealthPolicy, HealthTracker
 from agent_mesh.domain.ratelimit import Rate
 from agent_mesh.domain.routing import Router
@@ -24,17 +27,24 @@ from agent_mesh.health_broadcast import HealthBroadcaster
 from agent_mesh.health_monitor import HealthMonitor
 from agent_mesh.kube.agent_status import AgentStatusWriter
 from agent_mesh.kube.agents import AgentFetcher
+from agent_mesh.kube.ca_bundle import CaBundlePublisher
+from agent_mesh.kube.ca_secret import CertManagerSecret, SecretCaStore
+from agent_mesh.kube.cluster_network import apiserver_addresses, service_cidrs
 from agent_mesh.kube.events import EventPoster, ObjectRef
 from agent_mesh.kube.keystore import SecretKeyStore
 from agent_mesh.kube.revocationstore import ConfigMapRevocationStore
 from agent_mesh.kube.task_status import TaskStatusWriter
 from agent_mesh.kube.tasks import MeshTaskApi
 from agent_mesh.kube.tokenreview import ApiTokenReviewer
+from agent_mesh.mesh.callbacks import CallbackNotifier
 from agent_mesh.mesh.fastpath import FastPath
 from agent_mesh.mesh.limits import AbuseGuard, AbuseLimits
 from agent_mesh.mesh.server import MeshServer, create_app
+from agent_mesh.pki.authority import CertificateError, serving_names
+from agent_mesh.pki.owner import CertificateOwner
 from agent_mesh.transport.batching import BatchingTransport
-from agent_mesh.transport.client import TransportConfig
+from agent_mesh.transport.client import Transport, TransportConfig
+from agent_mesh.transport.egress import EgressGuard
 
 logger = logging.getLogger("agent_mesh.operator")
 
@@ -73,9 +83,49 @@ def abuse_limits(cfg: OperatorConfig) -> AbuseLimits:
     )
 
 
-def _batching_transport() -> BatchingTransport:
-    """The coordinator's dispatch transport with batching on (its default pool sizes)."""
-    return BatchingTransport(TransportConfig(max_connections_per_agent=100, retries=0))
+def certificate_owner(cfg: OperatorConfig, api: client.ApiClient, clock: Clock) -> CertificateOwner:
+    """The owner of the serving certificate of the mesh API and the webhooks: the own CA
+    in its Secret, or the cert-manager Secret the configuration names."""
+    hosts = [cfg.mesh_host, *([cfg.webhook_host] if cfg.webhooks else [])]
+    names = serving_names(
+        hosts,
+        service=cfg.service_name,
+        namespace=cfg.operator_namespace,
+        cluster_domain=cfg.cluster_domain,
+        extra=cfg.tls_extra_sans,
+    )
+    lifetime = dt.timedelta(seconds=cfg.tls_cert_lifetime_seconds)
+    if cfg.tls_secret:
+        issued = CertManagerSecret(api, cfg.operator_namespace, cfg.tls_secret)
+        return CertificateOwner(names, clock=clock.now, lifetime=lifetime, issued=issued)
+    store = SecretCaStore(api, cfg.operator_namespace)
+    return CertificateOwner(names, clock=clock.now, lifetime=lifetime, ca_store=store)
+
+
+def egress_policy(
+    cfg: OperatorConfig,
+    apiserver: list[tuple[str, int]] | None = None,
+    discovered_service_cidrs: list[str] | None = None,
+) -> EgressPolicy:
+    """The operator's egress settings plus what it found out about the cluster."""
+    return EgressPolicy.from_settings(
+        allow=cfg.egress_allow,
+        deny=cfg.egress_deny,
+        allow_loopback=cfg.egress_allow_loopback,
+        service_ranges=[*cfg.egress_service_cidrs, *(discovered_service_cidrs or ())],
+        apiserver=apiserver or (),
+    )
+
+
+def _dispatch_transport(cfg: OperatorConfig, guard: EgressGuard) -> Transport:
+    """The coordinator's transport (the router bounds work per agent; the pool only has to
+    keep up with it), batching when configured."""
+    config = TransportConfig(
+        max_connections_per_agent=100, retries=0, response_max_bytes=cfg.response_max_bytes
+    )
+    if cfg.batch_dispatch:
+        return BatchingTransport(config, guard=guard)
+    return Transport(config, guard=guard)
 
 
 class MeshRuntime:
@@ -89,6 +139,7 @@ class MeshRuntime:
         self.policies = PolicyIndex()
         self.audit = AuditLog(clock=clock)
         self.events = EventPoster(api)
+        self.egress = EgressGuard(egress_policy(cfg))
         self.authority = Authority(
             auth_settings(cfg),
             registry=self.registry,
@@ -115,7 +166,16 @@ class MeshRuntime:
             clock,
             sweep_seconds=cfg.health_sweep_seconds,
         )
-        self.health_events = HealthBroadcaster(self.registry, self.health.tracker, self.authority)
+        # events are not worth waiting for: one try, a short timeout
+        events_transport = Transport(
+            TransportConfig(
+                timeout_seconds=5, retries=0, response_max_bytes=cfg.response_max_bytes
+            ),
+            guard=self.egress,
+        )
+        self.health_events = HealthBroadcaster(
+            self.registry, self.health.tracker, self.authority, events_transport
+        )
         self.health.listeners.append(self.health_events)
         self.coordinator = Coordinator(
             registry=self.registry,
@@ -126,10 +186,16 @@ class MeshRuntime:
             writer=TaskStatusWriter(api),
             events=self.events,
             router=Router(default_strategy=cfg.default_strategy),
-            transport=_batching_transport() if cfg.batch_dispatch else None,
+            transport=_dispatch_transport(cfg, self.egress),
         )
         self.health.listeners.append(self.coordinator.health_changed)
-        self.fast_path = FastPath(self.coordinator, MeshTaskApi(api))
+        self.fast_path = FastPath(
+            self.coordinator, MeshTaskApi(api), callbacks=CallbackNotifier(guard=self.egress)
+        )
+        self.tls = certificate_owner(cfg, api, clock)
+        self.ca_bundles = CaBundlePublisher(api)
+        if cfg.mesh_tls:
+            self.tls.listeners.append(self._publish_bundle)
         self.server = MeshServer(
             create_app(
                 self.authority,
@@ -142,6 +208,7 @@ class MeshRuntime:
             ),
             cfg.mesh_host,
             cfg.mesh_port,
+            ssl_context=self.tls.serving.context if cfg.mesh_tls else None,
         )
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -154,10 +221,26 @@ class MeshRuntime:
         return cls(cfg, client.ApiClient(), clock or SystemClock())
 
     async def start(self) -> None:
+        self.egress.policy = egress_policy(
+            self.config, await apiserver_addresses(self.api), await service_cidrs(self.api)
+        )
+        policy = self.egress.policy
+        logger.info(
+            "egress policy: loopback %s, allow %s, deny %s, Service ranges %s, API server %s",
+            "allowed" if policy.allow_loopback else "refused",
+            ", ".join(map(str, policy.allow)) or "-",
+            ", ".join(map(str, policy.deny)) or "-",
+            ", ".join(map(str, policy.service_ranges)) or "unknown",
+            ", ".join(f"{a}:{p}" for a, p in sorted(policy.apiserver, key=str)) or "unknown",
+        )
         await self.authority.start()
+        if self.config.mesh_tls or self.config.webhooks:
+            await self._start_tls()
         await self.server.start()
         self._tasks = [
             asyncio.create_task(self._maintain_keys(), name="key maintenance"),
+            asyncio.create_task(self._maintain_tls(), name="certificate maintenance"),
+            asyncio.create_task(self.ca_bundles.run(), name="CA bundle publisher"),
             asyncio.create_task(self.health.run(), name="health loop"),
             asyncio.create_task(self.coordinator.run(), name="coordinator"),
         ]
@@ -172,6 +255,7 @@ class MeshRuntime:
         await self.coordinator.close()
         await self.health_events.close()
         await self.events.drain()
+        await self.egress.close()
         await self.api.close()
 
     async def _maintain_keys(self) -> None:
@@ -181,6 +265,35 @@ class MeshRuntime:
                 await self.authority.maintain_keys()
             except Exception:  # the next tick retries; never let the loop die
                 logger.exception("signing-key maintenance failed")
+
+    async def _start_tls(self) -> None:
+        """The serving certificate before anything serves; the CA bundle in the operator's
+        own namespace before the mesh API answers (clients fetch it from there)."""
+        try:
+            await self.tls.check()
+        except CertificateError as error:
+            raise ValidationError(
+                f"the operator's TLS material is unusable: {error}", field="tls"
+            ) from error
+        if self.config.mesh_tls:
+            self.ca_bundles.notice(self.config.operator_namespace)
+            await self.ca_bundles.publish_pending()
+
+    async def _publish_bundle(self) -> None:
+        if self.tls.bundle is not None:
+            await self.ca_bundles.set_bundle(self.tls.bundle)
+
+    async def _maintain_tls(self) -> None:
+        if not (self.config.mesh_tls or self.config.webhooks):
+            return
+        while True:
+            await asyncio.sleep(self.config.tls_check_seconds)
+            try:
+                await self.tls.check()
+                if self.config.mesh_tls:
+                    await self.ca_bundles.verify()
+            except Exception:  # the next tick retries; the current certificate stays served
+                logger.exception("certificate maintenance failed")
 
     def _denial_to_event(self, record: Record) -> None:
         if record.get("event") != "acl.decision" or record.get("decision") != "deny":

@@ -3,6 +3,7 @@ tasks are in flight, and one with a strategy plug-in installed as an entry point
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import uuid
@@ -163,7 +164,10 @@ def test_a_strategy_installed_as_an_entry_point_is_used_when_a_task_names_it(
     operator = own_operator(
         cluster,
         tmp_path / "operator.log",
-        {"PYTHONPATH": str(site), "AGENT_MESH_STATUS_WRITE_SECONDS": "1"},
+        {  # the plug-in's site added to the path, not replacing it (where agent_mesh may be)
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
+            "AGENT_MESH_STATUS_WRITE_SECONDS": "1",
+        },
     )
     try:
         workers(cluster, operator, own_ns, processes, tmp_path, count=3)

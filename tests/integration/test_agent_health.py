@@ -131,7 +131,9 @@ def test_a_burst_of_heartbeats_writes_status_once(
 
     watcher = threading.Thread(target=record_changes)
     watcher.start()
-    with httpx.Client(base_url=fast_operator.mesh_url, timeout=10) as http:
+    with httpx.Client(
+        base_url=fast_operator.mesh_url, timeout=10, verify=fast_operator.tls
+    ) as http:
         deadline = time.monotonic() + 1.5  # stays healthy: well under the 2 s threshold
         beats = 0
         while time.monotonic() < deadline:

@@ -45,6 +45,7 @@ class Mesh:
             namespace=self.namespace,
             agent_id=agent_id,
             credential=credential,
+            ca_file=self.operator.ca_file,
         )
         return MeshClient(tokens, config=config)
 

@@ -137,6 +137,20 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("task without a type", {**_task(), "spec": {"payload": {}}}, "spec.taskType"),
     ("unknown ACL action", _policy(allowedActions=["read", "fly"]), "spec.allowedActions"),
     ("policy namespace not a DNS label", _policy(namespaces=["Team A"]), "spec.namespaces"),
+    (
+        "consent for every namespace",
+        _policy(
+            admit=[{"namespace": "*", "agentTypes": ["*"], "actions": ["read"], "resources": ["*"]}]
+        ),
+        "'*' is not allowed",
+    ),
+    (
+        "consent naming no action",
+        _policy(
+            admit=[{"namespace": "team-a", "agentTypes": ["*"], "actions": [], "resources": ["*"]}]
+        ),
+        "spec.admit[0].actions",
+    ),
 ]
 
 

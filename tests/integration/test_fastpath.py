@@ -52,6 +52,7 @@ class Mesh:
             namespace=self.namespace,
             agent_id=agent_id,
             credential=credential,
+            ca_file=self.operator.ca_file,
         )
         return MeshClient(tokens)
 
@@ -255,7 +256,9 @@ async def test_an_agent_that_took_a_task_with_202_reports_its_result(
     dispatched = await asyncio.wait_for(late.taken.get(), 30)
     assert dispatched["taskUid"] == submitted.id and dispatched["attempt"] == 1
     path = f"/v1/tasks/{submitted.id}/result"
-    async with httpx.AsyncClient(base_url=mesh.operator.mesh_url, timeout=10) as http:
+    async with httpx.AsyncClient(
+        base_url=mesh.operator.mesh_url, timeout=10, verify=mesh.operator.tls
+    ) as http:
         other = mesh.token("worker")
         refused = await http.post(
             path,
@@ -381,7 +384,7 @@ def batched(
 
 
 def _dispatch_calls(operator: OperatorProcess) -> float:
-    text = httpx.get(f"{operator.mesh_url}/metrics", timeout=10).text
+    text = httpx.get(f"{operator.mesh_url}/metrics", timeout=10, verify=operator.tls).text
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()

@@ -104,19 +104,22 @@ def _pod_token(
 def test_pod_exchanges_its_service_account_token_through_tokenreview(
     cluster: Cluster, operator: OperatorProcess, namespace: str
 ) -> None:
-    # the label picks the agent only because the agent runs as the pod's ServiceAccount
+    # the label picks the agent only because the agent names the pod's ServiceAccount
     apply_agent(
         cluster,
         namespace,
         "worker-pod",
         "worker",
         capabilities=["summarize"],
-        workload={"spec": {"serviceAccountName": "worker-sa", "containers": []}},
+        serviceAccountName="worker-sa",
     )
     pod = _service_account_pod(cluster, namespace, "worker-sa", "worker-pod-0", "worker-pod")
     sa_token = _pod_token(cluster, namespace, "worker-sa", pod, "agent-mesh")
     response = httpx.post(
-        f"{operator.mesh_url}/v1/token", json={"serviceAccountToken": sa_token}, timeout=10
+        f"{operator.mesh_url}/v1/token",
+        json={"serviceAccountToken": sa_token},
+        timeout=10,
+        verify=operator.tls,
     )
     assert response.status_code == 200, response.text
     claims = call(operator, "GET", "/v1/whoami", response.json()["token"]).json()
@@ -135,7 +138,10 @@ def test_service_account_token_for_another_audience_is_refused(
     pod = _service_account_pod(cluster, namespace, "aud-sa", "worker-aud-0", "worker-aud")
     sa_token = _pod_token(cluster, namespace, "aud-sa", pod, "vault")
     response = httpx.post(
-        f"{operator.mesh_url}/v1/token", json={"serviceAccountToken": sa_token}, timeout=10
+        f"{operator.mesh_url}/v1/token",
+        json={"serviceAccountToken": sa_token},
+        timeout=10,
+        verify=operator.tls,
     )
     assert response.status_code == 401
     assert error_of(response)["field"] == "serviceAccountToken"
@@ -146,7 +152,10 @@ def test_tokenreview_invalid_service_account_token_is_refused(
 ) -> None:
     forged = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6eDp5In0.c2ln"
     response = httpx.post(
-        f"{operator.mesh_url}/v1/token", json={"serviceAccountToken": forged}, timeout=10
+        f"{operator.mesh_url}/v1/token",
+        json={"serviceAccountToken": forged},
+        timeout=10,
+        verify=operator.tls,
     )
     assert response.status_code == 401
     assert error_of(response)["code"] == "TokenReviewFailed"
@@ -158,7 +167,10 @@ def test_service_account_not_bound_to_any_agent_gets_no_token(
     pod = _service_account_pod(cluster, namespace, "stray-sa", "stray-0", None)
     sa_token = _pod_token(cluster, namespace, "stray-sa", pod, "agent-mesh")
     response = httpx.post(
-        f"{operator.mesh_url}/v1/token", json={"serviceAccountToken": sa_token}, timeout=10
+        f"{operator.mesh_url}/v1/token",
+        json={"serviceAccountToken": sa_token},
+        timeout=10,
+        verify=operator.tls,
     )
     assert response.status_code == 403
     assert error_of(response)["code"] == "NotBoundToAgent"
@@ -177,7 +189,10 @@ def test_workload_service_account_maps_to_its_agent(
     pod = _service_account_pod(cluster, namespace, "managed-sa", "managed-0", None)
     sa_token = _pod_token(cluster, namespace, "managed-sa", pod, "agent-mesh")
     response = httpx.post(
-        f"{operator.mesh_url}/v1/token", json={"serviceAccountToken": sa_token}, timeout=10
+        f"{operator.mesh_url}/v1/token",
+        json={"serviceAccountToken": sa_token},
+        timeout=10,
+        verify=operator.tls,
     )
     assert response.status_code == 200, response.text
     assert response.json()["agentId"] == "managed"
@@ -353,7 +368,9 @@ def test_oversized_and_malformed_bodies_name_the_field_and_the_server_stays_up(
     operator: OperatorProcess,
 ) -> None:
     url = f"{operator.mesh_url}/v1/token"
-    too_big = httpx.post(url, content=b"{" + b" " * (1024 * 1024 + 10) + b"}", timeout=10)
+    too_big = httpx.post(
+        url, content=b"{" + b" " * (1024 * 1024 + 10) + b"}", timeout=10, verify=operator.tls
+    )
     assert too_big.status_code == 413
     assert error_of(too_big)["field"] == "body"
 
@@ -361,29 +378,40 @@ def test_oversized_and_malformed_bodies_name_the_field_and_the_server_stays_up(
         for _ in range(1100):
             yield b" " * 1024
 
-    streamed = httpx.post(url, content=chunks(), timeout=10)  # no Content-Length
+    streamed = httpx.post(
+        url, content=chunks(), timeout=10, verify=operator.tls
+    )  # no Content-Length
     assert streamed.status_code == 413
     assert error_of(streamed)["field"] == "body"
 
-    not_json = httpx.post(url, content=b"{nope", timeout=10)
+    not_json = httpx.post(url, content=b"{nope", timeout=10, verify=operator.tls)
     assert not_json.status_code == 400
     assert error_of(not_json)["field"] == "body"
 
     wrong_type = httpx.post(
-        url, json={"namespace": 7, "agentId": "x", "credential": "y"}, timeout=10
+        url,
+        json={"namespace": 7, "agentId": "x", "credential": "y"},
+        timeout=10,
+        verify=operator.tls,
     )
     assert wrong_type.status_code == 400
     assert error_of(wrong_type)["field"] == "namespace"
 
-    unknown_field = httpx.post(url, json={"credential": "y", "isAdmin": True}, timeout=10)
+    unknown_field = httpx.post(
+        url, json={"credential": "y", "isAdmin": True}, timeout=10, verify=operator.tls
+    )
     assert unknown_field.status_code == 400
     assert error_of(unknown_field)["field"] == "isAdmin"
 
-    assert httpx.get(f"{operator.mesh_url}/healthz", timeout=5).status_code == 200
+    assert (
+        httpx.get(f"{operator.mesh_url}/healthz", timeout=5, verify=operator.tls).status_code == 200
+    )
 
 
 def test_jwks_serves_public_keys_only(operator: OperatorProcess) -> None:
-    keys = httpx.get(f"{operator.mesh_url}/.well-known/jwks.json", timeout=5).json()["keys"]
+    keys = httpx.get(
+        f"{operator.mesh_url}/.well-known/jwks.json", timeout=5, verify=operator.tls
+    ).json()["keys"]
     assert keys
     for key in keys:
         assert "d" not in key

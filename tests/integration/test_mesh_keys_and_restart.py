@@ -4,6 +4,7 @@ and a rotation keeps old tokens valid for the overlap window only."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,7 +53,9 @@ def _start(cluster: Cluster, log: Path, operator_namespace: str) -> OperatorProc
 
 
 def _kids(operator: OperatorProcess) -> set[str]:
-    keys = httpx.get(f"{operator.mesh_url}/.well-known/jwks.json", timeout=5).json()["keys"]
+    keys = httpx.get(
+        f"{operator.mesh_url}/.well-known/jwks.json", timeout=5, verify=operator.tls
+    ).json()["keys"]
     return {k["kid"] for k in keys}
 
 
@@ -81,6 +84,54 @@ def test_keys_and_revocations_survive_an_operator_restart(
         assert error_of(refused)["code"] == "TokenRevoked"
     finally:
         stop_operator(restarted)
+
+
+def test_revocations_stored_before_namespace_scoping_still_refuse_and_are_migrated(
+    cluster: Cluster, crds: object, own_namespace: str, tmp_path: Path
+) -> None:
+    """A revocation ConfigMap written by an operator from before scoping (jti entries
+    without a namespace, agent entries without an expiry) keeps refusing those tokens
+    after the upgrade, and is rewritten in the new form with each entry's expiry."""
+    system = f"amk-{SESSION}-sys-{uuid.uuid4().hex[:6]}"
+    operator = _start(cluster, tmp_path / "first.log", system)
+    try:
+        by_jti = token_of(cluster, operator, own_namespace, "old-jti", "worker")
+        by_agent = token_of(cluster, operator, own_namespace, "old-agent", "worker")
+        jti = call(operator, "GET", "/v1/whoami", by_jti).json()["jti"]
+    finally:
+        stop_operator(operator)
+    now = dt.datetime.now(dt.UTC)
+    legacy = {
+        "tokens": {jti: (now + dt.timedelta(hours=1)).isoformat()},
+        "agents": [{"namespace": own_namespace, "agentId": "old-agent", "before": now.isoformat()}],
+    }
+    # as an operator from before scoping left it (this one already wrote the new form)
+    client.CoreV1Api(cluster.api).replace_namespaced_config_map(
+        "agent-mesh-revocations",
+        system,
+        {
+            "metadata": {"name": "agent-mesh-revocations"},
+            "data": {"revocations.json": json.dumps(legacy)},
+        },
+    )
+    upgraded = _start(cluster, tmp_path / "second.log", system)
+    try:
+        for token in (by_jti, by_agent):
+            refused = call(upgraded, "GET", "/v1/whoami", token)
+            assert refused.status_code == 401
+            assert error_of(refused)["code"] == "TokenRevoked"
+        stored = json.loads(
+            client.CoreV1Api(cluster.api)
+            .read_namespaced_config_map("agent-mesh-revocations", system)
+            .data["revocations.json"]
+        )
+        assert list(stored["tokensByNamespace"]) == ["*"]  # namespace unknown: all of them
+        assert list(stored["tokensByNamespace"]["*"]) == [jti]
+        (agent,) = stored["agents"]
+        assert agent["agentId"] == "old-agent" and "expiresAt" in agent
+        assert stored["longestTokenLifetime"]["seconds"] == 3600
+    finally:
+        stop_operator(upgraded)
 
 
 def test_rotation_keeps_old_tokens_valid_for_the_overlap_only(

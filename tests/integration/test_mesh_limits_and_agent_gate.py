@@ -235,7 +235,11 @@ async def test_an_agent_answers_503_until_its_first_sync_and_serves_once_loaded(
     relay = Relay(limited_operator.mesh_url)  # cut: the agent cannot reach the mesh yet
     await relay.start()
     tokens = TokenSource(
-        relay.url, namespace=own_namespace, agent_id="gated", credential=credential
+        relay.url,
+        namespace=own_namespace,
+        agent_id="gated",
+        credential=credential,
+        ca_file=limited_operator.ca_file,
     )
     try:
         async with serving(_echo_agent(tokens, port), port) as url:
@@ -276,6 +280,7 @@ async def test_a_running_agent_refuses_a_token_whose_key_passed_its_retire_time(
         namespace=own_namespace,
         agent_id="rotating",
         credential=credential,
+        ca_file=limited_operator.ca_file,
     )
     async with serving(_echo_agent(tokens, port), port) as url:
         await _wait_ready(url)

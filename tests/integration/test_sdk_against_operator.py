@@ -25,7 +25,11 @@ async def test_sdk_agent_gets_a_token_beats_and_renews_after_revocation(
 ) -> None:
     credential = external_agent(cluster, namespace, "sdk-worker", "worker")
     source = TokenSource(
-        operator.mesh_url, namespace=namespace, agent_id="sdk-worker", credential=credential
+        operator.mesh_url,
+        namespace=namespace,
+        agent_id="sdk-worker",
+        credential=credential,
+        ca_file=operator.ca_file,
     )
     first = await source.token()
     assert await source.token() == first  # cached until renewal is due
@@ -48,7 +52,13 @@ async def test_sdk_agent_gets_a_token_beats_and_renews_after_revocation(
 async def test_wrong_credential_raises_with_the_servers_code(
     operator: OperatorProcess, namespace: str
 ) -> None:
-    source = TokenSource(operator.mesh_url, namespace=namespace, agent_id="nobody", credential="x")
+    source = TokenSource(
+        operator.mesh_url,
+        namespace=namespace,
+        agent_id="nobody",
+        credential="x",
+        ca_file=operator.ca_file,
+    )
     with pytest.raises(AuthError) as caught:
         await source.token()
     assert caught.value.code == "CredentialInvalid"

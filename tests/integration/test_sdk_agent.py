@@ -38,7 +38,11 @@ async def worker(
     gate().set()
     credential = external_agent(cluster, namespace, "sdk-w", "worker", capabilities=["echo"])
     tokens = TokenSource(
-        operator.mesh_url, namespace=namespace, agent_id="sdk-w", credential=credential
+        operator.mesh_url,
+        namespace=namespace,
+        agent_id="sdk-w",
+        credential=credential,
+        ca_file=operator.ca_file,
     )
     await tokens.token()
     port = free_port()

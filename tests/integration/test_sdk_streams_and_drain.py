@@ -47,7 +47,11 @@ async def start(
             cluster, namespace, agent_id, "worker", endpoint=url, capabilities=list(capabilities)
         )
         tokens = TokenSource(
-            operator.mesh_url, namespace=namespace, agent_id=agent_id, credential=credential
+            operator.mesh_url,
+            namespace=namespace,
+            agent_id=agent_id,
+            credential=credential,
+            ca_file=operator.ca_file,
         )
         agent = Agent("worker", tokens=tokens, host="127.0.0.1", port=port, **kwargs)
         setup(agent)
@@ -87,7 +91,11 @@ async def boss_client(
 ) -> AsyncIterator[MeshClient]:
     credential = external_agent(cluster, namespace, "conductor", "orchestrator")
     tokens = TokenSource(
-        operator.mesh_url, namespace=namespace, agent_id="conductor", credential=credential
+        operator.mesh_url,
+        namespace=namespace,
+        agent_id="conductor",
+        credential=credential,
+        ca_file=operator.ca_file,
     )
     async with MeshClient(tokens) as mesh:
         yield mesh
@@ -235,7 +243,11 @@ async def test_stopping_finishes_short_tasks_and_hands_back_long_ones(
     url = f"http://127.0.0.1:{port}"
     credential = external_agent(cluster, namespace, "drainer", "worker", endpoint=url)
     tokens = TokenSource(
-        operator.mesh_url, namespace=namespace, agent_id="drainer", credential=credential
+        operator.mesh_url,
+        namespace=namespace,
+        agent_id="drainer",
+        credential=credential,
+        ca_file=operator.ca_file,
     )
     agent = Agent("worker", tokens=tokens, host="127.0.0.1", port=port, drain_seconds=1.0)
     started: list[str] = []
@@ -283,7 +295,11 @@ async def test_discovery_is_cached_for_its_ttl(
     now = [0.0]
     credential = external_agent(cluster, namespace, "looker", "orchestrator")
     tokens = TokenSource(
-        operator.mesh_url, namespace=namespace, agent_id="looker", credential=credential
+        operator.mesh_url,
+        namespace=namespace,
+        agent_id="looker",
+        credential=credential,
+        ca_file=operator.ca_file,
     )
     async with MeshClient(tokens, clock=lambda: now[0]) as mesh:
         assert await mesh.discover("cache-probe") == []
@@ -331,7 +347,7 @@ def test_bad_interval_variables_name_the_variable(
 async def test_an_agent_serves_https_and_the_client_verifies_it(
     start: Start, boss_client: MeshClient, tmp_path: Path
 ) -> None:
-    from agent_mesh.certs import issue, make_ca
+    from agent_mesh.pki.certs import issue, make_ca
 
     ca, ca_key = make_ca("sdk-test-ca")
     served = issue(ca, ca_key, "agent", ip_addresses=("127.0.0.1",), server=True)

@@ -181,7 +181,7 @@ async def test_broadcast_to_20_agents_with_one_dead_reports_each_outcome(
 @pytest.fixture
 def tls_files(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
     """A CA file and a server context whose certificate that CA signed for 127.0.0.1."""
-    from agent_mesh.certs import issue, make_ca
+    from agent_mesh.pki.certs import issue, make_ca
 
     ca, ca_key = make_ca("transport-test-ca")
     server = issue(ca, ca_key, "agent", ip_addresses=("127.0.0.1",), server=True)

@@ -9,13 +9,18 @@ import pytest
 
 from agent_mesh.domain.acl import (
     DEFAULT_POLICIES,
+    OPERATOR_AGENT_TYPE,
+    OPERATOR_POLICY,
     Action,
+    AdmitRule,
     BuiltinAgentType,
     MeshCall,
     Policy,
     PolicyIndex,
     Standing,
+    evaluate,
     policy_from_spec,
+    policy_to_spec,
 )
 from agent_mesh.domain.errors import ValidationError
 
@@ -62,6 +67,22 @@ def index_with(*policies: tuple[str, str, dict[str, Any]]) -> PolicyIndex:
             policy_from_spec(namespace, name, body),
         )
     return index
+
+
+def admit(namespace: str = NS, **lists: list[str]) -> dict[str, Any]:
+    """One spec.admit rule: admit(NS, agentTypes=["worker"], actions=[...], resources=[...])."""
+    return {
+        "namespace": namespace,
+        "agentTypes": ["*"],
+        "actions": ["*"],
+        "resources": ["*"],
+        **lists,
+    }
+
+
+def host(*rules: dict[str, Any], agent_type: str = "gatekeeper", **lists: list[str]) -> Any:
+    """A policy in OTHER_NS carrying admit rules (its own type is beside the point)."""
+    return (OTHER_NS, f"host-{agent_type}", spec(agent_type, admit=list(rules), **lists))
 
 
 def allowed(index: PolicyIndex, agent_type: str, action: str, resource: str, **kw: str) -> bool:
@@ -296,19 +317,22 @@ def test_empty_policy_allows_nothing() -> None:
 
 
 def test_default_policy_reaches_only_the_agents_own_namespace() -> None:
-    index = PolicyIndex()
+    index = index_with(host(admit(agentTypes=["orchestrator"])))
     assert allowed(index, "orchestrator", "read", "tasks", to=NS)
     decision = index.decide("orchestrator", NS, Action.READ, "tasks", OTHER_NS)
     assert not decision.allowed
     assert decision.reason.startswith("orchestrator in team-a may not reach namespace team-b")
 
 
-def test_cross_namespace_denial_comes_before_the_action_check() -> None:
-    decision = PolicyIndex().decide("worker", NS, Action.ADMIN, "acl", OTHER_NS)
+def test_the_target_namespaces_consent_is_asked_first_then_reach_then_the_action() -> None:
+    decision = PolicyIndex().decide("worker", NS, Action.READ, "acl", OTHER_NS)
+    assert "namespace team-b has not consented" in decision.reason
+    index = index_with(host(admit(agentTypes=["worker"])))
+    decision = index.decide("worker", NS, Action.READ, "acl", OTHER_NS)
     assert decision.reason.startswith("worker in team-a may not reach namespace team-b")
 
 
-def test_listed_namespace_is_reachable_and_others_are_not() -> None:
+def test_listed_namespace_is_reachable_with_its_consent_and_others_are_not() -> None:
     index = index_with(
         (
             NS,
@@ -319,28 +343,255 @@ def test_listed_namespace_is_reachable_and_others_are_not() -> None:
                 allowedResources=["tasks"],
                 namespaces=[OTHER_NS],
             ),
-        )
+        ),
+        host(admit(agentTypes=["worker"], actions=["read", "write"], resources=["tasks"])),
     )
     decision = index.decide("worker", NS, Action.READ, "tasks", OTHER_NS)
     assert decision.allowed
     assert "in team-b" in decision.reason
     assert not allowed(index, "worker", "read", "tasks", to="team-c")
-    assert not allowed(index, "worker", "write", "tasks", to=OTHER_NS)
+    assert not allowed(index, "worker", "write", "tasks", to=OTHER_NS)  # its own side refuses
 
 
-def test_wildcard_namespace_reaches_every_namespace() -> None:
+def test_wildcard_namespace_reaches_only_namespaces_that_consent() -> None:
     index = index_with(
-        (NS, "p", spec("bot", allowedActions=["read"], allowedResources=["*"], namespaces=["*"]))
+        (NS, "p", spec("bot", allowedActions=["read"], allowedResources=["*"], namespaces=["*"])),
+        host(admit(agentTypes=["bot"], actions=["read"])),
     )
-    assert all(allowed(index, "bot", "read", "tasks", to=ns) for ns in [NS, OTHER_NS, "x"])
+    assert allowed(index, "bot", "read", "tasks", to=NS)
+    assert allowed(index, "bot", "read", "tasks", to=OTHER_NS)
+    assert not allowed(index, "bot", "read", "tasks", to="x")
 
 
-def test_reaching_another_namespace_uses_the_subjects_policy_not_the_targets() -> None:
+def test_reaching_another_namespace_needs_the_subjects_policy_not_the_targets() -> None:
     index = index_with(
-        (OTHER_NS, "p", spec("bot", allowedActions=["*"], allowedResources=["*"], namespaces=["*"]))
+        (
+            OTHER_NS,
+            "p",
+            spec(
+                "bot",
+                allowedActions=["*"],
+                allowedResources=["*"],
+                namespaces=["*"],
+                admit=[admit(agentTypes=["bot"])],
+            ),
+        )
     )
-    assert not allowed(index, "bot", "read", "tasks", ns=NS, to=OTHER_NS)
-    assert allowed(index, "bot", "read", "tasks", ns=OTHER_NS, to=NS)
+    decision = index.decide("bot", NS, Action.READ, "tasks", OTHER_NS)
+    assert not decision.allowed  # team-b's policy for bot gives team-a's bots nothing
+    assert "custom type bot has no ACLPolicy in namespace team-a" in decision.reason
+
+
+# --- consent: the target namespace admits the caller (spec.admit) ---------------------------
+
+REACHING_ORCHESTRATOR = (
+    NS,
+    "orchestrator",
+    spec("orchestrator", allowedActions=["*"], allowedResources=["*"], namespaces=[OTHER_NS]),
+)
+
+
+def test_reach_without_consent_is_refused_naming_the_target_namespace() -> None:
+    index = index_with(REACHING_ORCHESTRATOR)
+    decision = index.decide("orchestrator", NS, Action.EXECUTE, "tasks", OTHER_NS)
+    assert not decision.allowed
+    assert decision.reason == (
+        "orchestrator in team-a may not execute tasks in team-b: namespace team-b has not "
+        "consented (no ACLPolicy in force there admits orchestrator agents from team-a to "
+        "execute tasks in spec.admit)"
+    )
+    assert decision.source == "consent team-b"
+
+
+def test_consent_without_reach_is_refused_naming_the_callers_policy() -> None:
+    index = index_with(host(admit(agentTypes=["orchestrator"], actions=["execute"])))
+    decision = index.decide("orchestrator", NS, Action.EXECUTE, "tasks", OTHER_NS)
+    assert not decision.allowed
+    assert decision.reason == (
+        "orchestrator in team-a may not reach namespace team-b: denied by "
+        "default:orchestrator (namespaces own only)"
+    )
+
+
+def test_reach_and_consent_together_allow_naming_both_policies() -> None:
+    index = index_with(
+        REACHING_ORCHESTRATOR,
+        host(admit(agentTypes=["orchestrator"], actions=["execute"], resources=["tasks"])),
+    )
+    decision = index.decide("orchestrator", NS, Action.EXECUTE, "tasks", OTHER_NS)
+    assert decision.allowed
+    assert decision.reason == (
+        "orchestrator in team-a may execute tasks in team-b: allowed by policy "
+        "team-a/orchestrator (allowedActions *, allowedResources *); admitted by policy "
+        "team-b/host-gatekeeper (admit[0])"
+    )
+    assert decision.source == "policy team-a/orchestrator + policy team-b/host-gatekeeper"
+
+
+@pytest.mark.parametrize(
+    ("agent_type", "action", "resource"),
+    [
+        ("worker", "execute", "tasks"),  # another type of team-a
+        ("orchestrator", "read", "tasks"),  # another action
+        ("orchestrator", "execute", "agents"),  # another resource
+    ],
+)
+def test_consent_for_another_type_action_or_resource_is_refused(
+    agent_type: str, action: str, resource: str
+) -> None:
+    index = index_with(
+        REACHING_ORCHESTRATOR,
+        (
+            NS,
+            "worker",
+            spec("worker", allowedActions=["*"], allowedResources=["*"], namespaces=["*"]),
+        ),
+        host(admit(agentTypes=["orchestrator"], actions=["execute"], resources=["tasks"])),
+    )
+    decision = index.decide(agent_type, NS, Action(action), resource, OTHER_NS)
+    assert not decision.allowed
+    assert "namespace team-b has not consented" in decision.reason
+
+
+def test_consent_given_to_another_namespace_does_not_admit_this_one() -> None:
+    index = index_with(REACHING_ORCHESTRATOR, host(admit("team-c")))
+    assert not allowed(index, "orchestrator", "execute", "tasks", to=OTHER_NS)
+    assert index.admitted_namespaces(OTHER_NS) == {"team-c"}
+
+
+def test_a_deny_in_the_target_namespace_beats_its_consent() -> None:
+    index = index_with(
+        REACHING_ORCHESTRATOR,
+        host(
+            admit(agentTypes=["orchestrator"]),
+            agent_type="orchestrator",
+            allowedActions=["*"],
+            allowedResources=["*"],
+            deniedActions=["admin"],
+        ),
+    )
+    assert allowed(index, "orchestrator", "execute", "tasks", to=OTHER_NS)
+    decision = index.decide("orchestrator", NS, Action.ADMIN, "tokens", OTHER_NS)
+    assert not decision.allowed
+    assert decision.reason == (
+        "orchestrator in team-a may not admin tokens in team-b: namespace team-b refuses it, "
+        "denied by policy team-b/host-orchestrator (deniedActions admin), which binds "
+        "orchestrator agents from every namespace"
+    )
+
+
+def test_the_target_namespaces_defaults_for_the_type_bind_visitors() -> None:
+    """team-a lets its workers administer tokens and team-b admits them, but team-b has no
+    worker policy, so the built-in worker defaults there (deniedActions admin) still hold."""
+    index = index_with(
+        (NS, "w", spec("worker", allowedActions=["*"], allowedResources=["*"], namespaces=["*"])),
+        host(admit(agentTypes=["worker"])),
+    )
+    decision = index.decide("worker", NS, Action.ADMIN, "tokens", OTHER_NS)
+    assert not decision.allowed
+    assert "denied by default:worker (deniedActions admin)" in decision.reason
+    assert allowed(index, "worker", "execute", "tasks", to=OTHER_NS)
+
+
+def test_a_deny_in_the_callers_own_policy_beats_the_targets_consent() -> None:
+    index = index_with(
+        (
+            NS,
+            "o",
+            spec(
+                "orchestrator",
+                allowedActions=["*"],
+                allowedResources=["*"],
+                deniedResources=["audit"],
+                namespaces=["*"],
+            ),
+        ),
+        host(admit(agentTypes=["orchestrator"])),
+    )
+    decision = index.decide("orchestrator", NS, Action.READ, "audit", OTHER_NS)
+    assert not decision.allowed
+    assert "denied by policy team-a/o (deniedResources audit)" in decision.reason
+
+
+def test_only_consent_of_a_policy_in_force_counts() -> None:
+    index = index_with(
+        REACHING_ORCHESTRATOR,
+        (OTHER_NS, "first", spec("gatekeeper")),
+        (OTHER_NS, "second", spec("gatekeeper", admit=[admit(agentTypes=["orchestrator"])])),
+    )
+    assert index.standing(OTHER_NS, "second").conflicts_with == "first"
+    assert not allowed(index, "orchestrator", "execute", "tasks", to=OTHER_NS)
+    index.remove(OTHER_NS, "first")  # the cached refusal must go with it
+    assert allowed(index, "orchestrator", "execute", "tasks", to=OTHER_NS)
+
+
+def test_withdrawing_consent_refuses_the_next_call() -> None:
+    index = index_with(REACHING_ORCHESTRATOR, host(admit(agentTypes=["orchestrator"])))
+    assert allowed(index, "orchestrator", "execute", "tasks", to=OTHER_NS)
+    index.upsert(OTHER_NS, "host-gatekeeper", T0, policy_from_spec(OTHER_NS, "x", spec("gk")))
+    assert not allowed(index, "orchestrator", "execute", "tasks", to=OTHER_NS)
+
+
+def test_consent_rules_of_every_policy_in_force_add_up() -> None:
+    index = index_with(
+        REACHING_ORCHESTRATOR,
+        host(admit(agentTypes=["orchestrator"], actions=["read"]), agent_type="a"),
+        host(admit(agentTypes=["orchestrator"], actions=["execute"]), agent_type="b"),
+    )
+    assert allowed(index, "orchestrator", "read", "tasks", to=OTHER_NS)
+    assert allowed(index, "orchestrator", "execute", "tasks", to=OTHER_NS)
+    assert not allowed(index, "orchestrator", "write", "tasks", to=OTHER_NS)
+
+
+def test_the_operators_identity_is_decided_by_its_fixed_policy_alone() -> None:
+    """No admit rule can name mesh-operator, so consent is not asked of it (its tokens are
+    bound to their recipient's namespace instead)."""
+    decision = PolicyIndex().decide(OPERATOR_AGENT_TYPE, NS, Action.EXECUTE, "tasks", OTHER_NS)
+    assert decision == evaluate(OPERATOR_POLICY, NS, Action.EXECUTE, "tasks", OTHER_NS)
+
+
+def test_admitted_policies_are_the_callers_side_of_what_a_namespace_admits() -> None:
+    index = index_with(
+        REACHING_ORCHESTRATOR,
+        (NS, "critic", spec("critic")),  # admitted type (reach or not, its rules decide)
+        (NS, "worker", spec("worker", namespaces=[OTHER_NS])),  # reaches, type not admitted
+        ("team-c", "o", spec("orchestrator", namespaces=["*"])),  # namespace not admitted
+        host(admit(agentTypes=["orchestrator", "critic"])),
+    )
+    assert [(ns, name) for ns, name, _ in index.admitted_policies(OTHER_NS)] == [
+        (NS, "critic"),
+        (NS, "orchestrator"),
+    ]
+    assert index.admitted_policies(NS) == []
+
+
+def test_a_subset_index_with_the_admitted_policies_decides_as_the_full_one() -> None:
+    """What an agent's gate holds (its namespace's policies and the admitted ones) gives
+    the operator's answers for every caller from elsewhere."""
+    full = index_with(
+        REACHING_ORCHESTRATOR,
+        (NS, "critic", spec("critic", allowedActions=["read"], allowedResources=["*"])),
+        (
+            NS,
+            "scout",
+            spec("scout", allowedActions=["*"], allowedResources=["*"], namespaces=["*"]),
+        ),
+        host(
+            admit(agentTypes=["orchestrator", "critic"]),
+            agent_type="worker",
+            deniedActions=["admin"],
+        ),
+    )
+    subset = PolicyIndex()
+    for name, policy in full.in_force(OTHER_NS):
+        subset.upsert(OTHER_NS, name, T0, policy)
+    for ns, name, policy in full.admitted_policies(OTHER_NS):
+        subset.upsert(ns, name, T0, policy)
+    for agent_type in ["orchestrator", "critic", "scout", "worker", "researcher"]:
+        for action in ACTIONS:
+            for resource in ["tasks", "agents", "audit"]:
+                args = (agent_type, NS, Action(action), resource, OTHER_NS)
+                assert subset.decide(*args) == full.decide(*args), args
 
 
 # --- conflicts between policies for one type ----------------------------------------------
@@ -448,6 +699,55 @@ def test_policy_from_spec_reads_every_field() -> None:
         namespaces=frozenset({OTHER_NS}),
         source="policy team-a/p",
     )
+
+
+def test_policy_from_spec_reads_admit_rules_and_writes_them_back() -> None:
+    body = spec(
+        "worker",
+        admit=[
+            admit(OTHER_NS, agentTypes=["orchestrator"], actions=["execute"], resources=["tasks"])
+        ],
+    )
+    policy = policy_from_spec(NS, "p", body)
+    assert policy.admit == (
+        AdmitRule(
+            namespace=OTHER_NS,
+            agent_types=frozenset({"orchestrator"}),
+            actions=frozenset({Action.EXECUTE}),
+            resources=frozenset({"tasks"}),
+        ),
+    )
+    assert policy_from_spec(NS, "p", policy_to_spec(policy)) == policy
+
+
+@pytest.mark.parametrize(
+    ("rule", "field", "words"),
+    [
+        ("team-b", "spec.admit[0]", "must be an object"),
+        (
+            {"agentTypes": ["*"], "actions": ["*"], "resources": ["*"]},
+            "spec.admit[0].namespace",
+            "required",
+        ),
+        (admit("*"), "spec.admit[0].namespace", "may not be '*'"),
+        (admit(NS), "spec.admit[0].namespace", "own namespace"),
+        (admit(OTHER_NS, agentTypes=[]), "spec.admit[0].agentTypes", "at least one"),
+        (admit(OTHER_NS, actions=[]), "spec.admit[0].actions", "at least one"),
+        (admit(OTHER_NS, resources=[]), "spec.admit[0].resources", "at least one"),
+        (admit(OTHER_NS, actions=["delete"]), "spec.admit[0].actions[0]", "unknown action"),
+        (
+            admit(OTHER_NS, agentTypes=["mesh-operator"]),
+            "spec.admit[0].agentTypes",
+            "mesh-operator",
+        ),
+        (admit(OTHER_NS, resources="tasks"), "spec.admit[0].resources", "must be a list"),
+    ],
+)
+def test_a_bad_admit_rule_names_its_field_and_the_rule(rule: Any, field: str, words: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        policy_from_spec(NS, "p", spec("worker", admit=[rule]))
+    assert caught.value.field == field
+    assert words in caught.value.message
 
 
 def test_unknown_action_names_the_field_and_the_value() -> None:

@@ -155,6 +155,7 @@ def test_shipped_samples_are_valid_specs(path: Path) -> None:
         ({}, "agentType"),
         ({"agentType": "mesh-operator"}, "agentType"),
         ({"agentType": "worker", "agentId": "agent-mesh-operator"}, "agentId"),
+        ({"agentType": "worker", "serviceAccountName": "Runner_SA"}, "serviceAccountName"),
     ],
 )
 def test_bad_meshagent_specs_are_rejected_naming_the_field(
@@ -188,6 +189,17 @@ def test_bad_meshtask_specs_are_rejected_naming_the_field(spec: dict[str, Any], 
     assert field in _error_fields(caught.value)
 
 
+def _admit(**fields: Any) -> dict[str, Any]:
+    """One spec.admit rule, valid unless a field is overridden."""
+    return {
+        "namespace": "team-a",
+        "agentTypes": ["*"],
+        "actions": ["execute"],
+        "resources": ["*"],
+        **fields,
+    }
+
+
 @pytest.mark.parametrize(
     ("spec", "field"),
     [
@@ -196,6 +208,16 @@ def test_bad_meshtask_specs_are_rejected_naming_the_field(spec: dict[str, Any], 
         ({"agentType": "researcher", "allowedResources": ["Tasks"]}, "allowedResources.0"),
         ({"agentType": "researcher", "namespaces": ["Prod"]}, "namespaces.0"),
         ({"agentType": "mesh-operator", "allowedActions": ["admin"]}, "agentType"),
+        ({"agentType": "w", "admit": [_admit(namespace="*")]}, "admit.0.namespace"),
+        ({"agentType": "w", "admit": [_admit(namespace="Team A")]}, "admit.0.namespace"),
+        ({"agentType": "w", "admit": [_admit(agentTypes=[])]}, "admit.0.agentTypes"),
+        (
+            {"agentType": "w", "admit": [_admit(agentTypes=["mesh-operator"])]},
+            "admit.0.agentTypes.0",
+        ),
+        ({"agentType": "w", "admit": [_admit(actions=["fly"])]}, "admit.0.actions.0"),
+        ({"agentType": "w", "admit": [_admit(resources=[])]}, "admit.0.resources"),
+        ({"agentType": "w", "admit": [{"namespace": "team-a"}]}, "admit.0.agentTypes"),
     ],
 )
 def test_bad_aclpolicy_specs_are_rejected_naming_the_field(
@@ -204,6 +226,17 @@ def test_bad_aclpolicy_specs_are_rejected_naming_the_field(
     with pytest.raises(ValidationError) as caught:
         ACLPolicySpec.model_validate(spec)
     assert field in _error_fields(caught.value)
+
+
+def test_an_admit_rule_is_read_with_wildcard_types_and_resources() -> None:
+    spec = ACLPolicySpec.model_validate({"agentType": "worker", "admit": [_admit()]})
+    rule = spec.admit[0]
+    assert (rule.namespace, rule.agent_types, rule.actions, rule.resources) == (
+        "team-a",
+        ["*"],
+        [Action.EXECUTE],
+        ["*"],
+    )
 
 
 def test_custom_agent_types_are_accepted() -> None:
@@ -397,6 +430,7 @@ def test_distinct_stages_have_distinct_conditions() -> None:
         "Registered",
         "TailnetConnected",
         "CredentialIssued",
+        "EndpointAllowed",
     }
     assert "Accepted" in {c.value for c in ACLPolicyCondition}
 

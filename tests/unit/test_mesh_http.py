@@ -19,7 +19,7 @@ from agent_mesh.auth.memory import (
     StaticTokenReviewer,
     registry_fetcher,
 )
-from agent_mesh.domain.acl import PolicyIndex
+from agent_mesh.domain.acl import MeshCall, PolicyIndex
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import FakeClock
 from agent_mesh.domain.health import HealthStatus, HealthTracker
@@ -38,10 +38,10 @@ class Mesh:
     clock: FakeClock
     monitor: HealthMonitor
 
-    async def token(self, agent_id: str) -> str:
+    async def token(self, agent_id: str, namespace: str = "ns") -> str:
         response = await self.client.post(
             "/v1/token",
-            json={"namespace": "ns", "agentId": agent_id, "credential": CREDENTIAL},
+            json={"namespace": namespace, "agentId": agent_id, "credential": CREDENTIAL},
         )
         assert response.status == 200, await response.text()
         return str((await response.json())["token"])
@@ -193,7 +193,7 @@ def _labelled_pod(mesh: Mesh, account: str, pod: str, label: str) -> str:
 
 
 async def test_service_account_token_maps_through_the_pod_label(mesh: Mesh) -> None:
-    mesh.registry.upsert(_agent("w1", "worker", service_account="runner", workload=True))
+    mesh.registry.upsert(_agent("w1", "worker", service_account="runner"))  # a user-run pod
     mesh.reviewer.tokens["sa-token"] = ReviewedToken(
         "system:serviceaccount:ns:runner",
         {"authentication.kubernetes.io/pod-name": ["w1-0"]},
@@ -231,7 +231,7 @@ async def test_pod_label_cannot_pick_an_agent_that_declares_no_service_account(
     assert response.status == 403
     error = await _error(response)
     assert error["code"] == "ServiceAccountMismatch"
-    assert "spec.workload.spec.serviceAccountName" in error["message"]
+    assert "declares no ServiceAccount (spec.serviceAccountName)" in error["message"]
 
 
 async def test_pod_label_picks_a_workload_without_service_account_name_as_default(
@@ -299,13 +299,22 @@ async def test_revoked_agent_loses_access_and_metrics_count_it(mesh: Mesh) -> No
 
 
 async def test_heartbeat_makes_the_agent_healthy_and_discoverable(mesh: Mesh) -> None:
-    token = await mesh.token("w1")
-    headers = {"Authorization": f"Bearer {token}"}
+    # the agent runs in pod w1-0 (10.1.2.3) and reports its own address as its endpoint
+    mesh.registry.upsert(_agent("w1", "worker", service_account="runner"))
+    mesh.reviewer.tokens["sa-token"] = ReviewedToken(
+        "system:serviceaccount:ns:runner",
+        {"authentication.kubernetes.io/pod-name": ["w1-0"]},
+    )
+    mesh.reviewer.pod_labels[("ns", "w1-0")] = "w1"
+    mesh.reviewer.pod_ips[("ns", "w1-0")] = "10.1.2.3"
+    exchanged = await mesh.client.post("/v1/token", json={"serviceAccountToken": "sa-token"})
+    headers = {"Authorization": f"Bearer {(await exchanged.json())['token']}"}
     beat = await mesh.client.post(
         "/v1/agents/ns/w1/heartbeat",
-        json={"activeTasks": 3, "endpoint": "http://127.0.0.1:7001"},
+        json={"activeTasks": 3, "endpoint": "http://10.1.2.3:7001"},
         headers=headers,
     )
+    assert await beat.json() == {"accepted": True}
     assert beat.status == 200
     state = mesh.monitor.tracker.get(("ns", "w1"))
     assert state is not None and state.health is HealthStatus.HEALTHY
@@ -318,7 +327,7 @@ async def test_heartbeat_makes_the_agent_healthy_and_discoverable(mesh: Mesh) ->
     assert (item["agentId"], item["activeTasks"], item["endpoint"]) == (
         "w1",
         3,
-        "http://127.0.0.1:7001",
+        "http://10.1.2.3:7001",
     )
 
 
@@ -369,12 +378,201 @@ async def test_agents_read_their_namespaces_policies_in_force(mesh: Mesh) -> Non
 
 
 async def test_agents_read_the_revocation_list(mesh: Mesh) -> None:
-    await mesh.authority.revoke_token("some-jti", actor="test")
+    await mesh.authority.revoke_token("some-jti", actor="test", namespace="ns")
     headers = {"Authorization": f"Bearer {await mesh.token('w1')}"}
     response = await mesh.client.get("/v1/revocations", headers=headers)
     assert response.status == 200
     assert "some-jti" in (await response.json())["tokens"]
     assert (await mesh.client.get("/v1/revocations")).status == 401
+
+
+# --- consent across namespaces; revocations and audit scoped to namespaces ------------------
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def _policy(mesh: Mesh, namespace: str, name: str, **spec: Any) -> None:
+    from agent_mesh.domain.acl import policy_from_spec
+
+    mesh.authority.policies.upsert(namespace, name, T0, policy_from_spec(namespace, name, spec))
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _visitor(mesh: Mesh, agent_id: str = "visitor", agent_type: str = "orchestrator") -> str:
+    """A token of an agent in namespace `other` whose policy reaches every namespace."""
+    mesh.registry.upsert(_agent(agent_id, agent_type, namespace="other"))
+    _policy(
+        mesh,
+        "other",
+        agent_type,
+        agentType=agent_type,
+        allowedActions=["*"],
+        allowedResources=["*"],
+        namespaces=["*"],
+    )
+    return await mesh.token(agent_id, namespace="other")
+
+
+def _admit_other(mesh: Mesh, **rule: list[str]) -> None:
+    """ns admits orchestrators of `other` (the rule's fields may be overridden)."""
+    admit = {"namespace": "other", "agentTypes": ["orchestrator"], "actions": ["*"]}
+    _policy(
+        mesh,
+        "ns",
+        "gate",
+        agentType="gatekeeper",
+        admit=[{**admit, "resources": ["*"], **rule}],
+    )
+
+
+async def test_reach_alone_does_not_let_another_namespace_read_audit_or_revoke(
+    mesh: Mesh,
+) -> None:
+    visitor = _bearer(await _visitor(mesh))
+    audit = await mesh.client.get("/v1/audit", params={"namespace": "ns"}, headers=visitor)
+    assert audit.status == 403
+    assert "namespace ns has not consented" in (await _error(audit))["message"]
+    revoke = await mesh.client.post(
+        "/v1/revocations",
+        json={"agent": {"namespace": "ns", "agentId": "agent-mesh-operator"}},
+        headers=visitor,
+    )
+    assert revoke.status == 403
+    jti = await mesh.client.post(
+        "/v1/revocations", json={"jti": "j1", "namespace": "ns"}, headers=visitor
+    )
+    assert jti.status == 403
+    assert len(mesh.authority.revocations) == 0
+
+
+async def test_consent_lets_another_namespace_in_for_what_it_names(mesh: Mesh) -> None:
+    visitor = _bearer(await _visitor(mesh))
+    _admit_other(mesh, actions=["read"], resources=["audit"])
+    audit = await mesh.client.get("/v1/audit", params={"namespace": "ns"}, headers=visitor)
+    assert audit.status == 200
+    revoke = await mesh.client.post(
+        "/v1/revocations", json={"jti": "j1", "namespace": "ns"}, headers=visitor
+    )
+    assert revoke.status == 403  # admitted to read audit, not to administer tokens
+
+
+async def test_a_jti_is_revoked_in_the_callers_namespace_by_default(mesh: Mesh) -> None:
+    boss = _bearer(await mesh.token("boss"))
+    response = await mesh.client.post("/v1/revocations", json={"jti": "j1"}, headers=boss)
+    assert response.status == 200
+    assert await response.json() == {"revoked": {"jti": "j1", "namespace": "ns"}}
+    elsewhere = await mesh.client.post(
+        "/v1/revocations", json={"jti": "j2", "namespace": "other"}, headers=boss
+    )
+    assert elsewhere.status == 403
+    assert (await _error(elsewhere))["code"] == "AccessDenied"
+
+
+async def test_a_namespace_beside_an_agent_revocation_is_refused(mesh: Mesh) -> None:
+    boss = _bearer(await mesh.token("boss"))
+    response = await mesh.client.post(
+        "/v1/revocations",
+        json={"agent": {"namespace": "ns", "agentId": "w1"}, "namespace": "other"},
+        headers=boss,
+    )
+    assert response.status == 400
+    assert "namespace applies only to a jti revocation" in (await _error(response))["message"]
+
+
+async def test_revoking_a_jti_in_one_namespace_leaves_another_namespaces_token(
+    mesh: Mesh,
+) -> None:
+    visitor_token = await _visitor(mesh)
+    jti = (await (await mesh.client.get("/v1/whoami", headers=_bearer(visitor_token))).json())[
+        "jti"
+    ]
+    boss = _bearer(await mesh.token("boss"))
+    response = await mesh.client.post("/v1/revocations", json={"jti": jti}, headers=boss)
+    assert response.status == 200  # ns's entry: refuses that jti only on a token of ns
+    still = await mesh.client.get("/v1/whoami", headers=_bearer(visitor_token))
+    assert still.status == 200
+
+
+async def test_agents_see_revocations_of_their_namespace_and_those_it_admits(mesh: Mesh) -> None:
+    await mesh.authority.revoke_token("in-ns", actor="test", namespace="ns")
+    await mesh.authority.revoke_token("in-other", actor="test", namespace="other")
+    await mesh.authority.revoke_token("in-third", actor="test", namespace="third")
+    await mesh.authority.revoke_agent("third", "someone", actor="test")
+    worker = _bearer(await mesh.token("w1"))
+    answer = await (await mesh.client.get("/v1/revocations", headers=worker)).json()
+    assert answer["namespaces"] == ["ns"]
+    assert set(answer["tokens"]) == {"in-ns"}
+    assert answer["agents"] == []
+    _admit_other(mesh)
+    answer = await (await mesh.client.get("/v1/revocations", headers=worker)).json()
+    assert answer["namespaces"] == ["ns", "other"]
+    assert set(answer["tokensByNamespace"]) == {"ns", "other"}
+    assert set(answer["tokens"]) == {"in-ns", "in-other"}
+
+
+async def test_an_agents_policy_feed_carries_the_callers_side_of_what_it_admits(
+    mesh: Mesh,
+) -> None:
+    await _visitor(mesh)
+    worker = _bearer(await mesh.token("w1"))
+    answer = await (await mesh.client.get("/v1/acl/ns", headers=worker)).json()
+    assert answer["admitted"] == []
+    _admit_other(mesh)
+    answer = await (await mesh.client.get("/v1/acl/ns", headers=worker)).json()
+    (admitted,) = answer["admitted"]
+    assert (admitted["namespace"], admitted["name"]) == ("other", "orchestrator")
+    assert admitted["spec"]["namespaces"] == ["*"]
+    assert "admit" not in admitted["spec"]  # whom `other` admits is not ns's business
+    (gate,) = answer["policies"]
+    assert gate["spec"]["admit"][0]["namespace"] == "other"
+
+
+async def test_audit_of_a_namespace_shows_calls_into_it_from_elsewhere(mesh: Mesh) -> None:
+    visitor = _bearer(await _visitor(mesh))
+    assert (
+        await mesh.client.get("/v1/agents", headers=visitor, params={"namespace": "ns"})
+    ).status == 403
+    mesh.registry.upsert(_agent("gov", "governor"))
+    governor = _bearer(await mesh.token("gov"))
+    answer = await mesh.client.get("/v1/audit", params={"event": "acl.decision"}, headers=governor)
+    records = (await answer.json())["items"]
+    assert any(
+        r["namespace"] == "other" and r["targetNamespace"] == "ns" and r["decision"] == "deny"
+        for r in records
+    )
+
+
+async def test_an_agents_gate_enforces_consent_from_its_policy_feed(mesh: Mesh) -> None:
+    """The Gate of an agent in ns decides on a caller from `other` as the operator does:
+    reach alone is refused, reach with ns's consent is allowed, after its next sync."""
+    from agent_mesh.domain.errors import ForbiddenError
+    from agent_mesh.sdk.gate import Gate
+    from agent_mesh.sdk.identity import TokenSource
+
+    caller = mesh.authority.verifier.verify(await _visitor(mesh))
+    tokens = TokenSource(
+        str(mesh.client.make_url("")), namespace="ns", agent_id="w1", credential=CREDENTIAL
+    )
+    gate = Gate(tokens)
+    await gate.sync()
+    with pytest.raises(ForbiddenError, match="namespace ns has not consented"):
+        gate.authorize(caller, MeshCall.SUBMIT_TASK)
+    _admit_other(mesh, actions=["execute"], resources=["tasks"])
+    await gate.sync()
+    gate.authorize(caller, MeshCall.SUBMIT_TASK)
+    with pytest.raises(ForbiddenError, match="has not consented"):
+        gate.authorize(caller, MeshCall.MESSAGE_AGENT)  # execute agents was not admitted
+
+
+async def test_audit_for_a_bad_namespace_names_the_field(mesh: Mesh) -> None:
+    mesh.registry.upsert(_agent("gov", "governor"))
+    governor = _bearer(await mesh.token("gov"))
+    response = await mesh.client.get("/v1/audit", params={"namespace": "A B"}, headers=governor)
+    assert response.status == 400
+    assert (await _error(response))["field"] == "namespace"
 
 
 async def test_one_agent_by_id_needs_read_agents(mesh: Mesh) -> None:

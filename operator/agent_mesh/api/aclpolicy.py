@@ -32,10 +32,13 @@ from agent_mesh.api.common import (
     not_reserved_agent_type,
     observed_generation_field,
 )
+from agent_mesh.domain.acl import OPERATOR_AGENT_TYPE
 from agent_mesh.domain.acl import Action as Action
 
 MAX_RESOURCES: Final = 64
 MAX_NAMESPACES: Final = 64
+MAX_ADMIT_RULES: Final = 64
+MAX_ADMITTED_TYPES: Final = 16
 
 # A resource name, or '*' for all; the same characters as capability names.
 RESOURCE_PATTERN: Final = r"^(\*|[a-z0-9]([-a-z0-9._/]*[a-z0-9])?)$"
@@ -89,7 +92,102 @@ NamespaceOrWildcard = Annotated[
 
 ResourceName = Annotated[str, Field(max_length=NAME_MAX_LENGTH, pattern=RESOURCE_PATTERN)]
 
+ADMIT_NAMESPACE_MESSAGE: Final = (
+    f"spec.admit[].namespace must name one namespace ({DNS_LABEL_RULE}); '{WILDCARD}' is "
+    "not allowed: consent names each namespace it admits"
+)
+AGENT_TYPE_ITEM_MESSAGE: Final = (
+    f"each spec.admit[].agentTypes item must be '{WILDCARD}' (every type) or an agent type: "
+    f"{DNS_LABEL_RULE}, and not the operator's reserved type"
+)
+
+
+def _admitted_namespace(value: str) -> str:
+    if not is_dns_label(value):
+        raise ValueError(ADMIT_NAMESPACE_MESSAGE)
+    return value
+
+
+def _agent_type_or_wildcard(value: str) -> str:
+    if value != WILDCARD and (not is_dns_label(value) or value == OPERATOR_AGENT_TYPE):
+        raise ValueError(AGENT_TYPE_ITEM_MESSAGE)
+    return value
+
+
+AdmittedNamespace = Annotated[
+    str,
+    Field(
+        max_length=DNS_LABEL_MAX_LENGTH,
+        json_schema_extra=cel(
+            CelRule(
+                rule=f"self.matches('{DNS_LABEL_PATTERN}')",
+                message=ADMIT_NAMESPACE_MESSAGE,
+                reason="FieldValueInvalid",
+            )
+        ),
+    ),
+    AfterValidator(_admitted_namespace),
+]
+
+AgentTypeOrWildcard = Annotated[
+    str,
+    Field(
+        max_length=DNS_LABEL_MAX_LENGTH,
+        json_schema_extra=cel(
+            CelRule(
+                rule=(
+                    f"self == '{WILDCARD}' || (self.matches('{DNS_LABEL_PATTERN}') "
+                    f"&& self != '{OPERATOR_AGENT_TYPE}')"
+                ),
+                message=AGENT_TYPE_ITEM_MESSAGE,
+                reason="FieldValueInvalid",
+            )
+        ),
+    ),
+    AfterValidator(_agent_type_or_wildcard),
+]
+
 _ACTIONS_TEXT = ", ".join(a.value for a in Action)
+
+
+class AdmitRule(MeshModel):
+    """Consent for agents of one other namespace to act here (their policy must reach it too)."""
+
+    namespace: AdmittedNamespace = Field(
+        description=(
+            "The one namespace whose agents are admitted. Not *: consent names each "
+            "namespace it trusts, so nobody gains access by creating a namespace. Must be "
+            "another namespace than this policy's own (the operator marks the policy "
+            "InvalidPolicy otherwise)."
+        ),
+    )
+    agent_types: Annotated[list[AgentTypeOrWildcard], UniqueList] = Field(
+        min_length=1,
+        max_length=MAX_ADMITTED_TYPES,
+        description=(
+            "Agent types of that namespace admitted (built-in or custom types), or * for "
+            f"every type. Unique, 1 to {MAX_ADMITTED_TYPES}."
+        ),
+        json_schema_extra=LIST_SET,
+    )
+    actions: Annotated[list[Action], UniqueList] = Field(
+        min_length=1,
+        max_length=len(Action),
+        description=(
+            f"Actions they may perform here: {_ACTIONS_TEXT} (all). Unique, at least one. "
+            "This namespace's own policy for their type still denies what it denies."
+        ),
+        json_schema_extra=LIST_SET,
+    )
+    resources: Annotated[list[ResourceName], UniqueList] = Field(
+        min_length=1,
+        max_length=MAX_RESOURCES,
+        description=(
+            "Resources those actions apply to here (for example tasks, results, agents, "
+            f"events, audit, tokens), or * for all. Unique, 1 to {MAX_RESOURCES}."
+        ),
+        json_schema_extra=LIST_SET,
+    )
 
 
 class ACLPolicySpec(MeshModel):
@@ -146,10 +244,25 @@ class ACLPolicySpec(MeshModel):
         max_length=MAX_NAMESPACES,
         description=(
             "Other namespaces whose agents and tasks these agents may reach (namespace "
-            "names, or * for all). The policy's own namespace is always included. "
-            f"Unique, at most {MAX_NAMESPACES}. Default: own namespace only."
+            "names, or * for all). The policy's own namespace is always included. Reaching "
+            "another namespace also needs its consent: a policy there must admit this "
+            f"namespace (spec.admit). Unique, at most {MAX_NAMESPACES}. Default: own "
+            "namespace only."
         ),
         json_schema_extra=LIST_SET,
+    )
+    admit: list[AdmitRule] = Field(
+        default_factory=list,
+        max_length=MAX_ADMIT_RULES,
+        description=(
+            "Consent for agents of other namespaces to act in this one: each rule admits "
+            "agent types of one namespace for some actions on some resources. A call from "
+            "another namespace is allowed only when the caller's own policy reaches this "
+            "namespace and a rule here admits it; the rules of every policy in force in "
+            "this namespace count, whatever its agentType. This namespace's policy for the "
+            "caller's type still denies what it denies. At most "
+            f"{MAX_ADMIT_RULES} rules. Default: no other namespace admitted."
+        ),
     )
 
 
@@ -168,8 +281,9 @@ ACLPOLICY: Final = CrdDescriptor(
     description=(
         "ACLPolicy sets what agents of one type may do in the mesh from this namespace: "
         "allowed and denied actions on resources, and which other namespaces they may "
-        "reach. Deny beats allow. Built-in types without a policy get the defaults; custom "
-        "types without one are denied everything."
+        "reach; and which agents of other namespaces this namespace admits. Deny beats "
+        "allow. Built-in types without a policy get the defaults; custom types without one "
+        "are denied everything."
     ),
     spec_model=ACLPolicySpec,
     status_model=ACLPolicyStatus,

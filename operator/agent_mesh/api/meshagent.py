@@ -43,6 +43,8 @@ DEFAULT_PORT: Final = 8080
 DEFAULT_MAX_CONCURRENT_TASKS: Final = 10
 DEFAULT_HEARTBEAT_INTERVAL_SECONDS: Final = 30
 
+DNS_SUBDOMAIN_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
 # http(s) only: the operator dials it. Host part required, no whitespace anywhere.
 ENDPOINT_PATTERN: Final = r"^https?://[^\s/?#]+([/?#]\S*)?$"
 
@@ -70,6 +72,8 @@ class MeshAgentCondition(StrEnum):
     """The agent's Tailscale device is up and its MagicDNS name known."""
     CREDENTIAL_ISSUED = "CredentialIssued"
     """External agents: the credential Secret <name>-mesh-credential is the agent's own."""
+    ENDPOINT_ALLOWED = "EndpointAllowed"
+    """spec.endpoint passes the operator's egress policy (set only when spec.endpoint is)."""
 
 
 class MeshAgentReason(StrEnum):
@@ -86,6 +90,9 @@ class MeshAgentReason(StrEnum):
     # CredentialIssued
     CREDENTIAL_SECRET_READY = "CredentialSecretReady"  # noqa: S105  (a reason)
     CREDENTIAL_SECRET_NOT_OWNED = "CredentialSecretNotOwned"  # noqa: S105  (a reason)
+    # EndpointAllowed
+    ENDPOINT_ADMITTED = "EndpointAdmitted"
+    ENDPOINT_REFUSED = "EndpointRefused"
     # Ready
     AGENT_HEALTHY = "AgentHealthy"
     AWAITING_HEARTBEAT = "AwaitingHeartbeat"
@@ -233,6 +240,19 @@ class MeshAgentSpec(MeshModel):
             "Seconds between the agent's heartbeats (the SDK reads it). Health comes from the "
             "time since the last one: degraded after 60 s, unreachable after 300 s (operator "
             f"settings). 1-3600. Default: {DEFAULT_HEARTBEAT_INTERVAL_SECONDS}."
+        ),
+    )
+    service_account_name: str | None = Field(
+        None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description=(
+            "ServiceAccount the agent's own pods run as, for pods you run yourself labelled "
+            "agentmesh.io/agent=<MeshAgent name>: such a pod gets this agent's mesh identity "
+            "only when it runs as this ServiceAccount (so a label alone claims nothing). "
+            "Default: workload.spec.serviceAccountName (default when the workload names "
+            "none); give the same name when both are set. With neither, no labelled pod can "
+            "claim the agent. A DNS-1123 subdomain."
         ),
     )
     workload: Workload | None = Field(

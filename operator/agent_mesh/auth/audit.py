@@ -59,7 +59,8 @@ class AuditLog:
         self, *, event: str | None = None, namespace: str | None = None, limit: int = 100
     ) -> list[Record]:
         """Newest first (both rings, interleaved), optionally filtered by event name and
-        namespace."""
+        namespace: the records of that namespace's agents and those of calls into it from
+        other namespaces."""
         newest_first: Iterator[tuple[int, Record]] = heapq.merge(
             reversed(self._recent), reversed(self._refusals), key=lambda item: -item[0]
         )
@@ -67,7 +68,10 @@ class AuditLog:
         for _, entry in newest_first:
             if event is not None and entry.get("event") != event:
                 continue
-            if namespace is not None and entry.get("namespace") != namespace:
+            if namespace is not None and namespace not in (
+                entry.get("namespace"),
+                entry.get("targetNamespace"),
+            ):
                 continue
             out.append(entry)
             if len(out) >= limit:

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from agent_mesh.auth.audit import AuditLog
 from agent_mesh.auth.keys import Algorithm, KeyRing
+from agent_mesh.auth.pod_bindings import PodBindings
 from agent_mesh.auth.revocation import RevocationList
 from agent_mesh.auth.tokens import (
     AgentIdentity,
@@ -73,8 +74,9 @@ class KeyStore(Protocol):
 
 class RevocationStore(Protocol):
     async def load(self) -> RevocationList: ...
-    async def save(self, revocations: RevocationList) -> RevocationList:
-        """Persist; returns the stored list (merged with other writers' entries)."""
+    async def save(self, revocations: RevocationList, now: dt.datetime) -> RevocationList:
+        """Persist the union with other writers' entries, less those expired at `now`;
+        returns what is stored."""
         ...
 
 
@@ -84,6 +86,10 @@ class TokenReviewer(Protocol):
         ...
 
     async def pod_agent_label(self, namespace: str, pod: str) -> str | None: ...
+
+    async def pod_ip(self, namespace: str, pod: str) -> str | None:
+        """The pod's status.podIP (None: no such pod, or no IP yet)."""
+        ...
 
 
 AgentFetcher = Callable[[str, str], Awaitable[AgentRecord | None]]
@@ -126,6 +132,7 @@ class Authority:
         self.issue_limit: Callable[[str, str], None] | None = None
         """Called with (namespace, agentId) before a token is signed for a proven agent;
         raises to refuse (the mesh API's per-agent rate limit)."""
+        self.pods = PodBindings()
         self.issuer = TokenIssuer(
             self.keyring,
             clock,
@@ -163,6 +170,7 @@ class Authority:
             logger.info("created the first signing key %s", ring.active.kid)
         self._ring = ring
         self.revocations.merge(await self._revocation_store.load())
+        await self._adopt_revocations(now)
         await self.rotate_if_due()
 
     async def maintain_keys(self) -> None:
@@ -312,7 +320,28 @@ class Authority:
         except MeshError as error:
             self._issue_refused("serviceAccountToken", error, agent_id)
             raise
-        return self._issue(agent, "serviceAccountToken")
+        token, claims = self._issue(agent, "serviceAccountToken")
+        await self._bind_pod(reviewed, claims)
+        return token, claims
+
+    async def _bind_pod(self, reviewed: ReviewedToken, claims: MeshClaims) -> None:
+        """Remember the IP of the pod the token went to (a heartbeat may report only
+        that as its endpoint). No pod, or no IP: nothing is bound."""
+        pods = reviewed.extra.get(POD_NAME_EXTRA) or []
+        if not pods:
+            return
+        try:
+            ip = await self._reviewer.pod_ip(claims.namespace, pods[0])
+        except MeshError as error:
+            logger.warning("pod %s/%s: IP not known: %s", claims.namespace, pods[0], error)
+            return
+        if ip:
+            now = int(self._clock.now().timestamp())
+            self.pods.bind(claims.jti, ip, claims.exp, now)
+
+    def pod_ip_of(self, claims: MeshClaims) -> str | None:
+        """The IP of the pod the token was issued to, if it was issued to a pod."""
+        return self.pods.pod_ip(claims.jti, int(self._clock.now().timestamp()))
 
     async def _agent_of_service_account(
         self, reviewed: ReviewedToken, agent_id: str | None
@@ -467,19 +496,25 @@ class Authority:
 
     # --- revocation ----------------------------------------------------------------------
 
-    async def revoke_token(self, jti: str, actor: str) -> None:
-        """Revoke one token; kept until any token with that jti would have expired anyway."""
-        expires = self._clock.now() + self.settings.token_lifetime + self.settings.leeway
-        self.revocations.revoke_token(jti, expires)
+    async def revoke_token(self, jti: str, actor: str, *, namespace: str) -> None:
+        """Revoke token `jti` of `namespace` (a token of another namespace with the same
+        jti is not touched); kept until any token with that jti would have expired anyway."""
+        self.revocations.revoke_token(jti, self._revocation_expiry(self._clock.now()), namespace)
         await self._persist_revocations()
-        self.audit.record("token.revoked", f"token {jti} revoked", actor=actor, jti=jti)
+        self.audit.record(
+            "token.revoked",
+            f"token {jti} of namespace {namespace} revoked",
+            actor=actor,
+            jti=jti,
+            namespace=namespace,
+        )
 
     async def revoke_agent(
         self, namespace: str, agent_id: str, actor: str, before: dt.datetime | None = None
     ) -> dt.datetime:
         """Revoke every token of the agent issued before `before` (default: now)."""
         moment = before or self._clock.now()
-        self.revocations.revoke_agent(namespace, agent_id, moment)
+        self.revocations.revoke_agent(namespace, agent_id, moment, self._revocation_expiry(moment))
         await self._persist_revocations()
         self.audit.record(
             "agent.tokens_revoked",
@@ -491,13 +526,30 @@ class Authority:
         )
         return moment
 
+    def _revocation_expiry(self, issued_before: dt.datetime) -> dt.datetime:
+        """When every token issued before `issued_before` has expired: under the current
+        lifetime or a longer one tokens may still carry (so lowering it never lets a
+        revocation lapse early)."""
+        latest = self.revocations.latest_expiry(issued_before, self.settings.token_lifetime)
+        return latest + self.settings.leeway
+
+    async def _adopt_revocations(self, now: dt.datetime) -> None:
+        """At start: track our token lifetime next to any longer one still in circulation,
+        and give entries stored without an expiry one (one full lifetime from now)."""
+        changed = self.revocations.track_lifetime(
+            self.settings.token_lifetime, now, self.settings.leeway
+        )
+        settled = self.revocations.settle_unknown_expiries(self._revocation_expiry(now))
+        if changed or settled:
+            await self._persist_revocations()
+
     async def _persist_revocations(self) -> None:
         # The in-memory list already refuses the token; persistence makes it outlive us.
-        self.revocations.prune(
-            self._clock.now(), self.settings.token_lifetime, self.settings.leeway
-        )
+        now = self._clock.now()
+        self.revocations.track_lifetime(self.settings.token_lifetime, now, self.settings.leeway)
+        self.revocations.prune(now)
         async with self._lock:
-            stored = await self._revocation_store.save(self.revocations)
+            stored = await self._revocation_store.save(self.revocations, now)
         self.revocations.merge(stored)
 
 
@@ -511,7 +563,7 @@ def _label_may_select(agent: AgentRecord, account: str, pod: str) -> None:
     declared = (
         f"runs as ServiceAccount {expected}"
         if expected
-        else "declares no ServiceAccount (spec.workload.spec.serviceAccountName)"
+        else "declares no ServiceAccount (spec.serviceAccountName)"
     )
     raise ForbiddenError(
         f"pod {agent.namespace}/{pod} runs as ServiceAccount {account} and is labelled "

@@ -4,6 +4,8 @@ stores do, only in memory; the operator itself always uses the kube/ implementat
 
 from __future__ import annotations
 
+import datetime as dt
+
 from agent_mesh.auth.authority import AgentFetcher, ReviewedToken
 from agent_mesh.auth.keys import KeyRing
 from agent_mesh.auth.revocation import RevocationList
@@ -33,8 +35,9 @@ class MemoryRevocationStore:
     async def load(self) -> RevocationList:
         return RevocationList.from_json(self.stored.to_json())
 
-    async def save(self, revocations: RevocationList) -> RevocationList:
+    async def save(self, revocations: RevocationList, now: dt.datetime) -> RevocationList:
         self.stored.merge(revocations)
+        self.stored.prune(now)
         return RevocationList.from_json(self.stored.to_json())
 
 
@@ -44,6 +47,7 @@ class StaticTokenReviewer:
     def __init__(self) -> None:
         self.tokens: dict[str, ReviewedToken] = {}
         self.pod_labels: dict[tuple[str, str], str] = {}
+        self.pod_ips: dict[tuple[str, str], str] = {}
 
     async def review(self, token: str, audience: str) -> ReviewedToken:
         found = self.tokens.get(token)
@@ -57,6 +61,9 @@ class StaticTokenReviewer:
 
     async def pod_agent_label(self, namespace: str, pod: str) -> str | None:
         return self.pod_labels.get((namespace, pod))
+
+    async def pod_ip(self, namespace: str, pod: str) -> str | None:
+        return self.pod_ips.get((namespace, pod))
 
 
 def registry_fetcher(registry: AgentRegistry) -> AgentFetcher:

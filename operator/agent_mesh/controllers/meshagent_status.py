@@ -74,3 +74,32 @@ def credential_conditions(
         generation=generation,
         now=now,
     )
+
+
+def endpoint_patch(
+    status: Mapping[str, Any],
+    patch: dict[str, Any],
+    refusal: str | None,
+    generation: int | None,
+    now: dt.datetime,
+) -> None:
+    """Add the EndpointAllowed condition (for an agent with spec.endpoint) to `patch`:
+    False with the egress policy's reason when `refusal` says why the operator will not
+    dial it, True otherwise. Nothing when it would not change."""
+    old = list(patch.get("conditions") or status.get("conditions") or [])
+    if refusal is None:
+        state, reason = "True", MeshAgentReason.ENDPOINT_ADMITTED
+        message = "spec.endpoint passes the operator's egress policy."
+    else:
+        state, reason, message = "False", MeshAgentReason.ENDPOINT_REFUSED, refusal
+    conditions = set_condition(
+        old,
+        MeshAgentCondition.ENDPOINT_ALLOWED.value,
+        state,
+        reason.value,
+        message,
+        generation=generation,
+        now=now,
+    )
+    if conditions != old:
+        patch["conditions"] = conditions

@@ -8,10 +8,15 @@ from typing import Any
 import kopf
 
 from agent_mesh.api import GROUP, VERSION
-from agent_mesh.controllers.meshagent_status import credential_conditions, registration_patch
+from agent_mesh.controllers.meshagent_status import (
+    credential_conditions,
+    endpoint_patch,
+    registration_patch,
+)
 from agent_mesh.domain.agents import record_from_body
 from agent_mesh.domain.discovery import resolve_endpoint
-from agent_mesh.domain.errors import ConflictError
+from agent_mesh.domain.egress import EgressClass
+from agent_mesh.domain.errors import ConflictError, EgressRefusedError
 from agent_mesh.kube.credentials import ensure_credential
 from agent_mesh.runtime import MeshRuntime
 
@@ -35,6 +40,7 @@ async def track(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
             await deregister(runtime, removed.namespace, removed.agent_id, removed.name)
     else:
         record = record_from_body(body)
+        runtime.ca_bundles.notice(record.namespace)  # the mesh CA bundle, for its pods
         if runtime.registry.upsert(record):
             runtime.health.seen(record)
             runtime.coordinator.agent_seen(record)
@@ -59,6 +65,12 @@ async def register(
     endpoint = resolve_endpoint(record_from_body(body), None)
     if endpoint and status.get("endpoint") != endpoint:
         changes["endpoint"] = endpoint
+    if spec.get("endpoint"):
+        refusal = await endpoint_refusal(runtime, str(spec["endpoint"]))
+        endpoint_patch(status, changes, refusal, meta.get("generation"), now)
+        if refusal is not None:
+            logger.warning("%s", refusal)
+            kopf.event(body, type="Warning", reason="EndpointRefused", message=refusal[:1024])
     if spec.get("endpoint") and not status.get("credential"):
         old = changes.get("conditions", list(status.get("conditions") or []))
         try:
@@ -90,6 +102,16 @@ async def register(
             reason="Registered",
             message=f"Agent {agent_id} registered; waiting for its first heartbeat.",
         )
+
+
+async def endpoint_refusal(runtime: MeshRuntime, endpoint: str) -> str | None:
+    """Why the egress policy refuses spec.endpoint now (its host resolved), or None. The
+    admission webhook already refused what needs no DNS; dispatch checks again."""
+    try:
+        await runtime.egress.check(EgressClass.DECLARED, endpoint, "spec.endpoint")
+    except EgressRefusedError as error:
+        return error.message
+    return None
 
 
 async def deregister(runtime: MeshRuntime, namespace: str, agent_id: str, name: str) -> None:

@@ -16,9 +16,9 @@ from types import TracebackType
 
 import yaml
 
-from agent_mesh import certs
 from agent_mesh.devcluster import processes
 from agent_mesh.devcluster.binaries import Binaries
+from agent_mesh.pki import certs
 from agent_mesh.ports import check_port_free, free_port
 
 LOOPBACK = "127.0.0.1"

@@ -3,6 +3,11 @@
 Pure and in memory, because it answers on every mesh call: the controller feeds it
 ACLPolicy objects from a watch, and decisions are dictionary lookups, cached until the
 next policy change.
+
+Reach across namespaces takes two consents: the caller's own policy must reach the target
+namespace (`spec.namespaces`), and a policy in force in the target namespace must admit
+the caller's namespace, type, action and resource (`spec.admit`). Neither side alone is
+enough, so whoever writes policies in one namespace cannot open another to its agents.
 """
 
 from __future__ import annotations
@@ -80,6 +85,26 @@ class MeshCall(Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class AdmitRule:
+    """Consent a namespace gives: agents of `agent_types` from `namespace` may do `actions`
+    on `resources` here, when their own policy reaches here too."""
+
+    namespace: str
+    """The namespace admitted: one name, never '*' (consent names whom it trusts)."""
+    agent_types: frozenset[str]
+    actions: frozenset[Action]
+    resources: frozenset[str]
+
+    def admits(self, namespace: str, agent_type: str, action: Action, resource: str) -> bool:
+        return (
+            namespace == self.namespace
+            and _hit(agent_type, self.agent_types) is not None
+            and _hit(action, self.actions) is not None
+            and _hit(resource, self.resources) is not None
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """The permissions of one agent type in one namespace. Deny beats allow."""
 
@@ -94,6 +119,8 @@ class Policy:
     """Other namespaces the agents may reach; their own is always reachable."""
     source: str
     """Where the rules come from, for audit: `default:worker`, `policy team-a/acl`."""
+    admit: tuple[AdmitRule, ...] = ()
+    """Agents of other namespaces this namespace admits (in any policy in force here)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,12 +214,13 @@ def policy_from_spec(namespace: str, name: str, spec: Mapping[str, Any]) -> Poli
         denied_resources=_names(spec, "deniedResources"),
         namespaces=_names(spec, "namespaces"),
         source=f"policy {namespace}/{name}",
+        admit=_admit_rules(namespace, spec),
     )
 
 
 def policy_to_spec(policy: Policy) -> dict[str, Any]:
     """The camelCase spec `policy_from_spec` reads back into the same Policy."""
-    return {
+    spec: dict[str, Any] = {
         "agentType": policy.agent_type,
         "allowedActions": sorted(a.value for a in policy.allowed_actions),
         "allowedResources": sorted(policy.allowed_resources),
@@ -200,43 +228,111 @@ def policy_to_spec(policy: Policy) -> dict[str, Any]:
         "deniedResources": sorted(policy.denied_resources),
         "namespaces": sorted(policy.namespaces),
     }
+    if policy.admit:
+        spec["admit"] = [
+            {
+                "namespace": rule.namespace,
+                "agentTypes": sorted(rule.agent_types),
+                "actions": sorted(a.value for a in rule.actions),
+                "resources": sorted(rule.resources),
+            }
+            for rule in policy.admit
+        ]
+    return spec
 
 
-def _items(spec: Mapping[str, Any], key: str) -> list[Any]:
+def _items(spec: Mapping[str, Any], key: str, where: str = "spec") -> list[Any]:
     value = spec.get(key)
     if value is None:
         return []
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise ValidationError(
-            f"spec.{key} must be a list (got {value!r})",
-            field=f"spec.{key}",
+            f"{where}.{key} must be a list (got {value!r})",
+            field=f"{where}.{key}",
         )
     return list(value)
 
 
-def _actions(spec: Mapping[str, Any], key: str) -> frozenset[Action]:
+def _actions(spec: Mapping[str, Any], key: str, where: str = "spec") -> frozenset[Action]:
     actions: set[Action] = set()
-    for i, item in enumerate(_items(spec, key)):
+    for i, item in enumerate(_items(spec, key, where)):
         action = _BY_VALUE.get(item) if isinstance(item, str) else None
         if action is None:
             raise ValidationError(
                 f"unknown action {item!r}: must be one of {_ACTIONS_TEXT}",
-                field=f"spec.{key}[{i}]",
+                field=f"{where}.{key}[{i}]",
             )
         actions.add(action)
     return frozenset(actions)
 
 
-def _names(spec: Mapping[str, Any], key: str) -> frozenset[str]:
+def _names(spec: Mapping[str, Any], key: str, where: str = "spec") -> frozenset[str]:
     names: set[str] = set()
-    for i, item in enumerate(_items(spec, key)):
+    for i, item in enumerate(_items(spec, key, where)):
         if not isinstance(item, str) or not item:
             raise ValidationError(
-                f"spec.{key}[{i}] must be a non-empty name or '{WILDCARD}' (got {item!r})",
-                field=f"spec.{key}[{i}]",
+                f"{where}.{key}[{i}] must be a non-empty name or '{WILDCARD}' (got {item!r})",
+                field=f"{where}.{key}[{i}]",
             )
         names.add(item)
     return frozenset(names)
+
+
+def _admit_rules(namespace: str, spec: Mapping[str, Any]) -> tuple[AdmitRule, ...]:
+    rules: list[AdmitRule] = []
+    for i, item in enumerate(_items(spec, "admit")):
+        where = f"spec.admit[{i}]"
+        if not isinstance(item, Mapping):
+            raise ValidationError(
+                f"{where} must be an object with namespace, agentTypes, actions and resources "
+                f"(got {item!r})",
+                field=where,
+            )
+        admitted = item.get("namespace")
+        if not isinstance(admitted, str) or not admitted:
+            raise ValidationError(
+                f"{where}.namespace is required: the one namespace whose agents are admitted "
+                f"(got {admitted!r})",
+                field=f"{where}.namespace",
+            )
+        if admitted == WILDCARD:
+            raise ValidationError(
+                f"{where}.namespace may not be '{WILDCARD}': consent names each namespace it "
+                "admits, so nobody can reach this one by creating or renaming a namespace",
+                field=f"{where}.namespace",
+            )
+        if admitted == namespace:
+            raise ValidationError(
+                f"{where}.namespace is this policy's own namespace {namespace}, which needs "
+                "no consent: admit names other namespaces",
+                field=f"{where}.namespace",
+            )
+        agent_types = _names(item, "agentTypes", where)
+        if OPERATOR_AGENT_TYPE in agent_types:
+            raise ValidationError(
+                f"{where}.agentTypes may not name {OPERATOR_AGENT_TYPE}: the operator's own "
+                "identity is not admitted by policies",
+                field=f"{where}.agentTypes",
+            )
+        rule = AdmitRule(
+            namespace=admitted,
+            agent_types=agent_types,
+            actions=_actions(item, "actions", where),
+            resources=_names(item, "resources", where),
+        )
+        for key, values in (
+            ("agentTypes", rule.agent_types),
+            ("actions", rule.actions),
+            ("resources", rule.resources),
+        ):
+            if not values:
+                raise ValidationError(
+                    f"{where}.{key} must list at least one entry ('{WILDCARD}' for all): "
+                    "consent is explicit",
+                    field=f"{where}.{key}",
+                )
+        rules.append(rule)
+    return tuple(rules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +358,9 @@ class PolicyIndex:
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._names_by_type: dict[tuple[str, str], set[str]] = {}
         self._winner: dict[tuple[str, str], _Entry] = {}
+        self._types_in: dict[str, set[str]] = {}  # namespace → types with a policy in force
         self._cache: dict[tuple[str, str, Action, str, str], Decision] = {}
+        self._admits: dict[str, dict[str, frozenset[str]]] = {}  # cached like decisions
 
     def upsert(self, namespace: str, name: str, created_at: dt.datetime, policy: Policy) -> None:
         """Add or replace the policy held by ACLPolicy `namespace/name`."""
@@ -272,6 +370,7 @@ class PolicyIndex:
         self._names_by_type.setdefault(key, set()).add(name)
         self._elect(key)
         self._cache.clear()
+        self._admits.clear()
 
     def remove(self, namespace: str, name: str) -> None:
         """Forget ACLPolicy `namespace/name`; the next oldest for its type takes over."""
@@ -285,16 +384,23 @@ class PolicyIndex:
             del self._names_by_type[key]
         self._elect(key)
         self._cache.clear()
+        self._admits.clear()
 
     def _elect(self, key: tuple[str, str]) -> None:
         namespace = key[0]
         names = self._names_by_type.get(key)
         if not names:
             self._winner.pop(key, None)
+            types = self._types_in.get(namespace)
+            if types is not None:
+                types.discard(key[1])
+                if not types:
+                    del self._types_in[namespace]
             return
         self._winner[key] = min(
             (self._entries[(namespace, n)] for n in names), key=lambda e: e.seniority
         )
+        self._types_in.setdefault(namespace, set()).add(key[1])
 
     def standing(self, namespace: str, name: str) -> Standing:
         """In force, or shadowed by the named older policy; not in force if unknown."""
@@ -308,10 +414,12 @@ class PolicyIndex:
 
     def in_force(self, namespace: str) -> list[tuple[str, Policy]]:
         """(ACLPolicy name, policy) of each policy in force in `namespace`, by type."""
-        return sorted(
-            ((e.name, e.policy) for (ns, _), e in self._winner.items() if ns == namespace),
-            key=lambda pair: pair[1].agent_type,
-        )
+        return [
+            (entry.name, entry.policy)
+            for entry in (
+                self._winner[(namespace, t)] for t in sorted(self._types_in.get(namespace, ()))
+            )
+        ]
 
     def affected(self, namespace: str, agent_type: str) -> list[str]:
         """Names of every policy for this type in this namespace, oldest first."""
@@ -337,7 +445,8 @@ class PolicyIndex:
         target_namespace: str | None = None,
     ) -> Decision:
         """May an agent of `subject_type` in `subject_namespace` do `action` on `resource`
-        in `target_namespace` (default: its own)? `action` must be concrete, not '*'."""
+        in `target_namespace` (default: its own)? In another namespace, both the caller's
+        policy and that namespace's consent must allow it. `action` must be concrete."""
         if target_namespace is None:
             target_namespace = subject_namespace
         key = (subject_type, subject_namespace, action, resource, target_namespace)
@@ -361,6 +470,14 @@ class PolicyIndex:
             raise ValueError(
                 f"decide needs a concrete action ({', '.join(CONCRETE_ACTIONS)}), not '*'"
             )
+        consent: Decision | None = None
+        if target_namespace != subject_namespace and subject_type != OPERATOR_AGENT_TYPE:
+            # the operator's identity is bound to its recipient's namespace instead
+            consent = self._consent(
+                subject_type, subject_namespace, action, resource, target_namespace
+            )
+            if not consent.allowed:
+                return consent
         policy = self.policy_for(subject_namespace, subject_type)
         if policy is None:
             return Decision(
@@ -369,7 +486,79 @@ class PolicyIndex:
                 f"{subject_namespace}: denied",
                 "none",
             )
-        return evaluate(policy, subject_namespace, action, resource, target_namespace)
+        own = evaluate(policy, subject_namespace, action, resource, target_namespace)
+        if consent is None or not own.allowed:
+            return own
+        return Decision(True, f"{own.reason}; {consent.reason}", f"{own.source} + {consent.source}")
+
+    def _consent(
+        self,
+        subject_type: str,
+        subject_namespace: str,
+        action: Action,
+        resource: str,
+        target_namespace: str,
+    ) -> Decision:
+        """The target namespace's side of a cross-namespace call, asked first: its rules
+        for the caller's type deny (they bind visitors of that type too), then an admit rule
+        in force there must name the caller's namespace, type, action and resource."""
+        who = f"{subject_type} in {subject_namespace}"
+        what = f"{action} {resource} in {target_namespace}"
+        host = self.policy_for(target_namespace, subject_type)
+        if host is not None:
+            rule = _denied_rule(host, action, resource)
+            if rule is not None:
+                return Decision(
+                    False,
+                    f"{who} may not {what}: namespace {target_namespace} refuses it, denied by "
+                    f"{host.source} ({rule}), which binds {subject_type} agents from every "
+                    "namespace",
+                    host.source,
+                )
+        for _, policy in self.in_force(target_namespace):
+            for i, admit in enumerate(policy.admit):
+                if admit.admits(subject_namespace, subject_type, action, resource):
+                    return Decision(
+                        True, f"admitted by {policy.source} (admit[{i}])", policy.source
+                    )
+        return Decision(
+            False,
+            f"{who} may not {what}: namespace {target_namespace} has not consented (no "
+            f"ACLPolicy in force there admits {subject_type} agents from {subject_namespace} "
+            f"to {action} {resource} in spec.admit)",
+            f"consent {target_namespace}",
+        )
+
+    def _admitted(self, namespace: str) -> dict[str, frozenset[str]]:
+        """Admitted namespace → agent types admitted from it, by the policies in force in
+        `namespace` (cached until the next policy change: agents ask on every sync)."""
+        admitted = self._admits.get(namespace)
+        if admitted is None:
+            types: dict[str, set[str]] = {}
+            for _, policy in self.in_force(namespace):
+                for rule in policy.admit:
+                    types.setdefault(rule.namespace, set()).update(rule.agent_types)
+            admitted = {ns: frozenset(t) for ns, t in types.items()}
+            if len(self._admits) >= CACHE_MAX_ENTRIES:
+                self._admits.clear()
+            self._admits[namespace] = admitted
+        return admitted
+
+    def admitted_namespaces(self, namespace: str) -> frozenset[str]:
+        """The namespaces the policies in force in `namespace` admit: those whose tokens
+        can reach its agents."""
+        return frozenset(self._admitted(namespace))
+
+    def admitted_policies(self, namespace: str) -> list[tuple[str, str, Policy]]:
+        """(namespace, ACLPolicy name, policy) of the policies in force for each type
+        `namespace` admits, in the namespace it admits it from: the callers' side of every
+        cross-namespace call it may allow, for agents that decide on their own."""
+        out = []
+        for ns, types in sorted(self._admitted(namespace).items()):
+            for name, policy in self.in_force(ns):
+                if policy.agent_type in types or WILDCARD in types:
+                    out.append((ns, name, policy))
+        return out
 
 
 def evaluate(
@@ -379,7 +568,9 @@ def evaluate(
     resource: str,
     target_namespace: str,
 ) -> Decision:
-    """Apply one policy: namespace reach first, then denies, then allows."""
+    """Apply one policy, the caller's own side of a decision: namespace reach first, then
+    denies, then allows. A call into another namespace also needs that namespace's consent
+    (PolicyIndex.decide)."""
     who = policy.agent_type
     what = f"{action} {resource}"
     source = policy.source
@@ -396,22 +587,9 @@ def evaluate(
         who = f"{who} in {subject_namespace}"
         what = f"{what} in {target_namespace}"
 
-    denied_actions, denied_resources = policy.denied_actions, policy.denied_resources
-    if denied_actions or denied_resources:
-        action_hit = _hit(action, denied_actions) if denied_actions else None
-        resource_hit = _hit(resource, denied_resources) if denied_resources else None
-        if denied_actions and denied_resources:
-            rule = (
-                f"deniedActions {action_hit} on deniedResources {resource_hit}"
-                if action_hit and resource_hit
-                else None
-            )
-        elif denied_actions:
-            rule = f"deniedActions {action_hit}" if action_hit else None
-        else:
-            rule = f"deniedResources {resource_hit}" if resource_hit else None
-        if rule is not None:
-            return Decision(False, f"{who} may not {what}: denied by {source} ({rule})", source)
+    rule = _denied_rule(policy, action, resource)
+    if rule is not None:
+        return Decision(False, f"{who} may not {what}: denied by {source} ({rule})", source)
 
     allowed_action = _hit(action, policy.allowed_actions)
     if allowed_action is None:
@@ -434,6 +612,22 @@ def evaluate(
         f"(allowedActions {allowed_action}, allowedResources {allowed_resource})",
         source,
     )
+
+
+def _denied_rule(policy: Policy, action: Action, resource: str) -> str | None:
+    """The deny rule of `policy` that covers (action, resource), as reason text, if any."""
+    denied_actions, denied_resources = policy.denied_actions, policy.denied_resources
+    if not (denied_actions or denied_resources):
+        return None
+    action_hit = _hit(action, denied_actions) if denied_actions else None
+    resource_hit = _hit(resource, denied_resources) if denied_resources else None
+    if denied_actions and denied_resources:
+        if action_hit and resource_hit:
+            return f"deniedActions {action_hit} on deniedResources {resource_hit}"
+        return None
+    if denied_actions:
+        return f"deniedActions {action_hit}" if action_hit else None
+    return f"deniedResources {resource_hit}" if resource_hit else None
 
 
 def _hit(value: str, listed: frozenset[Action] | frozenset[str]) -> str | None:

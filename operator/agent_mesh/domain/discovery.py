@@ -7,6 +7,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
+from agent_mesh.domain.egress import EgressClass
 from agent_mesh.domain.health import HealthStatus, HealthTracker
 
 
@@ -29,6 +30,8 @@ class AgentView:
     last_seen: dt.datetime | None
     active_tasks: int
     endpoint: str | None
+    endpoint_class: EgressClass = EgressClass.DECLARED
+    """Who chose the endpoint: what the egress policy checks before dialling it."""
 
 
 def discover(
@@ -59,12 +62,14 @@ def discover(
 def view_of(record: AgentRecord, tracker: HealthTracker) -> AgentView:
     """The agent with its live health, load and endpoint (heartbeats win over status)."""
     state = tracker.get((record.namespace, record.agent_id))
+    reported = state.endpoint if state else None
     return AgentView(
         record,
         state.health if state else (record.health or HealthStatus.PENDING),
         state.last_seen if state else record.last_seen,
         state.active_tasks if state else record.active_tasks,
-        resolve_endpoint(record, state.endpoint if state else None),
+        resolve_endpoint(record, reported),
+        endpoint_class(record, reported),
     )
 
 
@@ -76,3 +81,15 @@ def resolve_endpoint(record: AgentRecord, reported: str | None) -> str | None:
     if record.workload:
         return f"http://{record.name}.{record.namespace}.svc:{record.port}"
     return reported or record.status_endpoint
+
+
+def endpoint_class(record: AgentRecord, reported: str | None) -> EgressClass:
+    """The egress class of `resolve_endpoint`'s answer: spec.endpoint and status.endpoint
+    are written by people with RBAC on MeshAgents (DECLARED); the workload's Service, and
+    a heartbeat's endpoint (kept only when it is the agent's own pod IP), are the
+    operator's own (DERIVED)."""
+    if record.endpoint:
+        return EgressClass.DECLARED
+    if record.workload or reported:
+        return EgressClass.DERIVED
+    return EgressClass.DECLARED

@@ -96,3 +96,16 @@ class DispatchError(MeshError):
 
     status = 502
     default_code = "DispatchFailed"
+
+
+class EgressRefusedError(ValidationError):
+    """An outbound URL the egress policy refuses (docs/security.md, "Outbound requests");
+    400 when it came in a request, a failed delivery when found at dispatch."""
+
+    default_code = "EgressRefused"
+
+
+class ResponseTooLargeError(DispatchError):
+    """A response body over the reader's limit: not read further (HTTP 502)."""
+
+    default_code = "ResponseTooLarge"

@@ -1,11 +1,14 @@
 """Revocations in a ConfigMap of the operator's namespace: they must outlive the operator.
 
 Writes merge with what is stored (optimistic concurrency on resourceVersion), so two
-writers never drop each other's revocations.
+writers never drop each other's revocations, and drop the entries that have expired.
+Documents written before revocations were scoped to namespaces are read as they were
+meant (see auth/revocation.py) and rewritten in the new form on the next write.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Final
 
 from kubernetes_asyncio import client
@@ -45,10 +48,13 @@ class ConfigMapRevocationStore:
     async def load(self) -> RevocationList:
         return (await self._read())[0]
 
-    async def save(self, revocations: RevocationList) -> RevocationList:
+    async def save(self, revocations: RevocationList, now: dt.datetime) -> RevocationList:
+        """Write the union of `revocations` and what is stored, less the entries expired
+        at `now`; what was written."""
         for _ in range(ATTEMPTS):
             stored, version = await self._read()
             stored.merge(revocations)
+            stored.prune(now)
             body: Any = {
                 "metadata": {
                     "name": self.name,

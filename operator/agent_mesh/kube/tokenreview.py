@@ -59,3 +59,13 @@ class ApiTokenReviewer:
         labels = found.metadata.labels or {}
         value = labels.get(AGENT_LABEL)
         return str(value) if value else None
+
+    async def pod_ip(self, namespace: str, pod: str) -> str | None:
+        try:
+            found = await self._core.read_namespaced_pod(pod, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise unavailable(f"reading pod {namespace}/{pod}", error) from error
+        status = found.status
+        return str(status.pod_ip) if status is not None and status.pod_ip else None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from collections import OrderedDict
 from typing import Annotated, Final, Protocol
 
 from aiohttp import web
@@ -14,6 +16,7 @@ from agent_mesh.domain.acl import MeshCall
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import rfc3339
 from agent_mesh.domain.discovery import AgentQuery, AgentView, discover, view_of
+from agent_mesh.domain.egress import reported_endpoint_refusal
 from agent_mesh.domain.errors import NotFoundError, ValidationError
 from agent_mesh.domain.health import HealthStatus, HealthTracker
 from agent_mesh.mesh.http import parse_body
@@ -23,6 +26,7 @@ MAX_CAPABILITIES_PER_QUERY: Final = 16
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
 _NAME = re.compile(NAME_PATTERN)
+logger = logging.getLogger("agent_mesh.health")
 
 
 class Heartbeat(WireModel):
@@ -42,6 +46,8 @@ class HeartbeatSink(Protocol):
 
 
 HEALTH: Final = web.AppKey("health", HeartbeatSink)
+IGNORED: Final = web.AppKey("ignored_endpoints", OrderedDict[tuple[str, str], None])
+MAX_IGNORED: Final = 10_000
 TRACKER: Final = web.AppKey("tracker", HealthTracker)
 REGISTRY: Final = web.AppKey("registry", AgentRegistry)
 
@@ -55,8 +61,22 @@ async def heartbeat(request: web.Request) -> web.Response:
     record = authority.registry.get(namespace, agent_id)
     if record is None:  # deleted between authentication and now
         raise NotFoundError(f"agent {namespace}/{agent_id} is not registered", field="agentId")
-    request.app[HEALTH].beat(record, beat.active_tasks, beat.version, beat.endpoint)
-    return web.json_response({"accepted": True})
+    endpoint: str | None = beat.endpoint
+    answer: dict[str, object] = {"accepted": True}
+    if endpoint is not None and not (record.endpoint and endpoint == record.endpoint):
+        # a reported endpoint is the caller's word: used only when it is spec.endpoint or
+        # the agent's own pod IP, else the operator would dial wherever a token holder says
+        refused = reported_endpoint_refusal(endpoint, record.endpoint, authority.pod_ip_of(claims))
+        if refused is not None:
+            ignored = request.app[IGNORED]
+            if (record.ref, endpoint) not in ignored:  # once, not on every beat
+                ignored[(record.ref, endpoint)] = None
+                while len(ignored) > MAX_IGNORED:
+                    ignored.popitem(last=False)
+                logger.warning("agent %s: reported endpoint not used: %s", record.ref, refused)
+            endpoint, answer = None, {"accepted": True, "endpointIgnored": refused}
+    request.app[HEALTH].beat(record, beat.active_tasks, beat.version, endpoint)
+    return web.json_response(answer)
 
 
 def _query(request: web.Request, default_namespace: str) -> AgentQuery:
@@ -141,6 +161,7 @@ def add_routes(
     app: web.Application, health: HeartbeatSink, registry: AgentRegistry, tracker: HealthTracker
 ) -> None:
     app[HEALTH] = health
+    app[IGNORED] = OrderedDict()
     app[REGISTRY] = registry
     app[TRACKER] = tracker
     app.router.add_post("/v1/agents/{namespace}/{agent_id}/heartbeat", heartbeat)

@@ -124,6 +124,8 @@ class FastPath:
                 code="TooManyTasks",
             )
         url = submission.options.callback_url
+        if url is not None:
+            await self.callbacks.check(url)  # before any task starts: a 400 runs nothing
         now = self.coordinator.clock.now()
         tickets: list[Ticket | None] = []
         durable: list[tuple[int, TaskIn]] = []

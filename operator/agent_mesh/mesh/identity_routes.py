@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import Final, Self
 
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from agent_mesh.api.common import DnsLabel
+from agent_mesh.api.common import DnsLabel, is_dns_label
 from agent_mesh.auth.authority import Authority
 from agent_mesh.domain.acl import MeshCall, policy_to_spec
 from agent_mesh.domain.clock import rfc3339
@@ -49,9 +50,11 @@ class AgentRef(WireModel):
 
 
 class RevocationRequest(WireModel):
-    """Revoke one token by jti, or every token of an agent issued before a time."""
+    """Revoke one token by jti within a namespace (default: the caller's), or every token
+    of an agent issued before a time."""
 
     jti: str | None = Field(None, min_length=1, max_length=128)
+    namespace: DnsLabel | None = None
     agent: AgentRef | None = None
     before: AwareDatetime | None = None
 
@@ -61,6 +64,10 @@ class RevocationRequest(WireModel):
             raise ValueError("send exactly one of jti or agent")
         if self.before is not None and self.agent is None:
             raise ValueError("before applies only to an agent revocation")
+        if self.namespace is not None and self.agent is not None:
+            raise ValueError(
+                "namespace applies only to a jti revocation (an agent's is agent.namespace)"
+            )
         return self
 
 
@@ -122,15 +129,18 @@ async def revoke(request: web.Request) -> web.Response:
             {"revoked": {"agent": body.agent.model_dump(by_alias=True), "before": rfc3339(moment)}}
         )
     assert body.jti is not None
-    authority.authorize(claims, MeshCall.REVOKE_TOKENS)
-    await authority.revoke_token(body.jti, actor)
-    return web.json_response({"revoked": {"jti": body.jti}})
+    namespace = body.namespace or claims.namespace
+    authority.authorize(claims, MeshCall.REVOKE_TOKENS, namespace)
+    await authority.revoke_token(body.jti, actor, namespace=namespace)
+    return web.json_response({"revoked": {"jti": body.jti, "namespace": namespace}})
 
 
 async def audit(request: web.Request) -> web.Response:
     authority = request.app[AUTHORITY]
     claims = await authority.authenticate(request.headers.get("Authorization"))
     namespace = request.query.get("namespace", claims.namespace)
+    if not is_dns_label(namespace):
+        raise ValidationError(f"namespace {namespace!r} is not a namespace name", field="namespace")
     authority.authorize(claims, MeshCall.READ_AUDIT, namespace)
     try:
         limit = int(request.query.get("limit", "100"))
@@ -147,18 +157,25 @@ async def audit(request: web.Request) -> web.Response:
 async def acl_in_force(request: web.Request) -> web.Response:
     """`GET /v1/acl/{namespace}`: the ACLPolicies in force there, so agents enforce the
     same rules the operator does. Readable by the namespace's own agents (they need it to
-    check their callers) and by whoever may `read acl` there."""
+    check their callers) and by whoever may `read acl` there. `admitted` is the callers'
+    side of the calls the namespace admits: the policies in force for each admitted type
+    in the namespace admitted (without their own admit rules)."""
     authority = request.app[AUTHORITY]
     claims = await authority.authenticate(request.headers.get("Authorization"))
     namespace = request.match_info["namespace"]
     if claims.namespace != namespace:
         authority.authorize(claims, MeshCall.READ_POLICIES, namespace)
+    policies = authority.policies
     return web.json_response(
         {
             "namespace": namespace,
             "policies": [
                 {"name": name, "spec": policy_to_spec(policy)}
-                for name, policy in authority.policies.in_force(namespace)
+                for name, policy in policies.in_force(namespace)
+            ],
+            "admitted": [
+                {"namespace": ns, "name": name, "spec": policy_to_spec(replace(policy, admit=()))}
+                for ns, name, policy in policies.admitted_policies(namespace)
             ],
         },
         headers={"Cache-Control": "private, max-age=30"},
@@ -166,15 +183,16 @@ async def acl_in_force(request: web.Request) -> web.Response:
 
 
 async def revocations(request: web.Request) -> web.Response:
-    """`GET /v1/revocations`: the revocation list, for agents that verify tokens
-    themselves. Entries are opaque jtis and agent ids with times, nothing secret."""
+    """`GET /v1/revocations`: the revocations an agent verifying tokens itself needs, those
+    of the tokens that can reach it: of its own namespace and of the namespaces the
+    policies in force there admit (`namespaces` lists them). Entries are opaque jtis and
+    agent ids with times, nothing secret, but another namespace's are not the caller's."""
     authority = request.app[AUTHORITY]
-    await authority.authenticate(request.headers.get("Authorization"))
-    return web.Response(
-        text=authority.revocations.to_json(),
-        content_type="application/json",
-        headers={"Cache-Control": "private, max-age=30"},
-    )
+    claims = await authority.authenticate(request.headers.get("Authorization"))
+    namespaces = {claims.namespace} | authority.policies.admitted_namespaces(claims.namespace)
+    answer = authority.revocations.for_namespaces(namespaces).to_wire()
+    answer["namespaces"] = sorted(namespaces)
+    return web.json_response(answer, headers={"Cache-Control": "private, max-age=30"})
 
 
 def add_routes(app: web.Application) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 
 from aiohttp import web
 
@@ -66,19 +67,30 @@ def create_app(
 
 
 class MeshServer:
-    """Runs the mesh API on host:port until stopped."""
+    """Runs the mesh API on host:port until stopped; over TLS with `ssl_context` (whose
+    certificate may be replaced while it serves: new connections get the new one)."""
 
-    def __init__(self, app: web.Application, host: str, port: int) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.app = app
         self.host = host
         self.port = port
+        self.ssl_context = ssl_context
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(
+            self._runner, self.host, self.port, ssl_context=self.ssl_context, reuse_address=True
+        )
         await site.start()
-        logger.info("mesh API listening on %s:%d", self.host, self.port)
+        scheme = "https" if self.ssl_context is not None else "http"
+        logger.info("mesh API listening on %s://%s:%d", scheme, self.host, self.port)
 
     async def stop(self) -> None:
         await self._runner.cleanup()

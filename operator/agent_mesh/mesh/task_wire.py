@@ -11,7 +11,6 @@ Errors name the camelCase field as a JSON path (`tasks[3].timeoutSeconds`).
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,7 +28,8 @@ from agent_mesh.api.meshtask import (
     MeshTaskSpec,
     payload_size_error,
 )
-from agent_mesh.domain.errors import PayloadTooLargeError, ValidationError
+from agent_mesh.domain.egress import target_of
+from agent_mesh.domain.errors import EgressRefusedError, PayloadTooLargeError, ValidationError
 from agent_mesh.domain.retry import BACKOFF_BASE, BACKOFF_CAP
 from agent_mesh.domain.routing import TaskDemand
 from agent_mesh.domain.tasks import TaskPhase, TaskState
@@ -46,17 +46,15 @@ _STRICT: Final = ConfigDict(
 
 
 def _callback_url(value: str) -> str:
-    """http(s) with a host; never a link-local address (cloud metadata services live
-    there, and the operator would otherwise fetch them for anyone who may submit)."""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("callbackUrl must be an http:// or https:// URL with a host")
+    """http(s) with a host, read as the HTTP client reads it, and no numeric shorthand for
+    an address. Which addresses it may reach is the egress policy's to say, when the
+    submission is taken (mesh/callbacks.py)."""
     try:
-        address = ipaddress.ip_address(parts.hostname)
-    except ValueError:
-        return value  # a name: not resolved here (documented)
-    if address.is_link_local or address.is_multicast or address.is_unspecified:
-        raise ValueError(f"callbackUrl must not point at {address} (link-local or special)")
+        target_of(value, "callbackUrl")
+    except EgressRefusedError as error:
+        raise ValueError(error.message) from None
+    if urlsplit(value).path.startswith("//"):  # the HTTP client would read it as a host
+        raise ValueError("callbackUrl's path must not start with '//'")
     return value
 
 

@@ -316,6 +316,7 @@ class MeshClient:
             params,
             body=body,
             client_timeout=client_timeout,
+            max_bytes=self.transport.config.response_max_bytes,
         )
 
 

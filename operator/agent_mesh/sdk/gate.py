@@ -191,6 +191,9 @@ class Gate:
             policies.upsert(
                 namespace, name, _EPOCH, policy_from_spec(namespace, name, item["spec"])
             )
+        for item in answer.get("admitted", ()):  # callers' side of what our namespace admits
+            ns, name = item["namespace"], item["name"]
+            policies.upsert(ns, name, _EPOCH, policy_from_spec(ns, name, item["spec"]))
         revocations = RevocationList.from_wire(await self._get("/v1/revocations"))
         self.namespace, self.agent_id = namespace, agent_id
         self._keys, self._keys_fetched = keys, time.monotonic()

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Final
 
 import aiohttp
 
 from agent_mesh.sdk.identity import TokenSource
+from agent_mesh.transport.client import read_body
 
 logger = logging.getLogger("agent_mesh.sdk")
+HEARTBEAT_RESPONSE_MAX_BYTES: Final = 64 * 1024
+"""The answer is a small JSON object; more than this is not read."""
 
 
 async def send_heartbeat(
@@ -32,8 +36,8 @@ async def send_heartbeat(
         body["endpoint"] = endpoint
     for attempt in range(2):
         headers = {"Authorization": f"Bearer {issued_token}"}
-        async with session.post(url, json=body, headers=headers) as response:
-            await response.read()
+        async with session.post(url, json=body, headers=headers, ssl=source.ssl) as response:
+            await read_body(response, HEARTBEAT_RESPONSE_MAX_BYTES)
             if response.status != 401 or attempt:
                 return response.status
         source.invalidate()  # rotated key, revoked token: get a fresh one once

@@ -1,9 +1,11 @@
 """One call to the operator's mesh API as an agent: with the agent's token, exchanged
 once more when the mesh refuses it (a rotated key, a revoked token), and the mesh's JSON
-error turned back into the MeshError it was. MeshClient and the agent's Gate share it."""
+error turned back into the MeshError it was. MeshClient and the agent's Gate share it.
+An answer larger than `max_bytes` is not read (ResponseTooLargeError)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -21,6 +23,7 @@ from agent_mesh.domain.errors import (
     ValidationError,
 )
 from agent_mesh.sdk.identity import TokenSource, retry_after_of
+from agent_mesh.transport.client import RESPONSE_MAX_BYTES, read_body
 
 _ERRORS: Final[dict[int, type[MeshError]]] = {
     400: ValidationError,
@@ -44,6 +47,7 @@ async def call_mesh(
     body: Any = None,
     client_timeout: aiohttp.ClientTimeout | None = None,
     authenticated: bool = True,
+    max_bytes: int = RESPONSE_MAX_BYTES,
 ) -> Any:
     """The JSON answer of a 200 or 202; otherwise the mesh's error, raised."""
     url = f"{tokens.mesh_url}{path}"
@@ -54,16 +58,19 @@ async def call_mesh(
         headers = {"Authorization": f"Bearer {await tokens.token()}"} if authenticated else {}
         try:
             async with session.request(
-                method, url, params=params, headers=headers, **extra
+                method,
+                url,
+                params=params,
+                headers=headers,
+                ssl=tokens.ssl,
+                allow_redirects=False,  # a 3xx is an error, the token goes nowhere else
+                **extra,
             ) as response:
-                answer = await response.json(content_type=None)
+                answer = _json(await read_body(response, max_bytes))
                 status = response.status
                 retry_after = retry_after_of(response.headers)
         except aiohttp.ClientError as error:
-            raise UnavailableError(
-                f"cannot reach the mesh API at {tokens.mesh_url}: {error}",
-                code="MeshUnreachable",
-            ) from error
+            raise tokens.unreachable(error) from error
         if status == 401 and authenticated and not attempt:
             tokens.invalidate()  # rotated key or revoked token: exchange once more
             continue
@@ -77,3 +84,8 @@ async def call_mesh(
             retry_after=retry_after,
         )
     raise AssertionError("unreachable")
+
+
+def _json(raw: bytes) -> Any:
+    """The decoded answer; None for an empty body (as aiohttp's `json()` has it)."""
+    return json.loads(raw) if raw.strip() else None

@@ -28,14 +28,24 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
+from aiohttp.http_exceptions import LineTooLong
 
+from agent_mesh.domain.egress import EgressClass
+from agent_mesh.domain.errors import EgressRefusedError, ResponseTooLargeError
 from agent_mesh.domain.stream import NDJSON
 from agent_mesh.observability.metrics import (
     TRANSPORT_ACTIVE,
     TRANSPORT_DURATION,
     TRANSPORT_REQUESTS,
 )
-from agent_mesh.transport.client import Delivery, Outcome, Transport, TransportConfig
+from agent_mesh.transport.client import (
+    Delivery,
+    Outcome,
+    Transport,
+    TransportConfig,
+    read_body,
+    redirect_refused,
+)
 
 TASKS_PATH: Final = "/v1/tasks"
 BATCH_PATH: Final = "/v1/tasks/batch"
@@ -45,6 +55,7 @@ MAX_BYTES: Final = 512 * 1024
 """Half the SDK agent's body limit: a larger batch is split before it could be refused as
 too large (one task alone, payload capped at 256 KiB, always fits)."""
 _NO_BATCH_ROUTE: Final = frozenset({404, 405})
+_Key = tuple[str, str | None, EgressClass]
 
 
 @dataclass(slots=True)
@@ -60,7 +71,7 @@ class BatchingTransport(Transport):
 
     def __init__(self, config: TransportConfig | None = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
-        self._pending: dict[tuple[str, str | None], list[_Item]] = {}
+        self._pending: dict[_Key, list[_Item]] = {}
         self._unbatched: set[str] = set()
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -73,6 +84,7 @@ class BatchingTransport(Transport):
         token: str | None = None,
         timeout_seconds: float | None = None,
         retries: int | None = None,
+        egress: EgressClass = EgressClass.DERIVED,
     ) -> Delivery:
         if path != TASKS_PATH or endpoint in self._unbatched or not isinstance(payload, dict):
             return await super().post(
@@ -82,6 +94,7 @@ class BatchingTransport(Transport):
                 token=token,
                 timeout_seconds=timeout_seconds,
                 retries=retries,
+                egress=egress,
             )
         timeout = timeout_seconds if timeout_seconds is not None else self.config.timeout_seconds
         loop = asyncio.get_running_loop()
@@ -91,7 +104,7 @@ class BatchingTransport(Transport):
             loop.create_future(),
             timeout,
         )
-        self._enqueue((endpoint, token), item)
+        self._enqueue((endpoint, token, egress), item)
         # a timer per task rather than wait_for: this is the hot path
         expiry = loop.call_later(timeout, _expire, item, endpoint)
         try:
@@ -99,7 +112,7 @@ class BatchingTransport(Transport):
         finally:
             expiry.cancel()
 
-    def _enqueue(self, key: tuple[str, str | None], item: _Item) -> None:
+    def _enqueue(self, key: _Key, item: _Item) -> None:
         pending = self._pending.get(key)
         if pending is not None and len(pending) >= MAX_TASKS:
             self._flush(key)
@@ -109,21 +122,22 @@ class BatchingTransport(Transport):
             asyncio.get_running_loop().call_soon(self._flush_if_current, key, pending)
         pending.append(item)
 
-    def _flush_if_current(self, key: tuple[str, str | None], batch: list[_Item]) -> None:
+    def _flush_if_current(self, key: _Key, batch: list[_Item]) -> None:
         if self._pending.get(key) is batch:
             self._flush(key)
 
-    def _flush(self, key: tuple[str, str | None]) -> None:
-        self._start(key[0], key[1], self._pending.pop(key))
+    def _flush(self, key: _Key) -> None:
+        self._start(key, self._pending.pop(key))
 
-    def _start(self, endpoint: str, token: str | None, batch: list[_Item]) -> None:
-        task = asyncio.get_running_loop().create_task(self._send(endpoint, token, batch))
+    def _start(self, key: _Key, batch: list[_Item]) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(key, batch))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _send(self, endpoint: str, token: str | None, batch: list[_Item]) -> None:
+    async def _send(self, key: _Key, batch: list[_Item]) -> None:
+        endpoint = key[0]
         try:
-            await self._send_batch(endpoint, token, batch)
+            await self._send_batch(key, batch)
         except BaseException as error:
             for item in batch:
                 if not item.done.done():
@@ -133,14 +147,15 @@ class BatchingTransport(Transport):
             if not isinstance(error, Exception):
                 raise
 
-    async def _send_batch(self, endpoint: str, token: str | None, batch: list[_Item]) -> None:
+    async def _send_batch(self, key: _Key, batch: list[_Item]) -> None:
+        endpoint, token, egress = key
         # one encoding for the whole batch; the rare batch too large for the agent's body
         # limit (large payloads) is split in halves until each part fits
         body = json.dumps({"tasks": [item.task for item in batch]})
         if len(body) > MAX_BYTES and len(batch) > 1:
             half = len(batch) // 2
-            self._start(endpoint, token, batch[:half])
-            self._start(endpoint, token, batch[half:])
+            self._start(key, batch[:half])
+            self._start(key, batch[half:])
             return
         headers = await self._headers("application/json", token)
         headers["Accept"] = NDJSON
@@ -152,27 +167,63 @@ class BatchingTransport(Transport):
         outcome = Outcome.OK
         TRANSPORT_ACTIVE.inc()
         try:
-            async with self._session(endpoint).post(
-                BATCH_PATH, data=body, headers=headers, timeout=timeout, proxy=self.config.proxy_url
+            async with self._session(endpoint, egress).post(
+                BATCH_PATH,
+                data=body,
+                headers=headers,
+                timeout=timeout,
+                proxy=self.config.proxy_url,
+                allow_redirects=False,
             ) as response:
                 if response.status in _NO_BATCH_ROUTE:
                     self._unbatched.add(endpoint)
                     outcome = Outcome.HTTP_ERROR
-                    self._one_by_one(endpoint, token, batch)
+                    self._one_by_one(key, batch)
+                    return
+                if 300 <= response.status < 400:
+                    outcome = Outcome.HTTP_ERROR
+                    error = redirect_refused(response)
+                    _settle_all(
+                        batch,
+                        Delivery(
+                            endpoint,
+                            outcome,
+                            1,
+                            status=response.status,
+                            error=error,
+                            code="RedirectRefused",
+                        ),
+                    )
                     return
                 if response.status >= 400:
                     outcome = Outcome.HTTP_ERROR
-                    refused = _refusal(endpoint, response.status, await response.read())
-                    _settle_all(batch, refused)
+                    raw = await read_body(response, self.config.response_max_bytes)
+                    _settle_all(batch, _refusal(endpoint, response.status, raw))
                     return
-                while line := await response.content.readline():
+                # one line per task, each within the response limit; no more lines than
+                # tasks are read
+                limit, lines = self.config.response_max_bytes, 0
+                while lines <= len(batch) and (
+                    line := await response.content.readline(max_line_length=limit)
+                ):
+                    lines += 1
                     answered = _delivery(endpoint, line)
                     if answered is None:
                         continue
-                    key, delivery = answered
-                    for item in waiting.pop(key, ()):
+                    task_key, delivery = answered
+                    for item in waiting.pop(task_key, ()):
                         if not item.done.done():
                             item.done.set_result(delivery)
+        except (ResponseTooLargeError, LineTooLong):
+            outcome = Outcome.BAD_RESPONSE
+            error = (
+                f"an answer in the batch from {endpoint} is larger than the "
+                f"{self.config.response_max_bytes}-byte response limit: not read"
+            )
+            _settle_all(batch, Delivery(endpoint, outcome, 1, error=error, code="ResponseTooLarge"))
+        except EgressRefusedError as error:
+            outcome = Outcome.EGRESS_REFUSED
+            _settle_all(batch, Delivery(endpoint, outcome, 1, error=error.message, code=error.code))
         except TimeoutError:
             outcome = Outcome.TIMEOUT
         except aiohttp.ClientSSLError as error:
@@ -194,8 +245,9 @@ class BatchingTransport(Transport):
             )
         _settle_all(left, missing)
 
-    def _one_by_one(self, endpoint: str, token: str | None, batch: list[_Item]) -> None:
+    def _one_by_one(self, key: _Key, batch: list[_Item]) -> None:
         """The agent has no batch route: send each task of the batch on its own."""
+        endpoint, token, egress = key
 
         async def single(item: _Item) -> None:
             delivery = await super(BatchingTransport, self).post(
@@ -205,6 +257,7 @@ class BatchingTransport(Transport):
                 token=token,
                 timeout_seconds=item.timeout,
                 retries=0,
+                egress=egress,
             )
             if not item.done.done():
                 item.done.set_result(delivery)

@@ -3,6 +3,11 @@
 Retries are for failures that cannot have reached the agent's handler, or that the agent
 says are transient: connection errors and 502/503/504, after `retry_delay · 2^(n-1)`.
 A 4xx is the caller's mistake and a timeout may have been executed: neither is retried.
+
+Redirects are never followed (a 3xx is a failure: an agent has no reason to send one, and
+following it would let a target pick where the next request goes). Response bodies are
+read up to `response_max_bytes`. With an EgressGuard, calls to URLs of a checked class
+(`egress=`) connect only to addresses its policy allows (transport/egress.py).
 """
 
 from __future__ import annotations
@@ -21,7 +26,14 @@ import aiohttp
 import pydantic
 from aiohttp.http_exceptions import LineTooLong
 
-from agent_mesh.domain.errors import DispatchError, MeshError, ValidationError
+from agent_mesh.domain.egress import EgressClass
+from agent_mesh.domain.errors import (
+    DispatchError,
+    EgressRefusedError,
+    MeshError,
+    ResponseTooLargeError,
+    ValidationError,
+)
 from agent_mesh.domain.message import Message
 from agent_mesh.domain.stream import (
     FRAME_MAX_BYTES,
@@ -36,8 +48,10 @@ from agent_mesh.observability.metrics import (
     TRANSPORT_DURATION,
     TRANSPORT_REQUESTS,
 )
+from agent_mesh.transport.egress import EgressGuard
 
 RETRYABLE_STATUS: Final = frozenset({502, 503, 504})
+RESPONSE_MAX_BYTES: Final = 16 * 1024 * 1024
 MESSAGES_PATH: Final = "/v1/messages"
 STREAM_PATH: Final = "/v1/stream"
 
@@ -61,7 +75,11 @@ class TransportConfig:
     ca_file: str | None = None
     """CA bundle that agents' certificates must chain to (default: the system's)."""
     proxy_url: str | None = None
-    """An HTTP proxy every call goes through (for example a userspace tailnet proxy)."""
+    """An HTTP proxy every call goes through (for example a userspace tailnet proxy).
+    Through a proxy the guard checks IP-literal hosts only: the proxy resolves names."""
+    response_max_bytes: int = RESPONSE_MAX_BYTES
+    """Largest response body read (a reply, an error, one line of a batch answer); a
+    larger one fails the call with ResponseTooLarge, unread."""
 
 
 class Outcome(StrEnum):
@@ -73,6 +91,9 @@ class Outcome(StrEnum):
     NO_ENDPOINT = "no_endpoint"
     TLS_ERROR = "tls_error"
     """The agent's certificate did not verify: never retried, it will not change."""
+    EGRESS_REFUSED = "egress_refused"
+    """The egress policy refused the URL or an address its host resolved to; nothing was
+    sent. Never retried."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,35 +122,50 @@ class Transport:
         config: TransportConfig | None = None,
         token: TokenProvider | None = None,
         sleep: Sleep = asyncio.sleep,
+        guard: EgressGuard | None = None,
     ) -> None:
         self.config = config or TransportConfig()
         self._token = token
         self._sleep = sleep
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._guard = guard
+        # by endpoint; by (endpoint, class) for the classes a guard checks
+        self._sessions: dict[str | tuple[str, EgressClass], aiohttp.ClientSession] = {}
         self._timeout = aiohttp.ClientTimeout(total=self.config.timeout_seconds)
         self._tls: ssl.SSLContext | None = None
         if self.config.use_tls or self.config.ca_file:
             self._tls = ssl.create_default_context(cafile=self.config.ca_file)
 
-    def _session(self, endpoint: str) -> aiohttp.ClientSession:
-        session = self._sessions.get(endpoint)
+    def _session(
+        self, endpoint: str, egress: EgressClass = EgressClass.DERIVED
+    ) -> aiohttp.ClientSession:
+        """The endpoint's pool. For a checked class, EgressRefusedError when its host is a
+        refused IP literal; a name is checked (and pinned) as each connection resolves it."""
+        guard = self._guard if egress is not EgressClass.DERIVED else None
+        key = endpoint if guard is None else (endpoint, egress)
+        session = self._sessions.get(key)
         if session is None or session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self.config.max_connections_per_agent,
-                keepalive_timeout=self.config.keepalive_seconds,
-                ssl=self._tls if self._tls is not None else True,
-            )
             if self.config.use_tls and endpoint.startswith("http://"):
                 endpoint_url = "https://" + endpoint.removeprefix("http://")
             else:
                 endpoint_url = endpoint
+            resolver = None
+            if guard is not None:
+                guard.check_literal(egress, endpoint_url, "endpoint")
+                if self.config.proxy_url is None:
+                    resolver = guard.resolver(egress)
+            connector = aiohttp.TCPConnector(
+                limit=self.config.max_connections_per_agent,
+                keepalive_timeout=self.config.keepalive_seconds,
+                ssl=self._tls if self._tls is not None else True,
+                resolver=resolver,
+            )
             session = aiohttp.ClientSession(
                 base_url=endpoint_url,
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout_seconds),
                 json_serialize=json.dumps,
             )
-            self._sessions[endpoint] = session
+            self._sessions[key] = session
         return session
 
     async def close(self) -> None:
@@ -151,16 +187,18 @@ class Transport:
         path: str = MESSAGES_PATH,
         *,
         token: str | None = None,
+        egress: EgressClass = EgressClass.DERIVED,
     ) -> Delivery:
         """POST the envelope, retrying where safe; never raises for the target's failures.
-        `token` overrides the transport's token provider for this call."""
-        return await self._send_encoded(endpoint, _encode(message), path, token)
+        `token` overrides the transport's token provider for this call; `egress` is who
+        chose the endpoint (checked by the guard unless DERIVED)."""
+        return await self._send_encoded(endpoint, _encode(message), path, token, egress)
 
     async def _send_encoded(
-        self, endpoint: str, body: str, path: str, token: str | None
+        self, endpoint: str, body: str, path: str, token: str | None, egress: EgressClass
     ) -> Delivery:
         headers = await self._headers("application/json", token)
-        return await self._deliver(endpoint, path, body, headers, None, None, reply=True)
+        return await self._deliver(endpoint, path, body, headers, None, None, egress, reply=True)
 
     async def post(
         self,
@@ -171,14 +209,16 @@ class Transport:
         token: str | None = None,
         timeout_seconds: float | None = None,
         retries: int | None = None,
+        egress: EgressClass = EgressClass.DERIVED,
     ) -> Delivery:
         """POST `payload` as JSON; the JSON answer is `Delivery.body`. Retries as the
         module docstring says (`retries` overrides the configured count, 0 for callers
-        that fail over themselves); `timeout_seconds` overrides the per-request timeout."""
+        that fail over themselves); `timeout_seconds` overrides the per-request timeout;
+        `egress` as for `send`."""
         headers = await self._headers("application/json", token)
         body = json.dumps(payload)
         return await self._deliver(
-            endpoint, path, body, headers, timeout_seconds, retries, reply=False
+            endpoint, path, body, headers, timeout_seconds, retries, egress, reply=False
         )
 
     async def _deliver(
@@ -189,6 +229,7 @@ class Transport:
         headers: Mapping[str, str],
         timeout_seconds: float | None,
         retries: int | None,
+        egress: EgressClass,
         *,
         reply: bool,
     ) -> Delivery:
@@ -197,7 +238,7 @@ class Transport:
         while True:
             attempts += 1
             delivery = await self._attempt(
-                endpoint, path, body, headers, attempts, timeout_seconds, reply
+                endpoint, path, body, headers, attempts, timeout_seconds, egress, reply
             )
             retryable = delivery.outcome is Outcome.CONNECT_ERROR or (
                 delivery.outcome is Outcome.HTTP_ERROR and delivery.status in RETRYABLE_STATUS
@@ -215,6 +256,7 @@ class Transport:
         headers: Mapping[str, str],
         attempts: int,
         timeout_seconds: float | None,
+        egress: EgressClass,
         reply: bool = False,
     ) -> Delivery:
         """One HTTP attempt; `reply` parses the answer as a mesh Message (`response`),
@@ -226,14 +268,36 @@ class Transport:
         )
         TRANSPORT_ACTIVE.inc()
         try:
-            async with self._session(endpoint).post(
+            if path[:1] != "/" or path[1:2] == "/":  # "//host/x" would replace the origin
+                raise EgressRefusedError(f"path {path!r} must start with a single '/'")
+            async with self._session(endpoint, egress).post(
                 path,
                 data=body,
                 headers=headers,
                 proxy=self.config.proxy_url,
                 timeout=client_timeout,
+                allow_redirects=False,
             ) as resp:
-                raw = await resp.read()
+                if 300 <= resp.status < 400:
+                    return Delivery(
+                        endpoint,
+                        Outcome.HTTP_ERROR,
+                        attempts,
+                        status=resp.status,
+                        error=redirect_refused(resp),
+                        code="RedirectRefused",
+                    )
+                try:
+                    raw = await read_body(resp, self.config.response_max_bytes)
+                except ResponseTooLargeError as error:
+                    return Delivery(
+                        endpoint,
+                        Outcome.BAD_RESPONSE,
+                        attempts,
+                        status=resp.status,
+                        error=error.message,
+                        code=error.code,
+                    )
                 if resp.status >= 400:
                     code, message, field = _error_detail(raw)
                     return Delivery(
@@ -272,6 +336,10 @@ class Transport:
                         error=f"response is not JSON: {error}",
                     )
                 return Delivery(endpoint, Outcome.OK, attempts, status=resp.status, body=answer)
+        except EgressRefusedError as error:
+            return Delivery(
+                endpoint, Outcome.EGRESS_REFUSED, attempts, error=error.message, code=error.code
+            )
         except TimeoutError:
             return Delivery(
                 endpoint, Outcome.TIMEOUT, attempts, error=f"no response within {timeout:g} s"
@@ -304,13 +372,29 @@ class Transport:
         return delivery.response
 
     async def broadcast(
-        self, targets: Mapping[str, str], message: Message, *, token: str | None = None
+        self,
+        targets: Mapping[str, str],
+        message: Message,
+        *,
+        token: str | None = None,
+        egress: Mapping[str, EgressClass] | None = None,
     ) -> dict[str, Delivery]:
-        """Send to every target (name → endpoint) in parallel; one outcome per target."""
+        """Send to every target (name → endpoint) in parallel; one outcome per target.
+        `egress`: each target's class (default DERIVED)."""
         names = list(targets)
         body = _encode(message)  # once, not once per target
+        classes = egress or {}
         results: list[Any] = await asyncio.gather(
-            *(self._send_encoded(targets[name], body, MESSAGES_PATH, token) for name in names)
+            *(
+                self._send_encoded(
+                    targets[name],
+                    body,
+                    MESSAGES_PATH,
+                    token,
+                    classes.get(name, EgressClass.DERIVED),
+                )
+                for name in names
+            )
         )
         return dict(zip(names, results, strict=True))
 
@@ -368,10 +452,17 @@ class Transport:
                 headers=headers,
                 timeout=timeout,
                 proxy=self.config.proxy_url,
+                allow_redirects=False,
             ) as response:
+                if 300 <= response.status < 400:
+                    outcome = Outcome.HTTP_ERROR
+                    raise DispatchError(
+                        f"{endpoint}: {redirect_refused(response)}", code="RedirectRefused"
+                    )
                 if response.status >= 400:
                     outcome = Outcome.HTTP_ERROR
-                    raise _refused(endpoint, response.status, await response.read())
+                    raw = await read_body(response, self.config.response_max_bytes)
+                    raise _refused(endpoint, response.status, raw)
                 reader = StreamReader(opening)
 
                 async def parts() -> AsyncIterator[Any]:
@@ -425,6 +516,35 @@ async def read_frame(stream: aiohttp.StreamReader) -> bytes:
             field="body",
             code="FrameTooLarge",
         ) from None
+
+
+async def read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body if it is at most `limit` bytes (after decompression); otherwise
+    ResponseTooLargeError naming the limit, with the rest left unread and the connection
+    closed."""
+    length = response.content_length
+    if length is not None and not response.headers.get("Content-Encoding"):
+        if length <= limit:  # the common case: read exactly that (no decompression)
+            return await response.read()
+    elif length is None or length <= limit:
+        body = bytearray()
+        while len(body) <= limit:
+            chunk = await response.content.read(limit + 1 - len(body))
+            if not chunk:
+                return bytes(body)
+            body += chunk
+    response.close()
+    raise ResponseTooLargeError(
+        f"the response from {response.url.origin()} is larger than the {limit}-byte "
+        "response limit: not read",
+        code="ResponseTooLarge",
+    )
+
+
+def redirect_refused(response: aiohttp.ClientResponse) -> str:
+    """The error of a 3xx: redirects are not followed."""
+    where = response.headers.get("Location", "")
+    return f"answered {response.status} (redirect to {where!r}): redirects are not followed"
 
 
 def _encode(message: Message) -> str:

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent_mesh import certs
+from agent_mesh.pki import certs
 
 
 def test_leaf_is_signed_by_the_ca_and_names_its_addresses() -> None:

@@ -1,7 +1,8 @@
-"""X.509 certificates generated with `cryptography` (the local control plane, webhooks).
+"""X.509 certificates generated with `cryptography` (never kopf's oscrypto path).
 
-One CA signs serving and client certificates; the local control plane also needs a
-ServiceAccount signing key pair. Everything is PEM; private keys are written mode 0600.
+One CA signs serving and client certificates: the local control plane's, and the
+operator's runtime CA for the mesh API and the webhooks. The local control plane also needs
+a ServiceAccount signing key pair. Everything is PEM; private keys are written mode 0600.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _VALIDITY = dt.timedelta(days=365)
+_BACKDATE = dt.timedelta(minutes=5)  # tolerate clocks a little behind the issuer's
 
 
 @dataclass(frozen=True)
@@ -46,18 +48,23 @@ def _name(common_name: str, organization: str | None = None) -> x509.Name:
     return x509.Name(attrs)
 
 
-def make_ca(common_name: str = "agent-mesh-dev-ca") -> tuple[KeyPair, ec.EllipticCurvePrivateKey]:
+def make_ca(
+    common_name: str = "agent-mesh-dev-ca",
+    *,
+    now: dt.datetime | None = None,
+    lifetime: dt.timedelta = _VALIDITY,
+) -> tuple[KeyPair, ec.EllipticCurvePrivateKey]:
     """A self-signed CA that may sign leaf certificates only."""
     key = _key()
-    now = dt.datetime.now(dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
         .issuer_name(_name(common_name))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + _VALIDITY)
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now + lifetime)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -89,11 +96,15 @@ def issue(
     ip_addresses: tuple[str, ...] = (),
     server: bool = False,
     client: bool = False,
+    now: dt.datetime | None = None,
+    lifetime: dt.timedelta = _VALIDITY,
 ) -> KeyPair:
-    """A leaf certificate signed by `ca` for a server, a client, or both."""
+    """A leaf certificate signed by `ca` for a server, a client, or both; it never
+    outlives the CA."""
     key = _key()
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
-    now = dt.datetime.now(dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
+    expires = min(now + lifetime, ca_cert.not_valid_after_utc)
     usages = []
     if server:
         usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
@@ -105,8 +116,8 @@ def issue(
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + _VALIDITY)
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(expires)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(
