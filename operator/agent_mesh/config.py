@@ -132,6 +132,53 @@ class OperatorConfig(BaseSettings):
     mesh_max_body_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest request body the mesh API reads (413 above)."
     )
+    mesh_max_json_depth: int = Field(
+        64,
+        ge=2,
+        le=1000,
+        description=(
+            "Deepest nesting of arrays and objects a mesh API request body may have (400 "
+            "above; checked before parsing)."
+        ),
+    )
+    token_exchange_burst_per_source: int = Field(
+        200,
+        ge=0,
+        description=(
+            "POST /v1/token requests one source address may make at once (429 above); "
+            "0 turns the limit off."
+        ),
+    )
+    token_exchange_rate_per_source: float = Field(
+        50, gt=0, description="Per second, how fast a source's token-request budget refills."
+    )
+    token_exchange_burst_per_agent: int = Field(
+        20,
+        ge=0,
+        description="Tokens one agent may be issued at once (429 above); 0 turns it off.",
+    )
+    token_exchange_rate_per_agent: float = Field(
+        0.5, gt=0, description="Per second, how fast an agent's token budget refills."
+    )
+    auth_failure_burst_per_source: int = Field(
+        100,
+        ge=0,
+        description=(
+            "Failed authentications (401 on any route) one source address may cause before "
+            "its requests are refused with 429; 0 turns the limit off."
+        ),
+    )
+    auth_failure_rate_per_source: float = Field(
+        10, gt=0, description="Per second, how fast a source's failure budget refills."
+    )
+    rate_limit_max_keys: int = Field(
+        10_000,
+        ge=100,
+        description=(
+            "Most sources (and agents) each limit remembers; the least recently seen is "
+            "forgotten first, so memory stays bounded under a flood of addresses."
+        ),
+    )
     token_lifetime_seconds: int = Field(
         3600, ge=60, le=86400, description="Lifetime of issued mesh tokens."
     )

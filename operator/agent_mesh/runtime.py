@@ -21,6 +21,7 @@ from agent_mesh.domain.clock import Clock, SystemClock
 from agent_mesh.domain.egress import EgressPolicy
 from agent_mesh.domain.errors import ValidationError
 from agent_mesh.domain.health import HealthPolicy, HealthTracker
+from agent_mesh.domain.ratelimit import Rate
 from agent_mesh.domain.routing import Router
 from agent_mesh.health_broadcast import HealthBroadcaster
 from agent_mesh.health_monitor import HealthMonitor
@@ -37,6 +38,7 @@ from agent_mesh.kube.tasks import MeshTaskApi
 from agent_mesh.kube.tokenreview import ApiTokenReviewer
 from agent_mesh.mesh.callbacks import CallbackNotifier
 from agent_mesh.mesh.fastpath import FastPath
+from agent_mesh.mesh.limits import AbuseGuard, AbuseLimits
 from agent_mesh.mesh.server import MeshServer, create_app
 from agent_mesh.pki.authority import CertificateError, serving_names
 from agent_mesh.pki.owner import CertificateOwner
@@ -68,6 +70,19 @@ def auth_settings(cfg: OperatorConfig) -> AuthSettings:
         dispatch_token_margin=dt.timedelta(seconds=cfg.dispatch_token_margin_seconds),
         broadcast_token_lifetime=dt.timedelta(seconds=cfg.broadcast_token_seconds),
         audit_allowed=cfg.audit_allowed_decisions,
+    )
+
+
+def abuse_limits(cfg: OperatorConfig) -> AbuseLimits:
+    return AbuseLimits(
+        token_per_source=Rate(
+            cfg.token_exchange_burst_per_source, cfg.token_exchange_rate_per_source
+        ),
+        token_per_agent=Rate(cfg.token_exchange_burst_per_agent, cfg.token_exchange_rate_per_agent),
+        failures_per_source=Rate(
+            cfg.auth_failure_burst_per_source, cfg.auth_failure_rate_per_source
+        ),
+        max_keys=cfg.rate_limit_max_keys,
     )
 
 
@@ -191,6 +206,8 @@ class MeshRuntime:
                 self.health.tracker,
                 cfg.mesh_max_body_bytes,
                 fast_path=self.fast_path,
+                guard=AbuseGuard(abuse_limits(cfg), self.audit),
+                max_json_depth=cfg.mesh_max_json_depth,
             ),
             cfg.mesh_host,
             cfg.mesh_port,

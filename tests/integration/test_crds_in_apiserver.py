@@ -117,6 +117,8 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("agent type not a DNS label", _agent(agentType="Data_Scientist"), "spec.agentType"),
     ("agentId not a DNS label", _agent(agentId="Worker_1"), "spec.agentId"),
     ("the operator's reserved type", _agent(agentType="mesh-operator"), "reserved"),
+    ("the operator's agentId", _agent(agentId="agent-mesh-operator"), "agentId"),
+    ("the operator's agentId as the name", _agent("agent-mesh-operator"), "reserved"),
     ("a policy for the operator's type", _policy(agentType="mesh-operator"), "reserved"),
     ("port out of range", _agent(port=70000), "spec.port"),
     ("zero concurrent tasks", _agent(maxConcurrentTasks=0), "spec.maxConcurrentTasks"),

@@ -70,6 +70,7 @@ async def _agent() -> Agent:
 
 
 def _record(agent_id: str, agent_type: str, capability: str, **kw: Any) -> AgentRecord:
+    kw.setdefault("service_account", None)
     return AgentRecord(
         namespace=NS,
         name=agent_id,
@@ -77,7 +78,6 @@ def _record(agent_id: str, agent_type: str, capability: str, **kw: Any) -> Agent
         agent_id=agent_id,
         agent_type=agent_type,
         capabilities=(capability,),
-        service_account=None,
         credential_hash=credential_hash(CREDENTIAL),
         external=kw.get("endpoint") is not None,
         health=HealthStatus.HEALTHY,
@@ -150,7 +150,7 @@ async def mesh(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Mesh]:
     registry = AgentRegistry()
     agents = [
         _record("w1", "worker", "echo", endpoint=declared.url),
-        _record("p1", "worker", "pod"),
+        _record("p1", "worker", "pod", service_account="runner"),  # a user-run pod's agent
         _record("m1", "worker", "meta", endpoint="http://metadata.internal.example:80"),
         _record("boss", "orchestrator", "none"),
     ]

@@ -104,7 +104,15 @@ def _pod_token(
 def test_pod_exchanges_its_service_account_token_through_tokenreview(
     cluster: Cluster, operator: OperatorProcess, namespace: str
 ) -> None:
-    apply_agent(cluster, namespace, "worker-pod", "worker", capabilities=["summarize"])
+    # the label picks the agent only because the agent names the pod's ServiceAccount
+    apply_agent(
+        cluster,
+        namespace,
+        "worker-pod",
+        "worker",
+        capabilities=["summarize"],
+        serviceAccountName="worker-sa",
+    )
     pod = _service_account_pod(cluster, namespace, "worker-sa", "worker-pod-0", "worker-pod")
     sa_token = _pod_token(cluster, namespace, "worker-sa", pod, "agent-mesh")
     response = httpx.post(

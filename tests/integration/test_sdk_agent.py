@@ -72,12 +72,13 @@ async def worker(
     serving = asyncio.create_task(agent.serve(stop))
     url = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient() as http:
-        for _ in range(100):
+        for _ in range(200):  # ready: its gate has loaded keys, policies and revocations
             try:
-                if (await http.get(f"{url}/healthz")).status_code == 200:
+                if (await http.get(f"{url}/readyz")).status_code == 200:
                     break
             except httpx.TransportError:
-                await asyncio.sleep(0.05)
+                pass
+            await asyncio.sleep(0.05)
     yield url, namespace
     stop.set()
     await serving

@@ -22,6 +22,13 @@ def test_agent_id_defaults_to_the_name_and_workload_account_is_read() -> None:
     assert not record.external
 
 
+def test_a_user_run_agent_names_its_service_account_in_the_spec() -> None:
+    assert record_from_body(_body("w1", "u1", serviceAccountName="runner")).service_account == (
+        "runner"
+    )
+    assert record_from_body(_body("w2", "u2")).service_account is None
+
+
 def test_credential_hash_and_external_flag_come_from_status_and_endpoint() -> None:
     body = _body("x", "u", endpoint="http://127.0.0.1:1")
     body["status"] = {"credential": {"sha256": "ab" * 32}}

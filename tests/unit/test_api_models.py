@@ -154,6 +154,8 @@ def test_shipped_samples_are_valid_specs(path: Path) -> None:
         ({"agentType": "worker", "capabilities": ["a", "b", "a"]}, "capabilities"),
         ({}, "agentType"),
         ({"agentType": "mesh-operator"}, "agentType"),
+        ({"agentType": "worker", "agentId": "agent-mesh-operator"}, "agentId"),
+        ({"agentType": "worker", "serviceAccountName": "Runner_SA"}, "serviceAccountName"),
     ],
 )
 def test_bad_meshagent_specs_are_rejected_naming_the_field(
@@ -427,6 +429,7 @@ def test_distinct_stages_have_distinct_conditions() -> None:
         "Ready",
         "Registered",
         "TailnetConnected",
+        "CredentialIssued",
         "EndpointAllowed",
     }
     assert "Accepted" in {c.value for c in ACLPolicyCondition}

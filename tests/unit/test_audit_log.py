@@ -36,3 +36,14 @@ def test_listeners_see_every_record() -> None:
     log.subscribe(lambda r: seen.append(r["event"]))
     log.record("x", "m")
     assert seen == ["x"]
+
+
+def test_refusals_have_a_ring_of_their_own_and_never_evict_other_records() -> None:
+    log = AuditLog(capacity=3, refusal_capacity=2)
+    log.record("token.issued", "issued", n=1)
+    for i in range(100):
+        log.record("token.rejected", "rejected", n=100 + i)
+    log.record("acl.decision", "allowed", n=2)
+    assert [r["n"] for r in log.recent(event="token.issued")] == [1]
+    # both rings, newest first: the refusals ring kept its last two
+    assert [r["n"] for r in log.recent()] == [2, 199, 198, 1]

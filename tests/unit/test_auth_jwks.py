@@ -60,3 +60,26 @@ def test_bad_jwks_entries_name_the_field(change: dict[str, str], field: str) -> 
 def test_jwks_without_keys_is_refused() -> None:
     with pytest.raises(ValidationError):
         PublicKeySet.from_jwks({})
+
+
+def test_a_rotated_out_key_stops_verifying_at_its_retire_time_from_the_jwks_alone() -> None:
+    clock = FakeClock(NOW)
+    old = KeyRing.generate("ES256", NOW)
+    token, _ = TokenIssuer(lambda: old, clock).issue(AgentIdentity("a", "worker", "ns", (), "u"))
+    public = PublicKeySet.from_jwks(old.rotate(NOW, dt.timedelta(minutes=5)).jwks())
+    assert public.keys[old.active.kid].retire_at == NOW + dt.timedelta(minutes=5)
+    verifier = TokenVerifier(lambda: public, clock, RevocationList())
+    assert verifier.verify(token).sub == "a"  # within the overlap
+    clock.advance(5 * 60)
+    with pytest.raises(AuthError) as caught:  # the same key set, no refetch: retired now
+        verifier.verify(token)
+    assert caught.value.code == "UnknownKey"
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2026-06-01T00:00:00", 1780000000])
+def test_a_malformed_retire_time_is_refused_naming_the_field(value: object) -> None:
+    jwks = KeyRing.generate("ES256", NOW).jwks()
+    jwks["keys"][0]["retireAt"] = value
+    with pytest.raises(ValidationError) as caught:
+        PublicKeySet.from_jwks(jwks)
+    assert caught.value.field == "keys[0].retireAt"

@@ -150,7 +150,8 @@ def test_jwks_has_public_keys_only_and_they_verify_tokens(algorithm: str) -> Non
     public = {"EdDSA": {"kty", "crv", "x"}, "ES256": {"kty", "crv", "x", "y"}}[algorithm]
     for key in jwks["keys"]:
         assert "d" not in key
-        assert set(key) == public | {"kid", "alg", "use"}
+        retiring = {"retireAt"} if key["kid"] != ring.active.kid else set()
+        assert set(key) == public | {"kid", "alg", "use"} | retiring
         assert key["use"] == "sig"
         assert key["alg"] == algorithm
         assert key["crv"] == {"EdDSA": "Ed25519", "ES256": "P-256"}[algorithm]
@@ -169,6 +170,14 @@ def test_jwks_has_public_keys_only_and_they_verify_tokens(algorithm: str) -> Non
     )
     assert payload["sub"] == "a"
     assert TokenVerifier(lambda: ring, clock, RevocationList()).verify(token).sub == "a"
+
+
+def test_jwks_carries_the_retirement_time_of_a_rotated_out_key_only() -> None:
+    old = KeyRing.generate("ES256", NOW)
+    ring = old.rotate(NOW, dt.timedelta(minutes=5))
+    by_kid = {key["kid"]: key for key in ring.jwks()["keys"]}
+    assert by_kid[old.active.kid]["retireAt"] == "2026-06-01T00:05:00Z"
+    assert "retireAt" not in by_kid[ring.active.kid]
 
 
 def test_kid_lookup_refuses_malformed_kids() -> None:

@@ -183,7 +183,19 @@ async def test_recreated_agent_does_not_accept_the_old_token(mesh: Mesh) -> None
     assert (await _error(response))["code"] == "AgentUnknown"
 
 
+def _labelled_pod(mesh: Mesh, account: str, pod: str, label: str) -> str:
+    """A ServiceAccount token of `account` bound to `pod`, labelled agentmesh.io/agent."""
+    token = f"sa-token-{account}-{pod}"
+    mesh.reviewer.tokens[token] = ReviewedToken(
+        f"system:serviceaccount:ns:{account}",
+        {"authentication.kubernetes.io/pod-name": [pod]},
+    )
+    mesh.reviewer.pod_labels[("ns", pod)] = label
+    return token
+
+
 async def test_service_account_token_maps_through_the_pod_label(mesh: Mesh) -> None:
+    mesh.registry.upsert(_agent("w1", "worker", service_account="runner"))  # a user-run pod
     mesh.reviewer.tokens["sa-token"] = ReviewedToken(
         "system:serviceaccount:ns:runner",
         {"authentication.kubernetes.io/pod-name": ["w1-0"]},
@@ -197,6 +209,77 @@ async def test_service_account_token_maps_through_the_pod_label(mesh: Mesh) -> N
     )
     assert wrong.status == 403
     assert (await _error(wrong))["field"] == "agentId"
+
+
+async def test_pod_label_finds_an_agent_the_watch_has_not_delivered_yet(mesh: Mesh) -> None:
+    # GitOps applies the MeshAgent and its pod together: the pod may ask before the watch
+    late = _agent("late", "worker", service_account="runner")
+
+    async def apiserver(namespace: str, agent_id: str) -> AgentRecord | None:
+        return late if (namespace, agent_id) == ("ns", "late") else None
+
+    mesh.authority._fetch_agent = apiserver
+    token = _labelled_pod(mesh, "runner", "late-0", "late")
+    response = await mesh.client.post("/v1/token", json={"serviceAccountToken": token})
+    assert response.status == 200, await response.text()
+    assert (await response.json())["agentId"] == "late"
+    ghost = _labelled_pod(mesh, "runner", "ghost-0", "ghost")
+    refused = await mesh.client.post("/v1/token", json={"serviceAccountToken": ghost})
+    assert refused.status == 401
+    assert (await _error(refused))["code"] == "AgentUnknown"
+
+
+async def test_pod_label_cannot_pick_an_agent_running_as_another_service_account(
+    mesh: Mesh,
+) -> None:
+    mesh.registry.upsert(_agent("boss", "orchestrator", service_account="boss-sa", workload=True))
+    token = _labelled_pod(mesh, "runner", "sneaky-0", "boss")
+    response = await mesh.client.post("/v1/token", json={"serviceAccountToken": token})
+    assert response.status == 403
+    error = await _error(response)
+    assert (error["code"], error["field"]) == ("ServiceAccountMismatch", "serviceAccountToken")
+    assert "runs as ServiceAccount boss-sa" in error["message"]
+    refused = mesh.authority.audit.recent(event="token.refused")[0]
+    assert refused["code"] == "ServiceAccountMismatch"
+
+
+async def test_pod_label_cannot_pick_an_agent_that_declares_no_service_account(
+    mesh: Mesh,
+) -> None:
+    token = _labelled_pod(mesh, "runner", "sneaky-0", "boss")  # boss: external, no workload
+    response = await mesh.client.post("/v1/token", json={"serviceAccountToken": token})
+    assert response.status == 403
+    error = await _error(response)
+    assert error["code"] == "ServiceAccountMismatch"
+    assert "declares no ServiceAccount (spec.serviceAccountName)" in error["message"]
+
+
+async def test_pod_label_picks_a_workload_without_service_account_name_as_default(
+    mesh: Mesh,
+) -> None:
+    mesh.registry.upsert(_agent("w2", "worker", workload=True))  # its pod runs as default
+    allowed = _labelled_pod(mesh, "default", "w2-0", "w2")
+    response = await mesh.client.post("/v1/token", json={"serviceAccountToken": allowed})
+    assert response.status == 200, await response.text()
+    assert (await response.json())["agentId"] == "w2"
+    other = _labelled_pod(mesh, "runner", "w2-1", "w2")
+    refused = await mesh.client.post("/v1/token", json={"serviceAccountToken": other})
+    assert refused.status == 403
+
+
+async def test_the_operators_subject_gets_no_token_even_from_an_old_meshagent(
+    mesh: Mesh,
+) -> None:
+    # a MeshAgent created before the CRD reserved the name: the exchange still refuses it
+    mesh.registry.upsert(_agent("agent-mesh-operator", "orchestrator"))
+    response = await mesh.client.post(
+        "/v1/token",
+        json={"namespace": "ns", "agentId": "agent-mesh-operator", "credential": CREDENTIAL},
+    )
+    assert response.status == 403
+    error = await _error(response)
+    assert (error["code"], error["field"]) == ("ReservedAgentId", "agentId")
+    assert mesh.authority.audit.recent(event="token.refused")[0]["code"] == "ReservedAgentId"
 
 
 async def test_expired_token_is_refused(mesh: Mesh) -> None:
@@ -237,6 +320,7 @@ async def test_revoked_agent_loses_access_and_metrics_count_it(mesh: Mesh) -> No
 
 async def test_heartbeat_makes_the_agent_healthy_and_discoverable(mesh: Mesh) -> None:
     # the agent runs in pod w1-0 (10.1.2.3) and reports its own address as its endpoint
+    mesh.registry.upsert(_agent("w1", "worker", service_account="runner"))
     mesh.reviewer.tokens["sa-token"] = ReviewedToken(
         "system:serviceaccount:ns:runner",
         {"authentication.kubernetes.io/pod-name": ["w1-0"]},

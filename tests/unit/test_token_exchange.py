@@ -298,6 +298,7 @@ async def test_a_revoked_subject_token_is_renewed_and_the_exchange_retried(mesh:
 
 async def test_the_gate_takes_only_tokens_addressed_to_its_own_agent(mesh: Mesh) -> None:
     gate = Gate(source(mesh, "w1"))
+    await gate.sync()
     boss = await mesh.token("boss")
 
     async def refusal(token: str) -> AuthError:

@@ -18,7 +18,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
 # The ACL vocabulary is defined by the domain's ACL engine; the models re-export it.
-from agent_mesh.domain.acl import OPERATOR_AGENT_TYPE
+from agent_mesh.domain.acl import OPERATOR_AGENT_TYPE, OPERATOR_SUBJECT
 from agent_mesh.domain.acl import WILDCARD as WILDCARD
 from agent_mesh.domain.acl import BuiltinAgentType as BuiltinAgentType
 
@@ -106,6 +106,21 @@ RESERVED_AGENT_TYPE_RULE: Final = CelRule(
 def not_reserved_agent_type(value: str) -> str:
     if value == OPERATOR_AGENT_TYPE:
         raise ValueError(RESERVED_AGENT_TYPE_RULE.message)
+    return value
+
+
+RESERVED_AGENT_ID_MESSAGE: Final = (
+    f"agentId {OPERATOR_SUBJECT} is reserved for the operator's own identity (the agentId is "
+    "spec.agentId, or metadata.name when that is unset): choose another"
+)
+RESERVED_AGENT_ID_RULE: Final = CelRule(
+    rule=f"self != '{OPERATOR_SUBJECT}'", message=RESERVED_AGENT_ID_MESSAGE
+)
+
+
+def not_reserved_agent_id(value: str) -> str:
+    if value == OPERATOR_SUBJECT:
+        raise ValueError(RESERVED_AGENT_ID_MESSAGE)
     return value
 
 

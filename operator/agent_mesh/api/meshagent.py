@@ -17,6 +17,8 @@ from agent_mesh.api.common import (
     MAX_CAPABILITIES,
     NAME_RULE,
     READY,
+    RESERVED_AGENT_ID_MESSAGE,
+    RESERVED_AGENT_ID_RULE,
     RESERVED_AGENT_TYPE_RULE,
     URL_MAX_LENGTH,
     CelRule,
@@ -30,14 +32,18 @@ from agent_mesh.api.common import (
     UniqueList,
     cel,
     conditions_field,
+    not_reserved_agent_id,
     not_reserved_agent_type,
     observed_generation_field,
 )
+from agent_mesh.domain.acl import OPERATOR_SUBJECT
 from agent_mesh.domain.health import HealthStatus as HealthStatus
 
 DEFAULT_PORT: Final = 8080
 DEFAULT_MAX_CONCURRENT_TASKS: Final = 10
 DEFAULT_HEARTBEAT_INTERVAL_SECONDS: Final = 30
+
+DNS_SUBDOMAIN_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 # http(s) only: the operator dials it. Host part required, no whitespace anywhere.
 ENDPOINT_PATTERN: Final = r"^https?://[^\s/?#]+([/?#]\S*)?$"
@@ -64,6 +70,8 @@ class MeshAgentCondition(StrEnum):
     """The operator accepted the agent into the mesh (status initialised, id unique)."""
     TAILNET_CONNECTED = "TailnetConnected"
     """The agent's Tailscale device is up and its MagicDNS name known."""
+    CREDENTIAL_ISSUED = "CredentialIssued"
+    """External agents: the credential Secret <name>-mesh-credential is the agent's own."""
     ENDPOINT_ALLOWED = "EndpointAllowed"
     """spec.endpoint passes the operator's egress policy (set only when spec.endpoint is)."""
 
@@ -79,6 +87,9 @@ class MeshAgentReason(StrEnum):
     TAILNET_DEVICE_READY = "TailnetDeviceReady"
     WAITING_FOR_TAILNET_DEVICE = "WaitingForTailnetDevice"
     TAILNET_NOT_USED = "TailnetNotUsed"
+    # CredentialIssued
+    CREDENTIAL_SECRET_READY = "CredentialSecretReady"  # noqa: S105  (a reason)
+    CREDENTIAL_SECRET_NOT_OWNED = "CredentialSecretNotOwned"  # noqa: S105  (a reason)
     # EndpointAllowed
     ENDPOINT_ADMITTED = "EndpointAdmitted"
     ENDPOINT_REFUSED = "EndpointRefused"
@@ -139,14 +150,15 @@ class MeshAgentSpec(MeshModel):
         )
     )
 
-    agent_id: DnsLabel | None = Field(
+    agent_id: Annotated[DnsLabel, AfterValidator(not_reserved_agent_id)] | None = Field(
         None,
         description=(
             f"Identity of the agent in the mesh: the subject of its tokens and part of its "
             "MagicDNS name (agent-mesh-<namespace>-<agentId>). Default: metadata.name. "
             "Immutable: to change it, create a new MeshAgent. Must be unique in the namespace "
-            f"and {DNS_LABEL_RULE}."
+            f"and {DNS_LABEL_RULE}; {OPERATOR_SUBJECT} is reserved for the operator."
         ),
+        json_schema_extra=cel(RESERVED_AGENT_ID_RULE),
     )
     agent_name: str | None = Field(
         None,
@@ -228,6 +240,19 @@ class MeshAgentSpec(MeshModel):
             "Seconds between the agent's heartbeats (the SDK reads it). Health comes from the "
             "time since the last one: degraded after 60 s, unreachable after 300 s (operator "
             f"settings). 1-3600. Default: {DEFAULT_HEARTBEAT_INTERVAL_SECONDS}."
+        ),
+    )
+    service_account_name: str | None = Field(
+        None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description=(
+            "ServiceAccount the agent's own pods run as, for pods you run yourself labelled "
+            "agentmesh.io/agent=<MeshAgent name>: such a pod gets this agent's mesh identity "
+            "only when it runs as this ServiceAccount (so a label alone claims nothing). "
+            "Default: workload.spec.serviceAccountName (default when the workload names "
+            "none); give the same name when both are set. With neither, no labelled pod can "
+            "claim the agent. A DNS-1123 subdomain."
         ),
     )
     workload: Workload | None = Field(
@@ -405,6 +430,11 @@ MESHAGENT: Final = CrdDescriptor(
                 f"self.metadata.name.matches('{DNS_LABEL_PATTERN}'))"
             ),
             message=NAME_AS_AGENT_ID_MESSAGE,
+        ),
+        CelRule(  # metadata.name as the agentId; spec.agentId has the rule on its field
+            rule=f"has(self.spec.agentId) || self.metadata.name != '{OPERATOR_SUBJECT}'",
+            message=RESERVED_AGENT_ID_MESSAGE,
+            reason="FieldValueForbidden",
         ),
     ),
     selectable_fields=(".spec.agentType",),

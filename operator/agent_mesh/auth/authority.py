@@ -166,6 +166,9 @@ class Authority:
         self.revocations = RevocationList()
         # recipient audience → [(token, exp)]: the operator's own tokens, reused per agent
         self._operator_tokens: dict[str, list[tuple[str, int]]] = {}
+        self.issue_limit: Callable[[str, str], None] | None = None
+        """Called with (namespace, agentId) before a token is signed for a proven agent;
+        raises to refuse (the mesh API's per-agent rate limit)."""
         self.pods = PodBindings()
         self.issuer = TokenIssuer(
             self.keyring,
@@ -394,6 +397,9 @@ class Authority:
             label = await self._reviewer.pod_agent_label(namespace, pods[0])
             if label:
                 agent = self.registry.by_name(namespace, label)
+                if agent is None:  # created a moment ago: the watch may not have it yet
+                    found = await self.find_agent(namespace, label)
+                    agent = found if found is not None and found.name == label else None
                 if agent is None:
                     raise AuthError(
                         f"pod {namespace}/{pods[0]} is labelled agentmesh.io/agent={label}, "
@@ -401,6 +407,7 @@ class Authority:
                         field="serviceAccountToken",
                         code="AgentUnknown",
                     )
+                _label_may_select(agent, account, pods[0])
                 if agent_id is not None and agent_id != agent.agent_id:
                     raise ForbiddenError(
                         f"pod {namespace}/{pods[0]} runs agent {agent.agent_id}, not {agent_id}",
@@ -450,6 +457,7 @@ class Authority:
         return self._issue(agent, "credential")
 
     def _issue(self, agent: AgentRecord, method: str) -> tuple[str, MeshClaims]:
+        self._check_issuable(agent, method)
         identity = AgentIdentity(
             agent_id=agent.agent_id,
             agent_type=agent.agent_type,
@@ -470,6 +478,19 @@ class Authority:
             expiresAt=claims.exp,
         )
         return token, claims
+
+    def _check_issuable(self, agent: AgentRecord, method: str) -> None:
+        if agent.agent_id == OPERATOR_SUBJECT:  # a MeshAgent from before the CRD's rule
+            error = ForbiddenError(
+                f"agentId {OPERATOR_SUBJECT} is reserved for the operator's own identity: "
+                f"MeshAgent {agent.namespace}/{agent.name} gets no token",
+                field="agentId",
+                code="ReservedAgentId",
+            )
+            self._issue_refused(method, error, agent.agent_id, agent.namespace)
+            raise error
+        if self.issue_limit is not None:
+            self.issue_limit(agent.namespace, agent.agent_id)  # audited by the limiter
 
     async def exchange_for_recipients(
         self, subject_token: str, audiences: Sequence[str]
@@ -678,3 +699,23 @@ class Authority:
         async with self._lock:
             stored = await self._revocation_store.save(self.revocations, now)
         self.revocations.merge(stored)
+
+
+def _label_may_select(agent: AgentRecord, account: str, pod: str) -> None:
+    """A pod's agentmesh.io/agent label picks only an agent that runs as the pod's own
+    ServiceAccount: whoever may run pods under one ServiceAccount must not be able to
+    claim every other agent of the namespace by labelling a pod."""
+    expected = agent.service_account or ("default" if agent.workload else None)
+    if expected == account:
+        return
+    declared = (
+        f"runs as ServiceAccount {expected}"
+        if expected
+        else "declares no ServiceAccount (spec.serviceAccountName)"
+    )
+    raise ForbiddenError(
+        f"pod {agent.namespace}/{pod} runs as ServiceAccount {account} and is labelled "
+        f"agentmesh.io/agent={agent.name}, but MeshAgent {agent.name} {declared}",
+        field="serviceAccountToken",
+        code="ServiceAccountMismatch",
+    )

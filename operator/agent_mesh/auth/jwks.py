@@ -1,15 +1,18 @@
 """A verify-only key set built from the operator's JWKS: how agents check the mesh tokens
-of their callers without holding (or being able to fetch) any private key."""
+of their callers without holding (or being able to fetch) any private key. A rotated-out
+key keeps its `retireAt`, so it stops verifying on time even before the next fetch."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
 
-from agent_mesh.auth.keys import ALGORITHMS, KID_PATTERN, Algorithm, PublicKey
+from agent_mesh.auth.keys import ALGORITHMS, KID_PATTERN, RETIRE_AT, Algorithm, PublicKey
+from agent_mesh.domain.clock import parse_rfc3339
 from agent_mesh.domain.errors import ValidationError
 
 
@@ -18,6 +21,8 @@ class VerifyingKey:
     kid: str
     algorithm: Algorithm
     public_key: PublicKey
+    retire_at: dt.datetime | None = None
+    """From the JWK's `retireAt`: the verifier refuses the key from then on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +55,15 @@ class PublicKeySet:
                 public = jwt.PyJWK.from_dict(entry).key
             except jwt.PyJWTError as error:
                 raise ValidationError(f"not a usable key: {error}", field=where) from None
-            keys[kid] = VerifyingKey(kid, alg, public)
+            retire_at = None
+            if entry.get(RETIRE_AT) is not None:
+                retire_at = parse_rfc3339(entry[RETIRE_AT])
+                if retire_at is None:
+                    raise ValidationError(
+                        f"{RETIRE_AT} {entry[RETIRE_AT]!r} is not an RFC 3339 time with a zone",
+                        field=f"{where}.{RETIRE_AT}",
+                    )
+            keys[kid] = VerifyingKey(kid, alg, public, retire_at)
         return cls(keys)
 
     def key_for(self, kid: object) -> VerifyingKey | None:

@@ -24,6 +24,8 @@ Algorithm = Literal["EdDSA", "ES256"]
 ALGORITHMS: Final[tuple[Algorithm, ...]] = ("EdDSA", "ES256")
 KID_PATTERN: Final = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 SECRET_KEY: Final = "keys.json"  # noqa: S105  (a key in the Secret, not a secret)
+RETIRE_AT: Final = "retireAt"
+"""The JWK member carrying a rotated-out key's retirement time."""
 
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
@@ -55,12 +57,18 @@ class SigningKey:
         return cls(secrets.token_urlsafe(16), algorithm, private, private.public_key(), now)
 
     def public_jwk(self) -> dict[str, Any]:
+        """The public half as a JWK; a rotated-out key carries `retireAt` (RFC 3339, a
+        member of ours: JWK readers ignore members they do not know), the moment agents
+        must stop accepting it."""
         key = self.public_key
         if isinstance(key, ed25519.Ed25519PublicKey):
             jwk = OKPAlgorithm.to_jwk(key, as_dict=True)
         else:
             jwk = ECAlgorithm.to_jwk(key, as_dict=True)
-        return {**jwk, "kid": self.kid, "alg": self.algorithm, "use": "sig"}
+        out = {**jwk, "kid": self.kid, "alg": self.algorithm, "use": "sig"}
+        if self.retire_at is not None:
+            out[RETIRE_AT] = rfc3339(self.retire_at)  # whole seconds, rounded down: earlier
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +114,8 @@ class KeyRing:
         return self.verifying.get(kid)
 
     def jwks(self) -> dict[str, Any]:
-        """RFC 7517 key set of the public halves of every verifying key."""
+        """RFC 7517 key set of the public halves of every verifying key, each rotated-out
+        one with its `retireAt`."""
         return {"keys": [key.public_jwk() for key in self.verifying.values()]}
 
     def to_secret_data(self) -> dict[str, str]:

@@ -48,6 +48,34 @@ def registration_patch(
     return patch
 
 
+def credential_conditions(
+    conditions: list[dict[str, Any]],
+    problem: str | None,
+    generation: int | None,
+    now: dt.datetime,
+) -> list[dict[str, Any]]:
+    """External agents: CredentialIssued True, or False naming why the Secret was refused."""
+    if problem is None:
+        return set_condition(
+            conditions,
+            MeshAgentCondition.CREDENTIAL_ISSUED.value,
+            "True",
+            MeshAgentReason.CREDENTIAL_SECRET_READY.value,
+            "The agent's credential Secret is ready; its hash is in status.credential.",
+            generation=generation,
+            now=now,
+        )
+    return set_condition(
+        conditions,
+        MeshAgentCondition.CREDENTIAL_ISSUED.value,
+        "False",
+        MeshAgentReason.CREDENTIAL_SECRET_NOT_OWNED.value,
+        problem,
+        generation=generation,
+        now=now,
+    )
+
+
 def endpoint_patch(
     status: Mapping[str, Any],
     patch: dict[str, Any],

@@ -8,13 +8,20 @@ from typing import Any
 import kopf
 
 from agent_mesh.api import GROUP, VERSION
-from agent_mesh.controllers.meshagent_status import endpoint_patch, registration_patch
+from agent_mesh.controllers.meshagent_status import (
+    credential_conditions,
+    endpoint_patch,
+    registration_patch,
+)
 from agent_mesh.domain.agents import record_from_body
 from agent_mesh.domain.discovery import resolve_endpoint
 from agent_mesh.domain.egress import EgressClass
-from agent_mesh.domain.errors import EgressRefusedError
+from agent_mesh.domain.errors import ConflictError, EgressRefusedError
 from agent_mesh.kube.credentials import ensure_credential
 from agent_mesh.runtime import MeshRuntime
+
+CREDENTIAL_RETRY_SECONDS = 10
+"""How soon a refused credential Secret is looked at again."""
 
 
 @kopf.on.event(GROUP, VERSION, "meshagents")
@@ -65,8 +72,16 @@ async def register(
             logger.warning("%s", refusal)
             kopf.event(body, type="Warning", reason="EndpointRefused", message=refusal[:1024])
     if spec.get("endpoint") and not status.get("credential"):
-        changes["credential"] = await ensure_credential(runtime.api, dict(body), now)
+        old = changes.get("conditions", list(status.get("conditions") or []))
+        try:
+            changes["credential"] = await ensure_credential(runtime.api, dict(body), now)
+        except ConflictError as refused:
+            conditions = credential_conditions(old, refused.message, meta.get("generation"), now)
+            patch.status.update({**changes, "conditions": conditions})
+            kopf.event(body, type="Warning", reason=refused.code, message=refused.message)
+            raise kopf.TemporaryError(refused.message, delay=CREDENTIAL_RETRY_SECONDS) from None
         logger.info("credential Secret %s ready", changes["credential"]["secretName"])
+        changes["conditions"] = credential_conditions(old, None, meta.get("generation"), now)
     if not changes:
         return
     patch.status.update(changes)

@@ -76,7 +76,9 @@ def record_from_body(body: Mapping[str, Any]) -> AgentRecord:
         agent_id=str(spec.get("agentId") or meta.get("name") or ""),
         agent_type=str(spec.get("agentType") or ""),
         capabilities=tuple(spec.get("capabilities") or ()),
-        service_account=pod_spec.get("serviceAccountName") or None,
+        service_account=(
+            spec.get("serviceAccountName") or pod_spec.get("serviceAccountName") or None
+        ),
         credential_hash=credential.get("sha256") or None,
         external=bool(spec.get("endpoint")),
         endpoint=spec.get("endpoint") or None,

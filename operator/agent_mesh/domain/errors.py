@@ -15,11 +15,20 @@ class MeshError(Exception):
     status: ClassVar[int] = 500
     default_code: ClassVar[str] = "Internal"
 
-    def __init__(self, message: str, *, field: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.field = field
         self.code = code or self.default_code
+        self.retry_after = retry_after
+        """Seconds after which a retry may succeed (sent as `Retry-After`), when known."""
 
     def to_wire(self) -> dict[str, dict[str, str | None]]:
         """The JSON error body: `{"error": {"code", "message", "field"}}`."""
@@ -66,6 +75,13 @@ class PayloadTooLargeError(MeshError):
 
     status = 413
     default_code = "PayloadTooLarge"
+
+
+class TooManyRequestsError(MeshError):
+    """The caller went over a rate limit; retry after `retry_after` seconds (HTTP 429)."""
+
+    status = 429
+    default_code = "RateLimited"
 
 
 class UnavailableError(MeshError):

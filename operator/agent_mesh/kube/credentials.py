@@ -1,22 +1,25 @@
 """External agents' credentials: a random secret the agent exchanges for mesh tokens.
 
 The operator writes it once into a Secret owned by the MeshAgent (so it goes with it) and
-keeps only its SHA-256 in status; it never reads the Secret back to authenticate.
+keeps only its SHA-256 in status; it never reads the Secret back to authenticate. A Secret
+of that name that the MeshAgent does not own (by ownerReference uid) is never adopted nor
+replaced: whoever planted it would know the credential, and it may be somebody's data.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import secrets
+from collections.abc import Sequence
 from typing import Any, Final
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from agent_mesh.api import API_VERSION
+from agent_mesh.api import API_VERSION, GROUP
 from agent_mesh.auth.authority import credential_hash
 from agent_mesh.domain.clock import rfc3339
+from agent_mesh.domain.errors import ConflictError
 from agent_mesh.kube.errors import unavailable
 from agent_mesh.kube.keystore import MANAGED_LABELS
 
@@ -30,8 +33,12 @@ def credential_secret_name(agent_name: str) -> str:
 async def ensure_credential(
     api: client.ApiClient, agent: dict[str, Any], now: dt.datetime
 ) -> dict[str, str]:
-    """The status.credential for the agent: creates the Secret when missing, else hashes
-    the one there (e.g. the operator stopped between creating it and writing status)."""
+    """The status.credential for the agent: creates the Secret. One already there (the
+    operator stopped between creating it and writing status; a deleted namesake's, not
+    yet collected) is refused unless the MeshAgent, or a deleted namesake, owns it; even
+    then only the object is kept, never its value: a fresh credential is written into it.
+    An ownerReference is no proof (whoever may create Secrets can name any uid), so a
+    value planted under a forged one is worth nothing."""
     meta = agent["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     secret_name = credential_secret_name(name)
@@ -66,16 +73,54 @@ async def ensure_credential(
         if error.status != 409:
             raise unavailable(f"creating Secret {namespace}/{secret_name}", error) from error
         existing = await core.read_namespaced_secret(secret_name, namespace)
-        owners = existing.metadata.owner_references or []
-        stored = (existing.data or {}).get(CREDENTIAL_KEY)
-        if not stored or not any(o.uid == meta["uid"] for o in owners):
-            # Not ours (left from a deleted agent of the same name, or a user's): replace it.
-            await core.delete_namespaced_secret(secret_name, namespace)
-            await core.create_namespaced_secret(namespace, body)
-        else:
-            credential = base64.b64decode(stored).decode()
+        problem = foreign_secret_problem(
+            existing.metadata.owner_references or [], meta["uid"], namespace, name
+        )
+        if problem is not None:
+            raise ConflictError(
+                problem, field="spec.endpoint", code="CredentialSecretNotOwned"
+            ) from None
+        # ours, or a deleted namesake's: keep the object, never its value
+        body["metadata"]["resourceVersion"] = existing.metadata.resource_version
+        try:  # only if nobody changed it since we read it
+            await core.replace_namespaced_secret(secret_name, namespace, body)
+        except ApiException as replacing:
+            raise unavailable(f"replacing Secret {namespace}/{secret_name}", replacing) from None
     return {
         "secretName": secret_name,
         "sha256": credential_hash(credential),
         "issuedAt": rfc3339(now),
     }
+
+
+def foreign_secret_problem(
+    owners: Sequence[Any], agent_uid: str, namespace: str, agent_name: str
+) -> str | None:
+    """Why an existing `<name>-mesh-credential` Secret must not be taken over; None when
+    the MeshAgent owns it, or when its only owners are earlier MeshAgents of the same name
+    (deleted: a name has one object at a time), which the garbage collector would remove.
+    `owners` are its ownerReferences (objects with `api_version`, `kind`, `name`, `uid`)."""
+    if any(getattr(owner, "uid", None) == agent_uid for owner in owners):
+        return None
+    if owners and all(_earlier_incarnation(owner, agent_name) for owner in owners):
+        return None
+    secret = f"{namespace}/{credential_secret_name(agent_name)}"
+    holders = ", ".join(
+        f"{getattr(o, 'kind', '?')} {getattr(o, 'name', '?')} (uid {getattr(o, 'uid', '?')})"
+        for o in owners
+    )
+    return (
+        f"Secret {secret} exists but is not owned by MeshAgent {agent_name} (uid {agent_uid}"
+        f"{'; owned by ' + holders if holders else '; it has no owner'}): the operator will "
+        "not take over a Secret somebody else wrote. Delete or rename it; the credential is "
+        "issued once it is gone"
+    )
+
+
+def _earlier_incarnation(owner: Any, agent_name: str) -> bool:
+    group = str(getattr(owner, "api_version", "")).partition("/")[0]
+    return (
+        group == GROUP
+        and getattr(owner, "kind", None) == "MeshAgent"
+        and getattr(owner, "name", None) == agent_name
+    )

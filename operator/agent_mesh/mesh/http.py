@@ -15,16 +15,23 @@ import pydantic
 from aiohttp import web
 
 from agent_mesh.domain.errors import MeshError, PayloadTooLargeError, ValidationError
+from agent_mesh.domain.jsondepth import DEFAULT_MAX_DEPTH, check_json_depth
+from agent_mesh.domain.ratelimit import retry_after_seconds
+from agent_mesh.mesh.limits import GUARD
 
 logger = logging.getLogger("agent_mesh.mesh")
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY_KEY: Final = web.AppKey("max_body_bytes", int)
+MAX_DEPTH_KEY: Final = web.AppKey("max_json_depth", int)
 
 
 def error_response(error: MeshError) -> web.Response:
-    return web.json_response(error.to_wire(), status=error.status)
+    headers = None
+    if error.retry_after is not None:
+        headers = {"Retry-After": str(retry_after_seconds(error.retry_after))}
+    return web.json_response(error.to_wire(), status=error.status, headers=headers)
 
 
 @web.middleware
@@ -35,9 +42,14 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     length = request.content_length
     if length is not None and length > request.app[MAX_BODY_KEY]:
         return error_response(_too_large(request))
+    guard = request.app.get(GUARD)
     try:
+        if guard is not None:
+            guard.admit(request)
         return await handler(request)
     except MeshError as error:
+        if guard is not None and error.status == 401:
+            guard.failed(request)
         return error_response(error)
     except web.HTTPRequestEntityTooLarge:
         return error_response(_too_large(request))
@@ -61,10 +73,12 @@ def _too_large(request: web.Request) -> PayloadTooLargeError:
 
 
 async def read_json(request: web.Request) -> Any:
-    """The body as JSON; 400 naming `body` when it is not JSON, 413 when too large."""
+    """The body as JSON; 400 naming `body` when it is not JSON or nests too deeply (checked
+    before parsing: the parser would recurse), 413 when too large."""
     raw = await request.read()
     if not raw:
         raise ValidationError("request body is empty: send a JSON object", field="body")
+    check_json_depth(raw, request.app.get(MAX_DEPTH_KEY, DEFAULT_MAX_DEPTH))
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:

@@ -25,6 +25,7 @@ from agent_mesh.domain.acl import MeshCall, policy_to_spec
 from agent_mesh.domain.clock import rfc3339
 from agent_mesh.domain.errors import ValidationError
 from agent_mesh.mesh.http import parse_body, read_json, validate
+from agent_mesh.mesh.limits import GUARD
 
 AUTHORITY: Final = web.AppKey("authority", Authority)
 
@@ -113,6 +114,9 @@ async def issue_token(request: web.Request) -> web.Response:
     """`POST /v1/token`: a credential or ServiceAccount token for a mesh-API token, or
     (with `grantType` token-exchange) a mesh-API token for recipient tokens."""
     authority = request.app[AUTHORITY]
+    guard = request.app.get(GUARD)
+    if guard is not None:
+        guard.token_exchange(request)
     data = await read_json(request)
     if isinstance(data, dict) and ("grantType" in data or "subjectToken" in data):
         return await _exchange(authority, data)

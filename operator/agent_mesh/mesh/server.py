@@ -9,10 +9,12 @@ from aiohttp import web
 
 from agent_mesh.auth.authority import Authority
 from agent_mesh.domain.health import HealthTracker
+from agent_mesh.domain.jsondepth import DEFAULT_MAX_DEPTH
 from agent_mesh.mesh import agent_routes, identity_routes, task_routes
 from agent_mesh.mesh.agent_routes import HeartbeatSink
 from agent_mesh.mesh.fastpath import FastPath
-from agent_mesh.mesh.http import MAX_BODY_KEY, errors_as_json
+from agent_mesh.mesh.http import MAX_BODY_KEY, MAX_DEPTH_KEY, errors_as_json
+from agent_mesh.mesh.limits import GUARD, AbuseGuard
 from agent_mesh.observability.metrics import exposition
 
 logger = logging.getLogger("agent_mesh.mesh")
@@ -40,12 +42,19 @@ def create_app(
     tracker: HealthTracker,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     fast_path: FastPath | None = None,
+    guard: AbuseGuard | None = None,
+    max_json_depth: int = DEFAULT_MAX_DEPTH,
 ) -> web.Application:
-    """The mesh API with every route; `max_body_bytes` bounds any request body (413).
-    The task routes need the coordinator, through `fast_path`; without it (tools and
-    tests that serve identity and discovery only) they are not served."""
+    """The mesh API with every route; `max_body_bytes` bounds any request body (413),
+    `max_json_depth` its nesting (400). The task routes need the coordinator, through
+    `fast_path`; without it (tools and tests that serve identity and discovery only) they
+    are not served. With a `guard`, its abuse limits apply (429); without, none do."""
     app = web.Application(client_max_size=max_body_bytes, middlewares=[errors_as_json])
     app[MAX_BODY_KEY] = max_body_bytes
+    app[MAX_DEPTH_KEY] = max_json_depth
+    if guard is not None:
+        app[GUARD] = guard
+        authority.issue_limit = guard.token_issue
     app[identity_routes.AUTHORITY] = authority
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -26,6 +26,11 @@ AUTH_DECISIONS = Counter(
     "ACL decisions on mesh API calls.",
     ["decision"],
 )
+REQUESTS_THROTTLED = Counter(
+    "agentmesh_mesh_requests_throttled",
+    "Mesh API requests refused with 429 by an abuse limit, by limit.",
+    ["limit"],
+)
 
 AGENTS = Gauge("agentmesh_agents", "Agents known to the operator, by health.", ["health"])
 HEARTBEATS = Counter(

@@ -8,13 +8,16 @@
     agent.run()
 
 It serves `POST /v1/tasks`, `POST /v1/tasks/batch`, `POST /v1/messages`,
-`POST /v1/stream`, `GET /healthz` and `GET /readyz`. Every call needs a valid mesh token
-(checked against the operator's JWKS and revocations) and the ACL permission: `execute
-tasks` for tasks, `execute agents` for requests and streams, `write events` for events.
-It runs at most `max_concurrent_tasks` at once, answers a redelivered (task uid,
-attempt) with the first result, and beats its heartbeat. There is no unauthenticated
-mode. On stop it takes no new work, lets running tasks finish for `drain_seconds`, and
-hands the rest back (503 `HandedBack`, which the coordinator retries elsewhere).
+`POST /v1/stream`, `GET /healthz`, `GET /readyz` and `GET /metrics`. Every call needs a
+valid mesh token (checked against the operator's JWKS and revocations) and the ACL
+permission: `execute tasks` for tasks, `execute agents` for requests and streams, `write
+events` for events. Until its gate has loaded identity, keys, policies and revocations
+once, every call is answered 503 `GateNotReady` (sdk/gate.py: it fails closed). It runs
+at most `max_concurrent_tasks` at once, answers a redelivered (task uid, attempt) with
+the first result (to another caller only with `read results`), and beats its heartbeat.
+There is no unauthenticated mode. On stop it takes no new work, lets running tasks finish
+for `drain_seconds`, and hands the rest back (503 `HandedBack`, which the coordinator
+retries elsewhere).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
@@ -45,7 +49,9 @@ from agent_mesh.domain.errors import (
     UnavailableError,
     ValidationError,
 )
+from agent_mesh.domain.jsondepth import DEFAULT_MAX_DEPTH, check_json_depth
 from agent_mesh.domain.message import BROADCAST, Message, MessageType
+from agent_mesh.domain.ratelimit import retry_after_seconds
 from agent_mesh.domain.stream import (
     NDJSON,
     STREAM_KEY,
@@ -125,6 +131,7 @@ class Agent:
         max_concurrent_tasks: int | None = None,
         heartbeat_interval_seconds: float | None = None,
         policy_sync_seconds: float | None = None,
+        policy_stale_seconds: float | None = None,
         drain_seconds: float | None = None,
         version: str | None = None,
         endpoint: str | None = None,
@@ -135,8 +142,9 @@ class Agent:
         (TokenSource.from_env); host and port default to AGENT_MESH_HOST / AGENT_MESH_PORT,
         else 0.0.0.0:8080 (the pod's network). The intervals default to
         AGENT_MESH_HEARTBEAT_SECONDS (30), AGENT_MESH_POLICY_SYNC_SECONDS (30) and
-        AGENT_MESH_DRAIN_SECONDS (30). The task limit defaults to
-        AGENT_MESH_MAX_CONCURRENT_TASKS, else the MeshAgent's spec.maxConcurrentTasks
+        AGENT_MESH_DRAIN_SECONDS (30); a sync failing for AGENT_MESH_POLICY_STALE_SECONDS
+        (default three sync intervals) makes the agent not ready. The task limit defaults
+        to AGENT_MESH_MAX_CONCURRENT_TASKS, else the MeshAgent's spec.maxConcurrentTasks
         (which the operator reports at token exchange), else 10. With a certificate and key
         (or AGENT_MESH_TLS_CERT_FILE and AGENT_MESH_TLS_KEY_FILE) it serves https, for
         direct mode across networks the mesh does not encrypt."""
@@ -151,6 +159,9 @@ class Agent:
             heartbeat_interval_seconds, "AGENT_MESH_HEARTBEAT_SECONDS"
         )
         self.policy_sync_seconds = _seconds(policy_sync_seconds, "AGENT_MESH_POLICY_SYNC_SECONDS")
+        self.policy_stale_seconds = _seconds(
+            policy_stale_seconds, "AGENT_MESH_POLICY_STALE_SECONDS", 3 * self.policy_sync_seconds
+        )
         self.drain_seconds = _seconds(drain_seconds, "AGENT_MESH_DRAIN_SECONDS")
         self.tls_cert_file = tls_cert_file or os.environ.get("AGENT_MESH_TLS_CERT_FILE")
         self.tls_key_file = tls_key_file or os.environ.get("AGENT_MESH_TLS_KEY_FILE")
@@ -171,10 +182,13 @@ class Agent:
         self._active = 0
         self._running: set[asyncio.Task[Any]] = set()
         self._draining = False
-        self._ready = False
-        self._results: dict[tuple[str, int], asyncio.Future[Any]] = {}
-        self._gate = Gate(tokens, self.policy_sync_seconds) if tokens is not None else None
+        # (task uid, attempt) → the first run's result, and who delivered it (ns, agentId)
+        self._results: dict[tuple[str, int], tuple[asyncio.Future[Any], tuple[str, str]]] = {}
+        self._gate = self._new_gate(tokens) if tokens is not None else None
         self._mesh: MeshClient | None = None
+
+    def _new_gate(self, tokens: TokenSource) -> Gate:
+        return Gate(tokens, self.policy_sync_seconds, stale_seconds=self.policy_stale_seconds)
 
     # --- declaring --------------------------------------------------------------------
 
@@ -241,6 +255,7 @@ class Agent:
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/v1/tasks", self._tasks)
         app.router.add_post("/v1/tasks/batch", self._task_batch)
         app.router.add_post("/v1/messages", self._messages)
@@ -251,21 +266,30 @@ class Agent:
         return web.json_response({"status": "ok", "activeTasks": self._active})
 
     async def _readyz(self, _: web.Request) -> web.Response:
-        """Ready once it can check callers (keys and policies loaded) and until it drains."""
-        ready = self._ready and not self._draining
-        return web.json_response({"ready": ready}, status=200 if ready else 503)
+        """Ready once it can check callers (identity, keys, policies and revocations
+        loaded), while its syncs keep succeeding (not stale), and until it drains."""
+        gate = self._gate
+        loaded = gate is not None and gate.loaded
+        stale = gate is not None and gate.stale
+        ready = loaded and not stale and not self._draining
+        body = {"ready": ready, "loaded": loaded, "stale": stale, "draining": self._draining}
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        body = generate_latest(self._gate.registry) if self._gate is not None else b""
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _tasks(self, request: web.Request) -> web.Response:
         try:
             caller = await self._authenticate(request.headers.get("Authorization"))
             self._authorize(caller, MeshCall.SUBMIT_TASK)
             try:
-                task = TaskRequest.model_validate_json(await request.read())
+                task = TaskRequest.model_validate_json(await _read_body(request))
             except ValueError as error:
                 raise ValidationError(f"task request is invalid: {error}", field="body") from None
             result = await self._run(task, caller)
         except MeshError as error:
-            return web.json_response(error.to_wire(), status=error.status)
+            return _error_response(error)
         return web.json_response(
             {"taskUid": task.task_uid, "attempt": task.attempt, "result": result}
         )
@@ -283,11 +307,11 @@ class Agent:
             caller = await self._authenticate(request.headers.get("Authorization"))
             self._authorize(caller, MeshCall.SUBMIT_TASK)
             try:
-                batch = TaskBatch.model_validate_json(await request.read())
+                batch = TaskBatch.model_validate_json(await _read_body(request))
             except ValueError as error:
                 raise ValidationError(f"task batch is invalid: {error}", field="tasks") from None
         except MeshError as error:
-            return web.json_response(error.to_wire(), status=error.status)
+            return _error_response(error)
         runs = [asyncio.ensure_future(self._answer(task, caller)) for task in batch.tasks]
         if NDJSON not in request.headers.get("Accept", ""):
             return web.json_response({"results": await asyncio.gather(*runs)})
@@ -318,7 +342,7 @@ class Agent:
         try:
             caller = await self._authenticate(request.headers.get("Authorization"))
             try:
-                message = Message.model_validate_json(await request.read())
+                message = Message.model_validate_json(await _read_body(request))
             except ValueError as error:
                 raise ValidationError(f"not a mesh message: {error}", field="body") from None
             self._check_addresses(message, caller)
@@ -333,7 +357,7 @@ class Agent:
                 )
             answer = await self._call(handler, message, caller)
         except MeshError as error:
-            return web.json_response(error.to_wire(), status=error.status)
+            return _error_response(error)
         if is_event:
             return web.Response(status=202)
         reply = message.reply(answer).model_dump_json(by_alias=True, exclude_none=True)
@@ -346,10 +370,10 @@ class Agent:
                 field="from",
                 code="NotYourAgent",
             )
-        ours = self._tokens.identity if self._tokens is not None else None
-        if ours is not None and message.to not in (ours.agent_id, BROADCAST):
+        ours = self._require_gate().agent_id  # configured, or fixed by the first sync
+        if message.to not in (ours, BROADCAST):
             raise ValidationError(
-                f"message is addressed to {message.to!r}, this is agent {ours.agent_id!r}",
+                f"message is addressed to {message.to!r}, this is agent {ours!r}",
                 field="to",
                 code="Misaddressed",
             )
@@ -359,7 +383,7 @@ class Agent:
         frames out; see agent_mesh.domain.stream for the framing rules."""
         try:
             caller = await self._authenticate(request.headers.get("Authorization"))
-            opening = parse_frame(await read_frame(request.content))
+            opening = parse_frame(_shallow(await read_frame(request.content), "opening"))
             if opening.type is not MessageType.REQUEST:
                 raise ValidationError(
                     f"a stream opens with a request, not a {opening.type.value}", field="type"
@@ -375,7 +399,7 @@ class Agent:
                 )
             self._take_slot()
         except MeshError as error:
-            return web.json_response(error.to_wire(), status=error.status)
+            return _error_response(error)
         reader = StreamReader(opening)
         writer = StreamWriter(opening, reply=True)
 
@@ -384,7 +408,7 @@ class Agent:
                 line = await read_frame(request.content)
                 if not line.endswith(b"\n"):
                     raise reader.truncated()
-                done, payload = reader.accept(parse_frame(line))
+                done, payload = reader.accept(parse_frame(_shallow(line, "chunk")))
                 if done:
                     return
                 yield payload
@@ -439,8 +463,11 @@ class Agent:
 
     async def _run(self, task: TaskRequest, caller: MeshClaims) -> Any:
         key = (task.task_uid, task.attempt)
-        first = self._results.get(key)
-        if first is not None:  # a redelivery: the first run's result, not a second run
+        delivered = self._results.get(key)
+        if delivered is not None:  # a redelivery: the first run's result, not a second run
+            first, submitter = delivered
+            if submitter != (caller.namespace, caller.sub):
+                self._may_read_result(caller, task, submitter)
             try:
                 return await asyncio.shield(first)
             except asyncio.CancelledError:
@@ -458,7 +485,7 @@ class Agent:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if len(self._results) >= DEDUP_MAX:
             self._results.pop(next(iter(self._results)))
-        self._results[key] = future
+        self._results[key] = (future, (caller.namespace, caller.sub))
         ctx = TaskContext(task.task_uid, task.attempt, task.task_type, caller, task.metadata)
         running = asyncio.ensure_future(_invoke(handler, task.payload, ctx))
         self._running.add(running)
@@ -489,6 +516,22 @@ class Agent:
         future.set_result(result)
         return result
 
+    def _may_read_result(
+        self, caller: MeshClaims, task: TaskRequest, submitter: tuple[str, str]
+    ) -> None:
+        """Another caller's redelivery gets the first run's result (computed from the first
+        caller's payload, not its own) only when it may read results."""
+        try:
+            self._authorize(caller, MeshCall.READ_RESULT)
+        except ForbiddenError as denied:
+            raise ForbiddenError(
+                f"task {task.task_uid} attempt {task.attempt} was delivered by "
+                f"{submitter[0]}/{submitter[1]}; returning its result to "
+                f"{caller.namespace}/{caller.sub} needs read results: {denied.message}",
+                field="taskUid",
+                code="AccessDenied",
+            ) from None
+
     def _take_slot(self) -> None:
         if self._draining:
             raise UnavailableError("the agent is shutting down", code="AgentDraining")
@@ -507,8 +550,10 @@ class Agent:
         return self._gate
 
     async def refresh_keys(self) -> None:
-        """Fetch the operator's JWKS now (normally done on start and on an unknown key)."""
-        await self._require_gate().refresh_keys()
+        """Load the gate now: identity, the operator's JWKS, policies and revocations
+        (serve does it too, and refetches the JWKS on an unknown key). Raises what the
+        mesh answered when it cannot."""
+        await self._require_gate().sync()
 
     async def _authenticate(self, authorization: str | None) -> MeshClaims:
         return await self._require_gate().authenticate(authorization)
@@ -522,7 +567,8 @@ class Agent:
         """Serve and beat until `stop` is set (or forever), then drain: no new work,
         running tasks get `drain_seconds` to finish, the rest are handed back."""
         if self._gate is None:
-            self._gate = Gate(self.tokens, self.policy_sync_seconds)
+            self._gate = self._new_gate(self.tokens)
+        gate = self._gate
         runner = web.AppRunner(self.app(), access_log=None)
         await runner.setup()
         tls = None
@@ -530,22 +576,8 @@ class Agent:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             tls.load_cert_chain(self.tls_cert_file, self.tls_key_file)
         await web.TCPSite(runner, self.host, self.port, ssl_context=tls).start()
-        await self._gate.refresh_keys()
-        await self._gate.sync()
-        issued = self.tokens.identity
-        if not self._limit_given and issued is not None and issued.max_concurrent_tasks:
-            self.max_concurrent_tasks = issued.max_concurrent_tasks
-        self._ready = True
-        syncing = asyncio.create_task(self._gate.sync_forever())
-        beats = asyncio.create_task(
-            heartbeat_forever(
-                self.tokens,
-                self.heartbeat_interval_seconds,
-                lambda: self._active,
-                self.version,
-                self.endpoint,
-            )
-        )
+        syncing = asyncio.create_task(gate.run())  # until loaded, calls get 503
+        beats = asyncio.create_task(self._beat_once_loaded(gate))
         logger.info(
             "agent %s serving on %s:%s",
             self.tokens.agent_id or self.agent_type,
@@ -564,6 +596,21 @@ class Agent:
             await runner.cleanup()
             if self._mesh is not None:
                 await self._mesh.close()
+
+    async def _beat_once_loaded(self, gate: Gate) -> None:
+        """Announce the agent (heartbeats) only once it can take calls; take its task limit
+        from its MeshAgent, as the operator reported it, unless given."""
+        await gate.wait_loaded()
+        issued = self.tokens.identity
+        if not self._limit_given and issued is not None and issued.max_concurrent_tasks:
+            self.max_concurrent_tasks = issued.max_concurrent_tasks
+        await heartbeat_forever(
+            self.tokens,
+            self.heartbeat_interval_seconds,
+            lambda: self._active,
+            self.version,
+            self.endpoint,
+        )
 
     async def _drain(self) -> None:
         self._draining = True
@@ -593,6 +640,24 @@ class Agent:
             os.environ.get("AGENT_MESH_LOG_FORMAT", "json"),
         )
         asyncio.run(main())
+
+
+def _error_response(error: MeshError) -> web.Response:
+    headers = None
+    if error.retry_after is not None:
+        headers = {"Retry-After": str(retry_after_seconds(error.retry_after))}
+    return web.json_response(error.to_wire(), status=error.status, headers=headers)
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The body, refused (400) when it nests deeper than DEFAULT_MAX_DEPTH: no parser
+    recursion on a hostile document."""
+    return _shallow(await request.read(), "body")
+
+
+def _shallow(raw: bytes, field: str) -> bytes:
+    check_json_depth(raw, DEFAULT_MAX_DEPTH, field)
+    return raw
 
 
 async def _invoke(handler: Handler, payload: Any, ctx: TaskContext) -> Any:

@@ -12,13 +12,19 @@ import os
 import ssl
 import time
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
 
-from agent_mesh.domain.errors import AuthError, UnavailableError, ValidationError
+from agent_mesh.domain.errors import (
+    AuthError,
+    TooManyRequestsError,
+    UnavailableError,
+    ValidationError,
+)
 from agent_mesh.transport.client import read_body
 
 SA_TOKEN_PATH: Final = Path("/var/run/secrets/agent-mesh/token")
@@ -163,14 +169,17 @@ class TokenSource:
                 raw = await read_body(response, TOKEN_RESPONSE_MAX_BYTES)
                 answer: Any = json.loads(raw) if raw.strip() else None
                 status = response.status
+                retry_after = retry_after_of(response.headers)
         except aiohttp.ClientError as error:
             raise self.unreachable(error) from error
         if status != 200:
             detail = (answer or {}).get("error", {}) if isinstance(answer, dict) else {}
-            raise AuthError(
+            kind = TooManyRequestsError if status == 429 else AuthError
+            raise kind(
                 f"token exchange refused ({status}): {detail.get('message', answer)}",
                 field=detail.get("field"),
                 code=detail.get("code") or "TokenExchangeFailed",
+                retry_after=retry_after,
             )
         lifetime = float(answer["expiresIn"])
         return IssuedToken(
@@ -181,6 +190,14 @@ class TokenSource:
             renew_at=started + RENEW_AT * lifetime,
             max_concurrent_tasks=answer.get("maxConcurrentTasks"),
         )
+
+
+def retry_after_of(headers: Mapping[str, str]) -> float | None:
+    """A `Retry-After` in seconds (the form the mesh sends), or None."""
+    try:
+        return max(0.0, float(headers["Retry-After"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def mesh_tls(

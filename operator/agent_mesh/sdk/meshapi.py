@@ -18,10 +18,11 @@ from agent_mesh.domain.errors import (
     MeshError,
     NotFoundError,
     PayloadTooLargeError,
+    TooManyRequestsError,
     UnavailableError,
     ValidationError,
 )
-from agent_mesh.sdk.identity import TokenSource
+from agent_mesh.sdk.identity import TokenSource, retry_after_of
 from agent_mesh.transport.client import RESPONSE_MAX_BYTES, read_body
 
 _ERRORS: Final[dict[int, type[MeshError]]] = {
@@ -31,6 +32,7 @@ _ERRORS: Final[dict[int, type[MeshError]]] = {
     404: NotFoundError,
     409: ConflictError,
     413: PayloadTooLargeError,
+    429: TooManyRequestsError,
     503: UnavailableError,
 }
 
@@ -66,6 +68,7 @@ async def call_mesh(
             ) as response:
                 answer = _json(await read_body(response, max_bytes))
                 status = response.status
+                retry_after = retry_after_of(response.headers)
         except aiohttp.ClientError as error:
             raise tokens.unreachable(error) from error
         if status == 401 and authenticated and not attempt:
@@ -74,7 +77,7 @@ async def call_mesh(
         if status in (200, 202):
             return answer
         detail = answer.get("error", {}) if isinstance(answer, dict) else {}
-        raise error_from_wire(status, detail, answer)
+        raise error_from_wire(status, detail, answer, retry_after)
     raise AssertionError("unreachable")
 
 
@@ -83,7 +86,9 @@ def _json(raw: bytes) -> Any:
     return json.loads(raw) if raw.strip() else None
 
 
-def error_from_wire(status: int, detail: Any, answer: Any = None) -> MeshError:
+def error_from_wire(
+    status: int, detail: Any, answer: Any = None, retry_after: float | None = None
+) -> MeshError:
     """The MeshError a `{"code", "message", "field"}` error body (answered with HTTP
     `status`) stands for."""
     detail = detail if isinstance(detail, dict) else {}
@@ -91,4 +96,5 @@ def error_from_wire(status: int, detail: Any, answer: Any = None) -> MeshError:
         str(detail.get("message") or answer or detail),
         field=detail.get("field"),
         code=detail.get("code"),
+        retry_after=retry_after,
     )

@@ -1,0 +1,334 @@
+"""Abuse limits and the agent's fail-closed gate against a real operator and apiserver:
+429 on token exchange over a (low) configured limit, 400 for a deeply nested body with no
+traceback, an SDK agent answering 503 until its first sync, and a running agent refusing a
+token whose signing key has passed its retire time.
+
+The operator here is this module's own (own namespace family), configured with a low
+per-agent token limit and a short key overlap."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import inspect
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import jwt
+import pytest
+from kubernetes import client
+
+from agent_mesh.domain.clock import parse_rfc3339
+from agent_mesh.ports import free_port
+from agent_mesh.sdk.agent import Agent, TaskContext
+from agent_mesh.sdk.identity import TokenSource
+from tests.conftest import (
+    SESSION,
+    Cluster,
+    OperatorProcess,
+    ensure_namespace,
+    start_operator,
+    stop_operator,
+)
+from tests.meshhelpers import (
+    call,
+    credential_of,
+    error_of,
+    exchange,
+    external_agent,
+    token_for_agent,
+    token_of,
+)
+
+PREFIX = f"aml-{SESSION}-"
+KEY_OVERLAP_SECONDS = 6
+
+
+@pytest.fixture(scope="module")
+def limited_operator(
+    cluster: Cluster, crds: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    system = ensure_namespace(cluster, f"{PREFIX}sys")
+    operator = start_operator(
+        cluster,
+        tmp_path_factory.mktemp("limited") / "operator.log",
+        "--no-webhooks",
+        watch=f"{PREFIX}*",
+        operator_namespace=system,
+        extra_env={
+            "AGENT_MESH_TOKEN_EXCHANGE_BURST_PER_AGENT": "3",
+            "AGENT_MESH_TOKEN_EXCHANGE_RATE_PER_AGENT": "0.05",
+            "AGENT_MESH_KEY_CHECK_SECONDS": "0.5",
+            "AGENT_MESH_KEY_OVERLAP_SECONDS": str(KEY_OVERLAP_SECONDS),
+        },
+    )
+    yield operator
+    stop_operator(operator)
+
+
+@pytest.fixture
+def own_namespace(cluster: Cluster) -> Iterator[str]:
+    name = ensure_namespace(cluster, f"{PREFIX}{uuid.uuid4().hex[:8]}")
+    yield name
+    client.CoreV1Api(cluster.api).delete_namespace(name, propagation_policy="Background")
+
+
+# --- the operator's limits -------------------------------------------------------------
+
+
+def test_token_exchange_over_the_configured_per_agent_limit_gets_429_with_retry_after(
+    cluster: Cluster, limited_operator: OperatorProcess, own_namespace: str
+) -> None:
+    credential = external_agent(cluster, own_namespace, "greedy", "worker")
+    for _ in range(3):
+        assert exchange(limited_operator, own_namespace, "greedy", credential).status_code == 200
+    refused = exchange(limited_operator, own_namespace, "greedy", credential)
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    error = error_of(refused)
+    assert error["code"] == "RateLimited"
+    assert f"agent {own_namespace}/greedy" in error["message"]
+    # another agent from the same address is not affected
+    other = external_agent(cluster, own_namespace, "modest", "worker")
+    assert exchange(limited_operator, own_namespace, "modest", other).status_code == 200
+    metrics = call(limited_operator, "GET", "/metrics", None).text
+    assert 'agentmesh_mesh_requests_throttled_total{limit="token-exchange-per-agent"}' in metrics
+
+
+def test_a_deeply_nested_body_gets_400_and_leaves_no_traceback_in_the_operator_log(
+    cluster: Cluster, limited_operator: OperatorProcess, own_namespace: str
+) -> None:
+    token = token_of(cluster, limited_operator, own_namespace, "nester", "worker")
+    for path, bearer in (("/v1/token", None), ("/v1/revocations", token)):
+        response = call(limited_operator, "POST", path, bearer, content=b"[" * 100_000)
+        assert response.status_code == 400, (path, response.text)
+        error = error_of(response)
+        assert (error["code"], error["field"]) == ("JsonTooDeep", "body")
+    assert call(limited_operator, "GET", "/healthz", None).status_code == 200
+    log = limited_operator.logs()
+    assert "RecursionError" not in log
+    assert "Traceback" not in log
+
+
+# --- the SDK agent's gate --------------------------------------------------------------
+
+
+class Relay:
+    """A loopback TCP relay to the operator's mesh API that can be cut: while cut, every
+    connection is closed at once (the operator looks down to the agent behind it)."""
+
+    def __init__(self, target: str) -> None:
+        parts = urlsplit(target)
+        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 443
+        self._scheme = parts.scheme
+        self.open = False
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"{self._scheme}://127.0.0.1:{port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for pipe in list(self._pipes):
+            pipe.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.open:
+            writer.close()
+            return
+        upstream_reader, upstream_writer = await asyncio.open_connection(self._host, self._port)
+        for source, sink in ((reader, upstream_writer), (upstream_reader, writer)):
+            pipe = asyncio.create_task(_pump(source, sink))
+            self._pipes.add(pipe)
+            pipe.add_done_callback(self._pipes.discard)
+
+
+async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await source.read(65536):
+            sink.write(chunk)
+            await sink.drain()
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            sink.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(agent: Agent, port: int) -> AsyncIterator[str]:
+    """Run `agent` until the block ends; yields its URL once it listens (ready or not)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.serve(stop))
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(timeout=5) as http:
+        for _ in range(200):
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get(f"{url}/healthz")).status_code == 200:
+                    break
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.05)
+    try:
+        yield url
+    finally:
+        stop.set()
+        await task
+
+
+def _echo_agent(tokens: TokenSource, port: int) -> Agent:
+    agent = Agent(
+        "worker", ["echo"], tokens=tokens, host="127.0.0.1", port=port, policy_sync_seconds=0.5
+    )
+
+    @agent.task("echo")
+    async def echo(payload: Any, ctx: TaskContext) -> Any:
+        return {"echo": payload}
+
+    return agent
+
+
+async def _post_task(url: str, token: str) -> httpx.Response:
+    body = {"taskUid": uuid.uuid4().hex, "attempt": 1, "taskType": "echo", "payload": "hi"}
+    async with httpx.AsyncClient(timeout=10) as http:
+        return await http.post(
+            f"{url}/v1/tasks", json=body, headers={"Authorization": f"Bearer {token}"}
+        )
+
+
+async def _wait_ready(url: str) -> None:
+    async def ready() -> bool:
+        async with httpx.AsyncClient(timeout=5) as http:
+            return (await http.get(f"{url}/readyz")).status_code == 200
+
+    await _until(f"the agent at {url} to be ready", ready)
+
+
+async def _until(what: str, check: Callable[[], Any], deadline: float = 30) -> Any:
+    """Poll `check` (plain or async) without blocking the loop: the agent under test
+    runs on it."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    while loop.time() < end:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        await asyncio.sleep(0.1)
+    pytest.fail(f"timed out after {deadline:.0f} s waiting for {what}")
+
+
+async def test_an_agent_answers_503_until_its_first_sync_and_serves_once_loaded(
+    cluster: Cluster, limited_operator: OperatorProcess, own_namespace: str
+) -> None:
+    port = free_port()
+    credential = external_agent(
+        cluster, own_namespace, "gated", "worker", endpoint=f"http://127.0.0.1:{port}"
+    )
+    boss = token_for_agent(  # what a caller sends the agent: addressed to it alone
+        limited_operator,
+        token_of(cluster, limited_operator, own_namespace, "boss", "orchestrator"),
+        own_namespace,
+        "gated",
+    )
+    relay = Relay(limited_operator.mesh_url)  # cut: the agent cannot reach the mesh yet
+    await relay.start()
+    tokens = TokenSource(
+        relay.url,
+        namespace=own_namespace,
+        agent_id="gated",
+        credential=credential,
+        ca_file=limited_operator.ca_file,
+    )
+    try:
+        async with serving(_echo_agent(tokens, port), port) as url:
+            refused = await _post_task(url, boss)  # a valid token, and still refused
+            assert refused.status_code == 503, refused.text
+            assert int(refused.headers["Retry-After"]) >= 1
+            assert refused.json()["error"]["code"] == "GateNotReady"
+            async with httpx.AsyncClient(timeout=5) as http:
+                ready = await http.get(f"{url}/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["loaded"] is False
+            relay.open = True
+            await _wait_ready(url)
+            served = await _post_task(url, boss)
+            assert served.status_code == 200, served.text
+            assert served.json()["result"] == {"echo": "hi"}
+    finally:
+        await relay.stop()
+
+
+def _retire_time(operator: OperatorProcess, kid: str) -> dt.datetime | None:
+    keys = call(operator, "GET", "/.well-known/jwks.json", None).json()["keys"]
+    entry = next((k for k in keys if k["kid"] == kid), None)
+    return None if entry is None else parse_rfc3339(entry.get("retireAt"))
+
+
+async def test_a_running_agent_refuses_a_token_whose_key_passed_its_retire_time(
+    cluster: Cluster, limited_operator: OperatorProcess, own_namespace: str
+) -> None:
+    port = free_port()
+    credential = external_agent(
+        cluster, own_namespace, "rotating", "worker", endpoint=f"http://127.0.0.1:{port}"
+    )
+    boss = token_for_agent(
+        limited_operator,
+        token_of(cluster, limited_operator, own_namespace, "boss", "orchestrator"),
+        own_namespace,
+        "rotating",
+    )
+    old_kid = jwt.get_unverified_header(boss)["kid"]
+    tokens = TokenSource(
+        limited_operator.mesh_url,
+        namespace=own_namespace,
+        agent_id="rotating",
+        credential=credential,
+        ca_file=limited_operator.ca_file,
+    )
+    async with serving(_echo_agent(tokens, port), port) as url:
+        await _wait_ready(url)
+        assert (await _post_task(url, boss)).status_code == 200
+        client.CoreV1Api(cluster.api).patch_namespaced_secret(
+            "agent-mesh-signing-keys",
+            limited_operator.operator_namespace,
+            {"metadata": {"annotations": {"agentmesh.io/rotate": uuid.uuid4().hex}}},
+        )
+        retire = await _until(
+            "the old key to carry a retirement time",
+            lambda: _retire_time(limited_operator, old_kid),
+        )
+        assert retire - dt.datetime.now(dt.UTC) <= dt.timedelta(seconds=KEY_OVERLAP_SECONDS)
+        # within the overlap the running agent still accepts the old key
+        assert (await _post_task(url, boss)).status_code == 200
+        await _until(
+            "the old key's retire time to pass",
+            lambda: dt.datetime.now(dt.UTC) > retire,
+            deadline=KEY_OVERLAP_SECONDS + 5,
+        )
+        refused = await _post_task(url, boss)  # the token itself is valid for minutes more
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["error"]["code"] == "UnknownKey"
+        # the same agent, without a restart, takes tokens signed by the new key
+        renewed = exchange(
+            limited_operator, own_namespace, "boss", credential_of(cluster, own_namespace, "boss")
+        )
+        fresh = token_for_agent(
+            limited_operator, renewed.json()["token"], own_namespace, "rotating"
+        )
+        assert jwt.get_unverified_header(fresh)["kid"] != old_kid
+        assert (await _post_task(url, fresh)).status_code == 200

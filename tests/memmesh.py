@@ -1,0 +1,125 @@
+"""The operator's mesh API in memory, served on loopback: the real Authority and routes
+over the in-memory stores (auth/memory.py). For unit tests of the mesh API's limits and
+of the SDK's gate, which need an operator to talk to but not a cluster."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from agent_mesh.auth.audit import AuditLog
+from agent_mesh.auth.authority import Authority, AuthSettings, credential_hash
+from agent_mesh.auth.memory import (
+    MemoryKeyStore,
+    MemoryRevocationStore,
+    StaticTokenReviewer,
+    registry_fetcher,
+)
+from agent_mesh.auth.tokens import GRANT_TOKEN_EXCHANGE
+from agent_mesh.domain.acl import PolicyIndex
+from agent_mesh.domain.agents import AgentRecord, AgentRegistry
+from agent_mesh.domain.clock import FakeClock
+from agent_mesh.domain.health import HealthTracker
+from agent_mesh.health_monitor import HealthMonitor
+from agent_mesh.mesh.limits import AbuseGuard, AbuseLimits
+from agent_mesh.mesh.server import create_app
+from agent_mesh.sdk.identity import TokenSource
+
+CREDENTIAL = "s3cret-credential"
+
+
+def agent_record(agent_id: str, agent_type: str, namespace: str = "ns", **kw: Any) -> AgentRecord:
+    """An external agent whose credential is CREDENTIAL."""
+    fields: dict[str, Any] = {
+        "namespace": namespace,
+        "name": agent_id,
+        "uid": f"uid-{namespace}-{agent_id}",
+        "agent_id": agent_id,
+        "agent_type": agent_type,
+        "capabilities": (),
+        "service_account": None,
+        "credential_hash": credential_hash(CREDENTIAL),
+        "external": True,
+    }
+    fields.update(kw)
+    return AgentRecord(**fields)
+
+
+@dataclass
+class MemoryMesh:
+    client: TestClient  # type: ignore[type-arg]
+    authority: Authority
+    registry: AgentRegistry
+    keys: MemoryKeyStore
+    reviewer: StaticTokenReviewer
+    clock: FakeClock
+    audit: AuditLog
+
+    @property
+    def url(self) -> str:
+        return str(self.client.make_url("")).rstrip("/")
+
+    async def exchange(self, agent_id: str, namespace: str = "ns", **extra: Any) -> Any:
+        body = {"namespace": namespace, "agentId": agent_id, "credential": CREDENTIAL, **extra}
+        return await self.client.post("/v1/token", json=body)
+
+    async def token(self, agent_id: str, namespace: str = "ns", to: str | None = None) -> str:
+        """`agent_id`'s mesh-API token; with `to` (`<namespace>/<agentId>`), the token it
+        sends that agent, exchanged as MeshClient does."""
+        response = await self.exchange(agent_id, namespace)
+        assert response.status == 200, await response.text()
+        token = str((await response.json())["token"])
+        if to is None:
+            return token
+        body = {"grantType": GRANT_TOKEN_EXCHANGE, "subjectToken": token, "audience": to}
+        exchanged = await self.client.post("/v1/token", json=body)
+        assert exchanged.status == 200, await exchanged.text()
+        return str((await exchanged.json())["accessToken"])
+
+    def tokens(self, agent_id: str, namespace: str = "ns") -> TokenSource:
+        """What an agent holds: a TokenSource exchanging its credential with this mesh."""
+        return TokenSource(self.url, namespace=namespace, agent_id=agent_id, credential=CREDENTIAL)
+
+
+async def start_memory_mesh(
+    agents: Iterable[AgentRecord],
+    *,
+    limits: AbuseLimits | None = None,
+    ticks: Callable[[], float] | None = None,
+    max_json_depth: int = 64,
+    settings: AuthSettings | None = None,
+) -> MemoryMesh:
+    """Serve it on 127.0.0.1; with `limits`, an AbuseGuard on the monotonic `ticks`."""
+    clock = FakeClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
+    registry = AgentRegistry()
+    for agent in agents:
+        registry.upsert(agent)
+    reviewer = StaticTokenReviewer()
+    keys = MemoryKeyStore()
+    audit = AuditLog(clock=clock)
+    authority = Authority(
+        settings or AuthSettings(),
+        registry=registry,
+        policies=PolicyIndex(),
+        keys=keys,
+        revocation_store=MemoryRevocationStore(),
+        reviewer=reviewer,
+        fetch_agent=registry_fetcher(registry),
+        audit=audit,
+        clock=clock,
+    )
+    await authority.start()
+    monitor = HealthMonitor(HealthTracker(), registry, None, None, clock)
+    guard = None
+    if limits is not None:
+        guard = AbuseGuard(limits, audit, ticks) if ticks else AbuseGuard(limits, audit)
+    app = create_app(
+        authority, monitor, monitor.tracker, guard=guard, max_json_depth=max_json_depth
+    )
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    return MemoryMesh(client, authority, registry, keys, reviewer, clock, audit)
