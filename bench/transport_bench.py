@@ -71,14 +71,14 @@ from agent_mesh.domain.acl import Action, PolicyIndex
 from agent_mesh.domain.clock import SystemClock
 from agent_mesh.domain.errors import MeshError
 from agent_mesh.domain.message import BROADCAST, Message, MessageType
-from agent_mesh.observability.metrics import (
+from agent_mesh.sdk.agent import Agent
+from agent_mesh.sdk.identity import TokenSource
+from agent_mesh.transport.client import Outcome, Transport, TransportConfig
+from agent_mesh.transport.metrics import (
     TRANSPORT_ACTIVE,
     TRANSPORT_DURATION,
     TRANSPORT_REQUESTS,
 )
-from agent_mesh.sdk.agent import Agent
-from agent_mesh.sdk.identity import TokenSource
-from agent_mesh.transport.client import Outcome, Transport, TransportConfig
 
 RESULTS = Path(__file__).parent / "results"
 PAYLOAD = {"text": "x" * 512}

@@ -8,7 +8,8 @@
     agent.run()
 
 It serves `POST /v1/tasks`, `POST /v1/tasks/batch`, `POST /v1/messages`,
-`POST /v1/stream`, `GET /healthz` and `GET /readyz`. Every call needs a valid mesh token
+`POST /v1/stream`, `GET /healthz`, `GET /readyz` and `GET /metrics` (its own series,
+agent_mesh.sdk.metrics). Every call needs a valid mesh token
 (checked against the operator's JWKS and revocations) and the ACL permission: `execute
 tasks` for tasks, `execute agents` for requests and streams, `write events` for events.
 It runs at most `max_concurrent_tasks` at once, answers a redelivered (task uid,
@@ -59,6 +60,7 @@ from agent_mesh.sdk.client import MeshClient
 from agent_mesh.sdk.gate import Gate
 from agent_mesh.sdk.heartbeat import heartbeat_forever
 from agent_mesh.sdk.identity import TokenSource
+from agent_mesh.sdk.metrics import AgentMetrics
 from agent_mesh.transport.client import read_frame
 
 logger = logging.getLogger("agent_mesh.sdk")
@@ -175,6 +177,7 @@ class Agent:
         self._results: dict[tuple[str, int], asyncio.Future[Any]] = {}
         self._gate = Gate(tokens, self.policy_sync_seconds) if tokens is not None else None
         self._mesh: MeshClient | None = None
+        self.metrics = AgentMetrics(lambda: self._active, lambda: self.max_concurrent_tasks)
 
     # --- declaring --------------------------------------------------------------------
 
@@ -238,9 +241,12 @@ class Agent:
     # --- serving ----------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024 * 1024)
+        app = web.Application(
+            client_max_size=1024 * 1024, middlewares=[self.metrics.count_requests]
+        )
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/v1/tasks", self._tasks)
         app.router.add_post("/v1/tasks/batch", self._task_batch)
         app.router.add_post("/v1/messages", self._messages)
@@ -254,6 +260,11 @@ class Agent:
         """Ready once it can check callers (keys and policies loaded) and until it drains."""
         ready = self._ready and not self._draining
         return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        """The agent's own series (agent_mesh.sdk.metrics), for Prometheus."""
+        body, content_type = self.metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def _tasks(self, request: web.Request) -> web.Response:
         try:
@@ -460,7 +471,9 @@ class Agent:
             self._results.pop(next(iter(self._results)))
         self._results[key] = future
         ctx = TaskContext(task.task_uid, task.attempt, task.task_type, caller, task.metadata)
-        running = asyncio.ensure_future(_invoke(handler, task.payload, ctx))
+        running = asyncio.ensure_future(
+            self.metrics.timed(task.task_type, _invoke(handler, task.payload, ctx))
+        )
         self._running.add(running)
         try:
             result = await running

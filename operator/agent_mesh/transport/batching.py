@@ -30,12 +30,12 @@ from typing import Any, Final
 import aiohttp
 
 from agent_mesh.domain.stream import NDJSON
-from agent_mesh.observability.metrics import (
+from agent_mesh.transport.client import Delivery, Outcome, Transport, TransportConfig
+from agent_mesh.transport.metrics import (
     TRANSPORT_ACTIVE,
     TRANSPORT_DURATION,
     TRANSPORT_REQUESTS,
 )
-from agent_mesh.transport.client import Delivery, Outcome, Transport, TransportConfig
 
 TASKS_PATH: Final = "/v1/tasks"
 BATCH_PATH: Final = "/v1/tasks/batch"

@@ -31,7 +31,7 @@ from agent_mesh.domain.stream import (
     encode_frame,
     parse_frame,
 )
-from agent_mesh.observability.metrics import (
+from agent_mesh.transport.metrics import (
     TRANSPORT_ACTIVE,
     TRANSPORT_DURATION,
     TRANSPORT_REQUESTS,
