@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +62,10 @@ def launch(
     credential: str,
     log_dir: Path,
     extra_env: dict[str, str] | None = None,
+    python: Sequence[str] = (sys.executable,),
 ) -> AgentProcess:
-    """Start examples/`example` as agent `agent_id` (not waiting for it)."""
+    """Start examples/`example` as agent `agent_id` (not waiting for it), run by `python`
+    (the interpreter and its options; default: the tests' own)."""
     env = {
         **os.environ,
         "AGENT_MESH_URL": operator.mesh_url,
@@ -79,7 +82,7 @@ def launch(
         **(extra_env or {}),
     }
     log = log_dir / f"{agent_id}.log"
-    proc = spawn([sys.executable, str(EXAMPLES / example)], log, detached=False, env=env)
+    proc = spawn([*python, str(EXAMPLES / example)], log, detached=False, env=env)
     return AgentProcess(agent_id, proc, url, log)
 
 
