@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,9 +64,11 @@ def launch(
     credential: str,
     log_dir: Path,
     extra_env: dict[str, str] | None = None,
+    python: Sequence[str] = (sys.executable,),
 ) -> AgentProcess:
     """Start examples/`example` (or the program at path `example`) as agent `agent_id`
-    (not waiting for it)."""
+    (not waiting for it), run by `python` (the interpreter and its options; default: the
+    tests' own)."""
     env = {
         **os.environ,
         "AGENT_MESH_URL": operator.mesh_url,
@@ -83,7 +86,7 @@ def launch(
     }
     log = log_dir / f"{agent_id}.log"
     program = example if isinstance(example, Path) else EXAMPLES / example
-    proc = spawn([sys.executable, str(program)], log, detached=False, env=env)
+    proc = spawn([*python, str(program)], log, detached=False, env=env)
     return AgentProcess(agent_id, proc, url, log)
 
 

@@ -31,7 +31,7 @@ TEST_NAMESPACE_PREFIX = f"amt-{SESSION}-"
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         suite = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
-        if suite in ("unit", "integration", "e2e"):
+        if suite in ("unit", "integration", "e2e", "packaging"):
             item.add_marker(getattr(pytest.mark, suite))
 
 

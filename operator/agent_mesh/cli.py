@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 from pydantic import ValidationError
 
@@ -15,6 +17,14 @@ from agent_mesh import __version__
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+OPERATOR_EXTRA: Final = {
+    "kopf": "kopf",
+    "kubernetes_asyncio": "kubernetes_asyncio",
+    "pydantic-settings": "pydantic_settings",
+    "PyYAML": "yaml",
+}
+"""The `operator` extra's distributions (pyproject.toml) and the module each provides:
+every command needs them; the base distribution is only the agent SDK."""
 
 
 class CliError(Exception):
@@ -104,12 +114,32 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        _require_operator_extra()
         return _dispatch(args)
     except CliError as exc:
         print(f"agent-mesh: error: {exc}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         return 130
+
+
+def _require_operator_extra() -> None:
+    """Say what to install, rather than fail on an import deep inside a command, when
+    only the SDK is installed."""
+    missing = [dist for dist, module in OPERATOR_EXTRA.items() if not _importable(module)]
+    if missing:
+        raise CliError(
+            "the agent-mesh command runs the operator and its tools, which need "
+            f"{', '.join(missing)} (not installed: this environment has only the agent "
+            "SDK). Install them with: pip install 'agent-mesh[operator]'"
+        )
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
 
 
 def _dispatch(args: argparse.Namespace) -> int:

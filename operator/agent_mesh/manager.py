@@ -100,6 +100,17 @@ async def _operate(config: OperatorConfig, cert_dir: Path) -> None:
     )
 
 
+@kopf.on.login()
+async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf logs in with the client library the operator's own calls use
+    (kubernetes_asyncio: in-cluster, else kubeconfig, exec plugins included), whatever
+    else is installed: without this, kopf would prefer the synchronous `kubernetes`
+    client when present (the tests install it), so tests and production would log in
+    differently. kopf >= 1.42.5 reads the token of kubernetes_asyncio >= 33.3."""
+    info: kopf.ConnectionInfo | None = await kopf.login_via_async_client(**kwargs)
+    return info
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: OperatorConfig = memo.config

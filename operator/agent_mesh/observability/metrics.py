@@ -1,4 +1,9 @@
-"""Prometheus metrics of the operator (names as shared/DESIGN.md §8), served at /metrics."""
+"""Prometheus metrics of the operator (names as shared/DESIGN.md §8), served at /metrics.
+
+Operator-only: neither the SDK nor the transport imports this module, so an agent's
+process holds none of these series. The transport's series live in its own registry
+(agent_mesh.transport.metrics), which the operator's /metrics serves alongside.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from agent_mesh.transport.metrics import REGISTRY as TRANSPORT_REGISTRY
 
 TOKENS_ISSUED = Counter(
     "agentmesh_auth_tokens_issued",
@@ -38,18 +45,6 @@ HEARTBEATS = Counter(
 )
 STATUS_WRITES = Counter(
     "agentmesh_agent_status_writes", "MeshAgent status writes made by the health loop."
-)
-
-TRANSPORT_ACTIVE = Gauge(
-    "agentmesh_transport_active_connections", "Requests to agents in flight (one connection each)."
-)
-TRANSPORT_REQUESTS = Counter(
-    "agentmesh_transport_requests", "Messages sent to agents, by final outcome.", ["outcome"]
-)
-TRANSPORT_DURATION = Histogram(
-    "agentmesh_transport_request_duration_seconds",
-    "Duration of one HTTP attempt to an agent.",
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
 TASKS = Gauge("agentmesh_tasks", "Tasks the coordinator tracks, by phase.", ["phase"])
@@ -82,5 +77,6 @@ ROUTING_DURATION = Histogram(
 
 
 def exposition() -> tuple[bytes, str]:
-    """The text exposition of every registered metric, and its content type."""
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    """The text exposition of the operator's series and its transport's, and its
+    content type."""
+    return generate_latest(REGISTRY) + generate_latest(TRANSPORT_REGISTRY), CONTENT_TYPE_LATEST
