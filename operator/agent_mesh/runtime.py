@@ -23,8 +23,8 @@ from agent_mesh.domain.errors import ValidationError
 from agent_mesh.domain.health import HealthPolicy, HealthTracker
 from agent_mesh.domain.ratelimit import Rate
 from agent_mesh.domain.routing import Router
-from agent_mesh.health_broadcast import HealthBroadcaster
-from agent_mesh.health_monitor import HealthMonitor
+from agent_mesh.health.broadcast import HealthBroadcaster
+from agent_mesh.health.monitor import HealthMonitor
 from agent_mesh.kube.agent_status import AgentStatusWriter
 from agent_mesh.kube.agents import AgentFetcher
 from agent_mesh.kube.ca_bundle import CaBundlePublisher
