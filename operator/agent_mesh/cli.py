@@ -174,7 +174,7 @@ def _operator(args: argparse.Namespace) -> int:
         check_port_free(config.webhook_host, config.webhook_port, "--webhook-port")
     check_port_free(config.mesh_host, config.mesh_port, "--mesh-port")
     configure_logging(config.log_level, config.log_format)
-    from agent_mesh import manager  # kopf is heavy: import it only to actually run
+    from agent_mesh.runtime import manager  # kopf is heavy: import it only to actually run
 
     manager.run(config)
     return 0
