@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,8 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     from agent_mesh.devcluster import BuildError, DevClusterError
-    from agent_mesh.kubeconfig import KubeconfigError
-    from agent_mesh.ports import PortInUseError
+    from agent_mesh.devcluster.kubeconfig import KubeconfigError
+    from agent_mesh.devcluster.ports import PortInUseError
 
     try:
         if args.command == "operator":
@@ -131,9 +130,11 @@ def _dispatch(args: argparse.Namespace) -> int:
                 kubernetes_version=getattr(args, "kubernetes_version", None),
             )
         if args.command == "demo":
-            from agent_mesh import demo
+            from agent_mesh.api.crdgen import crd_files
+            from agent_mesh.devcluster import demo
 
-            return demo.run(once=args.once, samples=args.samples, timeout=args.timeout)
+            crds = list(crd_files().values())
+            return demo.run(once=args.once, samples=args.samples, timeout=args.timeout, crds=crds)
     except (KubeconfigError, PortInUseError, ValueError) as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     except (BuildError, DevClusterError) as exc:
@@ -143,9 +144,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _operator(args: argparse.Namespace) -> int:
     from agent_mesh.config import OperatorConfig
-    from agent_mesh.kubeconfig import check_kubeconfig, configured_kubeconfig
+    from agent_mesh.devcluster.kubeconfig import check_kubeconfig, configured_kubeconfig
+    from agent_mesh.devcluster.ports import check_port_free
     from agent_mesh.observability.logging import configure_logging
-    from agent_mesh.ports import check_port_free
 
     overrides = {
         key: value
@@ -192,11 +193,3 @@ def _crds(args: argparse.Namespace) -> int:
     files = crd_files()
     sys.stdout.write("---\n".join(files[name] for name in sorted(files)))
     return 0
-
-
-def kubectl_path() -> str | None:
-    """The kubectl built with the control plane if there is one, else the one on PATH."""
-    from agent_mesh.devcluster.versions import cache_root
-
-    built = sorted((cache_root() / "bin").glob("kubernetes-*/kubectl"), reverse=True)
-    return str(built[0]) if built else shutil.which("kubectl")
