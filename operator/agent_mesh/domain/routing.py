@@ -544,6 +544,11 @@ class Router:
     def __len__(self) -> int:
         return sum(len(ns.agents) for ns in self._namespaces.values())
 
+    def __bool__(self) -> bool:
+        """A router that knows no agent yet is still a router: `router or Router()` keeps
+        it, with its default strategy and plug-ins (len() counts the agents)."""
+        return True
+
     def _agent(self, namespace: str, agent_id: str) -> _Agent | None:
         ns = self._namespaces.get(namespace)
         return ns.agents.get(agent_id) if ns is not None else None
