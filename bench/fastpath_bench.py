@@ -110,7 +110,7 @@ def serve(
         auth = await authority(registry, clock, audit, AuthSettings())
         monitor = HealthMonitor(HealthTracker(), registry, None, None, clock)
         transport = None
-        if options["batch_dispatch"]:  # as the operator builds it (runtime.py)
+        if options["batch_dispatch"]:  # as the operator builds it (runtime/services.py)
             transport = BatchingTransport(TransportConfig(max_connections_per_agent=100, retries=0))
         coordinator = Coordinator(
             registry=registry,
