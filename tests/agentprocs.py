@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from agent_mesh.devcluster.ports import free_port
 from agent_mesh.devcluster.processes import spawn, terminate
-from agent_mesh.ports import free_port
 from tests.conftest import Cluster, OperatorProcess, wait_for
 from tests.meshhelpers import external_agent
 

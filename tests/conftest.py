@@ -211,8 +211,8 @@ def start_operator(
     """An operator process watching `watch`, with its keys in `operator_namespace`. Its
     mesh API serves https (unless `mesh_tls` is False), verified with the CA bundle the
     operator publishes in `operator_namespace`, as any client would get it."""
+    from agent_mesh.devcluster.ports import free_port
     from agent_mesh.devcluster.processes import spawn
-    from agent_mesh.ports import free_port
 
     liveness = free_port()
     mesh = mesh_port or free_port()

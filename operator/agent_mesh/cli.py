@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -144,8 +143,8 @@ def _importable(module: str) -> bool:
 
 def _dispatch(args: argparse.Namespace) -> int:
     from agent_mesh.devcluster import BuildError, DevClusterError
-    from agent_mesh.kubeconfig import KubeconfigError
-    from agent_mesh.ports import PortInUseError
+    from agent_mesh.devcluster.kubeconfig import KubeconfigError
+    from agent_mesh.devcluster.ports import PortInUseError
 
     try:
         if args.command == "operator":
@@ -161,9 +160,11 @@ def _dispatch(args: argparse.Namespace) -> int:
                 kubernetes_version=getattr(args, "kubernetes_version", None),
             )
         if args.command == "demo":
-            from agent_mesh import demo
+            from agent_mesh.api.crdgen import crd_files
+            from agent_mesh.devcluster import demo
 
-            return demo.run(once=args.once, samples=args.samples, timeout=args.timeout)
+            crds = list(crd_files().values())
+            return demo.run(once=args.once, samples=args.samples, timeout=args.timeout, crds=crds)
     except (KubeconfigError, PortInUseError, ValueError) as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     except (BuildError, DevClusterError) as exc:
@@ -173,9 +174,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _operator(args: argparse.Namespace) -> int:
     from agent_mesh.config import OperatorConfig
-    from agent_mesh.kubeconfig import check_kubeconfig, configured_kubeconfig
+    from agent_mesh.devcluster.kubeconfig import check_kubeconfig, configured_kubeconfig
+    from agent_mesh.devcluster.ports import check_port_free
     from agent_mesh.observability.logging import configure_logging
-    from agent_mesh.ports import check_port_free
 
     overrides = {
         key: value
@@ -204,7 +205,7 @@ def _operator(args: argparse.Namespace) -> int:
         check_port_free(config.webhook_host, config.webhook_port, "--webhook-port")
     check_port_free(config.mesh_host, config.mesh_port, "--mesh-port")
     configure_logging(config.log_level, config.log_format)
-    from agent_mesh import manager  # kopf is heavy: import it only to actually run
+    from agent_mesh.runtime import manager  # kopf is heavy: import it only to actually run
 
     manager.run(config)
     return 0
@@ -222,11 +223,3 @@ def _crds(args: argparse.Namespace) -> int:
     files = crd_files()
     sys.stdout.write("---\n".join(files[name] for name in sorted(files)))
     return 0
-
-
-def kubectl_path() -> str | None:
-    """The kubectl built with the control plane if there is one, else the one on PATH."""
-    from agent_mesh.devcluster.versions import cache_root
-
-    built = sorted((cache_root() / "bin").glob("kubernetes-*/kubectl"), reverse=True)
-    return str(built[0]) if built else shutil.which("kubectl")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from agent_mesh.ports import free_port
+from agent_mesh.devcluster.ports import free_port
 from tests.agentprocs import AgentProcess, launch, register, wait_ready
 from tests.conftest import TEST_NAMESPACE_PREFIX, Cluster, OperatorProcess, wait_for
 from tests.meshhelpers import GROUP, VERSION, credential_of

@@ -2,6 +2,9 @@
 
 Like controller-runtime's envtest: no container engine, no downloads beyond the Go module
 proxy. Binaries are cached by version; a running plane is a set of loopback processes.
+Beside it, what the CLI and the demo need on a developer's machine: free and busy ports
+(`ports`), the kubeconfig check (`kubeconfig`), kubectl (`kubectl`) and `agent-mesh demo`
+(`demo`). It stands alone: of agent_mesh it imports only pki.
 """
 
 from agent_mesh.devcluster.binaries import Binaries, BuildError, ensure_binaries

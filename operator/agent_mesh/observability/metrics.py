@@ -2,7 +2,8 @@
 
 Operator-only: neither the SDK nor the transport imports this module, so an agent's
 process holds none of these series. The transport's series live in its own registry
-(agent_mesh.transport.metrics), which the operator's /metrics serves alongside.
+(agent_mesh.transport.metrics), which the mesh API's /metrics serves alongside (this
+module stands below the transport, so it names no other registry).
 """
 
 from __future__ import annotations
@@ -10,13 +11,12 @@ from __future__ import annotations
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
+    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     generate_latest,
 )
-
-from agent_mesh.transport.metrics import REGISTRY as TRANSPORT_REGISTRY
 
 TOKENS_ISSUED = Counter(
     "agentmesh_auth_tokens_issued",
@@ -76,7 +76,8 @@ ROUTING_DURATION = Histogram(
 )
 
 
-def exposition() -> tuple[bytes, str]:
-    """The text exposition of the operator's series and its transport's, and its
+def exposition(*others: CollectorRegistry) -> tuple[bytes, str]:
+    """The text exposition of the operator's series (then those of `others`), and its
     content type."""
-    return generate_latest(REGISTRY) + generate_latest(TRANSPORT_REGISTRY), CONTENT_TYPE_LATEST
+    body = generate_latest(REGISTRY) + b"".join(generate_latest(r) for r in others)
+    return body, CONTENT_TYPE_LATEST

@@ -21,10 +21,11 @@ from agent_mesh.controllers import (  # noqa: F401  (importing registers the han
     meshagents,
     meshtasks,
 )
+from agent_mesh.controllers.services import MeshServices
 from agent_mesh.domain.errors import MeshError
 from agent_mesh.kube.client import api_client
 from agent_mesh.pki.certs import write_private
-from agent_mesh.runtime import MeshRuntime
+from agent_mesh.runtime.services import MeshRuntime
 
 logger = logging.getLogger("agent_mesh.operator")
 ANNOTATION_PREFIX = "agentmesh.io"
@@ -140,7 +141,8 @@ async def start_mesh(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
     except MeshError as error:
         await runtime.stop()
         raise kopf.PermanentError(error.message) from error
-    memo.runtime = runtime
+    services: MeshServices = runtime  # what the handlers see of it
+    memo.runtime = services
     if memo.config.webhooks:
         settings.admission.server = webhook_server(memo.config, runtime, memo.cert_dir)
 

@@ -16,19 +16,19 @@ import os
 import shutil
 import signal
 import ssl
-import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
-from agent_mesh.api.crdgen import crd_files
 from agent_mesh.devcluster import ControlPlane, DevClusterError, ensure_binaries
+from agent_mesh.devcluster.kubeconfig import check_kubeconfig, configured_kubeconfig
+from agent_mesh.devcluster.kubectl import Kubectl, kubectl_path
+from agent_mesh.devcluster.ports import free_port
 from agent_mesh.devcluster.processes import spawn, terminate
 from agent_mesh.devcluster.versions import state_root
-from agent_mesh.kubeconfig import check_kubeconfig, configured_kubeconfig
 from agent_mesh.pki import CA_BUNDLE_CONFIGMAP
-from agent_mesh.ports import free_port
 
 NAMESPACE = "agent-mesh-demo"
 DEMO_AGENTS = {  # sample MeshAgent -> the example program that plays it
@@ -38,32 +38,11 @@ DEMO_AGENTS = {  # sample MeshAgent -> the example program that plays it
     "monitor": "monitor.py",
 }
 OPERATOR_NAMESPACE = "agent-mesh-system"
-_REPO = Path(__file__).resolve().parents[2]
+_REPO = Path(__file__).resolve().parents[3]
 
 
 def say(message: str) -> None:
     print(f"==> {message}", file=sys.stderr, flush=True)
-
-
-class Kubectl:
-    """kubectl bound to one kubeconfig; failures raise with kubectl's own message."""
-
-    def __init__(self, binary: str, kubeconfig: Path) -> None:
-        self.binary = binary
-        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-
-    def __call__(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
-        proc = subprocess.run(
-            [self.binary, *args],
-            input=stdin,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if check and proc.returncode != 0:
-            raise DevClusterError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
-        return proc.stdout
 
 
 def _samples_dir(samples: Path | None) -> Path:
@@ -81,7 +60,8 @@ def _wait(what: str, ready: object, timeout: float) -> None:
         time.sleep(0.25)
 
 
-def run(*, once: bool, samples: Path | None, timeout: float) -> int:
+def run(*, once: bool, samples: Path | None, timeout: float, crds: Sequence[str]) -> int:
+    """`crds`: the CRD manifests to install (the CLI generates them from api/)."""
     samples_dir = _samples_dir(samples)
     workdir = state_root() / "demo"
     with contextlib.ExitStack() as stack:
@@ -89,8 +69,6 @@ def run(*, once: bool, samples: Path | None, timeout: float) -> int:
         if existing is not None:
             kubeconfig = check_kubeconfig(existing, "KUBECONFIG")
             say(f"using the cluster in KUBECONFIG ({kubeconfig})")
-            from agent_mesh.cli import kubectl_path
-
             binary = kubectl_path()
             if binary is None:
                 binary = str(ensure_binaries().kubectl)
@@ -115,7 +93,7 @@ def run(*, once: bool, samples: Path | None, timeout: float) -> int:
             "--force-conflicts",
             "-f",
             "-",
-            stdin="---\n".join(crd_files().values()),
+            stdin="---\n".join(crds),
         )
         kubectl(
             "wait",
