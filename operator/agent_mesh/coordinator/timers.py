@@ -43,7 +43,8 @@ class Timers:
         """Who acts on each kind; every kind needs one."""
         missing = set(TimerKind) - set(handlers)
         if missing:
-            raise ValueError(f"no handler for timer kinds {sorted(missing)}")
+            names = ", ".join(sorted(kind.value for kind in missing))
+            raise ValueError(f"every timer kind needs a handler; none for: {names}")
         self._handlers = dict(handlers)
 
     def at(self, when: dt.datetime, kind: TimerKind, key: str) -> None:
