@@ -542,13 +542,19 @@ async def test_after_a_restart_a_running_task_is_sent_again_to_the_same_agent_wi
     assert (status["attempt"], status["agentId"], len(status["attempts"])) == (2, "w1", 2)
 
 
-async def test_after_a_restart_a_task_waits_for_its_agent_to_be_seen_again(mesh: Mesh) -> None:
+async def restarted_with_w1_not_seen_for_most_of_the_grace(mesh: Mesh) -> None:
+    """A task left running on w1, which this operator has not seen (w2 it has), one second
+    before the grace ends: nothing was sent anywhere."""
     mesh.agent("w2")
     mesh.coordinator.observe(mesh.task("t1", status=mesh.running("w1", 1, started_ago=10)))
     mesh.clock.advance(GRACE.total_seconds() - 1)
     mesh.coordinator.schedule()
     await settle()
     assert mesh.agents.calls == []
+
+
+async def test_after_a_restart_a_task_waits_for_its_agent_to_be_seen_again(mesh: Mesh) -> None:
+    await restarted_with_w1_not_seen_for_most_of_the_grace(mesh)
 
     mesh.agent("w1")  # the agent watch catches up
     await until(lambda: mesh.agents.calls, "the agent is called")
@@ -558,12 +564,7 @@ async def test_after_a_restart_a_task_waits_for_its_agent_to_be_seen_again(mesh:
 async def test_after_a_restart_a_task_whose_agent_is_not_seen_within_the_grace_fails_over(
     mesh: Mesh,
 ) -> None:
-    mesh.agent("w2")
-    mesh.coordinator.observe(mesh.task("t1", status=mesh.running("w1", 1, started_ago=10)))
-    mesh.clock.advance(GRACE.total_seconds() - 1)
-    mesh.coordinator.schedule()
-    await settle()
-    assert mesh.agents.calls == []
+    await restarted_with_w1_not_seen_for_most_of_the_grace(mesh)
 
     mesh.clock.advance(1)
     mesh.coordinator.schedule()

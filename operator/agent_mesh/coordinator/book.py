@@ -100,12 +100,7 @@ class TaskBook:
 
     def running_on(self, namespace: str, agent_id: str) -> list[Tracked]:
         """The tasks in flight on agent `namespace/agent_id`."""
-        found = []
-        for key in list(self._running.get((namespace, agent_id), ())):
-            tracked = self._tasks.get(key)
-            if tracked is not None and tracked.state.phase in IN_FLIGHT_PHASES:
-                found.append(tracked)
-        return found
+        return self._in_flight(self._running.get((namespace, agent_id), ()))
 
     # --- after a restart: tasks whose agent has not been seen yet ------------------------
 
@@ -116,12 +111,7 @@ class TaskBook:
 
     def arrived(self, namespace: str, agent_id: str) -> list[Tracked]:
         """The agent was seen: the in-flight tasks that waited for it (no longer waiting)."""
-        found = []
-        for key in self._awaiting.pop((namespace, agent_id), ()):
-            tracked = self._tasks.get(key)
-            if tracked is not None and tracked.state.phase in IN_FLIGHT_PHASES:
-                found.append(tracked)
-        return found
+        return self._in_flight(self._awaiting.pop((namespace, agent_id), ()))
 
     def stop_awaiting(self, tracked: Tracked) -> bool:
         """True when `tracked` waited for its agent (and waits no more)."""
@@ -131,3 +121,8 @@ class TaskBook:
             return False
         waiting.discard(state.key)
         return True
+
+    def _in_flight(self, keys: Iterable[str]) -> list[Tracked]:
+        """The tracked tasks among `keys` that are Assigned or Running (a snapshot)."""
+        found = (self._tasks.get(key) for key in keys)
+        return [t for t in found if t is not None and t.state.phase in IN_FLIGHT_PHASES]

@@ -77,7 +77,8 @@ class Dispatcher:
         )
 
     async def _run(self, tracked: Tracked, attempt: int) -> None:
-        await self._status.persisted(tracked, attempt)
+        if tracked.writes is not None:  # in-memory tasks have nothing to wait for
+            await self._status.persisted(tracked, attempt)
         delivery = await self._send(tracked.state, attempt)
         if not self._book.holds(tracked) or tracked.state.attempt != attempt:
             return  # deleted, failed over or reconciled meanwhile

@@ -152,7 +152,7 @@ class Coordinator:
         now = self.clock.now()
         self._parts.timers.fire_due(now)
         self._parts.scheduler.place_all(now)
-        self._parts.notifier.gauge(tracked.state for tracked in self._book)
+        self._parts.notifier.gauge(self._book)
         return self._parts.timers.seconds_until_next(self.clock.now())
 
     async def close(self) -> None:

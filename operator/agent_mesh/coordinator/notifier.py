@@ -10,6 +10,7 @@ from typing import Protocol
 
 from agent_mesh.api.meshtask import MeshTaskReason
 from agent_mesh.auth.audit import AuditLog
+from agent_mesh.coordinator.tracked import Tracked
 from agent_mesh.domain.tasks import TaskPhase, TaskState
 from agent_mesh.kube.events import ObjectRef
 from agent_mesh.observability.metrics import (
@@ -42,21 +43,15 @@ class Notifier:
         ROUTING_DURATION.observe(seconds)
 
     def assigned(self, state: TaskState, strategy: str) -> None:
-        agent_id = state.agent_id
-        self.audit.record(
-            "task.assigned",
-            f"task {state.ref} attempt {state.attempt} assigned to agent {agent_id}",
-            namespace=state.namespace,
-            task=state.name or state.key,
-            agentId=agent_id,
-            attempt=state.attempt,
-            strategy=strategy,
+        agent, attempt = state.agent_id, state.attempt
+        self._audit(
+            "task.assigned", state, f"attempt {attempt} assigned to agent {agent}", strategy
         )
         self._event(
             state,
             "Normal",
             "TaskAssigned",
-            f"Attempt {state.attempt} sent to agent {agent_id} ({strategy}).",
+            f"Attempt {attempt} sent to agent {agent} ({strategy}).",
         )
 
     def waiting(self, state: TaskState, reason: str, message: str) -> None:
@@ -69,15 +64,7 @@ class Notifier:
     def completed(self, state: TaskState, now: dt.datetime) -> None:
         TASKS_COMPLETED.inc()
         TASK_DURATION.observe(max(0.0, (now - state.created_at).total_seconds()))
-        self.audit.record(
-            "task.completed",
-            f"task {state.ref} completed by agent {state.agent_id}",
-            namespace=state.namespace,
-            task=state.name or state.key,
-            agentId=state.agent_id,
-            attempt=state.attempt,
-            outcome="Completed",
-        )
+        self._audit("task.completed", state, f"completed by agent {state.agent_id}")
         self._event(
             state,
             "Normal",
@@ -89,27 +76,33 @@ class Notifier:
         self, state: TaskState, phase: TaskPhase, error: str, reason: MeshTaskReason
     ) -> None:
         TASKS_FAILED.labels(reason=reason.value).inc()
-        self.audit.record(
-            "task.completed",
-            f"task {state.ref} ended {phase.value}: {error}",
-            namespace=state.namespace,
-            task=state.name or state.key,
-            agentId=state.agent_id,
-            attempt=state.attempt,
-            outcome=phase.value,
-        )
+        self._audit("task.completed", state, f"ended {phase.value}: {error}")
         self._event(state, "Warning", f"Task{phase.value}", error)
 
-    def gauge(self, states: Iterable[TaskState]) -> None:
+    def gauge(self, tasks: Iterable[Tracked]) -> None:
         """agentmesh_tasks{phase}, recounted at most once every GAUGE_SECONDS."""
         if time.monotonic() - self._gauged < GAUGE_SECONDS:
             return
         self._gauged = time.monotonic()
         counts = dict.fromkeys(TaskPhase, 0)
-        for state in states:
-            counts[state.phase] += 1
+        for tracked in tasks:
+            counts[tracked.state.phase] += 1
         for phase, count in counts.items():
             TASKS.labels(phase=phase.value).set(count)
+
+    def _audit(self, event: str, state: TaskState, what: str, strategy: str | None = None) -> None:
+        """An audit line about `state`: task.assigned (with the strategy), or
+        task.completed (with the outcome: its phase)."""
+        context = {"strategy": strategy} if strategy is not None else {"outcome": state.phase.value}
+        self.audit.record(
+            event,
+            f"task {state.ref} {what}",
+            namespace=state.namespace,
+            task=state.name or state.key,
+            agentId=state.agent_id,
+            attempt=state.attempt,
+            **context,
+        )
 
     def _event(self, state: TaskState, type_: str, reason: str, message: str) -> None:
         if self.events is not None and state.name is not None:
