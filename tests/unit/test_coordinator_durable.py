@@ -680,3 +680,45 @@ async def test_a_refused_ttl_deletion_is_logged_and_tried_again_until_the_task_i
     await until(lambda: "t1" not in mesh.writer.objects, "the task is deleted")
     refusals = [r for r in caplog.records if "could not delete finished task" in r.message]
     assert len(refusals) == 2 and "500 Internal Server Error" in refusals[0].message
+
+
+# --- sizes ------------------------------------------------------------------------------------
+
+
+def failed_condition(stored: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in stored["status"]["conditions"] if c["type"] == "Failed")
+
+
+async def test_a_payload_over_the_limit_fails_payload_too_large_without_calling_an_agent(
+    mesh: Mesh,
+) -> None:
+    mesh.agent("w1")
+    mesh.coordinator.observe(mesh.task("t1", payload={"blob": "x" * 262_144}))
+    mesh.coordinator.schedule()
+    await until(lambda: "Failed" in mesh.writer.phases(), "the failure is written")
+    await settle()
+
+    assert mesh.agents.calls == []
+    stored = mesh.writer.stored("t1")
+    assert failed_condition(stored)["reason"] == "PayloadTooLarge"
+    assert "spec.payload is 262155 bytes of JSON; the limit is 262144" in stored["status"]["error"]
+    assert mesh.coordinator.router.load(NS, "w1") == 0
+
+
+async def test_a_result_over_the_limit_fails_result_too_large_and_is_not_retried(
+    mesh: Mesh,
+) -> None:
+    mesh.agent("w1")
+    mesh.agents.answer = answering(200, {"result": {"blob": "x" * 262_144}})
+    mesh.coordinator.observe(mesh.task("t1", retries=3))
+    mesh.coordinator.schedule()
+    await until(lambda: "Failed" in mesh.writer.phases(), "the failure is written")
+    await settle()
+
+    assert len(mesh.agents.calls) == 1  # a result too large would be too large again
+    stored = mesh.writer.stored("t1")
+    assert failed_condition(stored)["reason"] == "ResultTooLarge"
+    assert "result is 262155 bytes of JSON" in stored["status"]["error"]
+    assert "result" not in stored["status"]  # never written, not even in part
+    assert stored["status"]["attempts"][0]["outcome"] == "Failed"
+    assert mesh.coordinator.router.load(NS, "w1") == 0
