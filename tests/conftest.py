@@ -6,7 +6,9 @@ the cluster in $KUBECONFIG when it is set. Each test gets a namespace of its own
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import inspect
 import os
 import shutil
 import ssl
@@ -303,3 +305,20 @@ def operator(
     wait_for("the operator to register its admission webhook", webhook_registered)
     yield proc
     stop_operator(proc)
+
+
+async def wait_for_async(
+    what: str, check: Callable[[], Any], within: float = 30.0, interval: float = 0.1
+) -> Any:
+    """`wait_for` for async tests: the loop runs between polls; `check` may be async."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    last: Any = None
+    while loop.time() < deadline:
+        last = check()
+        if inspect.isawaitable(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    pytest.fail(f"timed out after {within:.0f} s waiting for {what} (last: {last!r})")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from pydantic import ValidationError
 
@@ -173,6 +174,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _operator(args: argparse.Namespace) -> int:
+    from pydantic_settings import SettingsError
+
     from agent_mesh.config import OperatorConfig
     from agent_mesh.devcluster.kubeconfig import check_kubeconfig, configured_kubeconfig
     from agent_mesh.devcluster.ports import check_port_free
@@ -183,12 +186,25 @@ def _operator(args: argparse.Namespace) -> int:
         for key, value in vars(args).items()
         if key in OperatorConfig.model_fields and value is not None
     }
+    flags = vars(args)
+
+    def named(field: str) -> str:
+        return _setting_name(field, flags, overrides)
+
     try:
         config = OperatorConfig(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
-        flag = "--" + ".".join(str(p) for p in first["loc"]).replace("_", "-")
-        raise CliError(f"{flag}: {first['msg']} (got {first.get('input')!r})", EXIT_USAGE) from exc
+        where = f"{named(str(first['loc'][0]))}: " if first["loc"] else ""
+        raise CliError(f"{where}{first['msg']} (got {first.get('input')!r})", EXIT_USAGE) from exc
+    except SettingsError as exc:  # an environment variable that does not parse at all
+        found = re.search(r'field "(\w+)"', str(exc))
+        where = named(found.group(1)) if found else "the environment"
+        raise CliError(
+            f"{where}: not JSON ({exc.__cause__ or exc}); a list is written as JSON, "
+            'for example ["a", "b"]',
+            EXIT_USAGE,
+        ) from exc
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = str(check_kubeconfig(args.kubeconfig, "--kubeconfig"))
     elif (path := configured_kubeconfig()) is not None:
@@ -200,15 +216,34 @@ def _operator(args: argparse.Namespace) -> int:
         raise CliError(
             "no cluster: set KUBECONFIG or --kubeconfig (try `agent-mesh dev up`)", EXIT_USAGE
         )
-    check_port_free(config.liveness_host, config.liveness_port, "--liveness-port")
+    check_port_free(config.liveness_host, config.liveness_port, named("liveness_port"))
     if config.webhooks:
-        check_port_free(config.webhook_host, config.webhook_port, "--webhook-port")
-    check_port_free(config.mesh_host, config.mesh_port, "--mesh-port")
+        check_port_free(config.webhook_host, config.webhook_port, named("webhook_port"))
+    check_port_free(config.mesh_host, config.mesh_port, named("mesh_port"))
     configure_logging(config.log_level, config.log_format)
     from agent_mesh.runtime import manager  # kopf is heavy: import it only to actually run
 
     manager.run(config)
     return 0
+
+
+_FLAG_OF: Final = {
+    "namespaces": "--namespace",
+    "webhooks": "--no-webhooks",
+    "mesh_tls": "--no-mesh-tls",
+}
+"""Operator settings whose flag is not `--` + the field name with dashes."""
+
+
+def _setting_name(field: str, flags: Mapping[str, Any], given: Mapping[str, Any]) -> str:
+    """What the user calls setting `field`: its flag when given on the command line (or
+    when it has a flag and the environment does not set it either), otherwise its
+    environment variable, e.g. AGENT_MESH_TLS_EXTRA_SANS, which has no flag."""
+    flag = _FLAG_OF.get(field, "--" + field.replace("_", "-"))
+    env = f"AGENT_MESH_{field.upper()}"
+    if field in given or (field in flags and env not in os.environ):
+        return flag
+    return env
 
 
 def _crds(args: argparse.Namespace) -> int:

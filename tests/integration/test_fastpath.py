@@ -31,6 +31,7 @@ from tests.conftest import (
     start_operator,
     stop_operator,
     wait_for,
+    wait_for_async,
 )
 from tests.meshhelpers import (
     GROUP,
@@ -163,6 +164,27 @@ async def test_a_durable_task_is_a_meshtask_that_completes(
     assert body["status"]["result"] == {"keep": True}
     again = await conductor.task(str(answer.id))  # from the apiserver, once written
     assert again.completed and again.result == {"keep": True} and again.name == answer.name
+
+
+async def test_a_finished_meshtask_is_deleted_by_the_operator_after_its_ttl(
+    mesh: Mesh, conductor: MeshClient
+) -> None:
+    answer = await conductor.submit(
+        echo({"brief": True}, durable=True, ttl_seconds_after_finished=1)
+    )
+    assert answer.completed and answer.name, answer
+
+    def deleted() -> bool:
+        try:
+            mesh.cluster.custom.get_namespaced_custom_object(
+                GROUP, VERSION, mesh.namespace, "meshtasks", answer.name
+            )
+        except client.ApiException as error:
+            return error.status == 404
+        return False
+
+    await wait_for_async("the operator to delete the finished MeshTask", deleted, within=30)
+    assert f"deleted finished task {mesh.namespace}/{answer.name}" in mesh.operator.logs()
 
 
 async def test_a_durable_task_submitted_async_can_be_read_back(

@@ -17,7 +17,7 @@ from agent_mesh.domain.message import BROADCAST, Message, MessageType
 from agent_mesh.sdk.agent import Agent, TaskContext
 from agent_mesh.sdk.identity import TokenSource
 from agent_mesh.transport.client import Outcome, Transport
-from tests.conftest import Cluster, OperatorProcess
+from tests.conftest import Cluster, OperatorProcess, wait_for_async
 from tests.meshhelpers import external_agent, token_for_agent, token_of
 
 runs: list[str] = []
@@ -148,9 +148,10 @@ async def test_duplicate_delivery_runs_the_handler_once(
     boss = caller(cluster, operator, ns, "boss2", "orchestrator")
     gate().clear()
     first, second = asyncio.create_task(post(url, boss, task("dup"))), None
-    await asyncio.sleep(0.2)
+    await wait_for_async("the first delivery to reach the handler", lambda: runs == ["dup/1"])
+    # the redelivery joins the run in flight, or finds its stored result if it arrives
+    # after the gate opens: either way the same answer, and the handler runs once
     second = asyncio.create_task(post(url, boss, task("dup")))
-    await asyncio.sleep(0.2)
     gate().set()
     answers = [await first, await second]
     again = await post(url, boss, task("dup"))
@@ -169,7 +170,7 @@ async def test_the_concurrency_limit_refuses_extra_work(
     boss = caller(cluster, operator, ns, "boss3", "orchestrator")
     gate().clear()
     busy = [asyncio.create_task(post(url, boss, task(f"b{i}"))) for i in range(2)]
-    await asyncio.sleep(0.3)
+    await wait_for_async("both slots to be taken", lambda: sorted(runs) == ["b0/1", "b1/1"])
     refused = await post(url, boss, task("b-extra"))
     gate().set()
     statuses = [(await b).status_code for b in busy]

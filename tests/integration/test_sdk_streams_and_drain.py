@@ -21,7 +21,7 @@ from agent_mesh.domain.message import Message, MessageType
 from agent_mesh.domain.stream import NDJSON, StreamWriter, encode_frame
 from agent_mesh.sdk import Agent, MeshClient, StreamContext, TaskContext, TokenSource
 from agent_mesh.transport.client import TransportConfig
-from tests.conftest import Cluster, OperatorProcess
+from tests.conftest import Cluster, OperatorProcess, wait_for_async
 from tests.meshhelpers import external_agent, token_for_agent, token_of
 
 Start = Callable[..., Awaitable[tuple[Agent, str]]]
@@ -138,7 +138,16 @@ async def test_a_slow_consumer_holds_back_the_producer(
             return [p async for p in parts]
 
     streaming = asyncio.create_task(run())
-    await asyncio.sleep(1.5)  # the handler is stuck at chunk 10
+    seen = [-1]
+
+    def producer_stalled() -> bool:
+        """The handler is stuck at chunk 10 and the producer made no progress since the
+        last look: held back (or, without backpressure, done with all 2000)."""
+        stalled = consumed >= 10 and produced == seen[0]
+        seen[0] = produced
+        return stalled
+
+    await wait_for_async("the producer to stall", producer_stalled, within=60, interval=0.5)
     ahead = produced - consumed
     gate.set()
     assert await streaming == [2000]
@@ -289,7 +298,11 @@ async def test_stopping_finishes_short_tasks_and_hands_back_long_ones(
         )
         await both_started.wait()
         stop.set()
-        await asyncio.sleep(0.1)
+
+        async def draining() -> bool:
+            return bool((await http.get(f"{url}/readyz")).json()["draining"])
+
+        await wait_for_async("the agent to start draining", draining)
         late = await run("late", 0.1)  # arrives while draining
         short_response, long_response = await short, await long
     await serving

@@ -113,6 +113,60 @@ def test_operator_refuses_an_out_of_range_port(
     )
 
 
+def test_a_bad_setting_from_the_environment_is_named_by_its_variable(
+    capsys: pytest.CaptureFixture[str], kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENT_MESH_TLS_EXTRA_SANS", "Bad_Name")  # a setting without a flag
+    code = main(["operator", "--kubeconfig", str(kubeconfig)])
+    assert code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "error: AGENT_MESH_TLS_EXTRA_SANS: Value error, 'Bad_Name' is neither" in err
+    assert "--tls-extra-sans" not in err
+
+
+def test_a_bad_setting_is_named_by_its_flag_when_the_flag_gave_it(
+    capsys: pytest.CaptureFixture[str], kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENT_MESH_WEBHOOK_PORT", "70001")  # the flag wins over it
+    code = main(["operator", "--kubeconfig", str(kubeconfig), "--webhook-port", "70000"])
+    assert code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "error: --webhook-port: Input should be less than or equal to 65535 (got 70000)" in err
+
+    assert main(["operator", "--kubeconfig", str(kubeconfig)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "error: AGENT_MESH_WEBHOOK_PORT: Input should be less than or equal to 65535" in err
+
+
+def test_an_environment_list_that_is_not_json_is_named_with_the_form_it_needs(
+    capsys: pytest.CaptureFixture[str], kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENT_MESH_NAMESPACES", "team-a")
+    code = main(["operator", "--kubeconfig", str(kubeconfig)])
+    assert code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "error: AGENT_MESH_NAMESPACES: not JSON" in err and '["a", "b"]' in err
+
+
+def test_a_port_in_use_from_the_environment_is_named_by_its_variable(
+    capsys: pytest.CaptureFixture[str],
+    kubeconfig: Path,
+    busy_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agent_mesh.devcluster.ports import free_port
+
+    monkeypatch.setenv("AGENT_MESH_MESH_PORT", str(busy_port))
+    liveness = str(free_port())  # checked first: a free one
+    code = main(
+        ["operator", "--kubeconfig", str(kubeconfig), "--no-webhooks", "--liveness-port", liveness]
+    )
+    assert code == EXIT_USAGE
+    assert f"AGENT_MESH_MESH_PORT: port {busy_port} on 127.0.0.1 is already in use" in (
+        capsys.readouterr().err
+    )
+
+
 def test_dev_up_refuses_a_port_in_use_before_building(
     capsys: pytest.CaptureFixture[str], busy_port: int
 ) -> None:

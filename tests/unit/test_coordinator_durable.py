@@ -19,6 +19,7 @@ from typing import Any
 
 import jwt
 import pytest
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_mesh.auth.audit import AuditLog
 from agent_mesh.auth.authority import Authority, AuthSettings
@@ -68,6 +69,9 @@ class FakeStatusWriter:
         """Raised by the next writes, one each."""
         self.hold: asyncio.Event | None = None
         """While set to an unset Event, writes wait for it."""
+        self.delete_errors: list[Exception] = []
+        """Raised by the next deletions, one each."""
+        self.delete_tries = 0
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         """Store a MeshTask as `kubectl apply` would; the body the watch delivers."""
@@ -110,6 +114,9 @@ class FakeStatusWriter:
 
     async def delete(self, state: TaskState) -> None:
         assert state.name is not None
+        self.delete_tries += 1
+        if self.delete_errors:
+            raise self.delete_errors.pop(0)
         self.deleted.append(state.name)
         self.objects.pop(state.name, None)
 
@@ -633,3 +640,85 @@ async def test_forgetting_a_task_mid_dispatch_cancels_the_call_and_frees_the_age
     assert mesh.sent() == [("w1", 1), ("w1", 1)]
     assert {w.name for w in mesh.writer.writes} == {"t1", "t2"}
     assert [w.status["phase"] for w in mesh.writer.writes if w.name == "t1"] == ["Running"]
+
+
+# --- ttlSecondsAfterFinished ----------------------------------------------------------------
+
+
+async def test_a_refused_ttl_deletion_is_logged_and_tried_again_until_the_task_is_deleted(
+    mesh: Mesh, caplog: pytest.LogCaptureFixture
+) -> None:
+    mesh.agent("w1")
+    mesh.writer.delete_errors = [ApiException(status=500, reason="Internal Server Error")] * 2
+    mesh.coordinator.observe(mesh.task("t1", ttlSecondsAfterFinished=10))
+    mesh.coordinator.schedule()
+    await until(lambda: "Completed" in mesh.writer.phases(), "the result is written")
+    await until(lambda: mesh.coordinator.get("uid-t1") is None, "the task is settled")
+
+    def deletion_tried(times: int) -> Callable[[], bool]:
+        def tried() -> bool:
+            mesh.coordinator.schedule()  # fires the TTL timers that are due
+            return mesh.writer.delete_tries >= times
+
+        return tried
+
+    mesh.clock.advance(9)
+    await settle()
+    mesh.coordinator.schedule()
+    await settle()
+    assert mesh.writer.delete_tries == 0  # not before its TTL
+
+    mesh.clock.advance(1)
+    await until(deletion_tried(1), "the deletion is tried at the TTL")
+    await settle()
+    assert mesh.writer.delete_tries == 1  # the next try waits for its time
+    mesh.clock.advance(1)  # more than the waits (0.01 s, then 0.02 s, in this mesh)
+    await until(deletion_tried(2), "the refused deletion is tried again")
+    assert "t1" in mesh.writer.objects
+    mesh.clock.advance(1)
+    await until(deletion_tried(3), "the deletion is tried a third time")
+    await until(lambda: "t1" not in mesh.writer.objects, "the task is deleted")
+    refusals = [r for r in caplog.records if "could not delete finished task" in r.message]
+    assert len(refusals) == 2 and "500 Internal Server Error" in refusals[0].message
+
+
+# --- sizes ------------------------------------------------------------------------------------
+
+
+def failed_condition(stored: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in stored["status"]["conditions"] if c["type"] == "Failed")
+
+
+async def test_a_payload_over_the_limit_fails_payload_too_large_without_calling_an_agent(
+    mesh: Mesh,
+) -> None:
+    mesh.agent("w1")
+    mesh.coordinator.observe(mesh.task("t1", payload={"blob": "x" * 262_144}))
+    mesh.coordinator.schedule()
+    await until(lambda: "Failed" in mesh.writer.phases(), "the failure is written")
+    await settle()
+
+    assert mesh.agents.calls == []
+    stored = mesh.writer.stored("t1")
+    assert failed_condition(stored)["reason"] == "PayloadTooLarge"
+    assert "spec.payload is 262155 bytes of JSON; the limit is 262144" in stored["status"]["error"]
+    assert mesh.coordinator.router.load(NS, "w1") == 0
+
+
+async def test_a_result_over_the_limit_fails_result_too_large_and_is_not_retried(
+    mesh: Mesh,
+) -> None:
+    mesh.agent("w1")
+    mesh.agents.answer = answering(200, {"result": {"blob": "x" * 262_144}})
+    mesh.coordinator.observe(mesh.task("t1", retries=3))
+    mesh.coordinator.schedule()
+    await until(lambda: "Failed" in mesh.writer.phases(), "the failure is written")
+    await settle()
+
+    assert len(mesh.agents.calls) == 1  # a result too large would be too large again
+    stored = mesh.writer.stored("t1")
+    assert failed_condition(stored)["reason"] == "ResultTooLarge"
+    assert "result is 262155 bytes of JSON" in stored["status"]["error"]
+    assert "result" not in stored["status"]  # never written, not even in part
+    assert stored["status"]["attempts"][0]["outcome"] == "Failed"
+    assert mesh.coordinator.router.load(NS, "w1") == 0

@@ -105,7 +105,10 @@ class KeyStore(Protocol):
     """Set by `load` when someone asked for a rotation that has not happened yet."""
 
     async def load(self) -> KeyRing | None: ...
-    async def save(self, ring: KeyRing) -> None: ...
+    async def save(self, ring: KeyRing) -> KeyRing:
+        """Store `ring` unless another writer changed the keys since this store last
+        read or wrote them; returns what is stored (`ring`, or the other writer's)."""
+        ...
 
 
 class RevocationStore(Protocol):
@@ -202,9 +205,8 @@ class Authority:
         now = self._clock.now()
         ring = await self._keys.load()
         if ring is None:
-            ring = KeyRing.generate(self.settings.key_algorithm, now)
-            await self._keys.save(ring)
-            logger.info("created the first signing key %s", ring.active.kid)
+            ring = await self._keys.save(KeyRing.generate(self.settings.key_algorithm, now))
+            logger.info("signing with key %s (new, or another operator's)", ring.active.kid)
         self._ring = ring
         self.revocations.merge(await self._revocation_store.load())
         await self._adopt_revocations(now)
@@ -230,16 +232,15 @@ class Authority:
             return True
         pruned = ring.prune(now)
         if set(pruned.verifying) != set(ring.verifying):
-            await self._keys.save(pruned)
-            self._ring = pruned
+            self._ring = await self._keys.save(pruned)
         return False
 
     async def rotate_keys(self, reason: str, actor: str = "operator") -> KeyRing:
         """New active key now; the previous one verifies for the overlap window."""
         async with self._lock:
             old = self.keyring()
-            ring = old.rotate(self._clock.now(), self.settings.key_overlap)
-            await self._keys.save(ring)
+            # another operator may have rotated first: then its ring is stored and adopted
+            ring = await self._keys.save(old.rotate(self._clock.now(), self.settings.key_overlap))
             self._ring = ring
         self.audit.record(
             "keys.rotated",

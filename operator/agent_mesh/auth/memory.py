@@ -22,10 +22,11 @@ class MemoryKeyStore:
     async def load(self) -> KeyRing | None:
         return self.ring
 
-    async def save(self, ring: KeyRing) -> None:
+    async def save(self, ring: KeyRing) -> KeyRing:
         self.ring = ring
         self.rotation_requested = None
         self.saves += 1
+        return ring
 
 
 class MemoryRevocationStore:

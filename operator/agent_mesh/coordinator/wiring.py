@@ -64,7 +64,13 @@ class Parts:
         self.background = background = Background()
         self.notifier = notifier = Notifier(audit, events)
         self.timers = timers = Timers(wake)
-        self.expiry = Expiry(timers=timers, writer=writer, background=background)
+        self.expiry = Expiry(
+            timers=timers,
+            writer=writer,
+            background=background,
+            clock=clock,
+            retry_seconds=write_retry_seconds,
+        )
         self.status = status = StatusSync(
             book=book,
             writer=writer,
