@@ -1,15 +1,23 @@
 # The operator image; agents built with the SDK can start FROM it too (the SDK is in the
 # same package). Build: docker build -t agent-mesh:0.1.0 .
-FROM python:3.11-slim AS build
+# PYTHON_IMAGE is the base of both stages: any image with python3 >= 3.11 and pip. The
+# local cluster builds this file offline on a Debian base of its own (docs/devcluster.md).
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS build
+# Where pip finds packages: the package index by default; an offline build passes
+# PIP_NO_INDEX=1 and PIP_FIND_LINKS=<a directory of wheels it mounts>.
+ARG PIP_NO_INDEX
+ARG PIP_FIND_LINKS
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 RUN useradd --uid 65532 --no-create-home --shell /usr/sbin/nologin mesh
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+RUN pip install --no-cache-dir --no-index /wheels/*.whl && rm -rf /wheels
 USER 65532:65532
 # 8090: mesh API; 8080: liveness; 9443: admission webhooks
 EXPOSE 8090 8080 9443
