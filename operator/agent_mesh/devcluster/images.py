@@ -402,6 +402,20 @@ class ImageCache:
 
     # -- the project's image -------------------------------------------------------------
 
+    def project_cached(self, root: Path) -> bool:
+        """True when the project's image for this source is in the cache (no build)."""
+        try:
+            key = self.base_key()
+        except ImageError:
+            return False
+        facts_file = self.dir / f"python-base-{key}.json"
+        if not facts_file.is_file():
+            return False
+        facts = json.loads(facts_file.read_text())
+        reqs = requirements(root / "pyproject.toml")
+        wheels_key = _digest(facts["python"], facts["glibc"], *reqs)
+        return (self.dir / f"agent-mesh-{project_key(root, key, wheels_key)}.tar").is_file()
+
     def project(self, root: Path) -> Image:
         """The project's image, built from its Dockerfile unless the cache has it."""
         base, facts = self.python_base()

@@ -593,3 +593,113 @@ def _http_ok(url: str) -> bool:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError):
         return False
+
+
+def prepare(
+    binaries: Binaries,
+    plane_dir: Path,
+    *,
+    detached: bool = False,
+    api_port: int | None = None,
+    say: Say = _stderr_say,
+) -> Node:
+    """A node ready to start: its binaries built and its images in the cache (the
+    project's image only from a source checkout, which has the Dockerfile)."""
+    from agent_mesh.devcluster.binaries import ensure_node_binaries
+    from agent_mesh.devcluster.images import ImageCache, expected_first_build, repository_root
+
+    reason = unsupported_reason()
+    if reason:
+        raise NodeUnsupported(reason)
+    node_binaries = ensure_node_binaries(binaries.kubernetes_version, say=say)
+    root = repository_root()
+    with ImageCache(say=say) as cache:
+        pause = cache.pause(node_binaries.pause)
+        if root is not None and not cache.project_cached(root):
+            say(f"agent-mesh: building the node's images offline: {expected_first_build()}")
+        images = [cache.project(root)] if root is not None else []
+    return Node(
+        binaries,
+        node_binaries,
+        plane_dir,
+        images=images,
+        pause_image=pause,
+        api_port=api_port,
+        detached=detached,
+        say=say,
+    )
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """What `dev status` says about the machine's node."""
+
+    record: Record
+    live: list[str]
+    ready: bool | None
+    pods: int | None
+
+    def describe(self) -> str:
+        if not self.live:
+            return (
+                f"a node record from {self.record.started_at} is left, but nothing of it runs: "
+                "`agent-mesh dev down` (or the next `dev up`) reclaims it"
+            )
+        state = {True: "Ready", False: "NotReady", None: "unreachable"}[self.ready]
+        pods = "" if self.pods is None else f", {self.pods} pods running"
+        owner = "dev up" if self.record.detached else f"pid {self.record.owner_pid}"
+        return (
+            f"node {NODE_NAME} {state}{pods} (started by {owner} at {self.record.started_at}, "
+            f"bridge {network.BRIDGE} {network.HOST_ADDRESS}, pods {network.POD_CIDR}, "
+            f"Services {network.SERVICE_CIDR})"
+        )
+
+
+def status(kubectl: Path | None, kubeconfig: Path | None) -> NodeStatus | None:
+    """The machine's node, if a record of one exists."""
+    record = Record.load(node_dir())
+    if record is None:
+        return None
+    live = record.live_components()
+    ready: bool | None = None
+    pods: int | None = None
+    if live and kubectl is not None and kubeconfig is not None:
+        base = [str(kubectl), f"--kubeconfig={kubeconfig}"]
+        got = subprocess.run(
+            [*base, "get", "node", NODE_NAME, "-o", "json"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        if got.returncode == 0:
+            conditions = json.loads(got.stdout).get("status", {}).get("conditions", [])
+            ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+            listed = subprocess.run(
+                [*base, "get", "pods", "-A", "--field-selector=status.phase=Running", "-o", "name"],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=30,
+            )
+            pods = len(listed.stdout.split()) if listed.returncode == 0 else None
+    return NodeStatus(record, live, ready, pods)
+
+
+def down(*, only_owned_by: Path | None = None, say: Say = _stderr_say) -> bool:
+    """Take the machine's node down from its record. With `only_owned_by`, a live node is
+    left alone unless its control plane lives in that directory. True when one was found."""
+    if Record.load(node_dir()) is None:
+        return False
+    with machine_lock():
+        record = Record.load(node_dir())
+        if record is None:
+            return False
+        owned = only_owned_by is None or record.plane.get("directory") == str(only_owned_by)
+        if record.live_components() and not owned:
+            raise NodeBusy(
+                f"the node running on this machine was started by pid {record.owner_pid} "
+                f"at {record.started_at} (a test run?), not by `dev up`: it is left running"
+            )
+        teardown(record, say=say)
+        return True
