@@ -698,8 +698,11 @@ def down(*, only_owned_by: Path | None = None, say: Say = _stderr_say) -> bool:
         owned = only_owned_by is None or record.plane.get("directory") == str(only_owned_by)
         if record.live_components() and not owned:
             raise NodeBusy(
-                f"the node running on this machine was started by pid {record.owner_pid} "
-                f"at {record.started_at} (a test run?), not by `dev up`: it is left running"
+                f"a node is already running on this machine since {record.started_at}, "
+                f"started by pid {record.owner_pid} (a test run?), not by `dev up`; "
+                "`agent-mesh dev down` leaves it running: stop its owner first"
             )
+        if not record.live_components():
+            say("agent-mesh: reclaiming the leftovers of a node that was stopped hard")
         teardown(record, say=say)
         return True
