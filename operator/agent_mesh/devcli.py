@@ -50,7 +50,15 @@ def run(
         f"etcd {existing.binaries.etcd_version}; kubeconfig {existing.kubeconfig}"
     )
     found = devnode.status(existing.binaries.kubectl, existing.kubeconfig)
-    print(found.describe() if found is not None else "no node: control plane only")
+    if found is None:
+        print("no node: control plane only")
+    elif found.record.plane.get("directory") != str(directory):
+        print(
+            "no node: control plane only (the machine's node was started by pid "
+            f"{found.record.owner_pid} for another control plane)"
+        )
+    else:
+        print(found.describe())
     return 0
 
 
