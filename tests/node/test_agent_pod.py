@@ -5,6 +5,9 @@ address, which is in its mesh API certificate."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +30,18 @@ AUDIENCE = "agent-mesh"
 
 
 @pytest.fixture(scope="module")
+def agent_namespace(node_cluster: NodeCluster) -> Iterator[str]:
+    """Made before the operator starts: kopf (1.45) can miss a namespace created while it
+    makes its first namespace listing, and would then never watch it."""
+    name = f"node-agents-{uuid.uuid4().hex[:6]}"
+    node_cluster.core.create_namespace({"metadata": {"name": name}})
+    yield name
+    node_cluster.core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture(scope="module")
 def node_operator(
-    node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory
+    node_cluster: NodeCluster, agent_namespace: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     install_crds(node_cluster)
     operator = start_operator(
@@ -98,9 +111,14 @@ def _agent_pod(image: str, agent: str) -> dict[str, Any]:
 
 
 def test_echo_agent_pod_exchanges_its_projected_token_turns_healthy_and_completes_a_task(
-    node_cluster: NodeCluster, node_operator: OperatorProcess, node_namespace: str
+    node_cluster: NodeCluster, node_operator: OperatorProcess, agent_namespace: str
 ) -> None:
+    node_namespace = agent_namespace
     core = node_cluster.core
+    wait_for(
+        f"the default ServiceAccount of {node_namespace}",
+        lambda: _exists(core.read_namespaced_service_account, "default", node_namespace),
+    )
     core.create_namespaced_service_account(node_namespace, {"metadata": {"name": "echo"}})
     core.create_namespaced_config_map(
         node_namespace,
@@ -110,11 +128,12 @@ def test_echo_agent_pod_exchanges_its_projected_token_turns_healthy_and_complete
         },
     )
     apply_agent(node_cluster, node_namespace, "echo", "worker", capabilities=["echo"])
-    wait_for(
-        "the operator's CA bundle in the agent's namespace",
-        lambda: _config_map_exists(node_cluster, node_namespace, "agent-mesh-ca.crt"),
-        timeout=60,
-    )
+    with _operator_log_on_failure(node_operator):
+        wait_for(
+            "the operator's CA bundle in the agent's namespace",
+            lambda: _config_map_exists(node_cluster, node_namespace, "agent-mesh-ca.crt"),
+            timeout=120,
+        )
     pod = _agent_pod(node_cluster.image, "echo")
     env = pod["spec"]["containers"][0]["env"]
     env[1]["value"] = node_operator.mesh_url
@@ -129,12 +148,16 @@ def test_echo_agent_pod_exchanges_its_projected_token_turns_healthy_and_complete
         status = body.get("status") or {}
         return status if status.get("healthStatus") == "healthy" else None
 
-    status = wait_for("the agent pod to turn healthy", agent_status, timeout=120, interval=0.5)
+    with _operator_log_on_failure(node_operator):
+        status = wait_for("the agent pod to turn healthy", agent_status, timeout=120, interval=0.5)
     pod_ip = core.read_namespaced_pod("echo-0", node_namespace).status.pod_ip
     assert status.get("endpoint") == f"http://{pod_ip}:9001", status
-    # The identity came from the pod's ServiceAccount token, reviewed by the apiserver.
-    log = node_operator.logs()
-    assert "serviceAccountToken" in log and "echo" in log
+    # The pod holds no credential: its mesh identity came from its projected ServiceAccount
+    # token, reviewed by the apiserver and bound to the pod labelled for the agent.
+    issued = _audited(node_operator, "token.issued", node_namespace)
+    assert {(e.get("method"), e.get("agentId")) for e in issued} == {
+        ("serviceAccountToken", "echo")
+    }, issued
 
     node_cluster.custom.create_namespaced_custom_object(
         GROUP,
@@ -156,16 +179,43 @@ def test_echo_agent_pod_exchanges_its_projected_token_turns_healthy_and_complete
         status = body.get("status") or {}
         return status if status.get("phase") in ("Completed", "Failed", "TimedOut") else None
 
-    task = wait_for("the MeshTask to finish", finished, timeout=90, interval=0.5)
+    with _operator_log_on_failure(node_operator):
+        task = wait_for("the MeshTask to finish", finished, timeout=90, interval=0.5)
     assert task["phase"] == "Completed", task
     assert (task["result"], task["agentId"]) == ({"x": 1}, "echo")
 
 
+@contextlib.contextmanager
+def _operator_log_on_failure(operator: OperatorProcess) -> Iterator[None]:
+    try:
+        yield
+    except pytest.fail.Exception as failed:
+        pytest.fail(f"{failed}\n--- the operator's log, last lines:\n{operator.logs()[-4000:]}")
+
+
+def _audited(operator: OperatorProcess, event: str, namespace: str) -> list[dict[str, Any]]:
+    """The operator's audit records of `event` in `namespace` (from its JSON log)."""
+    found = []
+    for line in operator.logs().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        fields = {**entry, **(entry.get("fields") or {})}
+        if fields.get("event") == event and fields.get("namespace") == namespace:
+            found.append(fields)
+    return found
+
+
 def _config_map_exists(cluster: NodeCluster, namespace: str, name: str) -> bool:
+    return _exists(cluster.core.read_namespaced_config_map, name, namespace)
+
+
+def _exists(read: Any, name: str, namespace: str) -> bool:
     from kubernetes import client
 
     try:
-        cluster.core.read_namespaced_config_map(name, namespace)
+        read(name, namespace)
     except client.ApiException:
         return False
     return True
