@@ -223,3 +223,36 @@ def test_missing_debian_packages_are_named_with_the_install_command(
 def test_mount_points_with_spaces_are_read_back_from_mountinfo() -> None:
     assert hoststate._unescape("/var/lib/a\\040b") == "/var/lib/a b"
     assert hoststate._unescape("/x\\134y") == "/x\\y"
+
+
+def test_dev_up_says_why_there_is_no_node_and_starts_the_control_plane_alone(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent_mesh import devcli
+
+    started: list[str] = []
+
+    class FakePlane:
+        def __init__(self, binaries: Binaries, directory: Path, **kwargs: object) -> None:
+            self.kubeconfig = directory / "kubeconfig"
+            self.server = "https://127.0.0.1:6443"
+            self.startup_seconds = 2.5
+
+        @classmethod
+        def load(cls, directory: Path) -> None:
+            return None
+
+        def start(self) -> None:
+            started.append("plane")
+
+    binaries = Binaries(Path("e"), Path("a"), Path("k"), "1.36.3", "3.6.16")
+    monkeypatch.setenv("AGENT_MESH_STATE_DIR", str(tmp_path))
+    monkeypatch.setattr(devcli, "ControlPlane", FakePlane)
+    monkeypatch.setattr(devcli, "ensure_binaries", lambda versions: binaries)
+    monkeypatch.setattr(devnode, "unsupported_reason", lambda: "a node needs root (…)")
+    monkeypatch.setattr(devnode, "prepare", lambda *a, **k: pytest.fail("no node here"))
+    assert devcli.run("up") == 0
+    err = capsys.readouterr().err
+    assert "starting the control plane only, without a node: a node needs root" in err
+    assert "(control plane only)" in err
+    assert started == ["plane"]
