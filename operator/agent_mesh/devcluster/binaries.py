@@ -42,9 +42,7 @@ Say = Callable[[str], None]
 
 # What a cold build took on a 2-core machine, told to the user before it starts.
 _EXPECTED_COLD_BUILD = "about 8-12 minutes on 2 cores, once; later starts reuse the cache"
-_EXPECTED_NODE_BUILD = (
-    "about 4-7 minutes on 2 cores after the control plane's build, once"
-)
+_EXPECTED_NODE_BUILD = "about 4-7 minutes on 2 cores after the control plane's build, once"
 _KUBE_COMMANDS = ("kube-apiserver", "kubectl")
 _NODE_KUBE_COMMANDS = ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
 _CONTAINERD_COMMANDS = ("containerd", "containerd-shim-runc-v2", "ctr")
