@@ -1,6 +1,8 @@
 # agent-mesh: `make demo` runs a local mesh, `make test` runs every test suite.
 # Both install what they need on first use: a venv in .venv, then the Go-built control
 # plane (etcd, kube-apiserver, kubectl) cached by version under ~/.cache/agent-mesh.
+# `make test` also brings up a node for the tests that need pods (as root): the Debian
+# packages it needs, its Go-built binaries and its offline-built images (docs/devcluster.md).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -8,9 +10,11 @@ PY     := $(VENV)/bin/python
 MESH   := $(VENV)/bin/agent-mesh
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# What a node needs from Debian (docs/devcluster.md says why these come from Debian).
+NODE_PACKAGES := runc containernetworking-plugins iptables iproute2 mmdebstrap buildah
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-unit test-integration test-e2e test-packaging lint crds binaries venv clean
+.PHONY: help demo test test-unit test-integration test-e2e test-packaging test-node lint crds binaries node-deps node venv clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -26,12 +30,28 @@ venv: $(STAMP) ## create .venv: the package with its operator extra and the dev 
 
 binaries: venv ## build (first time) the local control plane's binaries
 	@if [ -n "$$KUBECONFIG" ]; then echo "KUBECONFIG is set: using that cluster, building nothing"; \
-	else $(MESH) dev build; fi
+	else $(MESH) dev build --no-node >/dev/null; fi
+
+node-deps: ## (root) install the Debian packages a local node needs, when missing
+	@if [ -n "$$KUBECONFIG" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "make: not root: no local node (the node tests are skipped)"; exit 0; fi; \
+	if ! command -v dpkg-query >/dev/null; then echo "make: not a Debian system: install $(NODE_PACKAGES) yourself"; exit 0; fi; \
+	missing=""; for p in $(NODE_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  command -v apt-get >/dev/null || { echo "make: the node needs Debian packages:$$missing, and there is no apt-get" >&2; exit 1; }; \
+	  echo "make: installing Debian packages for the node:$$missing"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } \
+	    || { echo "make: apt-get install$$missing failed" >&2; exit 1; }; \
+	fi
+
+node: binaries node-deps ## build (first time) the node's binaries and images (as root)
+	@if [ -z "$$KUBECONFIG" ] && [ "$$(id -u)" = 0 ]; then $(MESH) dev build >/dev/null; fi
 
 demo: binaries ## a local mesh: control plane, CRDs, operator, samples (Ctrl-C stops it)
 	$(MESH) demo
 
-test: binaries ## every test suite (unit, integration, e2e) against a real apiserver
+test: binaries node ## every test suite (unit, integration, e2e, node) against a real cluster
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; exit 1; fi; exit $$rc
 
@@ -46,6 +66,9 @@ test-e2e: binaries ## the operator and CLI driven the way a user drives them
 
 test-packaging: binaries ## fresh venvs from the package index: the SDK alone, the dependency floors
 	$(PY) -m pytest -m packaging $(PYTEST_ARGS)
+
+test-node: node ## the tests that need pods: a node beside the control plane (root)
+	$(PY) -m pytest -m node $(PYTEST_ARGS)
 
 lint: venv ## ruff, mypy --strict, import-linter layer contracts
 	$(VENV)/bin/ruff check operator tests bench examples

@@ -33,8 +33,10 @@ TEST_NAMESPACE_PREFIX = f"amt-{SESSION}-"
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         suite = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
-        if suite in ("unit", "integration", "e2e", "packaging"):
+        if suite in ("unit", "integration", "e2e", "packaging", "node"):
             item.add_marker(getattr(pytest.mark, suite))
+    # The node's lifecycle tests take the machine's one node down: they run last.
+    items.sort(key=lambda item: item.get_closest_marker("node_lifecycle") is not None)
 
 
 def wait_for(
@@ -106,6 +108,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 @pytest.fixture(scope="session")
 def crds(cluster: Cluster) -> list[dict[str, Any]]:
     """The CRDs generated from the models, applied and Established."""
+    return install_crds(cluster)
+
+
+def install_crds(cluster: Cluster) -> list[dict[str, Any]]:
+    """Apply the CRDs generated from the models; return once they serve lists."""
     from agent_mesh.api.crdgen import crd_objects
 
     objects = crd_objects()
@@ -173,11 +180,12 @@ class OperatorProcess:
     ca_file: Path | None = None
     """The operator's CA bundle (from its ConfigMap), which verifies the mesh API; None
     when the mesh API serves plain http (--no-mesh-tls)."""
+    mesh_host: str = "127.0.0.1"
 
     @property
     def mesh_url(self) -> str:
         scheme = "https" if self.ca_file is not None else "http"
-        return f"{scheme}://127.0.0.1:{self.mesh_port}"
+        return f"{scheme}://{self.mesh_host}:{self.mesh_port}"
 
     @functools.cached_property
     def tls(self) -> ssl.SSLContext:
@@ -209,6 +217,7 @@ def start_operator(
     mesh_port: int | None = None,
     extra_env: dict[str, str] | None = None,
     mesh_tls: bool = True,
+    mesh_host: str = "127.0.0.1",
 ) -> OperatorProcess:
     """An operator process watching `watch`, with its keys in `operator_namespace`. Its
     mesh API serves https (unless `mesh_tls` is False), verified with the CA bundle the
@@ -234,6 +243,8 @@ def start_operator(
         str(mesh),
         "--operator-namespace",
         operator_namespace,
+        "--mesh-host",
+        mesh_host,
         *extra,
         *([] if mesh_tls else ["--no-mesh-tls"]),
     ]
@@ -241,7 +252,7 @@ def start_operator(
     env = {**cluster.env, "AGENT_MESH_EGRESS_ALLOW_LOOPBACK": "true", **(extra_env or {})}
     proc = spawn(argv, log, detached=False, env=env)  # dies with the test run
     ca_file = log.with_name(f"{log.stem}-ca.crt") if mesh_tls else None
-    operator = OperatorProcess(proc, log, liveness, mesh, operator_namespace, ca_file)
+    operator = OperatorProcess(proc, log, liveness, mesh, operator_namespace, ca_file, mesh_host)
 
     def answers(url: str, context: ssl.SSLContext | None = None) -> bool:
         if proc.poll() is not None:

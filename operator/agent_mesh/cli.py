@@ -84,14 +84,23 @@ def _parser() -> argparse.ArgumentParser:
     crds.add_argument("--write", action="store_true", help="write them into --dir instead")
     crds.add_argument("--dir", type=Path, default=Path("crds"), help="default: ./crds")
 
-    dev = sub.add_parser("dev", help="a local control plane (etcd + kube-apiserver)")
+    dev = sub.add_parser("dev", help="a local cluster: control plane and, as root, a node")
     dev_sub = dev.add_subparsers(dest="dev_command", metavar="ACTION", required=True)
     up = dev_sub.add_parser("up", help="build (first time) and start it in the background")
-    up.add_argument("--port", type=int, help="apiserver port on 127.0.0.1 (default: a free one)")
+    up.add_argument("--port", type=int, help="apiserver port (default: a free one)")
     up.add_argument("--kubernetes-version", help="e.g. 1.36.3 (default: newest that builds)")
+    up.add_argument(
+        "--no-node",
+        dest="node",
+        action="store_false",
+        help="the control plane alone on 127.0.0.1 (about 3 s; no pods run)",
+    )
     build = dev_sub.add_parser("build", help="build (first time) and print the binaries' paths")
     build.add_argument("--kubernetes-version", help="e.g. 1.36.3 (default: newest that builds)")
-    dev_sub.add_parser("down", help="stop it and delete its data")
+    build.add_argument(
+        "--no-node", dest="node", action="store_false", help="the control plane's binaries only"
+    )
+    dev_sub.add_parser("down", help="stop it, delete its data, undo what the node changed")
     dev_sub.add_parser("kubeconfig", help="print the path of its admin kubeconfig")
     dev_sub.add_parser("status", help="say whether it runs, where, and which versions")
 
@@ -159,6 +168,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 args.dev_command,
                 port=getattr(args, "port", None),
                 kubernetes_version=getattr(args, "kubernetes_version", None),
+                node=getattr(args, "node", True),
             )
         if args.command == "demo":
             from agent_mesh.api.crdgen import crd_files

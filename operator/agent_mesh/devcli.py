@@ -1,60 +1,43 @@
-"""`agent-mesh dev up|down|kubeconfig|status`: a detached local control plane."""
+"""`agent-mesh dev up|down|kubeconfig|status|build`: a detached local cluster.
+
+`dev up` starts a node beside the control plane where the machine allows it (root, the
+kernel features, the Debian packages) and says plainly why not where it does not;
+`--no-node` keeps the control-plane-only start (about 3 s) for fast loops.
+"""
 
 from __future__ import annotations
 
 import re
 import shutil
 import sys
+from pathlib import Path
 
-from agent_mesh.devcluster import ControlPlane, DevClusterError, ensure_binaries
+from agent_mesh.devcluster import ControlPlane, DevClusterError, ensure_binaries, network
+from agent_mesh.devcluster import node as devnode
 from agent_mesh.devcluster.cluster import LOOPBACK
 from agent_mesh.devcluster.ports import check_port_free
 from agent_mesh.devcluster.versions import KUBERNETES_VERSIONS, state_root
 
 
-def run(action: str, *, port: int | None = None, kubernetes_version: str | None = None) -> int:
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run(
+    action: str,
+    *,
+    port: int | None = None,
+    kubernetes_version: str | None = None,
+    node: bool = True,
+) -> int:
     directory = state_root() / "dev"
     existing = ControlPlane.load(directory)
     if action == "build":
-        binaries = ensure_binaries(_versions(kubernetes_version))
-        print(
-            f"Kubernetes {binaries.kubernetes_version}, etcd {binaries.etcd_version} "
-            f"in {binaries.bin_dir.parent}",
-            file=sys.stderr,
-        )
-        for path in (binaries.etcd, binaries.kube_apiserver, binaries.kubectl):
-            print(path)
-        return 0
+        return _build(kubernetes_version, node)
     if action == "up":
-        if existing is not None and existing.running():
-            print(f"already running at {existing.server}", file=sys.stderr)
-            print(existing.kubeconfig)
-            return 0
-        if existing is not None:
-            existing.stop()
-        shutil.rmtree(directory, ignore_errors=True)
-        if port is not None:
-            check_port_free(LOOPBACK, port, "--port")  # before a build, not after
-        binaries = ensure_binaries(_versions(kubernetes_version))
-        plane = ControlPlane(binaries, directory, api_port=port, detached=True)
-        plane.start()
-        print(
-            f"Kubernetes {binaries.kubernetes_version} (etcd {binaries.etcd_version}) at "
-            f"{plane.server}, ready in {plane.startup_seconds:.1f} s",
-            file=sys.stderr,
-        )
-        print(f"kubectl: {binaries.kubectl}", file=sys.stderr)
-        print(f"use it:  export KUBECONFIG={plane.kubeconfig}", file=sys.stderr)
-        print(plane.kubeconfig)
-        return 0
+        return _up(directory, existing, port, kubernetes_version, node)
     if action == "down":
-        if existing is None:
-            print("no local control plane is running", file=sys.stderr)
-            return 0
-        existing.stop()
-        shutil.rmtree(directory, ignore_errors=True)
-        print("stopped", file=sys.stderr)
-        return 0
+        return _down(directory, existing)
     if existing is None or not existing.running():
         raise DevClusterError(
             "no local control plane is running; start one with `agent-mesh dev up`"
@@ -66,6 +49,105 @@ def run(action: str, *, port: int | None = None, kubernetes_version: str | None 
         f"running at {existing.server}: Kubernetes {existing.binaries.kubernetes_version}, "
         f"etcd {existing.binaries.etcd_version}; kubeconfig {existing.kubeconfig}"
     )
+    found = devnode.status(existing.binaries.kubectl, existing.kubeconfig)
+    if found is None:
+        print("no node: control plane only")
+    elif found.record.plane.get("directory") != str(directory):
+        print(
+            "no node: control plane only (the machine's node was started by pid "
+            f"{found.record.owner_pid} for another control plane)"
+        )
+    else:
+        print(found.describe())
+    return 0
+
+
+def _build(kubernetes_version: str | None, node: bool) -> int:
+    binaries = ensure_binaries(_versions(kubernetes_version))
+    _say(
+        f"Kubernetes {binaries.kubernetes_version}, etcd {binaries.etcd_version} "
+        f"in {binaries.bin_dir.parent}"
+    )
+    for path in (binaries.etcd, binaries.kube_apiserver, binaries.kubectl):
+        print(path)
+    if not node:
+        return 0
+    reason = devnode.unsupported_reason()
+    if reason:
+        _say(f"no node on this machine: {reason}")
+        return 0
+    prepared = devnode.prepare(binaries, state_root() / "dev", say=_say)
+    for path in prepared.node_binaries.all().values():
+        print(path)
+    for image in [prepared.pause_image, *prepared.images]:
+        print(f"{image.name} {image.archive}")
+    return 0
+
+
+def _up(
+    directory: Path,
+    existing: ControlPlane | None,
+    port: int | None,
+    kubernetes_version: str | None,
+    node: bool,
+) -> int:
+    if existing is not None and existing.running():
+        found = devnode.status(existing.binaries.kubectl, existing.kubeconfig)
+        with_node = " with a node" if found is not None and found.live else ""
+        _say(f"already running{with_node} at {existing.server}")
+        print(existing.kubeconfig)
+        return 0
+    if existing is not None:
+        existing.stop()
+    if node:
+        reason = devnode.unsupported_reason()
+        if reason:
+            _say(f"agent-mesh: starting the control plane only, without a node: {reason}")
+            node = False
+    if port is not None:
+        check_port_free(LOOPBACK, port, "--port")  # before a build, not after
+    binaries = ensure_binaries(_versions(kubernetes_version))
+    if node:
+        # A leftover dev node (its record says so) goes with the rest of the old plane.
+        devnode.down(only_owned_by=directory, say=_say)
+    shutil.rmtree(directory, ignore_errors=True)
+    if not node:
+        plane = ControlPlane(binaries, directory, api_port=port, detached=True)
+        plane.start()
+        _say(
+            f"Kubernetes {binaries.kubernetes_version} (etcd {binaries.etcd_version}) at "
+            f"{plane.server}, ready in {plane.startup_seconds:.1f} s (control plane only)"
+        )
+        kubeconfig = plane.kubeconfig
+    else:
+        started = devnode.prepare(binaries, directory, detached=True, api_port=port, say=_say)
+        started.start()
+        _say(
+            f"Kubernetes {binaries.kubernetes_version} at {started.plane.server} with node "
+            f"{devnode.NODE_NAME} Ready in {started.startup_seconds:.1f} s "
+            f"(pods on {network.BRIDGE}, {network.POD_CIDR}; "
+            f"images: {', '.join(i.name for i in started.images) or 'pause only'})"
+        )
+        kubeconfig = started.kubeconfig
+    _say(f"kubectl: {binaries.kubectl}")
+    _say(f"use it:  export KUBECONFIG={kubeconfig}")
+    print(kubeconfig)
+    return 0
+
+
+def _down(directory: Path, existing: ControlPlane | None) -> int:
+    try:
+        had_node = devnode.down(only_owned_by=directory, say=_say)
+    except devnode.NodeBusy as busy:
+        _say(f"agent-mesh: {busy}")
+        had_node = False
+    if existing is None and not had_node:
+        _say("no local control plane is running")
+        return 0
+    if existing is not None:
+        existing.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+    _say("stopped" + (" (node removed, host restored)" if had_node else ""))
     return 0
 
 

@@ -46,9 +46,9 @@ def _mesh(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_dev_up_status_kubeconfig_down(tmp_path: Path) -> None:
+def test_dev_up_without_a_node_status_kubeconfig_down(tmp_path: Path) -> None:
     env = {**os.environ, "AGENT_MESH_STATE_DIR": str(tmp_path)}
-    up = _mesh("dev", "up", env=env)
+    up = _mesh("dev", "up", "--no-node", env=env)
     assert up.returncode == 0, up.stderr
     kubeconfig = Path(up.stdout.strip())
     assert "ready in" in up.stderr
@@ -57,7 +57,8 @@ def test_dev_up_status_kubeconfig_down(tmp_path: Path) -> None:
         status = _mesh("dev", "status", env=env)
         assert "running at https://127.0.0.1:" in status.stdout
         assert "Kubernetes 1." in status.stdout
-        again = _mesh("dev", "up", env=env)
+        assert "no node: control plane only" in status.stdout
+        again = _mesh("dev", "up", "--no-node", env=env)
         assert again.returncode == 0 and "already running" in again.stderr
         kubectl = sorted(Path(p) for p in up.stderr.split() if p.endswith("/kubectl"))[0]
         version = subprocess.run(

@@ -22,6 +22,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     from kubernetes import client
 
     monkeypatch.setenv("AGENT_MESH_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("AGENT_MESH_NODE_DIR", str(tmp_path / "node"))  # not the machine's
     kubeconfig = os.environ.pop("KUBECONFIG", None)
     default = client.Configuration.get_default_copy()
     yield

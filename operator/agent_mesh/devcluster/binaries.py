@@ -1,4 +1,9 @@
-"""Build etcd, kube-apiserver and kubectl from Go modules, cached by version.
+"""Build the local cluster's binaries from Go modules, cached by version.
+
+The control plane: etcd, kube-apiserver and kubectl. The node (`NodeBinaries`):
+kube-controller-manager, kube-scheduler, kubelet and kube-proxy from the same Kubernetes
+module; containerd 2.x, its runc shim and `ctr`; CoreDNS (a build of its own module with
+only the plugins a cluster DNS needs); and a tiny static pause program for pod sandboxes.
 
 Each component is built in a throwaway wrapper module with the machine's Go. The
 k8s.io/kubernetes module only builds when every k8s.io staging module it lists under
@@ -11,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import hashlib
 import json
 import os
 import re
@@ -24,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent_mesh.devcluster.versions import (
+    CONTAINERD_VERSION,
+    COREDNS_VERSION,
     DEFAULT_ETCD_VERSION,
     KUBERNETES_VERSIONS,
     cache_root,
@@ -34,7 +42,10 @@ Say = Callable[[str], None]
 
 # What a cold build took on a 2-core machine, told to the user before it starts.
 _EXPECTED_COLD_BUILD = "about 8-12 minutes on 2 cores, once; later starts reuse the cache"
+_EXPECTED_NODE_BUILD = "about 4-7 minutes on 2 cores after the control plane's build, once"
 _KUBE_COMMANDS = ("kube-apiserver", "kubectl")
+_NODE_KUBE_COMMANDS = ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
+_CONTAINERD_COMMANDS = ("containerd", "containerd-shim-runc-v2", "ctr")
 _STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[A-Za-z0-9._-]+)\s+=>\s+\./staging/", re.MULTILINE)
 _GODEBUG = re.compile(r"^godebug\s.*$", re.MULTILINE)
 _GO_DIRECTIVE = re.compile(r"^go\s+(\S+)\s*$", re.MULTILINE)
@@ -158,18 +169,25 @@ def kube_ldflags(version: str) -> str:
     return " ".join(flags)
 
 
-def _build_kubernetes(go: str, version: str, out_dir: Path, *, say: Say) -> None:
+def _build_kubernetes(
+    go: str,
+    version: str,
+    out_dir: Path,
+    *,
+    say: Say,
+    commands: tuple[str, ...] = _KUBE_COMMANDS,
+) -> None:
     with tempfile.TemporaryDirectory(prefix="agent-mesh-kubebuild-") as tmp:
         work = Path(tmp)
         (work / "go.mod").write_text("module agentmesh.local/probe\n")
         upstream = _module_file(go, "k8s.io/kubernetes", f"v{version}", work)
         (work / "go.mod").write_text(wrapper_go_mod(upstream, version))
         say(f"  [kubernetes {version}] resolving modules")
-        packages = [f"k8s.io/kubernetes/cmd/{cmd}" for cmd in _KUBE_COMMANDS]
+        packages = [f"k8s.io/kubernetes/cmd/{cmd}" for cmd in commands]
         _run(
             [go, "get", *[f"{p}@v{version}" for p in packages]], work, say, f"kubernetes {version}"
         )
-        for cmd in _KUBE_COMMANDS:
+        for cmd in commands:
             say(f"  [kubernetes {version}] compiling {cmd}")
             _run(
                 [
@@ -293,3 +311,223 @@ def _kube_complete(directory: Path) -> bool:
 def _versions_from_env() -> tuple[str, ...] | None:
     pinned = os.environ.get("AGENT_MESH_KUBERNETES_VERSION")
     return (pinned,) if pinned else None
+
+
+# -- the node ----------------------------------------------------------------------------
+
+# A pod sandbox's first process: holds the namespaces, reaps orphans, exits on SIGTERM.
+PAUSE_SOURCE = """package main
+
+import (
+\t"os"
+\t"os/signal"
+\t"syscall"
+)
+
+func main() {
+\tsignals := make(chan os.Signal, 8)
+\tsignal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGCHLD)
+\tfor s := range signals {
+\t\tif s != syscall.SIGCHLD {
+\t\t\tos.Exit(0)
+\t\t}
+\t\tfor {
+\t\t\tpid, err := syscall.Wait4(-1, nil, syscall.WNOHANG, nil)
+\t\t\tif pid <= 0 || err != nil {
+\t\t\t\tbreak
+\t\t\t}
+\t\t}
+\t}
+}
+"""
+
+# CoreDNS's own way to build a server with a chosen plugin set: a main that imports the
+# plugins and lists them in CoreDNS's execution order (plugin.cfg). No `forward`: the
+# cluster DNS answers cluster names only, and nothing is ever sent upstream.
+COREDNS_PLUGINS = ("bind", "ready", "health", "errors", "log", "cache", "kubernetes")
+COREDNS_MAIN = (
+    "package main\n\nimport (\n"
+    '\t"github.com/coredns/coredns/core/dnsserver"\n'
+    '\t"github.com/coredns/coredns/coremain"\n'
+    + "".join(f'\t_ "github.com/coredns/coredns/plugin/{p}"\n' for p in COREDNS_PLUGINS)
+    + ")\n\nfunc init() {\n\tdnsserver.Directives = []string{"
+    + ", ".join(f'"{p}"' for p in COREDNS_PLUGINS)
+    + "}\n}\n\nfunc main() {\n\tcoremain.Run()\n}\n"
+)
+
+
+@dataclass(frozen=True)
+class NodeBinaries:
+    """What a node runs beside the control plane, all built from Go modules."""
+
+    kube_controller_manager: Path
+    kube_scheduler: Path
+    kubelet: Path
+    kube_proxy: Path
+    containerd: Path
+    containerd_shim: Path
+    ctr: Path
+    coredns: Path
+    pause: Path
+    kubernetes_version: str
+    containerd_version: str
+    coredns_version: str
+
+    def all(self) -> dict[str, Path]:
+        """Component name → binary, for process checks and status."""
+        return {
+            "kube-controller-manager": self.kube_controller_manager,
+            "kube-scheduler": self.kube_scheduler,
+            "kubelet": self.kubelet,
+            "kube-proxy": self.kube_proxy,
+            "containerd": self.containerd,
+            "containerd-shim-runc-v2": self.containerd_shim,
+            "ctr": self.ctr,
+            "coredns": self.coredns,
+            "pause": self.pause,
+        }
+
+
+def source_digest(source: str) -> str:
+    """A short content hash: the cache key of binaries built from source held here."""
+    return hashlib.sha256(source.encode()).hexdigest()[:12]
+
+
+def _build_wrapped(
+    go: str,
+    label: str,
+    out_dir: Path,
+    *,
+    requires: list[str],
+    main: str | None,
+    targets: dict[str, str],
+    ldflags: str,
+    say: Say,
+) -> None:
+    """Build `targets` (binary name → package, "." for `main`) in a throwaway module."""
+    with tempfile.TemporaryDirectory(prefix="agent-mesh-gobuild-") as tmp:
+        work = Path(tmp)
+        (work / "go.mod").write_text(f"module agentmesh.local/{label.split()[0]}\n\ngo 1.24\n")
+        if main is not None:
+            (work / "main.go").write_text(main)
+        if requires:
+            say(f"  [{label}] resolving modules")
+            _run([go, "get", *requires], work, say, label)
+        if main is not None:
+            _run([go, "mod", "tidy"], work, say, label)
+        for name, package in targets.items():
+            say(f"  [{label}] compiling {name}")
+            _run(
+                [
+                    go,
+                    "build",
+                    "-v",
+                    "-trimpath",
+                    f"-ldflags={ldflags}",
+                    "-o",
+                    str(out_dir / name),
+                    package,
+                ],
+                work,
+                say,
+                name,
+            )
+
+
+def _build_containerd(go: str, version: str, out_dir: Path, say: Say) -> None:
+    module = "github.com/containerd/containerd/v2"
+    stamp = f"-s -w -X {module}/version.Version=v{version} -X {module}/version.Revision=module"
+    _build_wrapped(
+        go,
+        f"containerd {version}",
+        out_dir,
+        requires=[f"{module}/cmd/{c}@v{version}" for c in _CONTAINERD_COMMANDS],
+        main=None,
+        targets={c: f"{module}/cmd/{c}" for c in _CONTAINERD_COMMANDS},
+        ldflags=stamp,
+        say=say,
+    )
+
+
+def _build_coredns(go: str, version: str, out_dir: Path, say: Say) -> None:
+    module = "github.com/coredns/coredns"
+    _build_wrapped(
+        go,
+        f"coredns {version}",
+        out_dir,
+        requires=[f"{module}@v{version}"],
+        main=COREDNS_MAIN,
+        targets={"coredns": "."},
+        ldflags=f"-s -w -X {module}/coremain.GitCommit=v{version}",
+        say=say,
+    )
+
+
+def _build_pause(go: str, out_dir: Path, say: Say) -> None:
+    _build_wrapped(
+        go,
+        "pause",
+        out_dir,
+        requires=[],
+        main=PAUSE_SOURCE,
+        targets={"pause": "."},
+        ldflags="-s -w",
+        say=say,
+    )
+
+
+def ensure_node_binaries(kubernetes_version: str, *, say: Say = _stderr_say) -> NodeBinaries:
+    """Return the node's cached binaries, building whatever is missing."""
+    bin_root = cache_root() / "bin"
+    kube_dir = bin_root / f"kubernetes-node-{kubernetes_version}"
+    containerd_dir = bin_root / f"containerd-{CONTAINERD_VERSION}"
+    coredns_dir = bin_root / f"coredns-{COREDNS_VERSION}-{source_digest(COREDNS_MAIN)[:6]}"
+    pause_dir = bin_root / f"pause-{source_digest(PAUSE_SOURCE)}"
+    wanted = {
+        kube_dir: _NODE_KUBE_COMMANDS,
+        containerd_dir: _CONTAINERD_COMMANDS,
+        coredns_dir: ("coredns",),
+        pause_dir: ("pause",),
+    }
+    missing = [d for d, files in wanted.items() if not all((d / f).is_file() for f in files)]
+    if missing:
+        say(
+            "agent-mesh: building the node's binaries from Go modules "
+            f"({', '.join(d.name for d in missing)}): {_EXPECTED_NODE_BUILD}. Cache: {bin_root}"
+        )
+        go = _go()
+        builders: dict[Path, Callable[[Path], None]] = {
+            kube_dir: functools.partial(
+                _build_kubernetes,
+                go,
+                kubernetes_version,
+                say=say,
+                commands=_NODE_KUBE_COMMANDS,
+            ),
+            containerd_dir: lambda d: _build_containerd(go, CONTAINERD_VERSION, d, say),
+            coredns_dir: lambda d: _build_coredns(go, COREDNS_VERSION, d, say),
+            pause_dir: lambda d: _build_pause(go, d, say),
+        }
+        for directory in missing:  # one Go build at a time: each already uses every core
+            _ensure(directory.name, directory, wanted[directory], builders[directory], say)
+    return NodeBinaries(
+        kube_controller_manager=kube_dir / "kube-controller-manager",
+        kube_scheduler=kube_dir / "kube-scheduler",
+        kubelet=kube_dir / "kubelet",
+        kube_proxy=kube_dir / "kube-proxy",
+        containerd=containerd_dir / "containerd",
+        containerd_shim=containerd_dir / "containerd-shim-runc-v2",
+        ctr=containerd_dir / "ctr",
+        coredns=coredns_dir / "coredns",
+        pause=pause_dir / "pause",
+        kubernetes_version=kubernetes_version,
+        containerd_version=CONTAINERD_VERSION,
+        coredns_version=COREDNS_VERSION,
+    )
+
+
+def cached_node_binaries() -> list[Path]:
+    """Every node binary in the cache, whatever its version (to find stray processes)."""
+    bin_root = cache_root() / "bin"
+    patterns = ("kubernetes-node-*/*", "containerd-*/*", "coredns-*/coredns", "pause-*/pause")
+    return [p for pattern in patterns for p in bin_root.glob(pattern) if p.is_file()]

@@ -1,4 +1,8 @@
-"""Start and stop etcd + kube-apiserver on 127.0.0.1 with TLS, RBAC and an admin kubeconfig."""
+"""Start and stop etcd + kube-apiserver with TLS, RBAC and an admin kubeconfig.
+
+The apiserver listens on 127.0.0.1, or, when a node runs beside it, on the address the
+harness owns on the node's bridge, so pods reach it through the `kubernetes` Service.
+"""
 
 from __future__ import annotations
 
@@ -24,8 +28,10 @@ from agent_mesh.pki import certs
 LOOPBACK = "127.0.0.1"
 CONTEXT = "agent-mesh-dev"
 _STATE_FILE = "plane.json"
-# A service CIDR is mandatory; nothing routes to it because no kube-proxy runs.
+# A service CIDR is mandatory; only a node's kube-proxy routes it.
 _SERVICE_CIDR = "10.96.0.0/24"
+_KUBERNETES_SERVICE_IP = "10.96.0.1"
+CLUSTER_DOMAIN = "cluster.local"
 
 
 class DevClusterError(RuntimeError):
@@ -44,6 +50,10 @@ class ControlPlane:
     directory: Path
     api_port: int | None = None
     detached: bool = False
+    address: str = LOOPBACK
+    """Where the apiserver listens and what it advertises: 127.0.0.1, or the harness's own
+    address on the node's bridge when pods must reach it (then the `kubernetes` Service's
+    endpoint points at it)."""
     startup_seconds: float = field(default=0.0, init=False)
     _children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, init=False)
     _pids: dict[str, int] = field(default_factory=dict, init=False)
@@ -54,7 +64,7 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://{LOOPBACK}:{self.api_port}"
+        return f"https://{self.address}:{self.api_port}"
 
     @property
     def pki_dir(self) -> Path:
@@ -68,7 +78,7 @@ class ControlPlane:
     def start(self, timeout: float = 90.0) -> None:
         """Start etcd, then the apiserver, and return once /readyz answers ok."""
         if self.api_port is not None:
-            check_port_free(LOOPBACK, self.api_port, "--port")
+            check_port_free(self.address, self.api_port, "--port")
         else:
             self.api_port = free_port()
         started = time.monotonic()
@@ -101,6 +111,11 @@ class ControlPlane:
         with contextlib.suppress(FileNotFoundError):
             (self.directory / _STATE_FILE).unlink()
 
+    @property
+    def pids(self) -> dict[str, int]:
+        """Component → pid of the running processes."""
+        return dict(self._pids)
+
     def running(self) -> bool:
         return bool(self._pids) and all(
             processes.runs_binary(pid, self._binary(c)) for c, pid in self._pids.items()
@@ -123,6 +138,7 @@ class ControlPlane:
     def _save_state(self) -> None:
         state = {
             "apiPort": self.api_port,
+            "address": self.address,
             "pids": self._pids,
             "binaries": {
                 "etcd": str(self.binaries.etcd),
@@ -152,7 +168,11 @@ class ControlPlane:
             etcd_version=b["etcdVersion"],
         )
         plane = cls(
-            binaries=binaries, directory=directory, api_port=state["apiPort"], detached=True
+            binaries=binaries,
+            directory=directory,
+            api_port=state["apiPort"],
+            detached=True,
+            address=state.get("address", LOOPBACK),
         )
         plane._pids = {k: int(v) for k, v in state["pids"].items()}
         return plane
@@ -188,22 +208,33 @@ class ControlPlane:
 
     def _apiserver_args(self, etcd_port: int) -> list[str]:
         p = self.pki_dir
+        # With a node, the `kubernetes` Service's endpoint is the apiserver's own address
+        # (the lease reconciler writes it); on loopback there is nothing to point it at.
+        reconciler = "none" if self.address == LOOPBACK else "lease"
         return [
             f"--etcd-servers=http://{LOOPBACK}:{etcd_port}",
-            f"--bind-address={LOOPBACK}",
-            f"--advertise-address={LOOPBACK}",
+            f"--bind-address={self.address}",
+            f"--advertise-address={self.address}",
             f"--secure-port={self.api_port}",
             f"--tls-cert-file={p / 'apiserver.crt'}",
             f"--tls-private-key-file={p / 'apiserver.key'}",
             f"--client-ca-file={p / 'ca.crt'}",
-            "--authorization-mode=RBAC",
+            # Kubelets are authorised as real clusters do it: the Node authorizer and
+            # NodeRestriction limit each to its own node and pods; the apiserver presents a
+            # client certificate to kubelets and verifies theirs against the cluster CA.
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={p / 'ca.crt'}",
+            "--kubelet-preferred-address-types=InternalIP",
             f"--service-account-issuer={self.server}",
             f"--service-account-key-file={p / 'sa.pub'}",
             f"--service-account-signing-key-file={p / 'sa.key'}",
             f"--service-cluster-ip-range={_SERVICE_CIDR}",
             "--allow-privileged=true",
             "--profiling=false",
-            "--endpoint-reconciler-type=none",
+            f"--endpoint-reconciler-type={reconciler}",
         ]
 
     def _write_pki(self) -> None:
@@ -213,13 +244,21 @@ class ControlPlane:
             ca,
             ca_key,
             "kube-apiserver",
-            dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
-            ip_addresses=(LOOPBACK,),
+            dns_names=(
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                f"kubernetes.default.svc.{CLUSTER_DOMAIN}",
+            ),
+            ip_addresses=tuple(dict.fromkeys((LOOPBACK, self.address, _KUBERNETES_SERVICE_IP))),
             server=True,
         )
         admin = certs.issue(
             ca, ca_key, "agent-mesh-admin", organization="system:masters", client=True
         )
+        # Bound to system:kubelet-api-admin when a node runs (kubeadm's arrangement).
+        kubelet_client = certs.issue(ca, ca_key, "kube-apiserver-kubelet-client", client=True)
         sa_key, sa_pub = certs.service_account_keys()
         (self.pki_dir / "ca.crt").write_bytes(ca.cert_pem)
         certs.write_private(self.pki_dir / "ca.key", ca.key_pem)
@@ -227,44 +266,20 @@ class ControlPlane:
         certs.write_private(self.pki_dir / "apiserver.key", serving.key_pem)
         (self.pki_dir / "admin.crt").write_bytes(admin.cert_pem)
         certs.write_private(self.pki_dir / "admin.key", admin.key_pem)
+        (self.pki_dir / "apiserver-kubelet-client.crt").write_bytes(kubelet_client.cert_pem)
+        certs.write_private(self.pki_dir / "apiserver-kubelet-client.key", kubelet_client.key_pem)
         certs.write_private(self.pki_dir / "sa.key", sa_key)
         (self.pki_dir / "sa.pub").write_bytes(sa_pub)
 
     def _write_kubeconfig(self) -> None:
-        def b64(name: str) -> str:
-            return base64.b64encode((self.pki_dir / name).read_bytes()).decode()
-
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": CONTEXT,
-                    "cluster": {"server": self.server, "certificate-authority-data": b64("ca.crt")},
-                }
-            ],
-            "users": [
-                {
-                    "name": "agent-mesh-admin",
-                    "user": {
-                        "client-certificate-data": b64("admin.crt"),
-                        "client-key-data": b64("admin.key"),
-                    },
-                }
-            ],
-            "contexts": [
-                {
-                    "name": CONTEXT,
-                    "context": {
-                        "cluster": CONTEXT,
-                        "user": "agent-mesh-admin",
-                        "namespace": "default",
-                    },
-                }
-            ],
-            "current-context": CONTEXT,
-        }
-        certs.write_private(self.kubeconfig, yaml.safe_dump(config, sort_keys=False).encode())
+        write_kubeconfig(
+            self.kubeconfig,
+            self.server,
+            self.pki_dir / "ca.crt",
+            "agent-mesh-admin",
+            self.pki_dir / "admin.crt",
+            self.pki_dir / "admin.key",
+        )
 
     def _check_alive(self, component: str) -> None:
         child = self._children.get(component)
@@ -317,3 +332,31 @@ class ControlPlane:
                     f"see {self.log_path('kube-apiserver')}"
                 )
             time.sleep(0.2)
+
+
+def write_kubeconfig(
+    path: Path, server: str, ca: Path, user: str, cert: Path, key: Path, namespace: str = "default"
+) -> None:
+    """A kubeconfig with the certificates embedded, readable by its owner only."""
+
+    def b64(file: Path) -> str:
+        return base64.b64encode(file.read_bytes()).decode()
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": CONTEXT, "cluster": {"server": server, "certificate-authority-data": b64(ca)}}
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {"client-certificate-data": b64(cert), "client-key-data": b64(key)},
+            }
+        ],
+        "contexts": [
+            {"name": CONTEXT, "context": {"cluster": CONTEXT, "user": user, "namespace": namespace}}
+        ],
+        "current-context": CONTEXT,
+    }
+    certs.write_private(path, yaml.safe_dump(config, sort_keys=False).encode())

@@ -9,6 +9,9 @@ from pathlib import Path
 KUBERNETES_VERSIONS: tuple[str, ...] = ("1.36.3", "1.35.4", "1.34.4")
 DEFAULT_KUBERNETES_VERSION = KUBERNETES_VERSIONS[0]
 DEFAULT_ETCD_VERSION = "3.6.16"
+# Kubernetes 1.36 refuses containerd 1.x (Debian's is 1.6): containerd 2.x from its module.
+CONTAINERD_VERSION = "2.4.2"
+COREDNS_VERSION = "1.15.0"
 
 
 def cache_root() -> Path:
