@@ -127,7 +127,16 @@ def test_echo_agent_pod_exchanges_its_projected_token_turns_healthy_and_complete
             "data": {"echo_worker.py": (EXAMPLES / "echo_worker.py").read_text()},
         },
     )
-    apply_agent(node_cluster, node_namespace, "echo", "worker", capabilities=["echo"])
+    # a pod the user runs: its MeshAgent names the ServiceAccount the pod runs as, or the
+    # operator refuses the pod's token (a label alone never picks an identity)
+    apply_agent(
+        node_cluster,
+        node_namespace,
+        "echo",
+        "worker",
+        capabilities=["echo"],
+        serviceAccountName="echo",
+    )
     with _operator_log_on_failure(node_operator):
         wait_for(
             "the operator's CA bundle in the agent's namespace",
