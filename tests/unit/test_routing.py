@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from agent_mesh.api.meshagent import agent_record
 from agent_mesh.api.meshtask import MeshTaskReason
 from agent_mesh.domain import routing
-from agent_mesh.domain.agents import AgentRecord, record_from_body
+from agent_mesh.domain.agents import AgentRecord
 from agent_mesh.domain.health import HealthStatus
 from agent_mesh.domain.routing import (
     BuiltinStrategy,
@@ -199,7 +200,7 @@ def test_selector_by_labels_needs_all_of_them() -> None:
 
 
 def test_agent_labels_come_from_metadata() -> None:
-    record = record_from_body(
+    record = agent_record(
         {
             "metadata": {"name": "a", "namespace": "ns", "uid": "u", "labels": {"team": "a"}},
             "spec": {"agentType": "worker", "capabilities": ["x"]},
