@@ -9,7 +9,7 @@ import kopf
 
 from agent_mesh.api import GROUP, VERSION
 from agent_mesh.api.meshagent import agent_record
-from agent_mesh.controllers.meshagent_status import (
+from agent_mesh.api.meshagent_status import (
     credential_conditions,
     endpoint_patch,
     registration_patch,

@@ -12,10 +12,11 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from agent_mesh.api.meshagent_status import health_patch
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import Clock, rfc3339
 from agent_mesh.domain.health import HealthStatus, HealthTracker, Transition
-from agent_mesh.kube.agent_status import AgentStatusWriter, status_patch
+from agent_mesh.kube.agent_status import AgentStatusWriter
 from agent_mesh.kube.events import EventPoster, ObjectRef
 from agent_mesh.observability.metrics import AGENTS, HEARTBEATS, STATUS_WRITES
 
@@ -108,7 +109,7 @@ class HealthMonitor:
             record = self.registry.get(*write.key)
             if record is None:
                 continue
-            items.append((record, status_patch(record, write, now)))
+            items.append((record, health_patch(record, write, now)))
             writes.append(write)
         if not items or self.writer is None:
             self._gauge()
