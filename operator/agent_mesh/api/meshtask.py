@@ -38,6 +38,7 @@ from agent_mesh.domain.clock import parse_rfc3339
 from agent_mesh.domain.retry import AttemptOutcome as AttemptOutcome
 from agent_mesh.domain.routing import TaskDemand
 from agent_mesh.domain.task_queue import Priority as Priority
+from agent_mesh.domain.task_reasons import MeshTaskReason as MeshTaskReason
 from agent_mesh.domain.tasks import ATTEMPT_HISTORY_MAX as ATTEMPT_HISTORY_MAX
 from agent_mesh.domain.tasks import DEFAULT_RETRIES as DEFAULT_RETRIES
 from agent_mesh.domain.tasks import DEFAULT_TIMEOUT_SECONDS as DEFAULT_TIMEOUT_SECONDS
@@ -65,36 +66,6 @@ class MeshTaskCondition(StrEnum):
     """The task completed (phase Completed)."""
     FAILED = "Failed"
     """The task ended without a result (phase Failed or TimedOut)."""
-
-
-class MeshTaskReason(StrEnum):
-    """Reasons of MeshTask conditions."""
-
-    # Waiting for an agent (Assigned=False)
-    QUEUED = "Queued"
-    NO_CAPABLE_AGENT = "NoCapableAgent"
-    NO_MATCHING_AGENT = "NoMatchingAgent"
-    NO_HEALTHY_AGENT = "NoHealthyAgent"
-    ALL_AGENTS_BUSY = "AllAgentsBusy"
-    UNKNOWN_STRATEGY = "UnknownStrategy"
-    STRATEGY_FAILED = "StrategyFailed"
-    RETRY_SCHEDULED = "RetryScheduled"
-    # Assigned / Running
-    AGENT_SELECTED = "AgentSelected"
-    AGENT_ACCEPTED = "AgentAccepted"
-    NOT_STARTED = "NotStarted"
-    ATTEMPT_FINISHED = "AttemptFinished"
-    # Outcome (Succeeded, Failed, Ready)
-    IN_PROGRESS = "InProgress"
-    RESULT_RECEIVED = "ResultReceived"
-    AGENT_ERROR = "AgentError"
-    ATTEMPT_TIMED_OUT = "AttemptTimedOut"
-    AGENT_UNREACHABLE = "AgentUnreachable"
-    RETRIES_EXHAUSTED = "RetriesExhausted"
-    DISPATCH_FAILED = "DispatchFailed"
-    PAYLOAD_TOO_LARGE = "PayloadTooLarge"
-    RESULT_TOO_LARGE = "ResultTooLarge"
-    INVALID_SPEC = "InvalidSpec"
 
 
 AGENT_REF_MESSAGE: Final = (
