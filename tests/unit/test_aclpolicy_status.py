@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent_mesh.controllers.aclpolicy_status import policy_status_patch
+from agent_mesh.api.aclpolicy_status import policy_status_patch
 from agent_mesh.domain.clock import FakeClock
 from agent_mesh.domain.conditions import get_condition
 

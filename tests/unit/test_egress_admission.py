@@ -13,9 +13,9 @@ import kopf
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from agent_mesh.api.meshagent_status import endpoint_patch
 from agent_mesh.config import OperatorConfig
 from agent_mesh.controllers.admission import validate_meshagent
-from agent_mesh.controllers.meshagent_status import endpoint_patch
 from agent_mesh.controllers.meshagents import endpoint_refusal
 from agent_mesh.domain.egress import EgressPolicy
 from agent_mesh.transport.egress import EgressGuard

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from agent_mesh.controllers.meshagent_status import credential_conditions, registration_patch
+from agent_mesh.api.meshagent_status import credential_conditions, registration_patch
 from agent_mesh.domain.clock import FakeClock, rfc3339
 from agent_mesh.domain.conditions import get_condition
 from agent_mesh.kube.credentials import foreign_secret_problem

@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
+from agent_mesh.api.meshagent import agent_record
 from agent_mesh.api.meshtask import MeshTaskReason
 from agent_mesh.domain import routing
-from agent_mesh.domain.agents import AgentRecord, record_from_body
+from agent_mesh.domain.agents import AgentRecord
 from agent_mesh.domain.health import HealthStatus
 from agent_mesh.domain.routing import (
     BuiltinStrategy,
     Candidate,
     Router,
-    RoutingReason,
     TaskDemand,
 )
 from agent_mesh.runtime import plugins
@@ -96,7 +96,7 @@ def test_only_healthy_agents_with_every_capability_are_candidates() -> None:
 
 def test_an_agent_that_recovers_gets_work_again() -> None:
     router = router_with(agent("a", "x", health=D))
-    assert router.route(task("x")).reason is RoutingReason.NO_HEALTHY_AGENT
+    assert router.route(task("x")).reason is MeshTaskReason.NO_HEALTHY_AGENT
     router.set_health("ns", "a", H)
     assert router.route(task("x")).agent_id == "a"
     router.set_health("ns", "a", U)
@@ -108,7 +108,7 @@ def test_an_agent_at_its_limit_gets_no_new_task_until_one_ends() -> None:
     assert router.route_and_assign(task("x")).agent_id == "a"
     assert router.route_and_assign(task("x")).agent_id == "a"
     busy = router.route(task("x"))
-    assert busy.agent_id is None and busy.reason is RoutingReason.ALL_AGENTS_BUSY
+    assert busy.agent_id is None and busy.reason is MeshTaskReason.ALL_AGENTS_BUSY
     assert "maxConcurrentTasks" in busy.message
     router.release("ns", "a")
     assert router.route(task("x")).agent_id == "a"
@@ -126,7 +126,7 @@ def test_heartbeat_load_replaces_the_routers_count() -> None:
     router.assign("ns", "a")
     router.observe_load("ns", "a", 3)
     assert router.load("ns", "a") == 3
-    assert router.route(task("x")).reason is RoutingReason.ALL_AGENTS_BUSY
+    assert router.route(task("x")).reason is MeshTaskReason.ALL_AGENTS_BUSY
     router.observe_load("ns", "a", 0)
     assert router.route(task("x")).agent_id == "a"
 
@@ -152,7 +152,7 @@ def test_namespaces_do_not_see_each_others_agents() -> None:
     assert router.route(task("x", namespace="team-a")).agent_id == "a"
     assert router.route(task("x", namespace="team-b")).agent_id == "b"
     nowhere = router.route(task("x", namespace="team-c"))
-    assert nowhere.reason is RoutingReason.NO_CAPABLE_AGENT
+    assert nowhere.reason is MeshTaskReason.NO_CAPABLE_AGENT
     assert "namespace team-c" in nowhere.message
 
 
@@ -161,7 +161,7 @@ def test_a_removed_agent_gets_no_work() -> None:
     assert router.remove("ns", "a")
     assert router.candidates(task("x")) == ["b"]
     assert router.remove("ns", "b")
-    assert router.route(task("x")).reason is RoutingReason.NO_CAPABLE_AGENT
+    assert router.route(task("x")).reason is MeshTaskReason.NO_CAPABLE_AGENT
     assert len(router) == 0
 
 
@@ -181,7 +181,7 @@ def test_selector_by_agent_type() -> None:
     router = router_with(agent("w", "review"), agent("c", "review", agent_type="critic"))
     assert router.route(task("review", agent_type="critic")).agent_id == "c"
     none = router.route(task("review", agent_type="governor"))
-    assert none.reason is RoutingReason.NO_MATCHING_AGENT
+    assert none.reason is MeshTaskReason.NO_MATCHING_AGENT
     assert "agentType=governor" in none.message
 
 
@@ -194,12 +194,12 @@ def test_selector_by_labels_needs_all_of_them() -> None:
     assert router.candidates(task("x", labels={"team": "a"})) == ["a", "ab"]
     assert router.candidates(task("x", labels={"team": "a", "tier": "gold"})) == ["ab"]
     none = router.route(task("x", labels={"team": "c"}))
-    assert none.reason is RoutingReason.NO_MATCHING_AGENT
+    assert none.reason is MeshTaskReason.NO_MATCHING_AGENT
     assert "labels team=c" in none.message
 
 
 def test_agent_labels_come_from_metadata() -> None:
-    record = record_from_body(
+    record = agent_record(
         {
             "metadata": {"name": "a", "namespace": "ns", "uid": "u", "labels": {"team": "a"}},
             "spec": {"agentType": "worker", "capabilities": ["x"]},
@@ -220,22 +220,22 @@ def test_agent_ref_pins_the_task_to_one_meshagent_by_name() -> None:
 def test_a_pinned_agent_that_is_busy_or_unhealthy_makes_the_task_wait() -> None:
     router = router_with(agent("a", "x", limit=1), agent("b", "x"))
     router.assign("ns", "a")
-    assert router.route(task("x", agent_ref="a")).reason is RoutingReason.ALL_AGENTS_BUSY
+    assert router.route(task("x", agent_ref="a")).reason is MeshTaskReason.ALL_AGENTS_BUSY
     router.release("ns", "a")
     router.set_health("ns", "a", D)
     waiting = router.route(task("x", agent_ref="a"))
-    assert waiting.reason is RoutingReason.NO_HEALTHY_AGENT
+    assert waiting.reason is MeshTaskReason.NO_HEALTHY_AGENT
     assert "1 degraded" in waiting.message
 
 
 def test_a_pin_to_a_missing_or_incapable_agent_says_so() -> None:
     router = router_with(agent("a", "x"))
     missing = router.route(task("x", agent_ref="zed"))
-    assert missing.reason is RoutingReason.NO_MATCHING_AGENT
+    assert missing.reason is MeshTaskReason.NO_MATCHING_AGENT
     assert "agentRef zed" in missing.message
     router.upsert(agent("b", "y"))
     lacking = router.route(task("x", agent_ref="b"))
-    assert lacking.reason is RoutingReason.NO_MATCHING_AGENT
+    assert lacking.reason is MeshTaskReason.NO_MATCHING_AGENT
     assert "lacks x" in lacking.message
 
 
@@ -350,7 +350,7 @@ def test_least_loaded_prefers_an_untried_agent_even_when_busier() -> None:
 def test_no_agent_with_the_capability_names_the_missing_one() -> None:
     router = router_with(agent("a", "summarize"))
     decision = router.route(task("summarize", "translate", "ocr"))
-    assert decision.reason is RoutingReason.NO_CAPABLE_AGENT
+    assert decision.reason is MeshTaskReason.NO_CAPABLE_AGENT
     assert decision.missing_capabilities == ("ocr", "translate")
     assert decision.message == "no agent in namespace ns has capability ocr (nor translate)"
 
@@ -358,7 +358,7 @@ def test_no_agent_with_the_capability_names_the_missing_one() -> None:
 def test_capabilities_spread_over_agents_but_never_together_is_no_capable_agent() -> None:
     router = router_with(agent("a", "x"), agent("b", "y"))
     decision = router.route(task("x", "y"))
-    assert decision.reason is RoutingReason.NO_CAPABLE_AGENT
+    assert decision.reason is MeshTaskReason.NO_CAPABLE_AGENT
     assert decision.missing_capabilities == ()
     assert "all of the capabilities x, y" in decision.message
 
@@ -368,22 +368,22 @@ def test_capable_agents_none_healthy_counts_their_states() -> None:
         agent("a", "x", health=D), agent("b", "x", health=D), agent("c", "x", health=U)
     )
     decision = router.route(task("x"))
-    assert decision.reason is RoutingReason.NO_HEALTHY_AGENT
+    assert decision.reason is MeshTaskReason.NO_HEALTHY_AGENT
     assert decision.message == (
         "3 capable agents in namespace ns, none healthy (2 degraded, 1 unreachable)"
     )
 
 
 def test_reasons_are_meshtask_condition_reasons() -> None:
-    assert {r.value for r in RoutingReason} <= {r.value for r in MeshTaskReason}
+    assert {r.value for r in MeshTaskReason} <= {r.value for r in MeshTaskReason}
 
 
 def test_a_remembered_dead_end_clears_when_an_agent_arrives_or_recovers() -> None:
     router = router_with(agent("a", "x", labels={"team": "b"}), agent("d", "x", health=D))
-    assert router.route(task("x", labels={"team": "a"})).reason is RoutingReason.NO_MATCHING_AGENT
+    assert router.route(task("x", labels={"team": "a"})).reason is MeshTaskReason.NO_MATCHING_AGENT
     router.upsert(agent("n", "x", labels={"team": "a"}))
     assert router.route(task("x", labels={"team": "a"})).agent_id == "n"
-    assert router.route(task("x", agent_ref="d")).reason is RoutingReason.NO_HEALTHY_AGENT
+    assert router.route(task("x", agent_ref="d")).reason is MeshTaskReason.NO_HEALTHY_AGENT
     router.set_health("ns", "d", H)
     assert router.route(task("x", agent_ref="d")).agent_id == "d"
 
@@ -391,7 +391,7 @@ def test_a_remembered_dead_end_clears_when_an_agent_arrives_or_recovers() -> Non
 def test_unknown_strategy_is_named_with_the_known_ones() -> None:
     router = router_with(agent("a", "x"), plugins={})
     decision = router.route(task("x", strategy="fastest"))
-    assert decision.reason is RoutingReason.UNKNOWN_STRATEGY
+    assert decision.reason is MeshTaskReason.UNKNOWN_STRATEGY
     assert decision.message == (
         "unknown strategy 'fastest'; known: capability-match, least-loaded, random, round-robin"
     )
@@ -521,7 +521,7 @@ def test_a_broken_plugin_is_a_clear_reason_not_a_crash(
     router = with_plugins(agent("a", "x"), agent("b", "x"))
     decision = router.route(task("x", strategy="broken"))
     assert decision.agent_id is None
-    assert decision.reason is RoutingReason.STRATEGY_FAILED
+    assert decision.reason is MeshTaskReason.STRATEGY_FAILED
     assert expected in decision.message
     assert router.route(task("x")).agent_id == "a"  # the router still works
 
@@ -532,7 +532,7 @@ def test_a_plugin_that_chooses_nobody_leaves_the_task_waiting(
     installed.append(FakeEntryPoint("picky", Declines))
     router = with_plugins(agent("a", "x"))
     decision = router.route(task("x", strategy="picky"))
-    assert decision.reason is RoutingReason.NO_MATCHING_AGENT
+    assert decision.reason is MeshTaskReason.NO_MATCHING_AGENT
     assert decision.message == "strategy 'picky' chose none of 1 candidate"
 
 
@@ -548,7 +548,7 @@ def test_a_router_given_no_plugin_loader_knows_only_the_builtin_strategies(
     installed.append(FakeEntryPoint("cheapest", Cheapest))
     router = router_with(agent("a", "x"))  # the domain alone discovers nothing
     decision = router.route(task("x", strategy="cheapest"))
-    assert decision.reason is RoutingReason.UNKNOWN_STRATEGY
+    assert decision.reason is MeshTaskReason.UNKNOWN_STRATEGY
     assert "cheapest" not in router.known_strategies()
 
 
@@ -579,18 +579,18 @@ def brute_candidates(fleet: dict[tuple[str, str], Model], t: TaskDemand) -> list
     return out
 
 
-def brute_reason(fleet: dict[tuple[str, str], Model], t: TaskDemand) -> RoutingReason:
+def brute_reason(fleet: dict[tuple[str, str], Model], t: TaskDemand) -> MeshTaskReason:
     agents = [m for (ns, _), m in fleet.items() if ns == t.namespace]
     held = {c for m in agents for c in m.record.capabilities}
     if not agents or t.required_capabilities - held:
-        return RoutingReason.NO_CAPABLE_AGENT
+        return MeshTaskReason.NO_CAPABLE_AGENT
     if t.agent_ref is not None:
         pinned = [m for m in agents if m.record.name == t.agent_ref]
         if not pinned or not set(pinned[0].record.capabilities) >= t.required_capabilities:
-            return RoutingReason.NO_MATCHING_AGENT
+            return MeshTaskReason.NO_MATCHING_AGENT
     capable = [m for m in agents if set(m.record.capabilities) >= t.required_capabilities]
     if not capable:
-        return RoutingReason.NO_CAPABLE_AGENT
+        return MeshTaskReason.NO_CAPABLE_AGENT
     matching = [
         m
         for m in capable
@@ -599,10 +599,10 @@ def brute_reason(fleet: dict[tuple[str, str], Model], t: TaskDemand) -> RoutingR
         and all(m.record.labels.get(k) == v for k, v in t.labels.items())
     ]
     if not matching:
-        return RoutingReason.NO_MATCHING_AGENT
+        return MeshTaskReason.NO_MATCHING_AGENT
     if not any(m.health is H for m in matching):
-        return RoutingReason.NO_HEALTHY_AGENT
-    return RoutingReason.ALL_AGENTS_BUSY
+        return MeshTaskReason.NO_HEALTHY_AGENT
+    return MeshTaskReason.ALL_AGENTS_BUSY
 
 
 CAPS = ["a", "b", "c", "d"]

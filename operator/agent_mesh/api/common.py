@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any, Final
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import AfterValidator, AwareDatetime, Field
 from pydantic.config import JsonDict
 
 # The ACL vocabulary is defined by the domain's ACL engine; the models re-export it.
 from agent_mesh.domain.acl import OPERATOR_AGENT_TYPE, OPERATOR_SUBJECT
 from agent_mesh.domain.acl import WILDCARD as WILDCARD
 from agent_mesh.domain.acl import BuiltinAgentType as BuiltinAgentType
+from agent_mesh.domain.wire import WireModel
 
 GROUP: Final = "agentmesh.io"
 VERSION: Final = "v1alpha1"
@@ -56,18 +56,12 @@ READY: Final = "Ready"
 """The summary condition every kind has, so `kubectl wait --for=condition=Ready` works."""
 
 
-class MeshModel(BaseModel):
+class MeshModel(WireModel):
     """Base of every spec/status model: camelCase on the wire, snake_case in Python.
 
     Unknown fields are ignored rather than rejected, so an operator reading objects
     written under a newer schema keeps working (the apiserver prunes them anyway).
     """
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="ignore",
-    )
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON form the apiserver stores: camelCase keys, unset optionals left out."""

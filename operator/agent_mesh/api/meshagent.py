@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Final, Self
 
@@ -37,10 +38,12 @@ from agent_mesh.api.common import (
     observed_generation_field,
 )
 from agent_mesh.domain.acl import OPERATOR_SUBJECT
+from agent_mesh.domain.agents import DEFAULT_MAX_CONCURRENT_TASKS as DEFAULT_MAX_CONCURRENT_TASKS
+from agent_mesh.domain.agents import DEFAULT_PORT as DEFAULT_PORT
+from agent_mesh.domain.agents import AgentRecord
 from agent_mesh.domain.health import HealthStatus as HealthStatus
+from agent_mesh.domain.wire import validate
 
-DEFAULT_PORT: Final = 8080
-DEFAULT_MAX_CONCURRENT_TASKS: Final = 10
 DEFAULT_HEARTBEAT_INTERVAL_SECONDS: Final = 30
 
 DNS_SUBDOMAIN_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -439,3 +442,43 @@ MESHAGENT: Final = CrdDescriptor(
     ),
     selectable_fields=(".spec.agentType",),
 )
+
+
+def agent_record(body: Mapping[str, Any]) -> AgentRecord:
+    """The mesh's record of a MeshAgent object as the apiserver returns it, read through
+    the models (their defaults, their rules). A bad field raises ValidationError naming it
+    (`spec.port`)."""
+    meta = body.get("metadata") or {}
+    raw_status = body.get("status") or {}
+    spec = validate(MeshAgentSpec, body.get("spec") or {}, "spec")
+    status = validate(MeshAgentStatus, raw_status, "status")
+    name = str(meta.get("name") or "")
+    pod_account = spec.workload.spec.get("serviceAccountName") if spec.workload else None
+    return AgentRecord(
+        namespace=str(meta.get("namespace") or ""),
+        name=name,
+        uid=str(meta.get("uid") or ""),
+        agent_id=spec.agent_id or name,
+        agent_type=spec.agent_type,
+        capabilities=tuple(spec.capabilities),
+        service_account=spec.service_account_name or pod_account or None,
+        credential_hash=status.credential.sha256 if status.credential else None,
+        external=bool(spec.endpoint),
+        endpoint=spec.endpoint or None,
+        port=spec.port,
+        max_concurrent_tasks=spec.max_concurrent_tasks,
+        version=spec.version or None,
+        workload=spec.workload is not None,
+        last_seen=status.last_seen,
+        health=status.health_status,
+        active_tasks=status.active_tasks,
+        completed_tasks=status.completed_tasks,
+        failed_tasks=status.failed_tasks,
+        avg_execution_ms=status.avg_execution_ms,
+        status_endpoint=status.endpoint or None,
+        # as written: the status builders compare them with what they would write
+        conditions=tuple(raw_status.get("conditions") or ()),
+        labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
+        generation=meta.get("generation"),
+        resource_version=meta.get("resourceVersion"),
+    )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Final
 
@@ -32,13 +34,18 @@ from agent_mesh.api.common import (
     is_dns_label,
     observed_generation_field,
 )
+from agent_mesh.domain.clock import parse_rfc3339
 from agent_mesh.domain.retry import AttemptOutcome as AttemptOutcome
+from agent_mesh.domain.routing import TaskDemand
 from agent_mesh.domain.task_queue import Priority as Priority
+from agent_mesh.domain.task_reasons import MeshTaskReason as MeshTaskReason
 from agent_mesh.domain.tasks import ATTEMPT_HISTORY_MAX as ATTEMPT_HISTORY_MAX
 from agent_mesh.domain.tasks import DEFAULT_RETRIES as DEFAULT_RETRIES
 from agent_mesh.domain.tasks import DEFAULT_TIMEOUT_SECONDS as DEFAULT_TIMEOUT_SECONDS
 from agent_mesh.domain.tasks import TERMINAL_PHASES as TERMINAL_PHASES
+from agent_mesh.domain.tasks import Attempt, TaskState
 from agent_mesh.domain.tasks import TaskPhase as TaskPhase
+from agent_mesh.domain.wire import validate
 
 PAYLOAD_MAX_BYTES: Final = 262144
 """Default cap on spec.payload and status.result: 256 KiB of compact JSON."""
@@ -59,36 +66,6 @@ class MeshTaskCondition(StrEnum):
     """The task completed (phase Completed)."""
     FAILED = "Failed"
     """The task ended without a result (phase Failed or TimedOut)."""
-
-
-class MeshTaskReason(StrEnum):
-    """Reasons of MeshTask conditions."""
-
-    # Waiting for an agent (Assigned=False)
-    QUEUED = "Queued"
-    NO_CAPABLE_AGENT = "NoCapableAgent"
-    NO_MATCHING_AGENT = "NoMatchingAgent"
-    NO_HEALTHY_AGENT = "NoHealthyAgent"
-    ALL_AGENTS_BUSY = "AllAgentsBusy"
-    UNKNOWN_STRATEGY = "UnknownStrategy"
-    STRATEGY_FAILED = "StrategyFailed"
-    RETRY_SCHEDULED = "RetryScheduled"
-    # Assigned / Running
-    AGENT_SELECTED = "AgentSelected"
-    AGENT_ACCEPTED = "AgentAccepted"
-    NOT_STARTED = "NotStarted"
-    ATTEMPT_FINISHED = "AttemptFinished"
-    # Outcome (Succeeded, Failed, Ready)
-    IN_PROGRESS = "InProgress"
-    RESULT_RECEIVED = "ResultReceived"
-    AGENT_ERROR = "AgentError"
-    ATTEMPT_TIMED_OUT = "AttemptTimedOut"
-    AGENT_UNREACHABLE = "AgentUnreachable"
-    RETRIES_EXHAUSTED = "RetriesExhausted"
-    DISPATCH_FAILED = "DispatchFailed"
-    PAYLOAD_TOO_LARGE = "PayloadTooLarge"
-    RESULT_TOO_LARGE = "ResultTooLarge"
-    INVALID_SPEC = "InvalidSpec"
 
 
 AGENT_REF_MESSAGE: Final = (
@@ -367,3 +344,53 @@ MESHTASK: Final = CrdDescriptor(
     ),
     selectable_fields=(".spec.taskType", ".status.phase", ".status.agentId"),
 )
+
+
+def task_state(body: Mapping[str, Any]) -> TaskState:
+    """The coordinator's record of a MeshTask object as the apiserver returns it (spec, and
+    the status a previous operator wrote), read through the models (their defaults, their
+    rules). A bad field raises ValidationError naming it (`spec.priority`)."""
+    meta = body.get("metadata") or {}
+    spec = validate(MeshTaskSpec, body.get("spec") or {}, "spec")
+    status = validate(MeshTaskStatus, body.get("status") or {}, "status")
+    selector = spec.agent_selector or AgentSelector()
+    namespace = str(meta.get("namespace") or "")
+    demand = TaskDemand(
+        namespace=namespace,
+        task_type=spec.task_type,
+        required_capabilities=frozenset(spec.required_capabilities),
+        agent_type=selector.agent_type or None,
+        labels=dict(selector.labels),
+        agent_ref=selector.agent_ref or None,
+        strategy=spec.strategy or None,
+    )
+    state = TaskState(
+        key=str(meta.get("uid") or ""),
+        namespace=namespace,
+        name=str(meta.get("name") or ""),
+        task_type=spec.task_type,
+        payload=spec.payload,
+        demand=demand,
+        priority=spec.priority,
+        timeout_seconds=spec.timeout_seconds,
+        retries=spec.retries,
+        created_at=parse_rfc3339(meta.get("creationTimestamp")) or dt.datetime.now(dt.UTC),
+        metadata={str(k): str(v) for k, v in spec.metadata.items()},
+        generation=meta.get("generation"),
+    )
+    if status.phase is not None:
+        state.phase = status.phase
+    state.attempt = status.attempt
+    state.agent_id = status.agent_id or None
+    state.assigned_at = status.assigned_at
+    state.started_at = status.started_at
+    state.completed_at = status.completed_at
+    state.next_retry_at = status.next_retry_at
+    state.result = status.result
+    state.error = status.error or None
+    state.attempts.extend(
+        Attempt(a.agent_id, a.started_at, a.finished_at, a.outcome, a.error)
+        for a in status.attempts
+        if a.started_at is not None
+    )
+    return state

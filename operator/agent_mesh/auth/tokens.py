@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import jwt
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 from pydantic import ValidationError as PydanticValidationError
-from pydantic.alias_generators import to_camel
 
 from agent_mesh.auth.keys import ALGORITHMS, KeyRing
 from agent_mesh.domain.clock import Clock, rfc3339
 from agent_mesh.domain.errors import AuthError
+from agent_mesh.domain.wire import WireModel
 
 TOKEN_TYPE: Final = "agent-mesh+jwt"  # noqa: S105  (the JWT typ header)
 ISSUER: Final = "agent-mesh"
@@ -82,10 +82,10 @@ def recipient_audience(namespace: str, agent_id: str) -> str:
     return f"{namespace}/{agent_id}"
 
 
-class MeshClaims(BaseModel):
+class MeshClaims(WireModel):
     """The verified claims of a mesh token (camelCase on the wire)."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     sub: str
     agent_type: str

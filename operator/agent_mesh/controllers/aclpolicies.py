@@ -11,7 +11,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_mesh.api import GROUP, VERSION
-from agent_mesh.controllers.aclpolicy_status import policy_status_patch
+from agent_mesh.api.aclpolicy_status import policy_status_patch
 from agent_mesh.controllers.services import MeshServices
 from agent_mesh.domain.acl import policy_from_spec
 from agent_mesh.domain.clock import parse_rfc3339

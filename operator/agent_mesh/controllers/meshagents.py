@@ -8,13 +8,13 @@ from typing import Any
 import kopf
 
 from agent_mesh.api import GROUP, VERSION
-from agent_mesh.controllers.meshagent_status import (
+from agent_mesh.api.meshagent import agent_record
+from agent_mesh.api.meshagent_status import (
     credential_conditions,
     endpoint_patch,
     registration_patch,
 )
 from agent_mesh.controllers.services import MeshServices
-from agent_mesh.domain.agents import record_from_body
 from agent_mesh.domain.discovery import resolve_endpoint
 from agent_mesh.domain.egress import EgressClass
 from agent_mesh.domain.errors import ConflictError, EgressRefusedError
@@ -39,7 +39,7 @@ async def track(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
             runtime.coordinator.agent_gone(removed.namespace, removed.agent_id)
             await deregister(runtime, removed.namespace, removed.agent_id, removed.name)
     else:
-        record = record_from_body(body)
+        record = agent_record(body)
         runtime.ca_bundles.notice(record.namespace)  # the mesh CA bundle, for its pods
         if runtime.registry.upsert(record):
             runtime.health.seen(record)
@@ -62,7 +62,7 @@ async def register(
     runtime: MeshServices = memo.runtime
     now = runtime.clock.now()
     changes = registration_patch(status, meta.get("generation"), now)
-    endpoint = resolve_endpoint(record_from_body(body), None)
+    endpoint = resolve_endpoint(agent_record(body), None)
     if endpoint and status.get("endpoint") != endpoint:
         changes["endpoint"] = endpoint
     if spec.get("endpoint"):

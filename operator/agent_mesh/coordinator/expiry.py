@@ -11,9 +11,9 @@ import datetime as dt
 import logging
 from typing import Any, Final
 
-from agent_mesh.coordinator.background import Background
 from agent_mesh.coordinator.status_sync import TaskWriter
 from agent_mesh.coordinator.timers import TimerKind, Timers
+from agent_mesh.domain.background import Background
 from agent_mesh.domain.clock import Clock
 from agent_mesh.domain.tasks import TaskState
 

@@ -12,6 +12,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from agent_mesh.api.meshtask import task_state
 from agent_mesh.auth.audit import AuditLog
 from agent_mesh.auth.authority import Authority
 from agent_mesh.coordinator.dispatch import AgentTransport
@@ -24,7 +25,7 @@ from agent_mesh.domain.clock import Clock
 from agent_mesh.domain.health import HealthStatus, HealthTracker
 from agent_mesh.domain.retry import RetryPolicy
 from agent_mesh.domain.routing import Router
-from agent_mesh.domain.tasks import IN_FLIGHT_PHASES, TaskPhase, TaskState, task_from_body
+from agent_mesh.domain.tasks import IN_FLIGHT_PHASES, TaskPhase, TaskState
 
 
 class Coordinator:
@@ -104,7 +105,7 @@ class Coordinator:
         key = str(meta.get("uid") or "")
         if not key or self._book.known(key) or meta.get("deletionTimestamp"):
             return
-        state = task_from_body(body)
+        state = task_state(body)
         status = body.get("status") or {}
         ttl = (body.get("spec") or {}).get("ttlSecondsAfterFinished")
         if state.finished:

@@ -19,12 +19,13 @@ import logging
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-from agent_mesh.coordinator.background import Background
+from agent_mesh.api.meshtask_status import task_status
 from agent_mesh.coordinator.book import TaskBook
 from agent_mesh.coordinator.tracked import Tracked, WriteState
+from agent_mesh.domain.background import Background
 from agent_mesh.domain.clock import Clock
 from agent_mesh.domain.tasks import TERMINAL_PHASES, TaskState
-from agent_mesh.kube.task_status import WriteResult, task_status
+from agent_mesh.kube.task_status import WriteResult
 
 logger = logging.getLogger("agent_mesh.coordinator")
 COALESCE_SECONDS: Final = 0.05

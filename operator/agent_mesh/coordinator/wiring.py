@@ -12,7 +12,6 @@ import datetime as dt
 
 from agent_mesh.auth.audit import AuditLog
 from agent_mesh.auth.authority import Authority
-from agent_mesh.coordinator.background import Background
 from agent_mesh.coordinator.book import TaskBook
 from agent_mesh.coordinator.dispatch import AgentTransport, Dispatcher
 from agent_mesh.coordinator.expiry import Expiry
@@ -25,6 +24,7 @@ from agent_mesh.coordinator.status_sync import StatusSync, TaskWriter
 from agent_mesh.coordinator.timers import TimerKind, Timers
 from agent_mesh.coordinator.tracked import Tracked
 from agent_mesh.domain.agents import AgentRegistry
+from agent_mesh.domain.background import Background
 from agent_mesh.domain.clock import Clock
 from agent_mesh.domain.health import HealthTracker
 from agent_mesh.domain.retry import RetryPolicy

@@ -11,13 +11,17 @@ import datetime as dt
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
-from agent_mesh.domain.clock import parse_rfc3339
 from agent_mesh.domain.health import HealthStatus
 
 AGENT_LABEL = "agentmesh.io/agent"
 """Pod label naming the MeshAgent (by metadata.name) a user-owned pod runs."""
+
+DEFAULT_PORT: Final = 8080
+"""spec.port when unset: the MeshAgent model's default, and the record's."""
+DEFAULT_MAX_CONCURRENT_TASKS: Final = 10
+"""spec.maxConcurrentTasks when unset: the MeshAgent model's default, and the record's."""
 
 logger = logging.getLogger("agent_mesh.agents")
 
@@ -37,8 +41,8 @@ class AgentRecord:
     external: bool
     endpoint: str | None = None
     """spec.endpoint (external agents)."""
-    port: int = 8080
-    max_concurrent_tasks: int = 10
+    port: int = DEFAULT_PORT
+    max_concurrent_tasks: int = DEFAULT_MAX_CONCURRENT_TASKS
     version: str | None = None
     workload: bool = False
     # status as last read from the apiserver: seeds health after an operator restart
@@ -58,53 +62,6 @@ class AgentRecord:
     @property
     def ref(self) -> str:
         return f"{self.namespace}/{self.agent_id}"
-
-
-def record_from_body(body: Mapping[str, Any]) -> AgentRecord:
-    """Read an AgentRecord from a MeshAgent object as the apiserver returns it."""
-    meta = body.get("metadata") or {}
-    spec = body.get("spec") or {}
-    status = body.get("status") or {}
-    workload = spec.get("workload") or {}
-    pod_spec = workload.get("spec") or {}
-    credential = status.get("credential") or {}
-    health = status.get("healthStatus")
-    return AgentRecord(
-        namespace=str(meta.get("namespace") or ""),
-        name=str(meta.get("name") or ""),
-        uid=str(meta.get("uid") or ""),
-        agent_id=str(spec.get("agentId") or meta.get("name") or ""),
-        agent_type=str(spec.get("agentType") or ""),
-        capabilities=tuple(spec.get("capabilities") or ()),
-        service_account=(
-            spec.get("serviceAccountName") or pod_spec.get("serviceAccountName") or None
-        ),
-        credential_hash=credential.get("sha256") or None,
-        external=bool(spec.get("endpoint")),
-        endpoint=spec.get("endpoint") or None,
-        port=int(spec.get("port") or 8080),
-        max_concurrent_tasks=int(spec.get("maxConcurrentTasks") or 10),
-        version=spec.get("version") or None,
-        workload=bool(spec.get("workload")),
-        last_seen=parse_rfc3339(status.get("lastSeen")),
-        health=_health(health),
-        active_tasks=int(status.get("activeTasks") or 0),
-        completed_tasks=int(status.get("completedTasks") or 0),
-        failed_tasks=int(status.get("failedTasks") or 0),
-        avg_execution_ms=status.get("avgExecutionMs"),
-        status_endpoint=status.get("endpoint") or None,
-        conditions=tuple(status.get("conditions") or ()),
-        labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
-        generation=meta.get("generation"),
-        resource_version=meta.get("resourceVersion"),
-    )
-
-
-def _health(value: Any) -> HealthStatus | None:
-    try:
-        return HealthStatus(str(value)) if value else None
-    except ValueError:
-        return None
 
 
 class AgentRegistry:

@@ -7,10 +7,10 @@ import uuid
 from enum import StrEnum
 from typing import Annotated, Any, Final, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import AwareDatetime, Field, model_validator
 
 from agent_mesh.domain.clock import Clock, SystemClock
+from agent_mesh.domain.wire import STRICT, WireModel
 
 BROADCAST: Final = "*"
 """`to` of an event meant for every agent a broadcast selects."""
@@ -27,13 +27,11 @@ class MessageType(StrEnum):
     STREAM = "stream"
 
 
-class Message(BaseModel):
+class Message(WireModel):
     """One envelope. Responses and stream chunks name the request they answer in
     `correlationId`; requests and events start a conversation and have none."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+    model_config = STRICT
 
     message_id: str = Field(min_length=1, max_length=128)
     sender: AgentAddress = Field(alias="from")

@@ -28,6 +28,7 @@ from typing import Final, Protocol
 
 from agent_mesh.domain.agents import AgentRecord
 from agent_mesh.domain.health import HealthStatus
+from agent_mesh.domain.task_reasons import MeshTaskReason
 
 logger = logging.getLogger("agent_mesh.routing")
 
@@ -46,23 +47,6 @@ class BuiltinStrategy(StrEnum):
 
 
 DEFAULT_STRATEGY: Final = BuiltinStrategy.LEAST_LOADED
-
-
-class RoutingReason(StrEnum):
-    """Why a task got no agent; the values are MeshTask condition reasons."""
-
-    NO_CAPABLE_AGENT = "NoCapableAgent"
-    """No agent in the namespace holds the required capabilities (whatever its state)."""
-    NO_MATCHING_AGENT = "NoMatchingAgent"
-    """Capable agents exist, but agentSelector (or a plug-in strategy) rules them all out."""
-    NO_HEALTHY_AGENT = "NoHealthyAgent"
-    """Capable, matching agents exist, but none is healthy (pending, degraded, unreachable)."""
-    ALL_AGENTS_BUSY = "AllAgentsBusy"
-    """Capable, matching, healthy agents exist, but all are at maxConcurrentTasks."""
-    UNKNOWN_STRATEGY = "UnknownStrategy"
-    """The strategy named is neither built in nor an installed plug-in."""
-    STRATEGY_FAILED = "StrategyFailed"
-    """A plug-in strategy failed to load, raised, or chose an agent that is no candidate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +109,7 @@ class RoutingDecision:
 
     agent_id: str | None
     strategy: str
-    reason: RoutingReason | None = None
+    reason: MeshTaskReason | None = None
     message: str = ""
     missing_capabilities: tuple[str, ...] = ()
     """Required capabilities no agent in the namespace holds (reason NoCapableAgent)."""
@@ -685,7 +669,7 @@ class Router:
             return RoutingDecision(
                 None,
                 name,
-                RoutingReason.NO_MATCHING_AGENT,
+                MeshTaskReason.NO_MATCHING_AGENT,
                 f"strategy {name!r} chose none of {_count(len(agents), 'candidate')}",
             )
         for agent in agents:
@@ -707,7 +691,7 @@ class Router:
         return RoutingDecision(
             None,
             name,
-            RoutingReason.UNKNOWN_STRATEGY,
+            MeshTaskReason.UNKNOWN_STRATEGY,
             f"unknown strategy {name!r}; known: {', '.join(self.known_strategies())}",
         )
 
@@ -737,7 +721,7 @@ def _chosen(agent: _Agent, task: TaskDemand, strategy: str) -> RoutingDecision:
 
 
 def _failed(strategy: str, message: str) -> RoutingDecision:
-    return RoutingDecision(None, strategy, RoutingReason.STRATEGY_FAILED, message)
+    return RoutingDecision(None, strategy, MeshTaskReason.STRATEGY_FAILED, message)
 
 
 def _dead_end(
@@ -745,7 +729,7 @@ def _dead_end(
 ) -> RoutingDecision:
     """`_why_none`, remembered when only an agent or health change can alter it."""
     decision = _why_none(ns, task, strategy, pool)
-    if decision.reason is not RoutingReason.ALL_AGENTS_BUSY:
+    if decision.reason is not MeshTaskReason.ALL_AGENTS_BUSY:
         if len(ns.dead_ends) >= _DEAD_ENDS_MAX:
             ns.dead_ends.clear()
         ns.dead_ends[(_shape(task), task.agent_ref, strategy)] = decision
@@ -766,13 +750,13 @@ def _why_none(
         return RoutingDecision(
             None,
             strategy,
-            RoutingReason.NO_CAPABLE_AGENT,
+            MeshTaskReason.NO_CAPABLE_AGENT,
             f"no agent in {where} has capability {missing[0]}{also}",
             missing_capabilities=missing,
         )
     if ns is None:
         return RoutingDecision(
-            None, strategy, RoutingReason.NO_CAPABLE_AGENT, f"no agent in {where}"
+            None, strategy, MeshTaskReason.NO_CAPABLE_AGENT, f"no agent in {where}"
         )
     fitting: Iterable[str]
     if task.agent_ref is not None:
@@ -786,7 +770,7 @@ def _why_none(
             return RoutingDecision(
                 None,
                 strategy,
-                RoutingReason.NO_MATCHING_AGENT,
+                MeshTaskReason.NO_MATCHING_AGENT,
                 f"agentRef {task.agent_ref} names no capable MeshAgent in {where}{lacks}",
             )
         fitting = (pinned.agent_id,) if _fits(pinned, task) else ()
@@ -799,7 +783,7 @@ def _why_none(
             return RoutingDecision(
                 None,
                 strategy,
-                RoutingReason.ALL_AGENTS_BUSY,
+                MeshTaskReason.ALL_AGENTS_BUSY,
                 f"every healthy agent in {where} that can take the task is at its "
                 "maxConcurrentTasks",
             )
@@ -810,7 +794,7 @@ def _why_none(
         return RoutingDecision(
             None,
             strategy,
-            RoutingReason.NO_HEALTHY_AGENT,
+            MeshTaskReason.NO_HEALTHY_AGENT,
             f"{_count(matching, 'capable agent')} in {where}, none healthy ({detail})",
         )
     capable = ns.capable(task.required_capabilities)
@@ -818,14 +802,14 @@ def _why_none(
         return RoutingDecision(
             None,
             strategy,
-            RoutingReason.NO_CAPABLE_AGENT,
+            MeshTaskReason.NO_CAPABLE_AGENT,
             f"no agent in {where} has all of the capabilities {_names(required)} "
             "(each is held by some agent, none holds them all)",
         )
     return RoutingDecision(
         None,
         strategy,
-        RoutingReason.NO_MATCHING_AGENT,
+        MeshTaskReason.NO_MATCHING_AGENT,
         f"{_count(len(capable), 'capable agent')} in {where}, none matching "
         f"agentSelector {_selector(task)}",
     )

@@ -2,7 +2,7 @@
 attempt so far. The same record serves MeshTask objects and fast-path tasks.
 
 Status is rebuilt from this record on every write, and the record is rebuilt from status
-after an operator restart (`task_from_body`), so timers (timeouts, retries) and the
+after an operator restart (`api.meshtask.task_state`), so timers (timeouts, retries) and the
 attempt history survive restarts: nothing lives only in memory except the fast path's
 non-durable tasks.
 """
@@ -10,12 +10,11 @@ non-durable tasks.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
-from agent_mesh.domain.clock import parse_rfc3339, rfc3339
+from agent_mesh.domain.clock import rfc3339
 from agent_mesh.domain.retry import AttemptOutcome
 from agent_mesh.domain.routing import TaskDemand
 from agent_mesh.domain.task_queue import Priority
@@ -165,63 +164,3 @@ class TaskState:
             current.finished_at = now
             current.outcome = outcome
             current.error = error
-
-
-def task_from_body(body: Mapping[str, Any]) -> TaskState:
-    """A TaskState from a MeshTask object as the apiserver returns it (spec, and the status
-    a previous operator wrote)."""
-    meta = body.get("metadata") or {}
-    spec = body.get("spec") or {}
-    status = body.get("status") or {}
-    selector = spec.get("agentSelector") or {}
-    namespace = str(meta.get("namespace") or "")
-    demand = TaskDemand(
-        namespace=namespace,
-        task_type=str(spec.get("taskType") or ""),
-        required_capabilities=frozenset(spec.get("requiredCapabilities") or ()),
-        agent_type=selector.get("agentType") or None,
-        labels=dict(selector.get("labels") or {}),
-        agent_ref=selector.get("agentRef") or None,
-        strategy=spec.get("strategy") or None,
-    )
-    created = parse_rfc3339(meta.get("creationTimestamp")) or dt.datetime.now(dt.UTC)
-    state = TaskState(
-        key=str(meta.get("uid") or ""),
-        namespace=namespace,
-        name=str(meta.get("name") or ""),
-        task_type=demand.task_type,
-        payload=spec.get("payload"),
-        demand=demand,
-        priority=Priority(spec.get("priority") or Priority.MEDIUM.value),
-        timeout_seconds=int(spec.get("timeoutSeconds") or DEFAULT_TIMEOUT_SECONDS),
-        retries=int(spec.get("retries", DEFAULT_RETRIES) or 0),
-        created_at=created,
-        metadata={str(k): str(v) for k, v in (spec.get("metadata") or {}).items()},
-        generation=meta.get("generation"),
-    )
-    phase = status.get("phase")
-    if phase:
-        state.phase = TaskPhase(phase)
-    state.attempt = int(status.get("attempt") or 0)
-    state.agent_id = status.get("agentId") or None
-    state.assigned_at = parse_rfc3339(status.get("assignedAt"))
-    state.started_at = parse_rfc3339(status.get("startedAt"))
-    state.completed_at = parse_rfc3339(status.get("completedAt"))
-    state.next_retry_at = parse_rfc3339(status.get("nextRetryAt"))
-    state.result = status.get("result")
-    state.error = status.get("error") or None
-    for item in status.get("attempts") or ():
-        started = parse_rfc3339(item.get("startedAt"))
-        if started is None:
-            continue
-        outcome = item.get("outcome")
-        state.attempts.append(
-            Attempt(
-                agent_id=str(item.get("agentId") or ""),
-                started_at=started,
-                finished_at=parse_rfc3339(item.get("finishedAt")),
-                outcome=AttemptOutcome(outcome) if outcome else None,
-                error=item.get("error"),
-            )
-        )
-    return state

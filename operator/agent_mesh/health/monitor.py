@@ -12,10 +12,12 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from agent_mesh.api.meshagent_status import health_patch
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
+from agent_mesh.domain.background import Background
 from agent_mesh.domain.clock import Clock, rfc3339
 from agent_mesh.domain.health import HealthStatus, HealthTracker, Transition
-from agent_mesh.kube.agent_status import AgentStatusWriter, status_patch
+from agent_mesh.kube.agent_status import AgentStatusWriter
 from agent_mesh.kube.events import EventPoster, ObjectRef
 from agent_mesh.observability.metrics import AGENTS, HEARTBEATS, STATUS_WRITES
 
@@ -53,7 +55,7 @@ class HealthMonitor:
         self.sweep_seconds = sweep_seconds
         self.flush_seconds = min(flush_seconds, sweep_seconds)
         self.listeners: list[HealthListener] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._listening = Background()
 
     # --- input ---------------------------------------------------------------------------
 
@@ -85,6 +87,10 @@ class HealthMonitor:
 
     # --- the loop ------------------------------------------------------------------------
 
+    async def close(self) -> None:
+        """Cancel the listeners still running (on shutdown)."""
+        await self._listening.close()
+
     async def run(self) -> None:
         elapsed = 0.0
         while True:
@@ -108,7 +114,7 @@ class HealthMonitor:
             record = self.registry.get(*write.key)
             if record is None:
                 continue
-            items.append((record, status_patch(record, write, now)))
+            items.append((record, health_patch(record, write, now)))
             writes.append(write)
         if not items or self.writer is None:
             self._gauge()
@@ -164,6 +170,4 @@ class HealthMonitor:
             "at": rfc3339(transition.at),
         }
         for listener in self.listeners:
-            task = asyncio.get_running_loop().create_task(listener(event))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._listening.spawn(listener(event))

@@ -9,7 +9,8 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_mesh.api import GROUP, VERSION
-from agent_mesh.domain.agents import AgentRecord, record_from_body
+from agent_mesh.api.meshagent import agent_record
+from agent_mesh.domain.agents import AgentRecord
 from agent_mesh.kube.errors import unavailable
 
 NEGATIVE_TTL_SECONDS: Final = 2.0
@@ -40,7 +41,7 @@ class AgentFetcher:
             body: dict[str, Any] = await self._custom.get_namespaced_custom_object(
                 GROUP, VERSION, namespace, "meshagents", agent_id
             )
-            record = record_from_body(body)
+            record = agent_record(body)
             if record.agent_id == agent_id:
                 return record
         except ApiException as error:
@@ -54,7 +55,7 @@ class AgentFetcher:
         except ApiException as error:
             raise unavailable(f"listing MeshAgents in {namespace}", error) from error
         for item in listing.get("items", []):
-            record = record_from_body(item)
+            record = agent_record(item)
             if record.agent_id == agent_id:
                 return record
         return None

@@ -7,7 +7,6 @@ the kubelet aggregates, so a misbehaving agent cannot flood etcd.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import uuid
@@ -18,6 +17,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_mesh.api import API_VERSION
+from agent_mesh.domain.background import Background
 
 logger = logging.getLogger("agent_mesh.events")
 REPORTING_COMPONENT: Final = "agent-mesh-operator"
@@ -38,12 +38,10 @@ class EventPoster:
     def __init__(self, api: client.ApiClient) -> None:
         self._core = client.CoreV1Api(api)
         self._recent: dict[tuple[str, str, str], tuple[str, int, dt.datetime, dt.datetime]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Background()
 
     def post(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._post(ref, type_, reason, message))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._post(ref, type_, reason, message))
 
     async def _post(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
         now = dt.datetime.now(dt.UTC)
@@ -101,8 +99,7 @@ class EventPoster:
 
     async def drain(self) -> None:
         """Wait for Events still being posted (on shutdown)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait()
 
 
 async def _unparsed(call: Any) -> None:

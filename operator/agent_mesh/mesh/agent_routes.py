@@ -20,7 +20,7 @@ from agent_mesh.domain.egress import reported_endpoint_refusal
 from agent_mesh.domain.errors import NotFoundError, ValidationError
 from agent_mesh.domain.health import HealthStatus, HealthTracker
 from agent_mesh.mesh.http import parse_body
-from agent_mesh.mesh.identity_routes import AUTHORITY, WireModel
+from agent_mesh.mesh.identity_routes import AUTHORITY, StrictModel
 
 MAX_CAPABILITIES_PER_QUERY: Final = 16
 DEFAULT_LIMIT: Final = 100
@@ -29,7 +29,7 @@ _NAME = re.compile(NAME_PATTERN)
 logger = logging.getLogger("agent_mesh.health")
 
 
-class Heartbeat(WireModel):
+class Heartbeat(StrictModel):
     """What an agent reports on each beat."""
 
     active_tasks: int = Field(0, ge=0, le=1_000_000)

@@ -20,11 +20,11 @@ are not followed; at most `RESPONSE_MAX_BYTES` of an answer is read (it is not u
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from agent_mesh.domain.background import Background
 from agent_mesh.domain.egress import EgressClass, EgressPolicy
 from agent_mesh.domain.errors import EgressRefusedError
 from agent_mesh.observability.metrics import TASK_CALLBACKS
@@ -58,7 +58,7 @@ class CallbackNotifier:
         self.guard = guard or EgressGuard(EgressPolicy())
         self._transport = self._new_transport()
         self._origins: set[str] = set()
-        self._running: set[asyncio.Task[None]] = set()
+        self._running = Background()
 
     def _new_transport(self) -> Transport:
         config = TransportConfig(
@@ -79,9 +79,7 @@ class CallbackNotifier:
 
     def notify(self, url: str, answer: dict[str, Any]) -> None:
         """Send `answer` to `url` soon; returns at once."""
-        task = asyncio.get_running_loop().create_task(self._notify(url, answer))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        self._running.spawn(self._notify(url, answer))
 
     async def _notify(self, url: str, answer: dict[str, Any]) -> None:
         await self.send(url, answer)
@@ -118,14 +116,8 @@ class CallbackNotifier:
             await asyncio.sleep(self.timeout_seconds + 1)
             await transport.close()
 
-        task = asyncio.get_running_loop().create_task(close())
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        self._running.spawn(close())
 
     async def close(self) -> None:
-        for task in list(self._running):
-            task.cancel()
-        for task in list(self._running):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._running.close()
         await self._transport.close()

@@ -21,12 +21,12 @@ import heapq
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final, Protocol
 
 from agent_mesh.coordinator import Coordinator
+from agent_mesh.domain.background import Background
 from agent_mesh.domain.errors import MeshError, UnavailableError
 from agent_mesh.domain.tasks import IN_FLIGHT_PHASES, TaskPhase, TaskState
 from agent_mesh.mesh.callbacks import CallbackNotifier
@@ -104,7 +104,7 @@ class FastPath:
         self._budgets: list[tuple[float, str]] = []
         self._durable: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._sweeper: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = Background()
 
     @property
     def outstanding(self) -> int:
@@ -188,7 +188,9 @@ class FastPath:
             self._durable.popitem(last=False)
         waiter: asyncio.Future[Any]
         if follow:
-            waiter = self._spawn(self._follow(uid, namespace, name, budget_seconds(task), url))
+            waiter = self._background.spawn(
+                self._follow(uid, namespace, name, budget_seconds(task), url)
+            )
         else:
             waiter = asyncio.get_running_loop().create_future()
             waiter.set_result(None)
@@ -317,19 +319,12 @@ class FastPath:
 
     # --- plumbing -----------------------------------------------------------------------
 
-    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
-
     async def close(self) -> None:
-        tasks = [*self._background, *([self._sweeper] if self._sweeper else [])]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                await self._sweeper
+        await self._background.close()
         await self.callbacks.close()
 
 

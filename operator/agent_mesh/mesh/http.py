@@ -17,6 +17,7 @@ from aiohttp import web
 from agent_mesh.domain.errors import MeshError, PayloadTooLargeError, ValidationError
 from agent_mesh.domain.jsondepth import DEFAULT_MAX_DEPTH, check_json_depth
 from agent_mesh.domain.ratelimit import retry_after_seconds
+from agent_mesh.domain.wire import validate as validate
 from agent_mesh.mesh.limits import GUARD
 
 logger = logging.getLogger("agent_mesh.mesh")
@@ -89,19 +90,3 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     """The body validated by `model`; the first problem is reported with its field path."""
     data = await read_json(request)
     return validate(model, data)
-
-
-def validate(model: type[M], data: Any) -> M:
-    try:
-        return model.model_validate(data)
-    except pydantic.ValidationError as error:
-        first = error.errors()[0]
-        field = _path(first["loc"])
-        raise ValidationError(f"{field or 'body'}: {first['msg']}", field=field or "body") from None
-
-
-def _path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out

@@ -10,12 +10,9 @@ from aiohttp import web
 from pydantic import (
     AfterValidator,
     AwareDatetime,
-    BaseModel,
-    ConfigDict,
     Field,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 
 from agent_mesh.api.common import DnsLabel, is_dns_label
 from agent_mesh.auth.authority import Authority, RecipientGrant
@@ -24,19 +21,20 @@ from agent_mesh.auth.tokens import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
 from agent_mesh.domain.acl import MeshCall, policy_to_spec
 from agent_mesh.domain.clock import rfc3339
 from agent_mesh.domain.errors import ValidationError
+from agent_mesh.domain.wire import STRICT, WireModel
 from agent_mesh.mesh.http import parse_body, read_json, validate
 from agent_mesh.mesh.limits import GUARD
 
 AUTHORITY: Final = web.AppKey("authority", Authority)
 
 
-class WireModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+class StrictModel(WireModel):
+    """Request bodies: unknown fields refused."""
+
+    model_config = STRICT
 
 
-class TokenRequest(WireModel):
+class TokenRequest(StrictModel):
     """Either a ServiceAccount token (in a pod) or an agent credential (outside)."""
 
     service_account_token: str | None = Field(None, min_length=1, max_length=16384)
@@ -66,7 +64,7 @@ AgentAudience = Annotated[str, AfterValidator(_agent_audience)]
 """`<namespace>/<agentId>`: the one agent a token is for."""
 
 
-class TokenExchangeRequest(WireModel):
+class TokenExchangeRequest(StrictModel):
     """RFC 8693 in shape, as JSON: a mesh-API token (`subjectToken`) for a token addressed
     to one recipient agent (`audience`) or one per recipient (`audiences`, a broadcast)."""
 
@@ -78,12 +76,12 @@ class TokenExchangeRequest(WireModel):
     audiences: list[AgentAudience] | None = None
 
 
-class AgentRef(WireModel):
+class AgentRef(StrictModel):
     namespace: DnsLabel
     agent_id: DnsLabel
 
 
-class RevocationRequest(WireModel):
+class RevocationRequest(StrictModel):
     """Revoke one token by jti within a namespace (default: the caller's), or every token
     of an agent issued before a time."""
 

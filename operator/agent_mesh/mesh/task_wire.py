@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Final
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import AfterValidator, Field
 
 from agent_mesh.api.common import URL_MAX_LENGTH, DnsLabel
 from agent_mesh.api.meshtask import (
@@ -33,16 +32,13 @@ from agent_mesh.domain.errors import EgressRefusedError, PayloadTooLargeError, V
 from agent_mesh.domain.retry import BACKOFF_BASE, BACKOFF_CAP
 from agent_mesh.domain.routing import TaskDemand
 from agent_mesh.domain.tasks import TaskPhase, TaskState
+from agent_mesh.domain.wire import STRICT, WireModel
 from agent_mesh.mesh.http import validate
 
 MAX_BATCH: Final = 1000
 """Tasks per request; larger batches gain nothing (the answer is one JSON document)."""
 MAX_WAIT_SECONDS: Final = 3600.0
 METADATA_VALUE_MAX_LENGTH: Final = 1024
-
-_STRICT: Final = ConfigDict(
-    alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-)
 
 
 def _callback_url(value: str) -> str:
@@ -64,13 +60,13 @@ CallbackUrl = Annotated[str, Field(max_length=URL_MAX_LENGTH), AfterValidator(_c
 class SelectorIn(AgentSelector):
     """spec.agentSelector, refusing unknown fields."""
 
-    model_config = _STRICT
+    model_config = STRICT
 
 
 class TaskIn(MeshTaskSpec):
     """One submitted task: MeshTask spec fields and rules, plus `durable`."""
 
-    model_config = _STRICT
+    model_config = STRICT
 
     agent_selector: SelectorIn | None = Field(
         None, description="Further limits which agents may run the task. Default: no limit."
@@ -92,10 +88,10 @@ class TaskIn(MeshTaskSpec):
     )
 
 
-class OptionsIn(BaseModel):
+class OptionsIn(WireModel):
     """How and where to run the request's tasks."""
 
-    model_config = _STRICT
+    model_config = STRICT
 
     namespace: DnsLabel | None = None
     """Where the tasks run and which agents may take them; default the caller's."""
@@ -113,22 +109,22 @@ _NOT_SPEC: Final = {"durable", *OptionsIn.model_fields}
 class SingleIn(TaskIn, OptionsIn):
     """`POST /v1/tasks` with one task: the task's fields and the options side by side."""
 
-    model_config = _STRICT
+    model_config = STRICT
 
 
 class BatchIn(OptionsIn):
     """`POST /v1/tasks` with `{"tasks": [...]}` and the options."""
 
-    model_config = _STRICT
+    model_config = STRICT
 
     tasks: list[TaskIn] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-class ReportIn(BaseModel):
+class ReportIn(WireModel):
     """`POST /v1/tasks/{id}/result`: an agent's later answer to a dispatch it took with 202.
     Exactly one of `result` (any JSON, null included) and `error`."""
 
-    model_config = _STRICT
+    model_config = STRICT
 
     attempt: int = Field(ge=1)
     result: Any = None

@@ -239,6 +239,7 @@ class MeshRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.server.stop()
+        await self.health.close()
         await self.fast_path.close()
         await self.coordinator.close()
         await self.health_events.close()

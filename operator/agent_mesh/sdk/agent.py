@@ -38,7 +38,6 @@ from typing import Any, Final
 from aiohttp import web
 from prometheus_client import generate_latest
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
 
 from agent_mesh.auth.tokens import MeshClaims
 from agent_mesh.domain.acl import MeshCall
@@ -61,6 +60,7 @@ from agent_mesh.domain.stream import (
     encode_frame,
     parse_frame,
 )
+from agent_mesh.domain.wire import WireModel
 from agent_mesh.observability.logging import configure_logging
 from agent_mesh.sdk.client import MeshClient
 from agent_mesh.sdk.gate import Gate
@@ -80,10 +80,8 @@ MessageHandler = Callable[[Message, MeshClaims], Any]
 StreamHandler = Callable[[Any, AsyncIterator[Any], "StreamContext"], Any]
 
 
-class TaskRequest(BaseModel):
+class TaskRequest(WireModel):
     """What the coordinator sends to `POST /v1/tasks`."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
     task_uid: str = Field(min_length=1, max_length=128)
     attempt: int = Field(1, ge=1)

@@ -20,7 +20,6 @@ Opt-in (operator setting `batch_dispatch`); one call per task stays the default.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ from typing import Any, Final
 import aiohttp
 from aiohttp.http_exceptions import LineTooLong
 
+from agent_mesh.domain.background import Background
 from agent_mesh.domain.egress import EgressClass
 from agent_mesh.domain.errors import EgressRefusedError, ResponseTooLargeError
 from agent_mesh.domain.stream import NDJSON
@@ -73,7 +73,7 @@ class BatchingTransport(Transport):
         super().__init__(config, **kwargs)
         self._pending: dict[_Key, list[_Item]] = {}
         self._unbatched: set[str] = set()
-        self._sending: set[asyncio.Task[None]] = set()
+        self._sending = Background()
 
     async def post(
         self,
@@ -130,9 +130,7 @@ class BatchingTransport(Transport):
         self._start(key, self._pending.pop(key))
 
     def _start(self, key: _Key, batch: list[_Item]) -> None:
-        task = asyncio.get_running_loop().create_task(self._send(key, batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        self._sending.spawn(self._send(key, batch))
 
     async def _send(self, key: _Key, batch: list[_Item]) -> None:
         endpoint = key[0]
@@ -263,16 +261,10 @@ class BatchingTransport(Transport):
                 item.done.set_result(delivery)
 
         for item in batch:
-            task = asyncio.get_running_loop().create_task(single(item))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            self._sending.spawn(single(item))
 
     async def close(self) -> None:
-        for task in list(self._sending):
-            task.cancel()
-        for task in list(self._sending):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._sending.close()
         await super().close()
 
 

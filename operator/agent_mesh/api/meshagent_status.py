@@ -1,14 +1,77 @@
-"""What a MeshAgent's status should say on registration: a pure function of the old one."""
+"""MeshAgent status, built: pure functions from what the operator knows (the old status,
+a health write, an egress verdict) to the merge patch to send, empty when nothing would
+change (no write). `kube/agent_status.py` sends them; kopf handlers return them."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from agent_mesh.api.meshagent import HealthStatus, MeshAgentCondition, MeshAgentReason
+from agent_mesh.domain.agents import AgentRecord
 from agent_mesh.domain.clock import rfc3339
 from agent_mesh.domain.conditions import set_condition
+from agent_mesh.domain.discovery import resolve_endpoint
+from agent_mesh.domain.health import StatusWrite
+
+_READY: Final[Mapping[HealthStatus, tuple[str, MeshAgentReason, str]]] = {
+    HealthStatus.PENDING: (
+        "False",
+        MeshAgentReason.AWAITING_HEARTBEAT,
+        "Waiting for the agent's first heartbeat.",
+    ),
+    HealthStatus.HEALTHY: ("True", MeshAgentReason.AGENT_HEALTHY, "Heartbeats arrive on time."),
+    HealthStatus.DEGRADED: (
+        "False",
+        MeshAgentReason.AGENT_DEGRADED,
+        "Heartbeats are late; the agent gets no new tasks.",
+    ),
+    HealthStatus.UNREACHABLE: (
+        "False",
+        MeshAgentReason.AGENT_UNREACHABLE,
+        "No heartbeat for too long; its running tasks fail over.",
+    ),
+}
+
+
+def health_patch(record: AgentRecord, write: StatusWrite, now: dt.datetime) -> dict[str, Any]:
+    """The status fields for `write`; Ready follows health."""
+    patch: dict[str, Any] = {
+        "healthStatus": write.health.value,
+        "activeTasks": write.active_tasks,
+    }
+    if write.last_seen is not None:
+        patch["lastSeen"] = rfc3339(write.last_seen)
+    if write.completed_tasks or write.failed_tasks:
+        patch["completedTasks"] = write.completed_tasks
+        patch["failedTasks"] = write.failed_tasks
+        if write.avg_execution_ms is not None:
+            patch["avgExecutionMs"] = write.avg_execution_ms
+    endpoint = resolve_endpoint(record, write.endpoint)
+    if endpoint is not None:
+        patch["endpoint"] = endpoint
+    current = [dict(c) for c in record.conditions]
+    conditions = _ready(current, write.health, record.generation, now)
+    if conditions != current:
+        patch["conditions"] = conditions
+    return patch
+
+
+def _ready(
+    conditions: list[dict[str, Any]], health: HealthStatus, generation: int | None, now: dt.datetime
+) -> list[dict[str, Any]]:
+    """Ready follows health."""
+    status, reason, message = _READY[health]
+    return set_condition(
+        conditions,
+        MeshAgentCondition.READY.value,
+        status,
+        reason.value,
+        message,
+        generation=generation,
+        now=now,
+    )
 
 
 def registration_patch(
@@ -32,15 +95,7 @@ def registration_patch(
         now=now,
     )
     if health == HealthStatus.PENDING.value:
-        conditions = set_condition(
-            conditions,
-            MeshAgentCondition.READY.value,
-            "False",
-            MeshAgentReason.AWAITING_HEARTBEAT.value,
-            "Waiting for the agent's first heartbeat.",
-            generation=generation,
-            now=now,
-        )
+        conditions = _ready(conditions, HealthStatus.PENDING, generation, now)
     if conditions != old:
         patch["conditions"] = conditions
     if generation is not None and status.get("observedGeneration") != generation:
