@@ -162,7 +162,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "crds":
             return _crds(args)
         if args.command == "dev":
-            from agent_mesh import devcli
+            from agent_mesh.devcluster import commands as devcli
 
             return devcli.run(
                 args.dev_command,

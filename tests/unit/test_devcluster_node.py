@@ -228,7 +228,7 @@ def test_mount_points_with_spaces_are_read_back_from_mountinfo() -> None:
 def test_dev_up_says_why_there_is_no_node_and_starts_the_control_plane_alone(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from agent_mesh import devcli
+    from agent_mesh.devcluster import commands as devcli
 
     started: list[str] = []
 
