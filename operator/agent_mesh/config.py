@@ -93,6 +93,13 @@ class OperatorConfig(BaseSettings):
         description="Address the webhook listens on and the apiserver calls it at (URL mode).",
     )
     webhook_port: int = Field(9443, ge=1, le=65535, description="Port of the webhook server.")
+    webhook_configuration: str = Field(
+        "agentmesh.io",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$",
+        max_length=200,
+        description="Name of the ValidatingWebhookConfiguration the operator registers "
+        "(a DNS name with a dot); its webhooks are named after it.",
+    )
     default_network: Literal["tailscale", "direct"] = Field(
         "direct", description="Network mode of agents whose spec.network is unset."
     )

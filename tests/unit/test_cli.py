@@ -125,6 +125,15 @@ def test_a_bad_setting_from_the_environment_is_named_by_its_variable(
     assert "--tls-extra-sans" not in err
 
 
+def test_a_webhook_configuration_name_without_a_dot_is_refused_naming_its_variable(
+    capsys: pytest.CaptureFixture[str], kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENT_MESH_WEBHOOK_CONFIGURATION", "agentmesh")
+    assert main(["operator", "--kubeconfig", str(kubeconfig)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "error: AGENT_MESH_WEBHOOK_CONFIGURATION: String should match pattern" in err
+
+
 def test_a_bad_setting_is_named_by_its_flag_when_the_flag_gave_it(
     capsys: pytest.CaptureFixture[str], kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,8 +19,6 @@ from agent_mesh.config import OperatorConfig
 from agent_mesh.domain.egress import EgressClass, EgressPolicy
 from agent_mesh.domain.errors import EgressRefusedError
 
-WEBHOOK_CONFIGURATION = "agentmesh.io"
-
 
 def register() -> None:
     """Add the admission handlers to kopf's registry. Only when webhooks are served: kopf

@@ -9,21 +9,42 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Final, Protocol
 
 from agent_mesh.api.meshagent_status import health_patch
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.background import Background
 from agent_mesh.domain.clock import Clock, rfc3339
-from agent_mesh.domain.health import HealthStatus, HealthTracker, Transition
-from agent_mesh.kube.agent_status import AgentStatusWriter
+from agent_mesh.domain.health import (
+    AgentKey,
+    HealthStatus,
+    HealthTracker,
+    StatusWrite,
+    Transition,
+)
+from agent_mesh.kube.agent_status import WriteResult
 from agent_mesh.kube.events import EventPoster, ObjectRef
 from agent_mesh.observability.metrics import AGENTS, HEARTBEATS, STATUS_WRITES
 
 logger = logging.getLogger("agent_mesh.health")
 _ACCEPTED = HEARTBEATS.labels(result="accepted")
 HealthListener = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
+WRITE_ATTEMPTS: Final = 3
+"""Writes of one status per flush: a conflict is written again at once from the version
+the apiserver has, and what still conflicts waits for the next flush."""
+
+
+class StatusWriter(Protocol):
+    """Writes one MeshAgent's status (kube.agent_status.AgentStatusWriter in the operator)."""
+
+    async def write(
+        self, record: AgentRecord, patch: Mapping[str, Any]
+    ) -> tuple[WriteResult, AgentRecord | None]:
+        """WRITTEN with the patched object, CONFLICT with the object as it is now when
+        `record.resource_version` is stale, GONE when the MeshAgent was deleted."""
+        ...
+
 
 _EVENT_TYPE = {
     HealthStatus.HEALTHY: "Normal",
@@ -41,7 +62,7 @@ class HealthMonitor:
         self,
         tracker: HealthTracker,
         registry: AgentRegistry,
-        writer: AgentStatusWriter | None,
+        writer: StatusWriter | None,
         events: EventPoster | None,
         clock: Clock,
         sweep_seconds: float = 10.0,
@@ -56,6 +77,10 @@ class HealthMonitor:
         self.flush_seconds = min(flush_seconds, sweep_seconds)
         self.listeners: list[HealthListener] = []
         self._listening = Background()
+        # The newest version of an agent this loop knows (its own write's answer, or the
+        # object read on a conflict), valid while the registry still holds the record it
+        # was adopted over: the watch delivers the same version later, or a newer one.
+        self._adopted: dict[AgentKey, tuple[AgentRecord, AgentRecord]] = {}
 
     # --- input ---------------------------------------------------------------------------
 
@@ -84,6 +109,7 @@ class HealthMonitor:
 
     def gone(self, record: AgentRecord) -> None:
         self.tracker.forget((record.namespace, record.agent_id))
+        self._adopted.pop((record.namespace, record.agent_id), None)
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -108,28 +134,56 @@ class HealthMonitor:
     async def flush(self) -> int:
         """Write every due status; returns how many were written."""
         now = self.clock.now()
-        items = []
-        writes = []
+        pending: list[tuple[StatusWrite, AgentRecord, AgentRecord]] = []
         for write in self.tracker.due(now):
-            record = self.registry.get(*write.key)
-            if record is None:
-                continue
-            items.append((record, health_patch(record, write, now)))
-            writes.append(write)
-        if not items or self.writer is None:
+            base = self.registry.get(*write.key)
+            if base is not None:
+                pending.append((write, base, self._latest(write.key, base)))
+        if not pending or self.writer is None:
             self._gauge()
             return 0
-        results = await self.writer.write_all(items)
         done = 0
-        for write, result in zip(writes, results, strict=True):
-            if result is True:
-                self.tracker.written(write, now)
-                done += 1
-            elif isinstance(result, BaseException):
-                logger.warning("status write for %s/%s failed: %s", *write.key, result)
+        for _ in range(WRITE_ATTEMPTS):
+            results = await asyncio.gather(
+                *(
+                    self.writer.write(record, health_patch(record, write, now))
+                    for write, _, record in pending
+                ),
+                return_exceptions=True,
+            )
+            conflicts = []
+            for (write, base, _), result in zip(pending, results, strict=True):
+                if isinstance(result, BaseException):
+                    logger.warning("status write for %s/%s failed: %s", *write.key, result)
+                    continue
+                outcome, current = result
+                if outcome is WriteResult.GONE:
+                    # deleted: not written again (the watch's DELETED does the rest)
+                    self.tracker.forget(write.key)
+                    self._adopted.pop(write.key, None)
+                    continue
+                if current is not None and current.uid == base.uid:
+                    self._adopted[write.key] = (base, current)
+                if outcome is WriteResult.WRITTEN:
+                    self.tracker.written(write, now)
+                    done += 1
+                elif current is not None and current.uid == base.uid:
+                    conflicts.append((write, base, current))
+            pending = conflicts
+            if not pending:
+                break
         STATUS_WRITES.inc(done)
         self._gauge()
         return done
+
+    def _latest(self, key: AgentKey, base: AgentRecord) -> AgentRecord:
+        adopted = self._adopted.get(key)
+        if adopted is None:
+            return base
+        if adopted[0] is not base:  # the watch delivered a version since: it wins
+            del self._adopted[key]
+            return base
+        return adopted[1]
 
     def _gauge(self) -> None:
         for health, count in self.tracker.counts().items():

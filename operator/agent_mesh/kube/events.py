@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Final
 
+import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -58,16 +59,24 @@ class EventPoster:
             if seen is not None and now - seen[3] < WINDOW:
                 name, count, first, _ = seen
                 count += 1
-                await _unparsed(
-                    self._core.patch_namespaced_event(
-                        name,
-                        ref.namespace,
-                        {"count": count, "lastTimestamp": now.isoformat()},
-                        _preload_content=False,
+                try:
+                    await _unparsed(
+                        self._core.patch_namespaced_event(
+                            name,
+                            ref.namespace,
+                            {"count": count, "lastTimestamp": now.isoformat()},
+                            _preload_content=False,
+                        )
                     )
-                )
-                self._recent[key] = (name, count, first, now)
-                return
+                except ApiException as error:
+                    if error.status != 404:
+                        raise
+                    # The Event was deleted (by hand, or its TTL in etcd): the repeat
+                    # starts a new one rather than being lost.
+                    self._recent.pop(key, None)
+                else:
+                    self._recent[key] = (name, count, first, now)
+                    return
             name = f"{ref.name}.{uuid.uuid4().hex[:12]}"
             event: Any = {
                 "metadata": {"name": name, "namespace": ref.namespace},
@@ -88,13 +97,16 @@ class EventPoster:
             if len(self._recent) > 10_000:
                 self._recent.clear()
             self._recent[key] = (name, 1, now, now)
-        except ApiException as error:
+        except (ApiException, aiohttp.ClientError, OSError) as error:
+            # OSError covers a refused connection and a timeout: an apiserver that cannot
+            # be reached loses the Event, never the caller's request (nor leaves a task
+            # exception nobody retrieves).
             logger.warning(
                 "could not post Event %s on %s/%s: %s",
                 reason,
                 ref.namespace,
                 ref.name,
-                error.reason,
+                error.reason if isinstance(error, ApiException) else repr(error),
             )
 
     async def drain(self) -> None:

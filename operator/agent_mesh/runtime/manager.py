@@ -127,7 +127,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 8
     if config.webhooks:
-        settings.admission.managed = admission.WEBHOOK_CONFIGURATION
+        settings.admission.managed = config.webhook_configuration
 
 
 @kopf.on.startup()
@@ -168,5 +168,5 @@ async def remove_local_webhook(memo: kopf.Memo, **_: Any) -> None:
     async with api_client() as api:
         with contextlib.suppress(ApiException):
             await client.AdmissionregistrationV1Api(api).delete_validating_webhook_configuration(
-                admission.WEBHOOK_CONFIGURATION
+                config.webhook_configuration
             )

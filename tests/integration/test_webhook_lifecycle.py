@@ -1,0 +1,167 @@
+"""The validating webhook the operator registers (failurePolicy Fail), against the real
+apiserver: it refuses a MeshTask UPDATE that breaks a rule; an operator stopped cleanly
+leaves nothing that blocks MeshTask writes; after a hard kill writes are refused until
+an operator starts again and takes its registration over."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.conftest import (
+    SESSION,
+    Cluster,
+    OperatorProcess,
+    start_operator,
+    stop_operator,
+    wait_for,
+)
+from tests.meshhelpers import GROUP, VERSION
+
+
+def _task(name: str, payload: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "MeshTask",
+        "metadata": {"name": name},
+        "spec": {"taskType": "summarize", "requiredCapabilities": ["x"], "payload": payload},
+    }
+
+
+def _create_task(cluster: Cluster, namespace: str) -> None:
+    cluster.custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "meshtasks", _task(f"t-{uuid.uuid4().hex[:8]}", {})
+    )
+
+
+def _refusal(cluster: Cluster, namespace: str) -> str | None:
+    """Why a MeshTask create is refused, or None when it goes through."""
+    try:
+        _create_task(cluster, namespace)
+    except client.ApiException as error:
+        body = json.loads(error.body or "{}")
+        return f"{error.status} {body.get('message', '')}"
+    return None
+
+
+def _configuration(cluster: Cluster, name: str) -> Any:
+    admission = client.AdmissionregistrationV1Api(cluster.api)
+    try:
+        return admission.read_validating_webhook_configuration(name)
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def _operator_with_webhook(cluster: Cluster, log: Path, configuration: str) -> OperatorProcess:
+    """An operator of its own, registering its webhook under `configuration` (not the
+    session operator's), ready once the apiserver calls it for MeshTasks."""
+    return start_operator(
+        cluster,
+        log,
+        watch=f"amw-{SESSION}-*",
+        operator_namespace=f"amw-{SESSION}-system",
+        extra_env={"AGENT_MESH_WEBHOOK_CONFIGURATION": configuration},
+    )
+
+
+def _registered_at(cluster: Cluster, configuration: str) -> str | None:
+    found = _configuration(cluster, configuration)
+    if found is None or not found.webhooks:
+        return None
+    return str(found.webhooks[0].client_config.url)
+
+
+@pytest.fixture
+def configuration(cluster: Cluster) -> Any:
+    name = f"amw-{SESSION}-{uuid.uuid4().hex[:6]}.agentmesh.io"
+    yield name
+    # whatever the test did, no webhook of its own may outlive it
+    with contextlib.suppress(client.ApiException):
+        client.AdmissionregistrationV1Api(cluster.api).delete_validating_webhook_configuration(name)
+
+
+def test_a_meshtask_update_that_breaks_a_rule_is_refused_by_the_webhook(
+    cluster: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    name = "grows"
+    cluster.custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "meshtasks", _task(name, {"text": "small"})
+    )
+    with pytest.raises(client.ApiException) as refused:
+        cluster.custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            "meshtasks",
+            name,
+            {"spec": {"payload": {"text": "x" * (300 * 1024)}}},
+        )
+    message = json.loads(refused.value.body or "{}")["message"]
+    assert refused.value.status == 422
+    assert "spec.payload" in message and "262144" in message
+    stored: Any = cluster.custom.get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "meshtasks", name
+    )
+    assert stored["spec"]["payload"] == {"text": "small"}
+
+
+def test_an_operator_stopped_cleanly_leaves_no_webhook_that_blocks_meshtask_writes(
+    cluster: Cluster,
+    crds: object,
+    namespace: str,
+    configuration: str,
+    tmp_path: Path,
+) -> None:
+    own = _operator_with_webhook(cluster, tmp_path / "operator.log", configuration)
+    try:
+        wait_for("the webhook registration", lambda: _registered_at(cluster, configuration))
+        assert _refusal(cluster, namespace) is None
+    finally:
+        stop_operator(own)
+    assert own.process.returncode != -signal.SIGKILL, "the operator did not stop on SIGTERM"
+
+    assert _configuration(cluster, configuration) is None
+    assert _refusal(cluster, namespace) is None
+
+
+def test_after_a_hard_kill_meshtask_writes_are_refused_until_an_operator_starts_again(
+    cluster: Cluster,
+    crds: object,
+    namespace: str,
+    configuration: str,
+    tmp_path: Path,
+) -> None:
+    killed = _operator_with_webhook(cluster, tmp_path / "killed.log", configuration)
+    try:
+        stale = wait_for("the webhook registration", lambda: _registered_at(cluster, configuration))
+        assert _refusal(cluster, namespace) is None
+    finally:
+        killed.process.kill()
+        killed.process.wait(timeout=10)
+
+    # SIGKILL runs no cleanup: the registration stays and failurePolicy Fail holds
+    refusal = _refusal(cluster, namespace)
+    assert refusal is not None and "failed calling webhook" in refusal, refusal
+    assert configuration in refusal
+
+    # the recovery: start an operator (same configuration name); it takes the
+    # registration over at its own address
+    again = _operator_with_webhook(cluster, tmp_path / "again.log", configuration)
+    try:
+        wait_for(
+            "the registration to move to the new operator",
+            lambda: _registered_at(cluster, configuration) not in (None, stale),
+        )
+        wait_for("a MeshTask write to go through", lambda: _refusal(cluster, namespace) is None)
+    finally:
+        stop_operator(again)
+    assert _refusal(cluster, namespace) is None
