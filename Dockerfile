@@ -4,6 +4,9 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
+# package data behind operator/agent_mesh/{examples,samples} (links to these folders)
+COPY examples ./examples
+COPY config/samples ./config/samples
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim

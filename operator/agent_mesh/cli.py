@@ -91,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the mesh and tear everything down instead of waiting",
     )
-    demo.add_argument("--samples", type=Path, help="manifests to apply (default: config/samples)")
+    demo.add_argument(
+        "--samples", type=Path, help="manifests to apply (default: config/samples, as installed)"
+    )
     demo.add_argument(
         "--timeout",
         type=float,

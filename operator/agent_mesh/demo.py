@@ -1,34 +1,32 @@
 """`make demo`: a local mesh in one command.
 
 Starts the local control plane (or uses $KUBECONFIG's cluster), installs the CRDs, runs the
-operator, applies config/samples/, runs the example agents from examples/ as local
-processes for the sample agents (they register, beat and take the sample task), and
-prints the agents and tasks; then keeps the mesh up until Ctrl-C (or tears it down at
-once with --once) and cleans up after itself.
+operator, applies the sample manifests (config/samples/), runs the example agents
+(examples/) as local processes for the sample agents (they register, beat and take the
+sample task), and prints the agents and tasks; then keeps the mesh up until Ctrl-C (or
+tears it down at once with --once) and cleans up after itself. The processes are run by
+agent_mesh.testing; the samples and example agents are package data, so an installed
+wheel runs the demo as the source tree does.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
 import shutil
 import signal
-import ssl
 import subprocess
 import sys
-import time
-import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from agent_mesh import testing
 from agent_mesh.api.crdgen import crd_files
 from agent_mesh.devcluster import ControlPlane, DevClusterError, ensure_binaries
-from agent_mesh.devcluster.processes import spawn, terminate
 from agent_mesh.devcluster.versions import state_root
 from agent_mesh.kubeconfig import check_kubeconfig, configured_kubeconfig
-from agent_mesh.pki import CA_BUNDLE_CONFIGMAP
-from agent_mesh.ports import free_port
 
 NAMESPACE = "agent-mesh-demo"
 DEMO_AGENTS = {  # sample MeshAgent -> the example program that plays it
@@ -38,7 +36,7 @@ DEMO_AGENTS = {  # sample MeshAgent -> the example program that plays it
     "monitor": "monitor.py",
 }
 OPERATOR_NAMESPACE = "agent-mesh-system"
-_REPO = Path(__file__).resolve().parents[2]
+AGENT_SETTINGS = {"AGENT_MESH_HEARTBEAT_SECONDS": "10", "AGENT_MESH_DRAIN_SECONDS": "2"}
 
 
 def say(message: str) -> None:
@@ -65,23 +63,50 @@ class Kubectl:
             raise DevClusterError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
         return proc.stdout
 
+    # agent_mesh.testing.Kube: what the harness reads and writes, by kubectl
+
+    def _object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self("get", kind, name, "-n", namespace, "-o", "json", check=False)
+        return json.loads(found) if found.strip() else None
+
+    def read_meshagent(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._object("meshagent", namespace, name)
+
+    def read_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        found = self._object("secret", namespace, name)
+        return None if found is None else found.get("data") or {}
+
+    def read_config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        found = self._object("configmap", namespace, name)
+        return None if found is None else found.get("data") or {}
+
+    def write_meshagent(self, manifest: dict[str, Any]) -> None:
+        """Server-side apply: the fields of `manifest` join those of a sample agent (the
+        demo takes over `spec.endpoint` where the sample sets one)."""
+        apply = ("apply", "--server-side", "--force-conflicts", "--field-manager=agent-mesh-demo")
+        self(*apply, "-f", "-", stdin=json.dumps(manifest))
+
 
 def _samples_dir(samples: Path | None) -> Path:
-    for candidate in [samples] if samples else [Path("config/samples"), _REPO / "config/samples"]:
-        if candidate.is_dir() and any(candidate.glob("*.yaml")):
-            return candidate
-    raise DevClusterError(f"--samples {samples or 'config/samples'}: no *.yaml manifests there")
+    if samples is None:
+        return testing.sample_manifests()
+    if samples.is_dir() and any(samples.glob("*.yaml")):
+        return samples
+    raise DevClusterError(f"--samples {samples}: no *.yaml manifests there")
 
 
-def _wait(what: str, ready: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise DevClusterError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.25)
+def _wait(what: str, ready: Callable[[], object], timeout: float) -> None:
+    testing.wait_until(what, ready, timeout, interval=0.25)
 
 
 def run(*, once: bool, samples: Path | None, timeout: float) -> int:
+    try:
+        return _run(once=once, samples=samples, timeout=timeout)
+    except testing.HarnessError as exc:  # the operator or an agent exited, or was late
+        raise DevClusterError(str(exc)) from exc
+
+
+def _run(*, once: bool, samples: Path | None, timeout: float) -> int:
     samples_dir = _samples_dir(samples)
     workdir = state_root() / "demo"
     with contextlib.ExitStack() as stack:
@@ -130,69 +155,32 @@ def run(*, once: bool, samples: Path | None, timeout: float) -> int:
         if existing is not None:
             stack.callback(kubectl, "delete", "namespace", NAMESPACE, "--wait=false", check=False)
 
-        liveness = free_port()
-        mesh_port = free_port()
         log_path = workdir / "operator.log"
         say(f"starting the operator (logs: {log_path})")
-        operator = spawn(
-            [
-                sys.executable,
-                "-m",
-                "agent_mesh",
-                "operator",
-                "--namespace",
-                NAMESPACE,
-                "--liveness-port",
-                str(liveness),
-                "--webhook-port",
-                str(free_port()),
-                "--mesh-port",
-                str(mesh_port),
-                "--operator-namespace",
-                OPERATOR_NAMESPACE,
-            ],
+        operator = testing.start_operator(
+            kubectl,
+            kubeconfig,
             log_path,
-            detached=False,
-            # the sample agents listen on 127.0.0.1, which a cluster's operator refuses
-            env={**kubectl.env, "AGENT_MESH_EGRESS_ALLOW_LOOPBACK": "true"},
+            watch=NAMESPACE,
+            operator_namespace=OPERATOR_NAMESPACE,
+            timeout=timeout,
         )
-        stack.callback(terminate, operator.pid, child=operator)
+        stack.callback(operator.stop)
 
-        def operator_live() -> bool:
-            if operator.poll() is not None:
-                tail = "\n".join(log_path.read_text().splitlines()[-20:])
-                raise DevClusterError(
-                    f"the operator exited with code {operator.returncode}:\n{tail}"
-                )
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"http://127.0.0.1:{liveness}/healthz", timeout=1) as resp,
-            ):
-                return bool(resp.status == 200)
-            return False
-
-        _wait("the operator's liveness endpoint", operator_live, timeout)
-        mesh_url = f"https://127.0.0.1:{mesh_port}"
-        ca_file = workdir / "mesh-ca.crt"
-
-        def mesh_ready() -> bool:
-            operator_live()
-            return _fetch_ca(kubectl, ca_file) and _answers(f"{mesh_url}/readyz", ca_file)
-
-        _wait("the operator's mesh API (https, its CA from the cluster)", mesh_ready, timeout)
         say(f"applying {samples_dir}")
-        kubectl("apply", "-n", NAMESPACE, "-f", str(samples_dir))
+        manifests = sorted(samples_dir.glob("*.yaml"))  # by file: the folder may be a link
+        kubectl("apply", "-n", NAMESPACE, *(a for m in manifests for a in ("-f", str(m))))
 
         def agents_registered() -> bool:
-            operator_live()
+            operator.check_running()
             items = json.loads(kubectl("get", "meshagents", "-n", NAMESPACE, "-o", "json"))
             return all(i.get("status", {}).get("healthStatus") for i in items["items"])
 
         _wait("the agents to register", agents_registered, timeout)
-        started = _start_demo_agents(kubectl, mesh_url, ca_file, workdir, stack)
+        started = _start_demo_agents(kubectl, operator, workdir, stack)
 
         def demo_agents_healthy() -> bool:
-            operator_live()
+            operator.check_running()
             items = json.loads(kubectl("get", "meshagents", "-n", NAMESPACE, "-o", "json"))
             health = {
                 i["metadata"]["name"]: i.get("status", {}).get("healthStatus")
@@ -220,8 +208,9 @@ def run(*, once: bool, samples: Path | None, timeout: float) -> int:
         say(
             f"the mesh is up. In another shell:\n    export KUBECONFIG={kubeconfig}\n"
             f"    {binary} get meshagents -n {NAMESPACE} -o wide\n"
-            f"The mesh API is at {mesh_url} (JWKS: /.well-known/jwks.json), its CA in\n"
-            f"    {ca_file} (e.g. curl --cacert {ca_file} {mesh_url}/readyz).\n"
+            f"The mesh API is at {operator.mesh_url} (JWKS: /.well-known/jwks.json), its CA in\n"
+            f"    {operator.ca_file} (e.g. curl --cacert {operator.ca_file} "
+            f"{operator.mesh_url}/readyz).\n"
             "Press Ctrl-C to stop it."
         )
         _wait_for_signal()
@@ -229,79 +218,35 @@ def run(*, once: bool, samples: Path | None, timeout: float) -> int:
     return 0
 
 
-def _fetch_ca(kubectl: Kubectl, ca_file: Path) -> bool:
-    """The CA bundle the operator publishes in its namespace, into `ca_file`: what any
-    client outside the cluster does (docs/sdk.md)."""
-    path = "jsonpath={.data.ca\\.crt}"
-    found = kubectl(
-        "get", "configmap", CA_BUNDLE_CONFIGMAP, "-n", OPERATOR_NAMESPACE, "-o", path, check=False
-    )
-    if "BEGIN CERTIFICATE" not in found:
-        return False
-    ca_file.write_text(found)
-    return True
-
-
-def _answers(url: str, ca_file: Path) -> bool:
-    context = ssl.create_default_context(cafile=str(ca_file))
-    with (
-        contextlib.suppress(OSError),
-        urllib.request.urlopen(url, timeout=1, context=context) as resp,  # noqa: S310
-    ):
-        return bool(resp.status == 200)
-    return False
-
-
 def _start_demo_agents(
-    kubectl: Kubectl, mesh_url: str, ca_file: Path, workdir: Path, stack: contextlib.ExitStack
+    kubectl: Kubectl,
+    operator: testing.OperatorProcess,
+    workdir: Path,
+    stack: contextlib.ExitStack,
 ) -> list[str]:
-    """Run examples/ programs as the sample agents: each gets a loopback endpoint, the
+    """Run the example agents as the sample agents: each gets a loopback endpoint, the
     credential the operator makes for it, and its own log. Returns the agents started."""
-    examples = _REPO / "examples"
-    if not examples.is_dir():
-        say("no examples/ next to the package: the sample agents stay pending")
-        return []
     started: list[str] = []
     for name, program in DEMO_AGENTS.items():
-        if not kubectl("get", "meshagent", name, "-n", NAMESPACE, check=False).strip():
+        if kubectl.read_meshagent(NAMESPACE, name) is None:
             continue
-        url = f"http://127.0.0.1:{free_port()}"
-        patch = json.dumps({"spec": {"endpoint": url}})
-        kubectl("patch", "meshagent", name, "-n", NAMESPACE, "--type", "merge", "-p", patch)
-        credential = _credential(kubectl, name)
-        env = {
-            **os.environ,
-            "AGENT_MESH_URL": mesh_url,
-            "AGENT_MESH_CA_FILE": str(ca_file),
-            "AGENT_MESH_NAMESPACE": NAMESPACE,
-            "AGENT_MESH_AGENT_ID": name,
-            "AGENT_MESH_CREDENTIAL": credential,
-            "AGENT_MESH_HOST": "127.0.0.1",
-            "AGENT_MESH_PORT": url.rsplit(":", 1)[1],
-            "AGENT_MESH_HEARTBEAT_SECONDS": "10",
-            "AGENT_MESH_DRAIN_SECONDS": "2",
-        }
+        agent = testing.register_external_agent(kubectl, NAMESPACE, name)
         log = workdir / f"agent-{name}.log"
-        proc = spawn([sys.executable, str(examples / program)], log, detached=False, env=env)
-        stack.callback(terminate, proc.pid, child=proc)
-        say(f"agent {name}: examples/{program} on {url} (logs: {log})")
+        process = testing.launch_agent(
+            program,
+            mesh_url=operator.mesh_url,
+            ca_file=operator.ca_file,
+            namespace=NAMESPACE,
+            agent_id=name,
+            credential=agent.credential,
+            url=agent.url,
+            log=log,
+            settings=AGENT_SETTINGS,
+        )
+        stack.callback(process.stop)
+        say(f"agent {name}: examples/{program} on {agent.url} (logs: {log})")
         started.append(name)
     return started
-
-
-def _credential(kubectl: Kubectl, name: str) -> str:
-    """The credential the operator wrote for an agent with an endpoint."""
-    path = "jsonpath={.status.credential.secretName}"
-    secret = ""
-    deadline = time.monotonic() + 30
-    while not secret:
-        secret = kubectl("get", "meshagent", name, "-n", NAMESPACE, "-o", path).strip()
-        if not secret:
-            if time.monotonic() > deadline:
-                raise DevClusterError(f"the operator made no credential for agent {name}")
-            time.sleep(0.25)
-    data = kubectl("get", "secret", secret, "-n", NAMESPACE, "-o", "jsonpath={.data.credential}")
-    return base64.b64decode(data).decode()
 
 
 def _wait_for_signal() -> None:
