@@ -4,13 +4,15 @@ own credential (agent_mesh.testing, with the tests' short intervals)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from agent_mesh import testing
 from agent_mesh.testing import AgentProcess
 from tests.conftest import Cluster, OperatorProcess
 
-__all__ = ["PROGRAMS", "AgentProcess", "launch", "register", "wait_ready"]
+__all__ = ["PROGRAMS", "AgentProcess", "fleet", "launch", "register", "wait_ready"]
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 """Agent programs written for tests (e.g. recorder.py, which shows what it was sent)."""
@@ -60,3 +62,28 @@ def launch(
 
 def wait_ready(agent: AgentProcess, timeout: float = 60) -> None:
     agent.wait_ready(timeout)
+
+
+@contextlib.contextmanager
+def fleet(
+    cluster: Cluster,
+    operator: OperatorProcess,
+    namespace: str,
+    plan: list[tuple[str, str, str, list[str]]],
+    log_dir: Path,
+) -> Iterator[dict[str, AgentProcess]]:
+    """The agents of `plan` ((example, agent_id, agent_type, capabilities) each), registered
+    in `namespace` and ready, by agent_id; stopped when the block ends."""
+    agents: dict[str, AgentProcess] = {}
+    try:
+        for example, agent_id, agent_type, capabilities in plan:
+            url, credential = register(cluster, namespace, agent_id, agent_type, capabilities)
+            agents[agent_id] = launch(
+                example, operator, namespace, agent_id, url, credential, log_dir
+            )
+        for agent in agents.values():
+            wait_ready(agent)
+        yield agents
+    finally:
+        for agent in agents.values():
+            agent.stop()

@@ -32,6 +32,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         suite = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
         if suite in ("unit", "integration", "e2e", "packaging"):
             item.add_marker(getattr(pytest.mark, suite))
+        # a fault is disruptive: `-m disruptive` selects every fault class, `-m "not
+        # disruptive"` none of them
+        if any(m.name.startswith("fault_") for m in item.iter_markers()):
+            item.add_marker(pytest.mark.disruptive)
 
 
 def wait_for(

@@ -21,7 +21,7 @@ from kubernetes import client
 from agent_mesh.domain.errors import ForbiddenError, ValidationError
 from agent_mesh.ports import free_port
 from agent_mesh.sdk import MeshClient, TaskSpec, TokenSource
-from tests.agentprocs import AgentProcess, launch, register, wait_ready
+from tests.agentprocs import AgentProcess, fleet, launch, register, wait_ready
 from tests.conftest import (
     SESSION,
     TEST_NAMESPACE_PREFIX,
@@ -79,19 +79,11 @@ def mesh(
     core = client.CoreV1Api(cluster.api)
     core.create_namespace({"metadata": {"name": namespace}})
     logs = tmp_path_factory.mktemp("fastpath-agents")
-    agents: dict[str, AgentProcess] = {}
+    plan = [("echo_worker.py", agent_id, "worker", ["echo"]) for agent_id in WORKERS]
     try:
-        for agent_id in WORKERS:
-            url, credential = register(cluster, namespace, agent_id, "worker", ["echo"])
-            agents[agent_id] = launch(
-                "echo_worker.py", operator, namespace, agent_id, url, credential, logs
-            )
-        for agent in agents.values():
-            wait_ready(agent)
-        yield Mesh(namespace, agents, operator, cluster)
+        with fleet(cluster, operator, namespace, plan, logs) as agents:
+            yield Mesh(namespace, agents, operator, cluster)
     finally:
-        for agent in agents.values():
-            agent.stop()
         core.delete_namespace(namespace, propagation_policy="Background")
 
 
@@ -105,6 +97,7 @@ def echo(payload: Any, **spec: Any) -> TaskSpec:
     return TaskSpec("echo", payload, capabilities=["echo"], **spec)
 
 
+@pytest.mark.smoke
 async def test_one_synchronous_task_returns_its_result(conductor: MeshClient) -> None:
     answer = await conductor.submit("echo", {"hello": "mesh"}, capabilities=["echo"])
     assert answer.completed, answer
