@@ -6,6 +6,7 @@ the cluster in $KUBECONFIG when it is set. Each test gets a namespace of its own
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -182,12 +183,19 @@ def crds(cluster: Cluster) -> list[dict[str, Any]]:
 @pytest.fixture
 def namespace(cluster: Cluster) -> Iterator[str]:
     """A fresh namespace per test, matched by the session operator's namespace pattern."""
-    name = f"{TEST_NAMESPACE_PREFIX}{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(cluster.api)
-    core.create_namespace({"metadata": {"name": name}})
-    yield name
-    # Without kube-controller-manager a namespace stays Terminating; that is harmless here.
-    core.delete_namespace(name, propagation_policy="Background")
+    with temporary_namespace(cluster, f"{TEST_NAMESPACE_PREFIX}{uuid.uuid4().hex[:8]}") as name:
+        yield name
+
+
+@contextlib.contextmanager
+def temporary_namespace(cluster: Cluster, name: str) -> Iterator[str]:
+    """Namespace `name` (it may exist already), deleted when the block ends."""
+    ensure_namespace(cluster, name)
+    try:
+        yield name
+    finally:
+        # Without kube-controller-manager a namespace stays Terminating; harmless here.
+        client.CoreV1Api(cluster.api).delete_namespace(name, propagation_policy="Background")
 
 
 def ensure_namespace(cluster: Cluster, name: str) -> str:

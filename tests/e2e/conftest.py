@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes import client
 
 from tests.agentprocs import AgentProcess, launch, register, wait_ready
 from tests.conftest import (
@@ -17,8 +16,8 @@ from tests.conftest import (
     TEST_NAMESPACE_PREFIX,
     Cluster,
     OperatorProcess,
-    ensure_namespace,
     start_operator,
+    temporary_namespace,
     wait_for,
 )
 from tests.e2e.test_tasks import healthy
@@ -30,11 +29,10 @@ OWN_PREFIX = f"amr-{SESSION}-"
 
 @pytest.fixture
 def ns(cluster: Cluster) -> Iterator[str]:
-    name = f"{TEST_NAMESPACE_PREFIX}tasks-{uuid.uuid4().hex[:6]}"
-    core = client.CoreV1Api(cluster.api)
-    core.create_namespace({"metadata": {"name": name}})
-    yield name
-    core.delete_namespace(name, propagation_policy="Background")
+    with temporary_namespace(
+        cluster, f"{TEST_NAMESPACE_PREFIX}tasks-{uuid.uuid4().hex[:6]}"
+    ) as name:
+        yield name
 
 
 @pytest.fixture
@@ -50,9 +48,8 @@ def agents(
 
 @pytest.fixture
 def own_ns(cluster: Cluster) -> Iterator[str]:
-    name = ensure_namespace(cluster, f"{OWN_PREFIX}{uuid.uuid4().hex[:8]}")
-    yield name
-    client.CoreV1Api(cluster.api).delete_namespace(name, propagation_policy="Background")
+    with temporary_namespace(cluster, f"{OWN_PREFIX}{uuid.uuid4().hex[:8]}") as name:
+        yield name
 
 
 @pytest.fixture

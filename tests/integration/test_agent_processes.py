@@ -18,14 +18,19 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from kubernetes import client
 
 from agent_mesh.domain.errors import DispatchError
 from agent_mesh.domain.message import Message, MessageType
 from agent_mesh.sdk import MeshClient, TokenSource
 from agent_mesh.transport.client import TransportConfig
 from tests.agentprocs import AgentProcess, fleet
-from tests.conftest import TEST_NAMESPACE_PREFIX, Cluster, OperatorProcess, wait_for
+from tests.conftest import (
+    TEST_NAMESPACE_PREFIX,
+    Cluster,
+    OperatorProcess,
+    temporary_namespace,
+    wait_for,
+)
 from tests.meshhelpers import GROUP, VERSION, call, external_agent, token_for_agent, token_of
 
 MONITORS = 20
@@ -63,34 +68,30 @@ def mesh(
 ) -> Iterator[Mesh]:
     """One namespace with the example agents running: echo, summarizer, critic (with the
     sample ACLPolicy that lets it call workers) and 20 monitors."""
-    namespace = f"{TEST_NAMESPACE_PREFIX}procs-{uuid.uuid4().hex[:6]}"
-    core = client.CoreV1Api(cluster.api)
-    core.create_namespace({"metadata": {"name": namespace}})
-    samples = Path(__file__).resolve().parents[2] / "config" / "samples"
-    cluster.kubectl("apply", "-n", namespace, "-f", str(samples / "aclpolicy-critic.yaml"))
-    wait_for(
-        "the critic ACLPolicy to be accepted",
-        lambda: any(
-            c.get("type") == "Accepted" and c.get("status") == "True"
-            for c in cluster.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, "aclpolicies", "critic"
-            )
-            .get("status", {})
-            .get("conditions", [])
-        ),
-    )
-    logs = tmp_path_factory.mktemp("agents")
-    plan = [
-        ("echo_worker.py", "echo", "worker", ["echo"]),
-        ("summarizer.py", "summarizer", "worker", ["summarize"]),
-        ("critic.py", "critic", "critic", ["critique"]),
-        *[("monitor.py", f"monitor-{i:02d}", "monitor", ["observe"]) for i in range(MONITORS)],
-    ]
-    try:
+    name = f"{TEST_NAMESPACE_PREFIX}procs-{uuid.uuid4().hex[:6]}"
+    with temporary_namespace(cluster, name) as namespace:
+        samples = Path(__file__).resolve().parents[2] / "config" / "samples"
+        cluster.kubectl("apply", "-n", namespace, "-f", str(samples / "aclpolicy-critic.yaml"))
+        wait_for(
+            "the critic ACLPolicy to be accepted",
+            lambda: any(
+                c.get("type") == "Accepted" and c.get("status") == "True"
+                for c in cluster.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "aclpolicies", "critic"
+                )
+                .get("status", {})
+                .get("conditions", [])
+            ),
+        )
+        logs = tmp_path_factory.mktemp("agents")
+        plan = [
+            ("echo_worker.py", "echo", "worker", ["echo"]),
+            ("summarizer.py", "summarizer", "worker", ["summarize"]),
+            ("critic.py", "critic", "critic", ["critique"]),
+            *[("monitor.py", f"monitor-{i:02d}", "monitor", ["observe"]) for i in range(MONITORS)],
+        ]
         with fleet(cluster, operator, namespace, plan, logs) as agents:
             yield Mesh(namespace, agents, operator, cluster)
-    finally:
-        core.delete_namespace(namespace, propagation_policy="Background")
 
 
 @pytest.fixture

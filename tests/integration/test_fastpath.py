@@ -30,6 +30,7 @@ from tests.conftest import (
     ensure_namespace,
     start_operator,
     stop_operator,
+    temporary_namespace,
     wait_for,
 )
 from tests.meshhelpers import (
@@ -75,16 +76,14 @@ def mesh(
     cluster: Cluster, operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Mesh]:
     """A namespace with two echo workers running (capability echo)."""
-    namespace = f"{TEST_NAMESPACE_PREFIX}fast-{uuid.uuid4().hex[:6]}"
-    core = client.CoreV1Api(cluster.api)
-    core.create_namespace({"metadata": {"name": namespace}})
-    logs = tmp_path_factory.mktemp("fastpath-agents")
+    name = f"{TEST_NAMESPACE_PREFIX}fast-{uuid.uuid4().hex[:6]}"
     plan = [("echo_worker.py", agent_id, "worker", ["echo"]) for agent_id in WORKERS]
-    try:
-        with fleet(cluster, operator, namespace, plan, logs) as agents:
-            yield Mesh(namespace, agents, operator, cluster)
-    finally:
-        core.delete_namespace(namespace, propagation_policy="Background")
+    logs = tmp_path_factory.mktemp("fastpath-agents")
+    with (
+        temporary_namespace(cluster, name) as namespace,
+        fleet(cluster, operator, namespace, plan, logs) as agents,
+    ):
+        yield Mesh(namespace, agents, operator, cluster)
 
 
 @pytest.fixture

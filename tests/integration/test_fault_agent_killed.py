@@ -8,12 +8,11 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from kubernetes import client
 
 from agent_mesh.sdk import MeshClient
 from agent_mesh.transport.client import Outcome
 from tests.agentprocs import fleet
-from tests.conftest import TEST_NAMESPACE_PREFIX, Cluster, OperatorProcess
+from tests.conftest import TEST_NAMESPACE_PREFIX, Cluster, OperatorProcess, temporary_namespace
 from tests.integration.test_agent_processes import MONITORS, Mesh
 
 pytestmark = pytest.mark.fault_agent_killed
@@ -25,15 +24,14 @@ def mesh(
 ) -> Iterator[Mesh]:
     """20 monitors (examples/monitor.py) in a namespace of their own: what this file
     kills is no other file's fleet."""
-    namespace = f"{TEST_NAMESPACE_PREFIX}killed-{uuid.uuid4().hex[:6]}"
-    core = client.CoreV1Api(cluster.api)
-    core.create_namespace({"metadata": {"name": namespace}})
+    name = f"{TEST_NAMESPACE_PREFIX}killed-{uuid.uuid4().hex[:6]}"
     plan = [("monitor.py", f"monitor-{i:02d}", "monitor", ["observe"]) for i in range(MONITORS)]
-    try:
-        with fleet(cluster, operator, namespace, plan, tmp_path_factory.mktemp("agents")) as agents:
-            yield Mesh(namespace, agents, operator, cluster)
-    finally:
-        core.delete_namespace(namespace, propagation_policy="Background")
+    logs = tmp_path_factory.mktemp("agents")
+    with (
+        temporary_namespace(cluster, name) as namespace,
+        fleet(cluster, operator, namespace, plan, logs) as agents,
+    ):
+        yield Mesh(namespace, agents, operator, cluster)
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from agent_mesh.pki import CA_SECRET
 from tests.conftest import (
     SESSION,
     Cluster,
-    ensure_namespace,
     start_operator,
     stop_operator,
+    temporary_namespace,
     wait_for,
 )
 from tests.integration.test_mesh_keys_and_restart import PREFIX, jwks_kids, start_own_operator
@@ -31,17 +31,15 @@ pytestmark = pytest.mark.fault_operator_killed
 
 @pytest.fixture
 def own_namespace(cluster: Cluster) -> Iterator[str]:
-    name = ensure_namespace(cluster, f"{PREFIX}{uuid.uuid4().hex[:8]}")
-    yield name
-    client.CoreV1Api(cluster.api).delete_namespace(name, propagation_policy="Background")
+    with temporary_namespace(cluster, f"{PREFIX}{uuid.uuid4().hex[:8]}") as name:
+        yield name
 
 
 @pytest.fixture
 def system_namespace(cluster: Cluster) -> Iterator[str]:
     """A fresh operator namespace: no CA Secret in it yet."""
-    name = ensure_namespace(cluster, f"{PREFIX}sys-{uuid.uuid4().hex[:6]}")
-    yield name
-    client.CoreV1Api(cluster.api).delete_namespace(name, propagation_policy="Background")
+    with temporary_namespace(cluster, f"{PREFIX}sys-{uuid.uuid4().hex[:6]}") as name:
+        yield name
 
 
 def ca_secret(cluster: Cluster, namespace: str) -> client.V1Secret:

@@ -19,9 +19,9 @@ from tests.conftest import (
     SESSION,
     Cluster,
     OperatorProcess,
-    ensure_namespace,
     start_operator,
     stop_operator,
+    temporary_namespace,
     wait_for,
 )
 from tests.meshhelpers import call, error_of, token_of
@@ -32,9 +32,8 @@ PREFIX = f"amk-{SESSION}-"
 
 @pytest.fixture
 def own_namespace(cluster: Cluster) -> Iterator[str]:
-    name = ensure_namespace(cluster, f"{PREFIX}{uuid.uuid4().hex[:8]}")
-    yield name
-    client.CoreV1Api(cluster.api).delete_namespace(name, propagation_policy="Background")
+    with temporary_namespace(cluster, f"{PREFIX}{uuid.uuid4().hex[:8]}") as name:
+        yield name
 
 
 def start_own_operator(cluster: Cluster, log: Path, operator_namespace: str) -> OperatorProcess:

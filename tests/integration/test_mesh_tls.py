@@ -35,9 +35,9 @@ from tests.conftest import (
     SESSION,
     Cluster,
     OperatorProcess,
-    ensure_namespace,
     start_operator,
     stop_operator,
+    temporary_namespace,
     wait_for,
 )
 from tests.meshhelpers import GROUP, VERSION, apply_agent, external_agent
@@ -49,9 +49,8 @@ PREFIX = f"amc-{SESSION}-"
 @pytest.fixture
 def system_namespace(cluster: Cluster) -> Iterator[str]:
     """A fresh operator namespace: no CA Secret in it yet."""
-    name = ensure_namespace(cluster, f"{PREFIX}sys-{uuid.uuid4().hex[:6]}")
-    yield name
-    client.CoreV1Api(cluster.api).delete_namespace(name, propagation_policy="Background")
+    with temporary_namespace(cluster, f"{PREFIX}sys-{uuid.uuid4().hex[:6]}") as name:
+        yield name
 
 
 @pytest.fixture
