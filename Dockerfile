@@ -1,5 +1,8 @@
-# The operator image; agents built with the SDK can start FROM it too (the SDK is in the
-# same package). Build: docker build -t agent-mesh:0.1.0 .
+# Two images from one build. The default target is the operator, with the [operator]
+# extra; `--target sdk` is a base for agents with the SDK alone (no kopf, no Kubernetes
+# client: docs/architecture.md, "Packaging").
+#   docker build -t agent-mesh:0.1.0 .
+#   docker build --target sdk -t agent-mesh-sdk:0.1.0 .   # then: FROM agent-mesh-sdk:0.1.0
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -7,12 +10,21 @@ COPY operator ./operator
 # package data behind operator/agent_mesh/{examples,samples} (links to these folders)
 COPY examples ./examples
 COPY config/samples ./config/samples
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[operator]'
 
-FROM python:3.11-slim
+FROM python:3.11-slim AS sdk
 RUN useradd --uid 65532 --no-create-home --shell /usr/sbin/nologin mesh
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels agent-mesh && rm -rf /wheels
+USER 65532:65532
+# 8080: the agent's endpoint (tasks, messages, streams, probes, /metrics)
+EXPOSE 8080
+
+FROM python:3.11-slim AS operator
+RUN useradd --uid 65532 --no-create-home --shell /usr/sbin/nologin mesh
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels 'agent-mesh[operator]' \
+    && rm -rf /wheels
 USER 65532:65532
 # 8090: mesh API; 8080: liveness; 9443: admission webhooks
 EXPOSE 8090 8080 9443

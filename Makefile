@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-unit test-integration test-e2e test-smoke test-disruptive test-fault lint crds binaries venv clean
+.PHONY: help demo test test-unit test-integration test-e2e test-smoke test-disruptive test-fault test-packaging lint crds binaries venv clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -19,10 +19,10 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (found " + sys.version.split()[0] + ")")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[operator,dev]'
 	@touch $(STAMP)
 
-venv: $(STAMP) ## create .venv with the package and its dev tools
+venv: $(STAMP) ## create .venv: the package with its operator extra and the dev tools
 
 binaries: venv ## build (first time) the local control plane's binaries
 	@if [ -n "$$KUBECONFIG" ]; then echo "KUBECONFIG is set: using that cluster, building nothing"; \
@@ -55,6 +55,9 @@ test-fault: binaries ## one fault class: make test-fault FAULT=operator_killed
 	@case " $(FAULTS) " in *" $(FAULT) "*) ;; \
 	*) echo "make test-fault FAULT=<class>, one of: $(FAULTS)" >&2; exit 2;; esac
 	$(PY) -m pytest -m fault_$(FAULT) $(PYTEST_ARGS)
+
+test-packaging: binaries ## fresh venvs from the package index: the SDK alone, the dependency floors
+	$(PY) -m pytest -m packaging $(PYTEST_ARGS)
 
 lint: venv ## ruff, mypy --strict, import-linter layer contracts
 	$(VENV)/bin/ruff check operator tests bench examples

@@ -78,7 +78,7 @@ def serve(
     from agent_mesh.domain.agents import AgentRegistry
     from agent_mesh.domain.clock import SystemClock
     from agent_mesh.domain.health import HealthStatus, HealthTracker
-    from agent_mesh.health_monitor import HealthMonitor
+    from agent_mesh.health.monitor import HealthMonitor
     from agent_mesh.mesh.fastpath import FastPath
     from agent_mesh.mesh.server import create_app
     from agent_mesh.observability.logging import configure_logging
@@ -110,7 +110,7 @@ def serve(
         auth = await authority(registry, clock, audit, AuthSettings())
         monitor = HealthMonitor(HealthTracker(), registry, None, None, clock)
         transport = None
-        if options["batch_dispatch"]:  # as the operator builds it (runtime.py)
+        if options["batch_dispatch"]:  # as the operator builds it (runtime/services.py)
             transport = BatchingTransport(TransportConfig(max_connections_per_agent=100, retries=0))
         coordinator = Coordinator(
             registry=registry,

@@ -1,5 +1,7 @@
 """An echo worker: the smallest useful agent.
 
+Needs only the SDK (`pip install agent-mesh`, no extras).
+
     AGENT_MESH_URL=https://127.0.0.1:8090 AGENT_MESH_CA_FILE=mesh-ca.crt \
     AGENT_MESH_NAMESPACE=demo AGENT_MESH_AGENT_ID=echo \
     AGENT_MESH_CREDENTIAL_FILE=echo.credential AGENT_MESH_PORT=9001 python examples/echo_worker.py

@@ -5,7 +5,8 @@ own credential (agent_mesh.testing, with the tests' short intervals)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from agent_mesh import testing
@@ -44,9 +45,11 @@ def launch(
     credential: str,
     log_dir: Path,
     extra_env: dict[str, str] | None = None,
+    python: Sequence[str] = (sys.executable,),
 ) -> AgentProcess:
     """Start examples/`example` (or the program at path `example`) as agent `agent_id`
-    (not waiting for it)."""
+    (not waiting for it), run by `python` (the interpreter and its options; default: the
+    tests' own)."""
     return testing.launch_agent(
         example,
         mesh_url=operator.mesh_url,
@@ -57,6 +60,7 @@ def launch(
         url=url,
         log=log_dir / f"{agent_id}.log",
         settings={**SETTINGS, **(extra_env or {})},
+        python=python,
     )
 
 

@@ -24,7 +24,7 @@ from agent_mesh.domain.acl import PolicyIndex
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import FakeClock
 from agent_mesh.domain.health import HealthTracker
-from agent_mesh.health_monitor import HealthMonitor
+from agent_mesh.health.monitor import HealthMonitor
 from agent_mesh.mesh.limits import AbuseGuard, AbuseLimits
 from agent_mesh.mesh.server import create_app
 from agent_mesh.sdk.identity import TokenSource

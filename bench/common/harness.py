@@ -21,7 +21,7 @@ import aiohttp
 from aiohttp import web
 
 from agent_mesh.auth.tokens import GRANT_TOKEN_EXCHANGE
-from agent_mesh.ports import free_port
+from agent_mesh.devcluster.ports import free_port
 from agent_mesh.sdk.identity import TokenSource
 
 from .children import Started, adopt, wait_for_stop

@@ -25,7 +25,7 @@ from agent_mesh.domain.acl import PolicyIndex
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import Clock, SystemClock
 from agent_mesh.domain.health import HealthStatus, HealthTracker
-from agent_mesh.health_monitor import HealthMonitor
+from agent_mesh.health.monitor import HealthMonitor
 from agent_mesh.mesh.server import create_app
 
 from .harness import CREDENTIAL, NAMESPACE, post_app, serve_until_stopped

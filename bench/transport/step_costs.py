@@ -15,7 +15,7 @@ from agent_mesh.auth.tokens import AgentIdentity, TokenIssuer, TokenVerifier, be
 from agent_mesh.domain.acl import Action, PolicyIndex
 from agent_mesh.domain.clock import SystemClock
 from agent_mesh.domain.message import Message, MessageType
-from agent_mesh.observability.metrics import (
+from agent_mesh.transport.metrics import (
     TRANSPORT_ACTIVE,
     TRANSPORT_DURATION,
     TRANSPORT_REQUESTS,

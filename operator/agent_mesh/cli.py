@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 from pydantic import ValidationError
 
@@ -15,6 +16,14 @@ from agent_mesh import __version__
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+OPERATOR_EXTRA: Final = {
+    "kopf": "kopf",
+    "kubernetes_asyncio": "kubernetes_asyncio",
+    "pydantic-settings": "pydantic_settings",
+    "PyYAML": "yaml",
+}
+"""The `operator` extra's distributions (pyproject.toml) and the module each provides:
+every command needs them; the base distribution is only the agent SDK."""
 
 
 class CliError(Exception):
@@ -106,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        _require_operator_extra()
         return _dispatch(args)
     except CliError as exc:
         print(f"agent-mesh: error: {exc}", file=sys.stderr)
@@ -114,10 +124,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _require_operator_extra() -> None:
+    """Say what to install, rather than fail on an import deep inside a command, when
+    only the SDK is installed."""
+    missing = [dist for dist, module in OPERATOR_EXTRA.items() if not _importable(module)]
+    if missing:
+        raise CliError(
+            "the agent-mesh command runs the operator and its tools, which need "
+            f"{', '.join(missing)} (not installed: this environment has only the agent "
+            "SDK). Install them with: pip install 'agent-mesh[operator]'"
+        )
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     from agent_mesh.devcluster import BuildError, DevClusterError
-    from agent_mesh.kubeconfig import KubeconfigError
-    from agent_mesh.ports import PortInUseError
+    from agent_mesh.devcluster.kubeconfig import KubeconfigError
+    from agent_mesh.devcluster.ports import PortInUseError
 
     try:
         if args.command == "operator":
@@ -133,9 +162,11 @@ def _dispatch(args: argparse.Namespace) -> int:
                 kubernetes_version=getattr(args, "kubernetes_version", None),
             )
         if args.command == "demo":
-            from agent_mesh import demo
+            from agent_mesh.api.crdgen import crd_files
+            from agent_mesh.testing import demo
 
-            return demo.run(once=args.once, samples=args.samples, timeout=args.timeout)
+            crds = list(crd_files().values())
+            return demo.run(once=args.once, samples=args.samples, timeout=args.timeout, crds=crds)
     except (KubeconfigError, PortInUseError, ValueError) as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     except (BuildError, DevClusterError) as exc:
@@ -145,9 +176,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _operator(args: argparse.Namespace) -> int:
     from agent_mesh.config import OperatorConfig
-    from agent_mesh.kubeconfig import check_kubeconfig, configured_kubeconfig
+    from agent_mesh.devcluster.kubeconfig import check_kubeconfig, configured_kubeconfig
+    from agent_mesh.devcluster.ports import check_port_free
     from agent_mesh.observability.logging import configure_logging
-    from agent_mesh.ports import check_port_free
 
     overrides = {
         key: value
@@ -176,7 +207,7 @@ def _operator(args: argparse.Namespace) -> int:
         check_port_free(config.webhook_host, config.webhook_port, "--webhook-port")
     check_port_free(config.mesh_host, config.mesh_port, "--mesh-port")
     configure_logging(config.log_level, config.log_format)
-    from agent_mesh import manager  # kopf is heavy: import it only to actually run
+    from agent_mesh.runtime import manager  # kopf is heavy: import it only to actually run
 
     manager.run(config)
     return 0
@@ -194,11 +225,3 @@ def _crds(args: argparse.Namespace) -> int:
     files = crd_files()
     sys.stdout.write("---\n".join(files[name] for name in sorted(files)))
     return 0
-
-
-def kubectl_path() -> str | None:
-    """The kubectl built with the control plane if there is one, else the one on PATH."""
-    from agent_mesh.devcluster.versions import cache_root
-
-    built = sorted((cache_root() / "bin").glob("kubernetes-*/kubectl"), reverse=True)
-    return str(built[0]) if built else shutil.which("kubectl")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from agent_mesh.domain.egress import EgressPolicy
 
 _DNS_NAME: Final = re.compile(
     r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
@@ -62,6 +65,21 @@ class OperatorConfig(BaseSettings):
                         "(lower-case labels, an optional leading '*.')"
                     ) from None
         return value
+
+    def egress_policy(
+        self,
+        apiserver: Sequence[tuple[str, int]] = (),
+        discovered_service_cidrs: Sequence[str] = (),
+    ) -> EgressPolicy:
+        """The egress settings as a policy, plus what the operator found out about the
+        cluster (the API server's addresses, the ServiceCIDR ranges)."""
+        return EgressPolicy.from_settings(
+            allow=self.egress_allow,
+            deny=self.egress_deny,
+            allow_loopback=self.egress_allow_loopback,
+            service_ranges=[*self.egress_service_cidrs, *discovered_service_cidrs],
+            apiserver=apiserver,
+        )
 
     namespaces: list[str] = Field(
         default_factory=list,

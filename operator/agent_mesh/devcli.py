@@ -8,8 +8,8 @@ import sys
 
 from agent_mesh.devcluster import ControlPlane, DevClusterError, ensure_binaries
 from agent_mesh.devcluster.cluster import LOOPBACK
+from agent_mesh.devcluster.ports import check_port_free
 from agent_mesh.devcluster.versions import KUBERNETES_VERSIONS, state_root
-from agent_mesh.ports import check_port_free
 
 
 def run(action: str, *, port: int | None = None, kubernetes_version: str | None = None) -> int:

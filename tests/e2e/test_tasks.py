@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agent_mesh.ports import free_port
+from agent_mesh.devcluster.ports import free_port
 from tests.agentprocs import AgentProcess, launch, register, wait_ready
 from tests.conftest import Cluster, OperatorProcess, wait_for
 from tests.meshhelpers import GROUP, VERSION, credential_of

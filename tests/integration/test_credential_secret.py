@@ -5,6 +5,7 @@ forged ownerReference never lends its value."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from typing import Any
 
 from kubernetes import client
@@ -126,3 +127,26 @@ def test_a_credential_planted_under_a_forged_owner_reference_is_never_used(
     assert refused.status_code == 401
     assert error_of(refused)["code"] == "CredentialInvalid"
     assert exchange(operator, namespace, "ext2", stored).status_code == 200
+
+
+async def test_a_handler_run_on_a_stale_body_keeps_the_credential_already_issued(
+    cluster: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    """kopf may run the registration handler again on a watch event older than its own
+    status write: that run must not rotate the credential an agent has just read."""
+    from kubernetes_asyncio import config as aconfig
+
+    from agent_mesh.kube.credentials import ensure_credential
+
+    apply_agent(cluster, namespace, "ext3", "worker", endpoint="http://127.0.0.1:9")
+    issued = credential_of(cluster, namespace, "ext3")
+    current = _agent(cluster, namespace, "ext3")
+    stale = {**current, "status": {}}  # the body as an earlier watch event had it
+    api = await aconfig.new_client_from_config(str(cluster.kubeconfig))
+    try:
+        again = await ensure_credential(api, stale, dt.datetime.now(dt.UTC))
+    finally:
+        await api.close()
+    assert again == current["status"]["credential"]
+    assert _stored(cluster, namespace, "ext3") == issued
+    assert exchange(operator, namespace, "ext3", issued).status_code == 200

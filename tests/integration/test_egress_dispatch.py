@@ -32,7 +32,7 @@ from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import SystemClock
 from agent_mesh.domain.egress import EgressPolicy
 from agent_mesh.domain.health import HealthStatus, HealthTracker
-from agent_mesh.health_monitor import HealthMonitor
+from agent_mesh.health.monitor import HealthMonitor
 from agent_mesh.mesh.callbacks import CallbackNotifier
 from agent_mesh.mesh.fastpath import FastPath
 from agent_mesh.mesh.server import create_app

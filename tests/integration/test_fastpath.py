@@ -18,8 +18,8 @@ import pytest
 from aiohttp import web
 from kubernetes import client
 
+from agent_mesh.devcluster.ports import free_port
 from agent_mesh.domain.errors import ForbiddenError, ValidationError
-from agent_mesh.ports import free_port
 from agent_mesh.sdk import MeshClient, TaskSpec, TokenSource
 from tests.agentprocs import AgentProcess, fleet, launch, register, wait_ready
 from tests.conftest import (

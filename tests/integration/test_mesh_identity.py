@@ -188,6 +188,18 @@ def test_workload_service_account_maps_to_its_agent(
         "integrator",
         workload={"spec": {"serviceAccountName": "managed-sa", "containers": []}},
     )
+    # The operator maps a ServiceAccount to the MeshAgents it has seen: wait until it has
+    # (an agent that asks earlier gets 403 NotBoundToAgent and asks again).
+    wait_for(
+        "the operator to register MeshAgent managed",
+        lambda: (
+            cluster.custom.get_namespaced_custom_object(
+                "agentmesh.io", "v1alpha1", namespace, "meshagents", "managed"
+            )
+            .get("status", {})
+            .get("registeredAt")
+        ),
+    )
     pod = _service_account_pod(cluster, namespace, "managed-sa", "managed-0", None)
     sa_token = _pod_token(cluster, namespace, "managed-sa", pod, "agent-mesh")
     response = httpx.post(

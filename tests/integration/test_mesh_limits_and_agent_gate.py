@@ -22,8 +22,8 @@ import jwt
 import pytest
 from kubernetes import client
 
+from agent_mesh.devcluster.ports import free_port
 from agent_mesh.domain.clock import parse_rfc3339
-from agent_mesh.ports import free_port
 from agent_mesh.sdk.agent import Agent, TaskContext
 from agent_mesh.sdk.identity import TokenSource
 from tests.conftest import (

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from agent_mesh.auth.tokens import MeshClaims
+from agent_mesh.devcluster.ports import free_port
 from agent_mesh.domain.message import BROADCAST, Message, MessageType
-from agent_mesh.ports import free_port
 from agent_mesh.sdk.agent import Agent, TaskContext
 from agent_mesh.sdk.identity import TokenSource
 from agent_mesh.transport.client import Outcome, Transport

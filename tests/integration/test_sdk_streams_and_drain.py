@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
+from agent_mesh.devcluster.ports import free_port
 from agent_mesh.domain.errors import DispatchError, NotFoundError, ValidationError
 from agent_mesh.domain.message import Message, MessageType
 from agent_mesh.domain.stream import NDJSON, StreamWriter, encode_frame
-from agent_mesh.ports import free_port
 from agent_mesh.sdk import Agent, MeshClient, StreamContext, TaskContext, TokenSource
 from agent_mesh.transport.client import TransportConfig
 from tests.conftest import Cluster, OperatorProcess

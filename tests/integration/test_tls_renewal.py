@@ -12,12 +12,12 @@ import aiohttp
 from aiohttp import web
 from cryptography import x509
 
+from agent_mesh.devcluster.ports import free_port
 from agent_mesh.domain.clock import FakeClock
 from agent_mesh.mesh.server import MeshServer
 from agent_mesh.pki.authority import serving_names
 from agent_mesh.pki.certs import KeyPair
 from agent_mesh.pki.owner import CertificateOwner
-from agent_mesh.ports import free_port
 
 
 class MemoryCaStore:

@@ -12,9 +12,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from agent_mesh.devcluster.ports import free_port
 from agent_mesh.domain.errors import DispatchError
 from agent_mesh.domain.message import BROADCAST, Message, MessageType
-from agent_mesh.ports import free_port
 from agent_mesh.transport.client import Outcome, Transport, TransportConfig
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

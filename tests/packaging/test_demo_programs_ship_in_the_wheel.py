@@ -75,7 +75,8 @@ def test_the_demo_runs_its_agents_and_samples_from_the_installed_package(
     run(*pip, "--target", str(site), str(wheel))
     probe = (
         "import json, agent_mesh\n"
-        "from agent_mesh import demo, testing\n"
+        "from agent_mesh import testing\n"
+        "from agent_mesh.testing import demo\n"
         "print(json.dumps({'package': agent_mesh.__file__,\n"
         "  'programs': [str(testing.example_program(p)) for p in demo.DEMO_AGENTS.values()],\n"
         "  'samples': str(demo._samples_dir(None))}))\n"

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from agent_mesh.devcluster.ports import free_port
 from agent_mesh.domain.stream import NDJSON
-from agent_mesh.ports import free_port
 from agent_mesh.transport import batching
 from agent_mesh.transport.batching import BatchingTransport
 from agent_mesh.transport.client import Outcome, TransportConfig

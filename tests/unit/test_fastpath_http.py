@@ -29,17 +29,17 @@ from agent_mesh.auth.memory import (
 )
 from agent_mesh.auth.tokens import TokenVerifier
 from agent_mesh.coordinator import Coordinator
+from agent_mesh.devcluster.ports import free_port
 from agent_mesh.domain.acl import PolicyIndex, policy_from_spec
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import SystemClock
 from agent_mesh.domain.egress import EgressPolicy
 from agent_mesh.domain.health import HealthStatus, HealthTracker
-from agent_mesh.health_monitor import HealthMonitor
+from agent_mesh.health.monitor import HealthMonitor
 from agent_mesh.mesh.callbacks import CallbackNotifier
 from agent_mesh.mesh.fastpath import FastPath
 from agent_mesh.mesh.server import create_app
 from agent_mesh.mesh.task_results import ResultStore
-from agent_mesh.ports import free_port
 from agent_mesh.transport.egress import EgressGuard
 
 CREDENTIAL = "fast-path-credential"

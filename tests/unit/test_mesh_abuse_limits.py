@@ -203,7 +203,7 @@ async def test_json_depth_limit_is_configurable_and_counts_the_whole_body() -> N
 
 def test_the_limits_come_from_the_operator_config_with_generous_defaults() -> None:
     from agent_mesh.config import OperatorConfig
-    from agent_mesh.runtime import abuse_limits
+    from agent_mesh.runtime.services import abuse_limits
 
     defaults = abuse_limits(OperatorConfig())
     assert defaults.token_per_source == Rate(200, 50)

@@ -25,7 +25,7 @@ from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import FakeClock
 from agent_mesh.domain.errors import AuthError
 from agent_mesh.domain.health import HealthStatus, HealthTracker
-from agent_mesh.health_monitor import HealthMonitor
+from agent_mesh.health.monitor import HealthMonitor
 from agent_mesh.mesh.server import create_app
 
 CREDENTIAL = "s3cret-credential"

@@ -21,6 +21,8 @@ from agent_mesh.domain.routing import (
     RoutingReason,
     TaskDemand,
 )
+from agent_mesh.runtime import plugins
+from agent_mesh.runtime.plugins import load_strategies
 
 H, D, U, P = (
     HealthStatus.HEALTHY,
@@ -459,15 +461,20 @@ def installed(monkeypatch: pytest.MonkeyPatch) -> list[FakeEntryPoint]:
         assert group == "agent_mesh.strategies"
         return points
 
-    monkeypatch.setattr(routing, "entry_points", entry_points)
+    monkeypatch.setattr(plugins, "entry_points", entry_points)
     return points
+
+
+def with_plugins(*records: AgentRecord) -> Router:
+    """A router that finds plug-ins as the operator's does (runtime.plugins)."""
+    return router_with(*records, load_plugins=load_strategies)
 
 
 def test_a_plugin_strategy_from_an_entry_point_is_used_when_a_task_names_it(
     installed: list[FakeEntryPoint],
 ) -> None:
     installed.append(FakeEntryPoint("cheapest", Cheapest))
-    router = router_with(
+    router = with_plugins(
         agent("a", "x", labels={"cost": "5"}),
         agent("b", "x", labels={"cost": "2"}),
         agent("c", "x", labels={"cost": "1"}, health=D),
@@ -484,7 +491,7 @@ def test_a_plugin_sees_tried_agents_only_when_no_other_is_left(
     installed: list[FakeEntryPoint],
 ) -> None:
     installed.append(FakeEntryPoint("cheapest", Cheapest()))  # an instance works too
-    router = router_with(agent("a", "x", labels={"cost": "1"}), agent("b", "x"))
+    router = with_plugins(agent("a", "x", labels={"cost": "1"}), agent("b", "x"))
     Cheapest.seen.clear()
     assert router.route(task("x", strategy="cheapest", exclude=frozenset({"a"}))).agent_id == "b"
     assert router.route(task("x", strategy="cheapest", exclude=frozenset({"a", "b"}))).fallback
@@ -493,7 +500,7 @@ def test_a_plugin_sees_tried_agents_only_when_no_other_is_left(
 
 def test_a_plugin_may_return_the_candidate_itself(installed: list[FakeEntryPoint]) -> None:
     installed.append(FakeEntryPoint("last", ReturnsCandidate))
-    router = router_with(agent("a", "x"), agent("b", "x"))
+    router = with_plugins(agent("a", "x"), agent("b", "x"))
     assert router.route(task("x", strategy="last")).agent_id == "b"
 
 
@@ -511,7 +518,7 @@ def test_a_broken_plugin_is_a_clear_reason_not_a_crash(
     installed: list[FakeEntryPoint], target: Any, expected: str
 ) -> None:
     installed.append(FakeEntryPoint("broken", target))
-    router = router_with(agent("a", "x"), agent("b", "x"))
+    router = with_plugins(agent("a", "x"), agent("b", "x"))
     decision = router.route(task("x", strategy="broken"))
     assert decision.agent_id is None
     assert decision.reason is RoutingReason.STRATEGY_FAILED
@@ -523,7 +530,7 @@ def test_a_plugin_that_chooses_nobody_leaves_the_task_waiting(
     installed: list[FakeEntryPoint],
 ) -> None:
     installed.append(FakeEntryPoint("picky", Declines))
-    router = router_with(agent("a", "x"))
+    router = with_plugins(agent("a", "x"))
     decision = router.route(task("x", strategy="picky"))
     assert decision.reason is RoutingReason.NO_MATCHING_AGENT
     assert decision.message == "strategy 'picky' chose none of 1 candidate"
@@ -531,8 +538,18 @@ def test_a_plugin_that_chooses_nobody_leaves_the_task_waiting(
 
 def test_a_plugin_cannot_take_over_a_builtin_name(installed: list[FakeEntryPoint]) -> None:
     installed.append(FakeEntryPoint("least-loaded", Stranger))
-    router = router_with(agent("a", "x"))
+    router = with_plugins(agent("a", "x"))
     assert router.route(task("x", strategy="least-loaded")).agent_id == "a"
+
+
+def test_a_router_given_no_plugin_loader_knows_only_the_builtin_strategies(
+    installed: list[FakeEntryPoint],
+) -> None:
+    installed.append(FakeEntryPoint("cheapest", Cheapest))
+    router = router_with(agent("a", "x"))  # the domain alone discovers nothing
+    decision = router.route(task("x", strategy="cheapest"))
+    assert decision.reason is RoutingReason.UNKNOWN_STRATEGY
+    assert "cheapest" not in router.known_strategies()
 
 
 # -- property: the index agrees with a brute-force filter ----------------------------

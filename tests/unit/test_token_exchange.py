@@ -21,8 +21,8 @@ from agent_mesh.config import OperatorConfig
 from agent_mesh.domain.egress import EgressClass
 from agent_mesh.domain.errors import AuthError, ValidationError
 from agent_mesh.domain.message import Message
-from agent_mesh.health_broadcast import HealthBroadcaster
-from agent_mesh.runtime import auth_settings
+from agent_mesh.health.broadcast import HealthBroadcaster
+from agent_mesh.runtime.services import auth_settings
 from agent_mesh.sdk.gate import Gate
 from agent_mesh.sdk.identity import TokenSource
 from agent_mesh.sdk.recipients import RecipientTokens

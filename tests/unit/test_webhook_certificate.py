@@ -14,10 +14,10 @@ from cryptography import x509
 
 from agent_mesh.config import OperatorConfig
 from agent_mesh.domain.clock import FakeClock
-from agent_mesh.manager import webhook_server
 from agent_mesh.pki.authority import serving_names
 from agent_mesh.pki.certs import KeyPair
 from agent_mesh.pki.owner import CertificateOwner
+from agent_mesh.runtime.manager import webhook_server
 
 
 class MemoryCaStore:

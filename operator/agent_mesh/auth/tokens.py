@@ -15,7 +15,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
 import jwt
 from pydantic import BaseModel, ConfigDict
@@ -25,9 +25,6 @@ from pydantic.alias_generators import to_camel
 from agent_mesh.auth.keys import ALGORITHMS, KeyRing
 from agent_mesh.domain.clock import Clock, rfc3339
 from agent_mesh.domain.errors import AuthError
-
-if TYPE_CHECKING:
-    from agent_mesh.auth.revocation import RevocationList
 
 TOKEN_TYPE: Final = "agent-mesh+jwt"  # noqa: S105  (the JWT typ header)
 ISSUER: Final = "agent-mesh"
@@ -61,6 +58,12 @@ class VerifyingKeys(Protocol):
 
 
 VerifyingKeysProvider = Callable[[], VerifyingKeys]
+
+
+class Revocations(Protocol):
+    """What verification asks of the revocations (auth.revocation.RevocationList has it)."""
+
+    def is_revoked(self, claims: MeshClaims) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +189,7 @@ class TokenVerifier:
         self,
         keyring_provider: VerifyingKeysProvider,
         clock: Clock,
-        revocations: RevocationList,
+        revocations: Revocations,
         *,
         issuer: str = ISSUER,
         audience: str = AUDIENCE,

@@ -12,10 +12,10 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_mesh.api import GROUP, VERSION
 from agent_mesh.controllers.aclpolicy_status import policy_status_patch
+from agent_mesh.controllers.services import MeshServices
 from agent_mesh.domain.acl import policy_from_spec
 from agent_mesh.domain.clock import parse_rfc3339
 from agent_mesh.domain.errors import ValidationError
-from agent_mesh.runtime import MeshRuntime
 
 PLURAL = "aclpolicies"
 
@@ -34,7 +34,7 @@ async def apply_policy(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    runtime: MeshRuntime = memo.runtime
+    runtime: MeshServices = memo.runtime
     namespace, name = meta["namespace"], meta["name"]
     agent_type = str(spec.get("agentType") or "")
     previous_type = (old or {}).get("agentType") if isinstance(old, dict) else None
@@ -78,7 +78,7 @@ async def apply_policy(
 async def forget_deleted(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     if event["type"] != "DELETED":
         return
-    runtime: MeshRuntime = memo.runtime
+    runtime: MeshServices = memo.runtime
     meta = event["object"].get("metadata") or {}
     spec = event["object"].get("spec") or {}
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
@@ -94,7 +94,7 @@ async def forget_deleted(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> Non
 
 
 async def _refresh_siblings(
-    runtime: MeshRuntime, namespace: str, agent_type: str, skip: str
+    runtime: MeshServices, namespace: str, agent_type: str, skip: str
 ) -> None:
     """A change to one policy can put another of the same type in or out of force."""
     api = client.CustomObjectsApi(runtime.api)

@@ -18,7 +18,6 @@ from agent_mesh.api.meshtask import payload_size_error
 from agent_mesh.config import OperatorConfig
 from agent_mesh.domain.egress import EgressClass, EgressPolicy
 from agent_mesh.domain.errors import EgressRefusedError
-from agent_mesh.runtime import egress_policy as configured_policy
 
 WEBHOOK_CONFIGURATION = "agentmesh.io"
 
@@ -57,4 +56,4 @@ def egress_policy(memo: kopf.Memo) -> EgressPolicy:
         policy: EgressPolicy = runtime.egress.policy
         return policy
     config: OperatorConfig = memo.config
-    return configured_policy(config)
+    return config.egress_policy()

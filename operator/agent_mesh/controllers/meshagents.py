@@ -13,12 +13,12 @@ from agent_mesh.controllers.meshagent_status import (
     endpoint_patch,
     registration_patch,
 )
+from agent_mesh.controllers.services import MeshServices
 from agent_mesh.domain.agents import record_from_body
 from agent_mesh.domain.discovery import resolve_endpoint
 from agent_mesh.domain.egress import EgressClass
 from agent_mesh.domain.errors import ConflictError, EgressRefusedError
 from agent_mesh.kube.credentials import ensure_credential
-from agent_mesh.runtime import MeshRuntime
 
 CREDENTIAL_RETRY_SECONDS = 10
 """How soon a refused credential Secret is looked at again."""
@@ -27,7 +27,7 @@ CREDENTIAL_RETRY_SECONDS = 10
 @kopf.on.event(GROUP, VERSION, "meshagents")
 async def track(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """Keep the registry in step with the watch (every change, status included)."""
-    runtime: MeshRuntime = memo.runtime
+    runtime: MeshServices = memo.runtime
     body = event["object"]
     if event["type"] == "DELETED":
         meta = body.get("metadata") or {}
@@ -59,7 +59,7 @@ async def register(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    runtime: MeshRuntime = memo.runtime
+    runtime: MeshServices = memo.runtime
     now = runtime.clock.now()
     changes = registration_patch(status, meta.get("generation"), now)
     endpoint = resolve_endpoint(record_from_body(body), None)
@@ -104,7 +104,7 @@ async def register(
         )
 
 
-async def endpoint_refusal(runtime: MeshRuntime, endpoint: str) -> str | None:
+async def endpoint_refusal(runtime: MeshServices, endpoint: str) -> str | None:
     """Why the egress policy refuses spec.endpoint now (its host resolved), or None. The
     admission webhook already refused what needs no DNS; dispatch checks again."""
     try:
@@ -114,7 +114,7 @@ async def endpoint_refusal(runtime: MeshRuntime, endpoint: str) -> str | None:
     return None
 
 
-async def deregister(runtime: MeshRuntime, namespace: str, agent_id: str, name: str) -> None:
+async def deregister(runtime: MeshServices, namespace: str, agent_id: str, name: str) -> None:
     """Revoke the agent's tokens, persistently. No finalizer: if the operator misses the
     deletion, tokens are still bound to the deleted object's uid and stop verifying."""
     await runtime.authority.revoke_agent(namespace, agent_id, actor="operator (agent deleted)")

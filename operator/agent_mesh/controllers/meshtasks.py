@@ -11,12 +11,12 @@ from typing import Any
 import kopf
 
 from agent_mesh.api import GROUP, VERSION
-from agent_mesh.runtime import MeshRuntime
+from agent_mesh.controllers.services import MeshServices
 
 
 @kopf.on.event(GROUP, VERSION, "meshtasks")
 async def track(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    runtime: MeshRuntime = memo.runtime
+    runtime: MeshServices = memo.runtime
     body = event["object"]
     if event["type"] == "DELETED":
         runtime.coordinator.forget(str((body.get("metadata") or {}).get("uid") or ""))

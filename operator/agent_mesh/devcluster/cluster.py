@@ -18,8 +18,8 @@ import yaml
 
 from agent_mesh.devcluster import processes
 from agent_mesh.devcluster.binaries import Binaries
+from agent_mesh.devcluster.ports import check_port_free, free_port
 from agent_mesh.pki import certs
-from agent_mesh.ports import check_port_free, free_port
 
 LOOPBACK = "127.0.0.1"
 CONTEXT = "agent-mesh-dev"

@@ -23,7 +23,6 @@ import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
-from importlib.metadata import entry_points
 from itertools import chain, islice
 from typing import Final, Protocol
 
@@ -33,7 +32,8 @@ from agent_mesh.domain.health import HealthStatus
 logger = logging.getLogger("agent_mesh.routing")
 
 ENTRY_POINT_GROUP: Final = "agent_mesh.strategies"
-"""Entry-point group of plug-in strategies; the entry point's name is the strategy's."""
+"""Entry-point group of plug-in strategies; the entry point's name is the strategy's
+(found by runtime.plugins.load_strategies, which the operator hands the Router)."""
 
 
 class BuiltinStrategy(StrEnum):
@@ -112,6 +112,11 @@ class Strategy(Protocol):
     def select(
         self, candidates: Sequence[Candidate], task: TaskDemand
     ) -> str | Candidate | None: ...
+
+
+StrategyLoader = Callable[[], tuple[dict[str, Strategy], dict[str, str]]]
+"""Finds the plug-in strategies: those that loaded by name, and why each one that failed
+to load did. Built-in names are not to be taken over."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,15 +459,17 @@ class Router:
         default_strategy: str = DEFAULT_STRATEGY,
         rng: random.Random | None = None,
         plugins: Mapping[str, Strategy] | None = None,
+        load_plugins: StrategyLoader | None = None,
     ) -> None:
-        """`plugins` replaces entry-point discovery (tests, embedding); by default plug-ins
-        are loaded from ENTRY_POINT_GROUP the first time a task names a strategy that is not
-        built in."""
+        """Plug-in strategies are `plugins`, else what `load_plugins` finds (called once,
+        the first time a task names a strategy that is not built in; the operator passes
+        runtime.plugins.load_strategies), else none."""
         self.default_strategy = default_strategy
         self._rng = rng or random.Random()  # noqa: S311 - load spreading, not security
         self._namespaces: dict[str, _Namespace] = {}
         self._plugins: dict[str, Strategy] | None = dict(plugins) if plugins is not None else None
         self._plugin_errors: dict[str, str] = {}
+        self._load = load_plugins
 
     # -- the index ---------------------------------------------------------------------
 
@@ -536,6 +543,11 @@ class Router:
 
     def __len__(self) -> int:
         return sum(len(ns.agents) for ns in self._namespaces.values())
+
+    def __bool__(self) -> bool:
+        """A router that knows no agent yet is still a router: `router or Router()` keeps
+        it, with its default strategy and plug-ins (len() counts the agents)."""
+        return True
 
     def _agent(self, namespace: str, agent_id: str) -> _Agent | None:
         ns = self._namespaces.get(namespace)
@@ -701,7 +713,7 @@ class Router:
 
     def _load_plugins(self) -> dict[str, Strategy]:
         if self._plugins is None:
-            self._plugins, self._plugin_errors = load_strategies()
+            self._plugins, self._plugin_errors = self._load() if self._load else ({}, {})
         return self._plugins
 
 
@@ -711,36 +723,6 @@ _BUILTINS: Final[dict[str, _Builtin]] = {
     BuiltinStrategy.RANDOM: Router._random,
     BuiltinStrategy.ROUND_ROBIN: Router._round_robin,
 }
-
-
-def load_strategies(
-    group: str = ENTRY_POINT_GROUP,
-) -> tuple[dict[str, Strategy], dict[str, str]]:
-    """Plug-in strategies by entry-point name, and why each one that failed to load did.
-
-    An entry point names a class (instantiated without arguments) or an object with a
-    `select` method. Built-in names cannot be taken over.
-    """
-    loaded: dict[str, Strategy] = {}
-    errors: dict[str, str] = {}
-    for point in entry_points(group=group):
-        if point.name in _BUILTINS:
-            logger.warning("plug-in strategy %s (%s) ignored: built in", point.name, point.value)
-            continue
-        try:
-            target = point.load()
-            strategy = target() if isinstance(target, type) else target
-            if not callable(getattr(strategy, "select", None)):
-                raise TypeError("it has no select(candidates, task) method")
-        except Exception as exc:
-            logger.warning("plug-in strategy %s failed to load", point.name, exc_info=True)
-            errors[point.name] = (
-                f"plug-in strategy {point.name!r} ({point.value}) failed to load: "
-                f"{type(exc).__name__}: {exc}"
-            )
-            continue
-        loaded[point.name] = strategy
-    return loaded, errors
 
 
 def _chosen(agent: _Agent, task: TaskDemand, strategy: str) -> RoutingDecision:

@@ -31,8 +31,14 @@ class Priority(StrEnum):
     CRITICAL = "critical"
 
 
-_RANK: Final = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.MEDIUM: 2, Priority.LOW: 3}
-_BY_RANK: Final = sorted(_RANK, key=_RANK.__getitem__)
+PRIORITY_RANK: Final = {
+    Priority.CRITICAL: 0,
+    Priority.HIGH: 1,
+    Priority.MEDIUM: 2,
+    Priority.LOW: 3,
+}
+"""Lower goes first: the order in which priorities leave a queue."""
+_BY_RANK: Final = sorted(PRIORITY_RANK, key=PRIORITY_RANK.__getitem__)
 
 _COMPACT_MIN: Final = 1024
 """Stale entries are swept once there are this many and more of them than live ones."""
@@ -74,7 +80,7 @@ class TaskQueue(Generic[T]):
         if current is None:
             entry = QueueEntry(key, item, priority, next(self._seq))
             self._live[key] = entry
-            self._lanes[_RANK[priority]].append(entry)
+            self._lanes[PRIORITY_RANK[priority]].append(entry)
             return True
         if current.priority is priority:
             current.item = item
@@ -141,7 +147,7 @@ class TaskQueue(Generic[T]):
         """Place `entry` by its sequence number: at the front in the usual case (it was
         just popped from there), by binary search otherwise."""
         self._live[entry.key] = entry
-        lane = self._lanes[_RANK[entry.priority]]
+        lane = self._lanes[PRIORITY_RANK[entry.priority]]
         if not lane or entry.seq < lane[0].seq:
             lane.appendleft(entry)
         elif entry.seq > lane[-1].seq:

@@ -8,7 +8,9 @@ replaced: whoever planted it would know the credential, and it may be somebody's
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hmac
 import secrets
 from collections.abc import Sequence
 from typing import Any, Final
@@ -16,7 +18,7 @@ from typing import Any, Final
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from agent_mesh.api import API_VERSION, GROUP
+from agent_mesh.api import API_VERSION, GROUP, VERSION
 from agent_mesh.auth.authority import credential_hash
 from agent_mesh.domain.clock import rfc3339
 from agent_mesh.domain.errors import ConflictError
@@ -36,9 +38,11 @@ async def ensure_credential(
     """The status.credential for the agent: creates the Secret. One already there (the
     operator stopped between creating it and writing status; a deleted namesake's, not
     yet collected) is refused unless the MeshAgent, or a deleted namesake, owns it; even
-    then only the object is kept, never its value: a fresh credential is written into it.
-    An ownerReference is no proof (whoever may create Secrets can name any uid), so a
-    value planted under a forged one is worth nothing."""
+    then only the object is kept, not its value: a fresh credential is written into it,
+    unless the MeshAgent's status already records that value's hash (we issued it; a
+    handler run on a stale body must not rotate it). An ownerReference is no proof
+    (whoever may create Secrets can name any uid), so a value planted under a forged one
+    is worth nothing."""
     meta = agent["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     secret_name = credential_secret_name(name)
@@ -80,6 +84,9 @@ async def ensure_credential(
             raise ConflictError(
                 problem, field="spec.endpoint", code="CredentialSecretNotOwned"
             ) from None
+        recorded = await _recorded_credential(api, namespace, name, meta["uid"], existing)
+        if recorded is not None:
+            return recorded  # this operator wrote both: a handler run on a stale body
         # ours, or a deleted namesake's: keep the object, never its value
         body["metadata"]["resourceVersion"] = existing.metadata.resource_version
         try:  # only if nobody changed it since we read it
@@ -91,6 +98,33 @@ async def ensure_credential(
         "sha256": credential_hash(credential),
         "issuedAt": rfc3339(now),
     }
+
+
+async def _recorded_credential(
+    api: client.ApiClient, namespace: str, name: str, uid: str, existing: Any
+) -> dict[str, str] | None:
+    """The MeshAgent's current status.credential when it already records the hash of the
+    value in `existing`: only the operator writes status (the Secret's ownerReference
+    proves nothing), so a matching hash means we issued that value, and rewriting it would
+    invalidate a credential an agent may already hold."""
+    stored = (existing.data or {}).get(CREDENTIAL_KEY)
+    if not stored:
+        return None
+    try:
+        current = await client.CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "meshagents", name
+        )
+    except ApiException as error:
+        raise unavailable(f"reading MeshAgent {namespace}/{name}", error) from error
+    if (current.get("metadata") or {}).get("uid") != uid:
+        return None
+    recorded = (current.get("status") or {}).get("credential") or {}
+    value = base64.b64decode(stored).decode(errors="replace")
+    if recorded.get("sha256") and hmac.compare_digest(
+        str(recorded["sha256"]), credential_hash(value)
+    ):
+        return {k: str(v) for k, v in recorded.items()}
+    return None
 
 
 def foreign_secret_problem(

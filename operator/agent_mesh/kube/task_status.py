@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from enum import StrEnum
 from typing import Any, Final
 
 from kubernetes_asyncio import client
@@ -25,6 +26,17 @@ from agent_mesh.domain.tasks import TaskPhase, TaskState
 logger = logging.getLogger("agent_mesh.tasks")
 CONCURRENCY: Final = 32
 PLURAL: Final = "meshtasks"
+
+
+class WriteResult(StrEnum):
+    """What became of one status write."""
+
+    WRITTEN = "written"
+    """The patch landed; the answer is the patched object."""
+    GONE = "gone"
+    """The MeshTask no longer exists."""
+    CONFLICT = "conflict"
+    """Someone wrote since the resourceVersion sent; the answer is the object as it is now."""
 
 
 def task_status(state: TaskState, conditions: list[Condition], now: dt.datetime) -> dict[str, Any]:
@@ -98,9 +110,9 @@ class TaskStatusWriter:
 
     async def write(
         self, state: TaskState, status: dict[str, Any], resource_version: str | None
-    ) -> tuple[str, dict[str, Any] | None]:
-        """("written", the patched object), ("gone", None) when the task was deleted, or
-        ("conflict", the current object) when someone wrote since `resource_version`."""
+    ) -> tuple[WriteResult, dict[str, Any] | None]:
+        """(WRITTEN, the patched object), (GONE, None) when the task was deleted, or
+        (CONFLICT, the current object) when someone wrote since `resource_version`."""
         assert state.name is not None
         body: dict[str, Any] = {"status": status}
         if resource_version:
@@ -118,7 +130,7 @@ class TaskStatusWriter:
                 )
             except ApiException as error:
                 if error.status == 404:
-                    return "gone", None
+                    return WriteResult.GONE, None
                 if error.status != 409:
                     raise
                 try:
@@ -127,11 +139,11 @@ class TaskStatusWriter:
                     )
                 except ApiException as again:
                     if again.status == 404:
-                        return "gone", None
+                        return WriteResult.GONE, None
                     raise
-                return "conflict", dict(current)
+                return WriteResult.CONFLICT, dict(current)
         self.writes += 1
-        return "written", dict(answer)
+        return WriteResult.WRITTEN, dict(answer)
 
     async def delete(self, state: TaskState) -> None:
         assert state.name is not None

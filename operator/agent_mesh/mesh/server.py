@@ -16,6 +16,7 @@ from agent_mesh.mesh.fastpath import FastPath
 from agent_mesh.mesh.http import MAX_BODY_KEY, MAX_DEPTH_KEY, errors_as_json
 from agent_mesh.mesh.limits import GUARD, AbuseGuard
 from agent_mesh.observability.metrics import exposition
+from agent_mesh.transport.metrics import REGISTRY as TRANSPORT_REGISTRY
 
 logger = logging.getLogger("agent_mesh.mesh")
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -32,7 +33,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(_: web.Request) -> web.Response:
-    body, content_type = exposition()
+    body, content_type = exposition(TRANSPORT_REGISTRY)  # the operator's and its transport's
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 

@@ -1,10 +1,17 @@
-"""Prometheus metrics of the operator (names as shared/DESIGN.md §8), served at /metrics."""
+"""Prometheus metrics of the operator (names as shared/DESIGN.md §8), served at /metrics.
+
+Operator-only: neither the SDK nor the transport imports this module, so an agent's
+process holds none of these series. The transport's series live in its own registry
+(agent_mesh.transport.metrics), which the mesh API's /metrics serves alongside (this
+module stands below the transport, so it names no other registry).
+"""
 
 from __future__ import annotations
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
+    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
@@ -40,18 +47,6 @@ STATUS_WRITES = Counter(
     "agentmesh_agent_status_writes", "MeshAgent status writes made by the health loop."
 )
 
-TRANSPORT_ACTIVE = Gauge(
-    "agentmesh_transport_active_connections", "Requests to agents in flight (one connection each)."
-)
-TRANSPORT_REQUESTS = Counter(
-    "agentmesh_transport_requests", "Messages sent to agents, by final outcome.", ["outcome"]
-)
-TRANSPORT_DURATION = Histogram(
-    "agentmesh_transport_request_duration_seconds",
-    "Duration of one HTTP attempt to an agent.",
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
-
 TASKS = Gauge("agentmesh_tasks", "Tasks the coordinator tracks, by phase.", ["phase"])
 TASKS_COMPLETED = Counter("agentmesh_tasks_completed", "Tasks that ended Completed.")
 TASKS_FAILED = Counter(
@@ -81,6 +76,8 @@ ROUTING_DURATION = Histogram(
 )
 
 
-def exposition() -> tuple[bytes, str]:
-    """The text exposition of every registered metric, and its content type."""
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+def exposition(*others: CollectorRegistry) -> tuple[bytes, str]:
+    """The text exposition of the operator's series (then those of `others`), and its
+    content type."""
+    body = generate_latest(REGISTRY) + b"".join(generate_latest(r) for r in others)
+    return body, CONTENT_TYPE_LATEST

@@ -8,16 +8,17 @@
     agent.run()
 
 It serves `POST /v1/tasks`, `POST /v1/tasks/batch`, `POST /v1/messages`,
-`POST /v1/stream`, `GET /healthz`, `GET /readyz` and `GET /metrics`. Every call needs a
-valid mesh token (checked against the operator's JWKS and revocations) and the ACL
-permission: `execute tasks` for tasks, `execute agents` for requests and streams, `write
-events` for events. Until its gate has loaded identity, keys, policies and revocations
-once, every call is answered 503 `GateNotReady` (sdk/gate.py: it fails closed). It runs
-at most `max_concurrent_tasks` at once, answers a redelivered (task uid, attempt) with
-the first result (to another caller only with `read results`), and beats its heartbeat.
-There is no unauthenticated mode. On stop it takes no new work, lets running tasks finish
-for `drain_seconds`, and hands the rest back (503 `HandedBack`, which the coordinator
-retries elsewhere).
+`POST /v1/stream`, `GET /healthz`, `GET /readyz` and `GET /metrics` (its own series,
+agent_mesh.sdk.metrics, and its gate's). Every call needs a valid mesh token addressed to
+it (checked against the operator's JWKS and revocations) and the ACL permission: `execute
+tasks` for tasks, `execute agents` for requests and streams, `write events` for events.
+Until its gate has loaded identity, keys, policies and revocations once, every call is
+answered 503 `GateNotReady` (sdk/gate.py: it fails closed). It runs at most
+`max_concurrent_tasks` at once, answers a redelivered (task uid, attempt) with the first
+result (to another caller only with `read results`), and beats its heartbeat. There is no
+unauthenticated mode. On stop it takes no new work, lets running tasks finish for
+`drain_seconds`, and hands the rest back (503 `HandedBack`, which the coordinator retries
+elsewhere).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
@@ -65,6 +66,7 @@ from agent_mesh.sdk.client import MeshClient
 from agent_mesh.sdk.gate import Gate
 from agent_mesh.sdk.heartbeat import heartbeat_forever
 from agent_mesh.sdk.identity import TokenSource
+from agent_mesh.sdk.metrics import AgentMetrics
 from agent_mesh.transport.client import read_frame
 
 logger = logging.getLogger("agent_mesh.sdk")
@@ -186,6 +188,7 @@ class Agent:
         self._results: dict[tuple[str, int], tuple[asyncio.Future[Any], tuple[str, str]]] = {}
         self._gate = self._new_gate(tokens) if tokens is not None else None
         self._mesh: MeshClient | None = None
+        self.metrics = AgentMetrics(lambda: self._active, lambda: self.max_concurrent_tasks)
 
     def _new_gate(self, tokens: TokenSource) -> Gate:
         return Gate(tokens, self.policy_sync_seconds, stale_seconds=self.policy_stale_seconds)
@@ -252,7 +255,9 @@ class Agent:
     # --- serving ----------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024 * 1024)
+        app = web.Application(
+            client_max_size=1024 * 1024, middlewares=[self.metrics.count_requests]
+        )
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
@@ -276,8 +281,11 @@ class Agent:
         return web.json_response(body, status=200 if ready else 503)
 
     async def _metrics(self, _: web.Request) -> web.Response:
-        body = generate_latest(self._gate.registry) if self._gate is not None else b""
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        """The agent's own series (agent_mesh.sdk.metrics) and its gate's, for Prometheus."""
+        body, content_type = self.metrics.exposition()
+        if self._gate is not None:
+            body += generate_latest(self._gate.registry)
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def _tasks(self, request: web.Request) -> web.Response:
         try:
@@ -487,7 +495,9 @@ class Agent:
             self._results.pop(next(iter(self._results)))
         self._results[key] = (future, (caller.namespace, caller.sub))
         ctx = TaskContext(task.task_uid, task.attempt, task.task_type, caller, task.metadata)
-        running = asyncio.ensure_future(_invoke(handler, task.payload, ctx))
+        running = asyncio.ensure_future(
+            self.metrics.timed(task.task_type, _invoke(handler, task.payload, ctx))
+        )
         self._running.add(running)
         try:
             result = await running

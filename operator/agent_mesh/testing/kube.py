@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent_mesh.api.common import API_VERSION
+from agent_mesh.devcluster.ports import free_port
 from agent_mesh.pki import CA_BUNDLE_CONFIGMAP, CA_BUNDLE_KEY
-from agent_mesh.ports import free_port
 from agent_mesh.testing.waiting import wait_until
 
 

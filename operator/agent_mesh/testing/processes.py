@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent_mesh.devcluster.ports import free_port
 from agent_mesh.devcluster.processes import spawn, terminate
-from agent_mesh.ports import free_port
 from agent_mesh.testing.kube import Kube, mesh_ca_bundle
 from agent_mesh.testing.programs import example_program
 from agent_mesh.testing.waiting import HarnessError, answers, wait_until

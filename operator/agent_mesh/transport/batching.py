@@ -33,11 +33,6 @@ from aiohttp.http_exceptions import LineTooLong
 from agent_mesh.domain.egress import EgressClass
 from agent_mesh.domain.errors import EgressRefusedError, ResponseTooLargeError
 from agent_mesh.domain.stream import NDJSON
-from agent_mesh.observability.metrics import (
-    TRANSPORT_ACTIVE,
-    TRANSPORT_DURATION,
-    TRANSPORT_REQUESTS,
-)
 from agent_mesh.transport.client import (
     Delivery,
     Outcome,
@@ -45,6 +40,11 @@ from agent_mesh.transport.client import (
     TransportConfig,
     read_body,
     redirect_refused,
+)
+from agent_mesh.transport.metrics import (
+    TRANSPORT_ACTIVE,
+    TRANSPORT_DURATION,
+    TRANSPORT_REQUESTS,
 )
 
 TASKS_PATH: Final = "/v1/tasks"

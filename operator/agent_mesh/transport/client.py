@@ -43,12 +43,12 @@ from agent_mesh.domain.stream import (
     encode_frame,
     parse_frame,
 )
-from agent_mesh.observability.metrics import (
+from agent_mesh.transport.egress import EgressGuard
+from agent_mesh.transport.metrics import (
     TRANSPORT_ACTIVE,
     TRANSPORT_DURATION,
     TRANSPORT_REQUESTS,
 )
-from agent_mesh.transport.egress import EgressGuard
 
 RETRYABLE_STATUS: Final = frozenset({502, 503, 504})
 RESPONSE_MAX_BYTES: Final = 16 * 1024 * 1024

@@ -1,6 +1,6 @@
 """The operator's long-lived services, built once at start-up and shared by handlers:
 the agent registry, the ACL index, the authority, the certificate owner and the mesh API
-server."""
+server, wired together here (handlers see them through controllers.services)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,12 @@ from agent_mesh.coordinator import Coordinator
 from agent_mesh.domain.acl import PolicyIndex
 from agent_mesh.domain.agents import AgentRegistry
 from agent_mesh.domain.clock import Clock, SystemClock
-from agent_mesh.domain.egress import EgressPolicy
 from agent_mesh.domain.errors import ValidationError
 from agent_mesh.domain.health import HealthPolicy, HealthTracker
 from agent_mesh.domain.ratelimit import Rate
 from agent_mesh.domain.routing import Router
-from agent_mesh.health_broadcast import HealthBroadcaster
-from agent_mesh.health_monitor import HealthMonitor
+from agent_mesh.health.broadcast import HealthBroadcaster
+from agent_mesh.health.monitor import HealthMonitor
 from agent_mesh.kube.agent_status import AgentStatusWriter
 from agent_mesh.kube.agents import AgentFetcher
 from agent_mesh.kube.ca_bundle import CaBundlePublisher
@@ -42,6 +41,7 @@ from agent_mesh.mesh.limits import AbuseGuard, AbuseLimits
 from agent_mesh.mesh.server import MeshServer, create_app
 from agent_mesh.pki.authority import CertificateError, serving_names
 from agent_mesh.pki.owner import CertificateOwner
+from agent_mesh.runtime.plugins import load_strategies
 from agent_mesh.transport.batching import BatchingTransport
 from agent_mesh.transport.client import Transport, TransportConfig
 from agent_mesh.transport.egress import EgressGuard
@@ -105,21 +105,6 @@ def certificate_owner(cfg: OperatorConfig, api: client.ApiClient, clock: Clock) 
     return CertificateOwner(names, clock=clock.now, lifetime=lifetime, ca_store=store)
 
 
-def egress_policy(
-    cfg: OperatorConfig,
-    apiserver: list[tuple[str, int]] | None = None,
-    discovered_service_cidrs: list[str] | None = None,
-) -> EgressPolicy:
-    """The operator's egress settings plus what it found out about the cluster."""
-    return EgressPolicy.from_settings(
-        allow=cfg.egress_allow,
-        deny=cfg.egress_deny,
-        allow_loopback=cfg.egress_allow_loopback,
-        service_ranges=[*cfg.egress_service_cidrs, *(discovered_service_cidrs or ())],
-        apiserver=apiserver or (),
-    )
-
-
 def _dispatch_transport(cfg: OperatorConfig, guard: EgressGuard) -> Transport:
     """The coordinator's transport (the router bounds work per agent; the pool only has to
     keep up with it), batching when configured."""
@@ -142,7 +127,7 @@ class MeshRuntime:
         self.policies = PolicyIndex()
         self.audit = AuditLog(clock=clock)
         self.events = EventPoster(api)
-        self.egress = EgressGuard(egress_policy(cfg))
+        self.egress = EgressGuard(cfg.egress_policy())
         self.authority = Authority(
             auth_settings(cfg),
             registry=self.registry,
@@ -188,7 +173,7 @@ class MeshRuntime:
             clock=clock,
             writer=TaskStatusWriter(api),
             events=self.events,
-            router=Router(default_strategy=cfg.default_strategy),
+            router=Router(default_strategy=cfg.default_strategy, load_plugins=load_strategies),
             transport=_dispatch_transport(cfg, self.egress),
         )
         self.health.listeners.append(self.coordinator.health_changed)
@@ -224,8 +209,8 @@ class MeshRuntime:
         return cls(cfg, client.ApiClient(), clock or SystemClock())
 
     async def start(self) -> None:
-        self.egress.policy = egress_policy(
-            self.config, await apiserver_addresses(self.api), await service_cidrs(self.api)
+        self.egress.policy = self.config.egress_policy(
+            await apiserver_addresses(self.api), await service_cidrs(self.api)
         )
         policy = self.egress.policy
         logger.info(

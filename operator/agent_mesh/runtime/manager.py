@@ -21,10 +21,11 @@ from agent_mesh.controllers import (  # noqa: F401  (importing registers the han
     meshagents,
     meshtasks,
 )
+from agent_mesh.controllers.services import MeshServices
 from agent_mesh.domain.errors import MeshError
 from agent_mesh.kube.client import api_client
 from agent_mesh.pki.certs import write_private
-from agent_mesh.runtime import MeshRuntime
+from agent_mesh.runtime.services import MeshRuntime
 
 logger = logging.getLogger("agent_mesh.operator")
 ANNOTATION_PREFIX = "agentmesh.io"
@@ -100,6 +101,17 @@ async def _operate(config: OperatorConfig, cert_dir: Path) -> None:
     )
 
 
+@kopf.on.login()
+async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf logs in with the client library the operator's own calls use
+    (kubernetes_asyncio: in-cluster, else kubeconfig, exec plugins included), whatever
+    else is installed: without this, kopf would prefer the synchronous `kubernetes`
+    client when present (the tests install it), so tests and production would log in
+    differently. kopf >= 1.42.5 reads the token of kubernetes_asyncio >= 33.3."""
+    info: kopf.ConnectionInfo | None = await kopf.login_via_async_client(**kwargs)
+    return info
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: OperatorConfig = memo.config
@@ -129,7 +141,8 @@ async def start_mesh(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
     except MeshError as error:
         await runtime.stop()
         raise kopf.PermanentError(error.message) from error
-    memo.runtime = runtime
+    services: MeshServices = runtime  # what the handlers see of it
+    memo.runtime = services
     if memo.config.webhooks:
         settings.admission.server = webhook_server(memo.config, runtime, memo.cert_dir)
 

@@ -7,26 +7,28 @@ sample task), and prints the agents and tasks; then keeps the mesh up until Ctrl
 tears it down at once with --once) and cleans up after itself. The processes are run by
 agent_mesh.testing; the samples and example agents are package data, so an installed
 wheel runs the demo as the source tree does.
+
+It lives in the harness, not in devcluster: it runs an operator and agents, as the tests do,
+and the local cluster (devcluster: the control plane, kubectl, the kubeconfig check) sits
+below both and knows neither.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
-import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from agent_mesh import testing
-from agent_mesh.api.crdgen import crd_files
 from agent_mesh.devcluster import ControlPlane, DevClusterError, ensure_binaries
+from agent_mesh.devcluster.kubeconfig import check_kubeconfig, configured_kubeconfig
+from agent_mesh.devcluster.kubectl import Kubectl, kubectl_path
 from agent_mesh.devcluster.versions import state_root
-from agent_mesh.kubeconfig import check_kubeconfig, configured_kubeconfig
 
 NAMESPACE = "agent-mesh-demo"
 DEMO_AGENTS = {  # sample MeshAgent -> the example program that plays it
@@ -43,27 +45,8 @@ def say(message: str) -> None:
     print(f"==> {message}", file=sys.stderr, flush=True)
 
 
-class Kubectl:
-    """kubectl bound to one kubeconfig; failures raise with kubectl's own message."""
-
-    def __init__(self, binary: str, kubeconfig: Path) -> None:
-        self.binary = binary
-        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-
-    def __call__(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
-        proc = subprocess.run(
-            [self.binary, *args],
-            input=stdin,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if check and proc.returncode != 0:
-            raise DevClusterError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
-        return proc.stdout
-
-    # agent_mesh.testing.Kube: what the harness reads and writes, by kubectl
+class DemoKubectl(Kubectl):
+    """kubectl as the harness's `Kube`: what the harness reads and writes, by kubectl."""
 
     def _object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         found = self("get", kind, name, "-n", namespace, "-o", "json", check=False)
@@ -99,14 +82,15 @@ def _wait(what: str, ready: Callable[[], object], timeout: float) -> None:
     testing.wait_until(what, ready, timeout, interval=0.25)
 
 
-def run(*, once: bool, samples: Path | None, timeout: float) -> int:
+def run(*, once: bool, samples: Path | None, timeout: float, crds: Sequence[str]) -> int:
+    """`crds`: the CRD manifests to install (the CLI generates them from api/)."""
     try:
-        return _run(once=once, samples=samples, timeout=timeout)
+        return _run(once=once, samples=samples, timeout=timeout, crds=crds)
     except testing.HarnessError as exc:  # the operator or an agent exited, or was late
         raise DevClusterError(str(exc)) from exc
 
 
-def _run(*, once: bool, samples: Path | None, timeout: float) -> int:
+def _run(*, once: bool, samples: Path | None, timeout: float, crds: Sequence[str]) -> int:
     samples_dir = _samples_dir(samples)
     workdir = state_root() / "demo"
     with contextlib.ExitStack() as stack:
@@ -114,8 +98,6 @@ def _run(*, once: bool, samples: Path | None, timeout: float) -> int:
         if existing is not None:
             kubeconfig = check_kubeconfig(existing, "KUBECONFIG")
             say(f"using the cluster in KUBECONFIG ({kubeconfig})")
-            from agent_mesh.cli import kubectl_path
-
             binary = kubectl_path()
             if binary is None:
                 binary = str(ensure_binaries().kubectl)
@@ -131,7 +113,7 @@ def _run(*, once: bool, samples: Path | None, timeout: float) -> int:
             say(f"control plane ready in {plane.startup_seconds:.1f} s at {plane.server}")
             kubeconfig, binary = plane.kubeconfig, str(binaries.kubectl)
         workdir.mkdir(parents=True, exist_ok=True)
-        kubectl = Kubectl(binary, kubeconfig)
+        kubectl = DemoKubectl(binary, kubeconfig)
 
         say("installing the CRDs")
         kubectl(
@@ -140,7 +122,7 @@ def _run(*, once: bool, samples: Path | None, timeout: float) -> int:
             "--force-conflicts",
             "-f",
             "-",
-            stdin="---\n".join(crd_files().values()),
+            stdin="---\n".join(crds),
         )
         kubectl(
             "wait",
@@ -219,7 +201,7 @@ def _run(*, once: bool, samples: Path | None, timeout: float) -> int:
 
 
 def _start_demo_agents(
-    kubectl: Kubectl,
+    kubectl: DemoKubectl,
     operator: testing.OperatorProcess,
     workdir: Path,
     stack: contextlib.ExitStack,
