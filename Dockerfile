@@ -15,6 +15,9 @@ ARG PIP_FIND_LINKS
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
+# package data behind operator/agent_mesh/{examples,samples} (links to these folders)
+COPY examples ./examples
+COPY config/samples ./config/samples
 RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[operator]'
 
 FROM ${PYTHON_IMAGE} AS sdk

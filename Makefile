@@ -14,10 +14,10 @@ PYTEST_ARGS ?=
 NODE_PACKAGES := runc containernetworking-plugins iptables iproute2 mmdebstrap buildah
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-unit test-integration test-e2e test-packaging test-node lint crds binaries node-deps node venv clean
+.PHONY: help demo test test-unit test-integration test-e2e test-smoke test-disruptive test-fault test-packaging test-node lint crds binaries node-deps node venv clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (found " + sys.version.split()[0] + ")")'
@@ -63,6 +63,18 @@ test-integration: binaries ## components against the real apiserver
 
 test-e2e: binaries ## the operator and CLI driven the way a user drives them
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
+
+test-smoke: binaries ## the few tests that show the product works at all (run them first)
+	$(PY) -m pytest -m smoke $(PYTEST_ARGS)
+
+test-disruptive: binaries ## every fault test and planned stop: processes killed or stopped mid-work
+	$(PY) -m pytest -m disruptive $(PYTEST_ARGS)
+
+FAULTS = $(shell sed -n 's/^ *"fault_\([a-z_]*\):.*/\1/p' pyproject.toml)
+test-fault: binaries ## one fault class: make test-fault FAULT=operator_killed
+	@case " $(FAULTS) " in *" $(FAULT) "*) ;; \
+	*) echo "make test-fault FAULT=<class>, one of: $(FAULTS)" >&2; exit 2;; esac
+	$(PY) -m pytest -m fault_$(FAULT) $(PYTEST_ARGS)
 
 test-packaging: binaries ## fresh venvs from the package index: the SDK alone, the dependency floors
 	$(PY) -m pytest -m packaging $(PYTEST_ARGS)

@@ -1,58 +1,39 @@
-"""Agent processes for tests: the programs in examples/, run as real processes serving
-HTTP on 127.0.0.1, each registered as an external MeshAgent with its own credential."""
+"""Agent processes for tests: the programs in examples/ (or tests/programs/), run as real
+processes serving HTTP on 127.0.0.1, each registered as an external MeshAgent with its
+own credential (agent_mesh.testing, with the tests' short intervals)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
+import contextlib
 import sys
-import urllib.request
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import pytest
+from agent_mesh import testing
+from agent_mesh.testing import AgentProcess
+from tests.conftest import Cluster, OperatorProcess
 
-from agent_mesh.devcluster.ports import free_port
-from agent_mesh.devcluster.processes import spawn, terminate
-from tests.conftest import Cluster, OperatorProcess, wait_for
-from tests.meshhelpers import external_agent
+__all__ = ["PROGRAMS", "AgentProcess", "fleet", "launch", "register", "wait_ready"]
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 """Agent programs written for tests (e.g. recorder.py, which shows what it was sent)."""
 
-
-@dataclass
-class AgentProcess:
-    agent_id: str
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def kill(self) -> None:
-        """SIGKILL: no drain, no goodbye, as when a node dies."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            terminate(self.process.pid, child=self.process)
+SETTINGS = {
+    "AGENT_MESH_HEARTBEAT_SECONDS": "5",
+    "AGENT_MESH_POLICY_SYNC_SECONDS": "1",
+    "AGENT_MESH_DRAIN_SECONDS": "1",
+    "AGENT_MESH_LOG_FORMAT": "text",
+}
 
 
 def register(
     cluster: Cluster, namespace: str, agent_id: str, agent_type: str, capabilities: list[str]
 ) -> tuple[str, str]:
     """A MeshAgent reached at a fresh loopback port; (its URL, its credential)."""
-    url = f"http://127.0.0.1:{free_port()}"
-    credential = external_agent(
-        cluster, namespace, agent_id, agent_type, capabilities=capabilities, endpoint=url
+    agent = testing.register_external_agent(
+        cluster, namespace, agent_id, agent_type, capabilities=capabilities
     )
-    return url, credential
+    return agent.url, agent.credential
 
 
 def launch(
@@ -69,38 +50,44 @@ def launch(
     """Start examples/`example` (or the program at path `example`) as agent `agent_id`
     (not waiting for it), run by `python` (the interpreter and its options; default: the
     tests' own)."""
-    env = {
-        **os.environ,
-        "AGENT_MESH_URL": operator.mesh_url,
-        "AGENT_MESH_NAMESPACE": namespace,
-        "AGENT_MESH_AGENT_ID": agent_id,
-        "AGENT_MESH_CREDENTIAL": credential,
-        "AGENT_MESH_HOST": "127.0.0.1",
-        "AGENT_MESH_PORT": url.rsplit(":", 1)[1],
-        "AGENT_MESH_HEARTBEAT_SECONDS": "5",
-        "AGENT_MESH_POLICY_SYNC_SECONDS": "1",
-        "AGENT_MESH_DRAIN_SECONDS": "1",
-        "AGENT_MESH_LOG_FORMAT": "text",
-        **({"AGENT_MESH_CA_FILE": str(operator.ca_file)} if operator.ca_file else {}),
-        **(extra_env or {}),
-    }
-    log = log_dir / f"{agent_id}.log"
-    program = example if isinstance(example, Path) else EXAMPLES / example
-    proc = spawn([*python, str(program)], log, detached=False, env=env)
-    return AgentProcess(agent_id, proc, url, log)
+    return testing.launch_agent(
+        example,
+        mesh_url=operator.mesh_url,
+        ca_file=operator.ca_file,
+        namespace=namespace,
+        agent_id=agent_id,
+        credential=credential,
+        url=url,
+        log=log_dir / f"{agent_id}.log",
+        settings={**SETTINGS, **(extra_env or {})},
+        python=python,
+    )
 
 
 def wait_ready(agent: AgentProcess, timeout: float = 60) -> None:
-    def serving() -> bool:
-        if agent.process.poll() is not None:
-            pytest.fail(
-                f"agent {agent.agent_id} exited with {agent.process.returncode}:\n"
-                f"{agent.logs()[-3000:]}"
-            )
-        try:
-            with urllib.request.urlopen(f"{agent.url}/readyz", timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
+    agent.wait_ready(timeout)
 
-    wait_for(f"agent {agent.agent_id} to serve", serving, timeout=timeout)
+
+@contextlib.contextmanager
+def fleet(
+    cluster: Cluster,
+    operator: OperatorProcess,
+    namespace: str,
+    plan: list[tuple[str, str, str, list[str]]],
+    log_dir: Path,
+) -> Iterator[dict[str, AgentProcess]]:
+    """The agents of `plan` ((example, agent_id, agent_type, capabilities) each), registered
+    in `namespace` and ready, by agent_id; stopped when the block ends."""
+    agents: dict[str, AgentProcess] = {}
+    try:
+        for example, agent_id, agent_type, capabilities in plan:
+            url, credential = register(cluster, namespace, agent_id, agent_type, capabilities)
+            agents[agent_id] = launch(
+                example, operator, namespace, agent_id, url, credential, log_dir
+            )
+        for agent in agents.values():
+            wait_ready(agent)
+        yield agents
+    finally:
+        for agent in agents.values():
+            agent.stop()

@@ -7,15 +7,11 @@ the cluster in $KUBECONFIG when it is set. Each test gets a namespace of its own
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import inspect
 import os
 import shutil
-import ssl
 import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +20,10 @@ from typing import Any
 
 import pytest
 from kubernetes import client, config
+
+from agent_mesh import testing
+from agent_mesh.api.common import GROUP, VERSION
+from agent_mesh.testing import OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSION = uuid.uuid4().hex[:6]
@@ -35,6 +35,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         suite = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
         if suite in ("unit", "integration", "e2e", "packaging", "node"):
             item.add_marker(getattr(pytest.mark, suite))
+        # a fault is disruptive: `-m disruptive` selects every fault class, `-m "not
+        # disruptive"` none of them
+        if any(m.name.startswith("fault_") for m in item.iter_markers()):
+            item.add_marker(pytest.mark.disruptive)
     # The node's lifecycle tests take the machine's one node down: they run last.
     items.sort(key=lambda item: item.get_closest_marker("node_lifecycle") is not None)
 
@@ -43,14 +47,10 @@ def wait_for(
     what: str, check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1
 ) -> Any:
     """Poll `check` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+    try:
+        return testing.wait_until(what, check, timeout, interval)
+    except testing.HarnessError as exc:
+        pytest.fail(str(exc))
 
 
 @dataclass
@@ -85,6 +85,36 @@ class Cluster:
     @property
     def custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(self.api)
+
+    # agent_mesh.testing.Kube: what the harness reads and writes, by this client
+
+    def read_meshagent(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._read(
+            lambda: self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "meshagents", name
+            )
+        )
+
+    def read_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        core = client.CoreV1Api(self.api)
+        return self._read(lambda: core.read_namespaced_secret(name, namespace).data or {})
+
+    def read_config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        core = client.CoreV1Api(self.api)
+        return self._read(lambda: core.read_namespaced_config_map(name, namespace).data or {})
+
+    def write_meshagent(self, manifest: dict[str, Any]) -> None:
+        namespace = manifest["metadata"]["namespace"]
+        self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "meshagents", manifest
+        )
+
+    @staticmethod
+    def _read(read: Callable[[], Any]) -> Any:
+        try:
+            return read()
+        except client.ApiException:
+            return None
 
 
 @pytest.fixture(scope="session")
@@ -162,41 +192,19 @@ def install_crds(cluster: Cluster) -> list[dict[str, Any]]:
 @pytest.fixture
 def namespace(cluster: Cluster) -> Iterator[str]:
     """A fresh namespace per test, matched by the session operator's namespace pattern."""
-    name = f"{TEST_NAMESPACE_PREFIX}{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(cluster.api)
-    core.create_namespace({"metadata": {"name": name}})
-    yield name
-    # Without kube-controller-manager a namespace stays Terminating; that is harmless here.
-    core.delete_namespace(name, propagation_policy="Background")
+    with temporary_namespace(cluster, f"{TEST_NAMESPACE_PREFIX}{uuid.uuid4().hex[:8]}") as name:
+        yield name
 
 
-@dataclass
-class OperatorProcess:
-    process: subprocess.Popen[bytes]
-    log: Path
-    liveness_port: int
-    mesh_port: int
-    operator_namespace: str
-    ca_file: Path | None = None
-    """The operator's CA bundle (from its ConfigMap), which verifies the mesh API; None
-    when the mesh API serves plain http (--no-mesh-tls)."""
-    mesh_host: str = "127.0.0.1"
-
-    @property
-    def mesh_url(self) -> str:
-        scheme = "https" if self.ca_file is not None else "http"
-        return f"{scheme}://{self.mesh_host}:{self.mesh_port}"
-
-    @functools.cached_property
-    def tls(self) -> ssl.SSLContext:
-        """Verifies the mesh API (httpx `verify=`, urllib `context=`); without TLS it is
-        simply never used."""
-        if self.ca_file is None:
-            return ssl.create_default_context()
-        return ssl.create_default_context(cafile=str(self.ca_file))
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace")
+@contextlib.contextmanager
+def temporary_namespace(cluster: Cluster, name: str) -> Iterator[str]:
+    """Namespace `name` (it may exist already), deleted when the block ends."""
+    ensure_namespace(cluster, name)
+    try:
+        yield name
+    finally:
+        # Without kube-controller-manager a namespace stays Terminating; harmless here.
+        client.CoreV1Api(cluster.api).delete_namespace(name, propagation_policy="Background")
 
 
 def ensure_namespace(cluster: Cluster, name: str) -> str:
@@ -222,80 +230,23 @@ def start_operator(
     """An operator process watching `watch`, with its keys in `operator_namespace`. Its
     mesh API serves https (unless `mesh_tls` is False), verified with the CA bundle the
     operator publishes in `operator_namespace`, as any client would get it."""
-    from agent_mesh.devcluster.ports import free_port
-    from agent_mesh.devcluster.processes import spawn
-
-    liveness = free_port()
-    mesh = mesh_port or free_port()
     ensure_namespace(cluster, operator_namespace)
-    argv = [
-        sys.executable,
-        "-m",
-        "agent_mesh",
-        "operator",
-        "--namespace",
-        watch,
-        "--liveness-port",
-        str(liveness),
-        "--webhook-port",
-        str(free_port()),
-        "--mesh-port",
-        str(mesh),
-        "--operator-namespace",
-        operator_namespace,
-        "--mesh-host",
-        mesh_host,
+    return testing.start_operator(
+        cluster,
+        cluster.kubeconfig,
+        log,
         *extra,
-        *([] if mesh_tls else ["--no-mesh-tls"]),
-    ]
-    # agents and callbacks of tests listen on 127.0.0.1: loopback egress on unless a test says
-    env = {**cluster.env, "AGENT_MESH_EGRESS_ALLOW_LOOPBACK": "true", **(extra_env or {})}
-    proc = spawn(argv, log, detached=False, env=env)  # dies with the test run
-    ca_file = log.with_name(f"{log.stem}-ca.crt") if mesh_tls else None
-    operator = OperatorProcess(proc, log, liveness, mesh, operator_namespace, ca_file, mesh_host)
-
-    def answers(url: str, context: ssl.SSLContext | None = None) -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"operator exited with {proc.returncode}:\n{operator.logs()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=1, context=context) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    def mesh_ready() -> bool:
-        if ca_file is None:
-            return answers(f"{operator.mesh_url}/readyz")
-        bundle = mesh_ca_bundle(cluster, operator_namespace)  # re-read: it may be stale
-        if bundle is None:
-            return False
-        ca_file.write_text(bundle)
-        context = ssl.create_default_context(cafile=str(ca_file))
-        return answers(f"{operator.mesh_url}/readyz", context)
-
-    liveness_url = f"http://127.0.0.1:{liveness}/healthz"
-    wait_for("the operator's liveness endpoint", lambda: answers(liveness_url), timeout=60)
-    wait_for("the operator's mesh API to be ready", mesh_ready, timeout=60)
-    return operator
-
-
-def mesh_ca_bundle(cluster: Cluster, namespace: str) -> str | None:
-    """The CA bundle the operator published in `namespace` (ConfigMap agent-mesh-ca.crt)."""
-    from agent_mesh.pki import CA_BUNDLE_CONFIGMAP, CA_BUNDLE_KEY
-
-    try:
-        found = client.CoreV1Api(cluster.api).read_namespaced_config_map(
-            CA_BUNDLE_CONFIGMAP, namespace
-        )
-    except client.ApiException:
-        return None
-    return (found.data or {}).get(CA_BUNDLE_KEY) or None
+        watch=watch,
+        operator_namespace=operator_namespace,
+        mesh_port=mesh_port,
+        extra_env=extra_env,
+        mesh_tls=mesh_tls,
+        mesh_host=mesh_host,
+    )
 
 
 def stop_operator(operator: OperatorProcess) -> None:
-    from agent_mesh.devcluster.processes import terminate
-
-    terminate(operator.process.pid, child=operator.process)
+    operator.stop()
 
 
 @pytest.fixture(scope="session")

@@ -2,47 +2,32 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import httpx
 
-from tests.conftest import Cluster, OperatorProcess, wait_for
+from agent_mesh import testing
+from tests.conftest import Cluster, OperatorProcess
 
 GROUP, VERSION = "agentmesh.io", "v1alpha1"
 
 
 def apply_agent(cluster: Cluster, namespace: str, name: str, agent_type: str, **spec: Any) -> None:
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "MeshAgent",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"agentType": agent_type, **spec},
-    }
-    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "meshagents", body)
+    cluster.write_meshagent(testing.meshagent_manifest(namespace, name, agent_type, **spec))
 
 
 def external_agent(
     cluster: Cluster, namespace: str, name: str, agent_type: str, **spec: Any
 ) -> str:
     """An external MeshAgent (spec.endpoint set); returns the credential the operator made."""
-    spec.setdefault("endpoint", "http://127.0.0.1:9")
-    apply_agent(cluster, namespace, name, agent_type, **spec)
-    return credential_of(cluster, namespace, name)
+    endpoint = spec.pop("endpoint", "http://127.0.0.1:9")
+    return testing.register_external_agent(
+        cluster, namespace, name, agent_type, endpoint=endpoint, **spec
+    ).credential
 
 
 def credential_of(cluster: Cluster, namespace: str, name: str) -> str:
-    def secret_name() -> str | None:
-        agent = cluster.custom.get_namespaced_custom_object(
-            GROUP, VERSION, namespace, "meshagents", name
-        )
-        return (agent.get("status", {}).get("credential") or {}).get("secretName")
-
-    secret = wait_for(f"status.credential of {name}", secret_name)
-    from kubernetes import client
-
-    data = client.CoreV1Api(cluster.api).read_namespaced_secret(secret, namespace).data
-    return base64.b64decode(data["credential"]).decode()
+    return testing.credential_of(cluster, namespace, name)
 
 
 def exchange(

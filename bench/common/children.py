@@ -216,6 +216,11 @@ def start(
     # spawned children (agents whose memory a bench measures) import this module
     from agent_mesh.devcluster.processes import spawn
 
-    started = Started(name, spawn(argv, log, detached=False, env=env), log, grace)
+    return adopt(name, spawn(argv, log, detached=False, env=env), log, grace)
+
+
+def adopt(name: str, process: subprocess.Popen[bytes], log: Path, grace: float = 10.0) -> Started:
+    """A program started elsewhere (e.g. by agent_mesh.testing), stopped with the rest."""
+    started = Started(name, process, log, grace)
     on_stop(started.stop)
     return started

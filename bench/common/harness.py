@@ -1,6 +1,7 @@
 """The loopback pieces the benchmarks assemble: ports, URLs, waiting for an endpoint,
-serving an aiohttp app, the mesh API's token exchange, and echo_worker agent processes.
-Light to import: an agent process of a bench imports this, never the mesh server."""
+serving an aiohttp app, the mesh API's token exchange, and echo_worker agent processes
+(run by agent_mesh.testing, as the tests and the demo run them). Light to import: an
+agent process of a bench imports this, never the mesh server nor the harness."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ import contextlib
 import os
 import socket
 import ssl
-import sys
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event
@@ -25,13 +24,12 @@ from agent_mesh.auth.tokens import GRANT_TOKEN_EXCHANGE
 from agent_mesh.devcluster.ports import free_port
 from agent_mesh.sdk.identity import TokenSource
 
-from .children import Started, start, wait_for_stop
+from .children import Started, adopt, wait_for_stop
 from .profiling import profiled
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 ROOT = Path(__file__).resolve().parents[2]
-ECHO_WORKER = ROOT / "examples" / "echo_worker.py"
 HOST = "127.0.0.1"
 CREDENTIAL = "bench-credential"  # of every agent common.meshserver registers
 NAMESPACE = "bench"
@@ -65,24 +63,14 @@ def listen_ports(count: int) -> list[int]:
 def wait_until(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
     """Poll `check` until it returns something truthy (OSError, KeyError and ValueError
     count as not yet); RuntimeError naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
+    from agent_mesh.testing import wait_until as until  # here: keeps this module light
+
+    def tolerant() -> Any:
         with contextlib.suppress(OSError, KeyError, ValueError):
-            last = check()
-            if last:
-                return last
-        time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+            return check()
+        return None
 
-
-def answers(url: str, context: ssl.SSLContext | None = None) -> bool:
-    """Does GET `url` answer 200 (within a second)? `context` verifies an https `url`."""
-    try:
-        with urllib.request.urlopen(url, timeout=1, context=context) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
+    return until(what, tolerant, timeout, interval)
 
 
 async def wait_healthy(urls: Iterable[str], seconds: float = 10.0) -> None:
@@ -208,29 +196,34 @@ def start_echo_worker(
     log_dir: Path,
     env: dict[str, str] | None = None,
 ) -> Started:
-    """examples/echo_worker.py as agent `agent_id` serving `url`, as tests/agentprocs.py
-    launches it; its output in {log_dir}/{agent_id}.log."""
-    environment = {
-        **os.environ,
-        "AGENT_MESH_URL": mesh.url,
-        "AGENT_MESH_NAMESPACE": mesh.namespace,
-        "AGENT_MESH_AGENT_ID": agent_id,
-        "AGENT_MESH_CREDENTIAL": mesh.credential,
-        **({"AGENT_MESH_CA_FILE": mesh.ca_file} if mesh.ca_file else {}),
-        "AGENT_MESH_HOST": HOST,
-        "AGENT_MESH_PORT": url.rsplit(":", 1)[1],
-        "AGENT_MESH_HEARTBEAT_SECONDS": "5",
-        "AGENT_MESH_MAX_CONCURRENT_TASKS": str(slots),
-        "AGENT_MESH_LOG_FORMAT": "text",
-        **(env or {}),
-    }
-    log = log_dir / f"{agent_id}.log"
-    return start(agent_id, [sys.executable, str(ECHO_WORKER)], log, environment)
+    """examples/echo_worker.py as agent `agent_id` serving `url`, started by
+    agent_mesh.testing as the tests start it; its output in {log_dir}/{agent_id}.log."""
+    from agent_mesh.testing import launch_agent  # here: keeps this module light
+
+    agent = launch_agent(
+        "echo_worker.py",
+        mesh_url=mesh.url,
+        ca_file=mesh.ca_file,
+        namespace=mesh.namespace,
+        agent_id=agent_id,
+        credential=mesh.credential,
+        url=url,
+        log=log_dir / f"{agent_id}.log",
+        settings={
+            "AGENT_MESH_HEARTBEAT_SECONDS": "5",
+            "AGENT_MESH_MAX_CONCURRENT_TASKS": str(slots),
+            "AGENT_MESH_LOG_FORMAT": "text",
+            **(env or {}),
+        },
+    )
+    return adopt(agent_id, agent.process, agent.log)
 
 
 def wait_ready(workers: dict[str, Started], timeout: float = 60) -> None:
     """Until GET {url}/readyz answers 200 for each url → worker; RuntimeError (with the
     log's tail) when a worker exits first."""
+    from agent_mesh.testing import answers
+
     for url, worker in workers.items():
 
         def ready(u: str = url, w: Started = worker) -> bool:

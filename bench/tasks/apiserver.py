@@ -50,6 +50,29 @@ class ApiServer:
             if error.code != 409:
                 raise
 
+    # agent_mesh.testing.Kube: what the harness reads and writes, by this client
+
+    def _read(self, path: str) -> Any:
+        try:
+            return self.request("GET", path)
+        except OSError:  # HTTPError (404: not there yet) or no answer
+            return None
+
+    def read_meshagent(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._read(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/meshagents/{name}")  # type: ignore[no-any-return]
+
+    def read_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        found = self._read(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        return None if found is None else found.get("data") or {}
+
+    def read_config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        found = self._read(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+        return None if found is None else found.get("data") or {}
+
+    def write_meshagent(self, manifest: dict[str, Any]) -> None:
+        namespace = manifest["metadata"]["namespace"]
+        self.ensure(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/meshagents", manifest)
+
 
 def apply_crds(api: ApiServer) -> None:
     from agent_mesh.api.crdgen import crd_objects

@@ -14,9 +14,8 @@ import tracemalloc
 from pathlib import Path
 from typing import Any, cast
 
+from agent_mesh.testing import OperatorProcess
 from common.harness import wait_until
-
-from .processes import Operator
 
 
 def fresh(template: dict[str, Any], i: int) -> dict[str, Any]:
@@ -85,7 +84,7 @@ def kopf_bytes_per_object(template: dict[str, Any], count: int) -> float | None:
     return used / count
 
 
-def snapshot(op: Operator, traces: Path, n: int) -> Path:
+def snapshot(op: OperatorProcess, traces: Path, n: int) -> Path:
     os.kill(op.pid, signal.SIGUSR1)
     path = traces / f"snap-{n}.bin"
     wait_until(f"tracemalloc snapshot {n}", path.exists, 120)

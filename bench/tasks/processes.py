@@ -1,23 +1,23 @@
-"""The processes of the tasks bench besides the control plane: the operator (as the
-tests start it, or through operator_shim.py), and echo_worker agents registered as
-external MeshAgents; the CPU time of each."""
+"""The processes of the tasks bench besides the control plane: the operator (started by
+agent_mesh.testing as the tests start it, or through operator_shim.py), and echo_worker
+agents registered as external MeshAgents; the CPU time of each."""
 
 from __future__ import annotations
 
-import base64
 import os
 import re
-import ssl
 import sys
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.children import Started, start
-from common.harness import Mesh, answers, free_port, local_url, start_echo_worker, wait_until
+from agent_mesh import testing
+from agent_mesh.testing import OperatorProcess
+from common.children import Started, forget, on_stop
+from common.harness import Mesh, start_echo_worker
 from common.procfs import cpu_seconds
 
-from .apiserver import GROUP, VERSION, ApiServer
+from .apiserver import ApiServer
 
 SHIM = Path(__file__).with_name("operator_shim.py")
 
@@ -39,34 +39,6 @@ def child_running(binary: Path) -> int | None:
     return None
 
 
-@dataclass
-class Operator:
-    """An operator process of the bench, and where its mesh API listens."""
-
-    process: Started
-    mesh_port: int
-    ca_file: Path | None = None
-    """The CA bundle the operator publishes (its mesh API serves https)."""
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def log(self) -> Path:
-        return self.process.log
-
-    @property
-    def mesh_url(self) -> str:
-        return local_url(self.mesh_port, scheme="https")
-
-    def tls(self) -> ssl.SSLContext | None:
-        return ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else None
-
-    def stop(self) -> None:
-        self.process.stop()
-
-
 def start_operator(
     api: ApiServer,
     kubeconfig: Path,
@@ -75,96 +47,58 @@ def start_operator(
     log: Path,
     webhooks: bool,
     shim: dict[str, str] | None = None,
-) -> Operator:
+) -> OperatorProcess:
     """`python -m agent_mesh operator` watching `namespace`, as tests/conftest.py starts it;
     with `shim`, run by operator_shim.py with those settings (environment) instead."""
-    liveness, mesh = free_port(), free_port()
-    argv = [sys.executable]
+    command = [sys.executable]
     profile = os.environ.get("AGENT_MESH_BENCH_CPROFILE")
     if profile:
-        argv += ["-m", "cProfile", "-o", f"{profile}.{namespace}"]
-    argv += [str(SHIM)] if shim else ["-m", "agent_mesh"]
-    argv += [
-        "operator",
-        "--namespace",
-        namespace,
-        "--liveness-port",
-        str(liveness),
-        "--mesh-port",
-        str(mesh),
-        "--operator-namespace",
-        operator_ns,
-    ]
-    argv += ["--webhook-port", str(free_port())] if webhooks else ["--no-webhooks"]
+        command += ["-m", "cProfile", "-o", f"{profile}.{namespace}"]
+    command += [str(SHIM)] if shim else ["-m", "agent_mesh"]
     tmp = log.parent / "tmp"  # the operator's temporary files go with the bench's
     tmp.mkdir(exist_ok=True)
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(kubeconfig),
-        "TMPDIR": str(tmp),
-        "AGENT_MESH_EGRESS_ALLOW_LOOPBACK": "true",  # the bench's agents are on 127.0.0.1
-        **(shim or {}),
-    }
-    # grace: kopf drains its per-object workers before it exits
-    op = Operator(start(f"operator[{namespace}]", argv, log, env, grace=60.0), mesh)
-
-    ca_path = f"/api/v1/namespaces/{operator_ns}/configmaps/agent-mesh-ca.crt"
-
-    def up(url: str, tls: bool = False) -> bool:
-        if op.process.exited():
-            raise RuntimeError(f"the operator exited:\n{op.process.tail()}")
-        if tls:  # the CA bundle the operator publishes, read as tests/conftest.py reads it
-            ca_file = log.with_name(f"{log.stem}-ca.crt")
-            ca_file.write_text(api.request("GET", ca_path)["data"]["ca.crt"])
-            op.ca_file = ca_file
-        return answers(url, op.tls())
-
-    wait_until("the operator's liveness endpoint", lambda: up(f"{local_url(liveness)}/healthz"), 90)
-    wait_until("the operator's mesh API", lambda: up(f"{op.mesh_url}/readyz", tls=True), 90)
+    op = testing.start_operator(
+        api,
+        kubeconfig,
+        log,
+        watch=namespace,
+        operator_namespace=operator_ns,
+        webhooks=webhooks,
+        extra_env={"TMPDIR": str(tmp), **(shim or {})},
+        command=command,
+        timeout=90,
+        stop_grace=60.0,  # kopf drains its per-object workers before it exits
+    )
+    on_stop(op.stop)
     return op
 
 
 def register_agent(api: ApiServer, namespace: str, name: str, slots: int) -> tuple[str, str]:
     """An external MeshAgent on a fresh loopback port: (its URL, its credential)."""
-    url = local_url(free_port())
-    api.ensure(
-        f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/meshagents",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "MeshAgent",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {
-                "agentType": "worker",
-                "capabilities": ["echo"],
-                "endpoint": url,
-                "maxConcurrentTasks": slots,
-            },
-        },
+    agent = testing.register_external_agent(
+        api, namespace, name, "worker", capabilities=["echo"], maxConcurrentTasks=slots, timeout=60
     )
-
-    def secret_name() -> str | None:
-        got = api.request(
-            "GET", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/meshagents/{name}"
-        )
-        return ((got.get("status") or {}).get("credential") or {}).get("secretName")
-
-    secret = wait_until(f"the credential of {name}", secret_name, 60)
-    data = api.request("GET", f"/api/v1/namespaces/{namespace}/secrets/{secret}")["data"]
-    return url, base64.b64decode(data["credential"]).decode()
+    return agent.url, agent.credential
 
 
 def start_agent(
-    op: Operator, namespace: str, name: str, url: str, credential: str, slots: int, logs: Path
+    op: OperatorProcess,
+    namespace: str,
+    name: str,
+    url: str,
+    credential: str,
+    slots: int,
+    logs: Path,
 ) -> Started:
     """examples/echo_worker.py as agent `name` of `namespace`, reaching `op`'s mesh API."""
     mesh = Mesh(op.mesh_url, namespace, credential, str(op.ca_file) if op.ca_file else None)
     return start_echo_worker(mesh, name, url, slots, logs)
 
 
-def scrape(op: Operator) -> dict[str, float]:
+def scrape(op: OperatorProcess) -> dict[str, float]:
     """The operator's agentmesh_* counters (GET /metrics on the mesh API)."""
     try:
-        with urllib.request.urlopen(f"{op.mesh_url}/metrics", timeout=5, context=op.tls()) as r:
+        with urllib.request.urlopen(f"{op.mesh_url}/metrics", timeout=5, context=op.tls) as r:
             text = r.read().decode()
     except OSError:
         return {}
@@ -182,7 +116,7 @@ class Fleet:
 
     apiserver: int
     etcd: int
-    operator: Operator | None = None
+    operator: OperatorProcess | None = None
     agents: list[Started] = field(default_factory=list)
 
     def cpu(self) -> dict[str, float]:
@@ -196,6 +130,7 @@ class Fleet:
     def stop(self) -> None:
         """Stop the operator and the agents (the control plane stays)."""
         if self.operator is not None:
+            forget(self.operator.stop)
             self.operator.stop()
             self.operator = None
         for agent in self.agents:

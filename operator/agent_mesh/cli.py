@@ -110,7 +110,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the mesh and tear everything down instead of waiting",
     )
-    demo.add_argument("--samples", type=Path, help="manifests to apply (default: config/samples)")
+    demo.add_argument(
+        "--samples", type=Path, help="manifests to apply (default: config/samples, as installed)"
+    )
     demo.add_argument(
         "--timeout",
         type=float,
@@ -172,7 +174,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             )
         if args.command == "demo":
             from agent_mesh.api.crdgen import crd_files
-            from agent_mesh.devcluster import demo
+            from agent_mesh.testing import demo
 
             crds = list(crd_files().values())
             return demo.run(once=args.once, samples=args.samples, timeout=args.timeout, crds=crds)

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.skipif(
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.smoke
 def test_demo_brings_up_a_mesh_prints_the_agents_and_cleans_up(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     env["AGENT_MESH_STATE_DIR"] = str(tmp_path)

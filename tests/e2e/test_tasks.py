@@ -3,19 +3,15 @@ examples/ on 127.0.0.1. A task applied with kubectl comes back Completed with it
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
 
 from agent_mesh.devcluster.ports import free_port
 from tests.agentprocs import AgentProcess, launch, register, wait_ready
-from tests.conftest import TEST_NAMESPACE_PREFIX, Cluster, OperatorProcess, wait_for
+from tests.conftest import Cluster, OperatorProcess, wait_for
 from tests.meshhelpers import GROUP, VERSION, credential_of
 
 
@@ -49,26 +45,6 @@ def wait_phase(
     return dict(wait_for(f"task {name} to reach {phases}", reached, timeout=timeout))
 
 
-@pytest.fixture
-def ns(cluster: Cluster) -> Iterator[str]:
-    name = f"{TEST_NAMESPACE_PREFIX}tasks-{uuid.uuid4().hex[:6]}"
-    core = client.CoreV1Api(cluster.api)
-    core.create_namespace({"metadata": {"name": name}})
-    yield name
-    core.delete_namespace(name, propagation_policy="Background")
-
-
-@pytest.fixture
-def agents(
-    cluster: Cluster, operator: OperatorProcess, ns: str, tmp_path: Path
-) -> Iterator[dict[str, AgentProcess]]:
-    """start(agent_id, capabilities): an echo_worker process registered in `ns`."""
-    running: dict[str, AgentProcess] = {}
-    yield running
-    for agent in running.values():
-        agent.stop()
-
-
 def start_worker(
     cluster: Cluster,
     operator: OperatorProcess,
@@ -85,6 +61,7 @@ def start_worker(
     return agent
 
 
+@pytest.mark.smoke
 def test_a_task_applied_with_kubectl_completes_with_its_result(
     cluster: Cluster,
     operator: OperatorProcess,
@@ -264,74 +241,6 @@ def test_a_task_no_agent_can_serve_waits_naming_the_capability_then_runs(
     for name in names:
         status = wait_phase(cluster, ns, name, {"Completed"})
         assert status["result"] == "Qapla'" and status["agentId"] == "linguist"
-
-
-def test_an_agent_killed_mid_task_loses_it_to_another_without_using_a_retry(
-    cluster: Cluster,
-    operator: OperatorProcess,
-    ns: str,
-    agents: dict[str, AgentProcess],
-    tmp_path: Path,
-) -> None:
-    doomed = start_worker(cluster, operator, ns, agents, tmp_path, "doomed", ["echo"])
-    wait_for("doomed healthy", lambda: healthy(cluster, ns) == 1)
-    create_task(
-        cluster,
-        ns,
-        "long",
-        taskType="sleep",
-        requiredCapabilities=["echo"],
-        retries=0,
-        payload={"seconds": 4},
-    )
-    wait_phase(cluster, ns, "long", {"Running"})
-    start_worker(cluster, operator, ns, agents, tmp_path, "survivor", ["echo"])
-    wait_for("survivor healthy", lambda: healthy(cluster, ns) == 2)
-    doomed.kill()
-    status = wait_phase(cluster, ns, "long", {"Completed", "Failed", "TimedOut"})
-    assert status["phase"] == "Completed", status  # retries: 0, yet it completed
-    assert status["agentId"] == "survivor"
-    outcomes = [(a["agentId"], a["outcome"]) for a in status["attempts"]]
-    assert outcomes == [("doomed", "Unreachable"), ("survivor", "Succeeded")]
-
-
-def test_a_hanging_agent_times_out_and_is_retried_elsewhere_until_timed_out(
-    cluster: Cluster,
-    operator: OperatorProcess,
-    ns: str,
-    agents: dict[str, AgentProcess],
-    tmp_path: Path,
-) -> None:
-    for name in ("slow-a", "slow-b"):
-        start_worker(cluster, operator, ns, agents, tmp_path, name, ["echo"])
-    wait_for("2 healthy agents", lambda: healthy(cluster, ns) == 2)
-    create_task(
-        cluster,
-        ns,
-        "stuck",
-        taskType="sleep",
-        requiredCapabilities=["echo"],
-        timeoutSeconds=2,
-        retries=2,
-        payload={"seconds": 60},
-    )
-    status = wait_phase(cluster, ns, "stuck", {"Completed", "Failed", "TimedOut"}, timeout=60)
-    assert status["phase"] == "TimedOut", status
-    attempts = status["attempts"]
-    assert [a["outcome"] for a in attempts] == ["TimedOut"] * 3
-    assert attempts[0]["agentId"] != attempts[1]["agentId"]  # the retry went elsewhere
-    gaps = [
-        (_t(attempts[i + 1]["startedAt"]) - _t(attempts[i]["finishedAt"])).total_seconds()
-        for i in range(2)
-    ]
-    assert gaps[1] >= gaps[0] - 1, gaps  # backoff grows (second precision in status)
-    assert status["conditions"]
-    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
-    assert failed["status"] == "True" and failed["reason"] == "AttemptTimedOut"
-
-
-def _t(stamp: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 def test_kubectl_apply_samples_then_the_sample_task_completes(

@@ -67,6 +67,7 @@ def _rejection(cluster: Cluster, namespace: str, body: dict[str, Any]) -> str:
     return str(json.loads(info.value.body)["message"])
 
 
+@pytest.mark.smoke
 def test_crds_are_established_with_names_a_user_types(
     cluster: Cluster, crds: list[dict[str, Any]]
 ) -> None:

@@ -21,7 +21,7 @@ from kubernetes import client
 from agent_mesh.devcluster.ports import free_port
 from agent_mesh.domain.errors import ForbiddenError, ValidationError
 from agent_mesh.sdk import MeshClient, TaskSpec, TokenSource
-from tests.agentprocs import AgentProcess, launch, register, wait_ready
+from tests.agentprocs import AgentProcess, fleet, launch, register, wait_ready
 from tests.conftest import (
     SESSION,
     TEST_NAMESPACE_PREFIX,
@@ -30,6 +30,7 @@ from tests.conftest import (
     ensure_namespace,
     start_operator,
     stop_operator,
+    temporary_namespace,
     wait_for,
     wait_for_async,
 )
@@ -76,24 +77,14 @@ def mesh(
     cluster: Cluster, operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Mesh]:
     """A namespace with two echo workers running (capability echo)."""
-    namespace = f"{TEST_NAMESPACE_PREFIX}fast-{uuid.uuid4().hex[:6]}"
-    core = client.CoreV1Api(cluster.api)
-    core.create_namespace({"metadata": {"name": namespace}})
+    name = f"{TEST_NAMESPACE_PREFIX}fast-{uuid.uuid4().hex[:6]}"
+    plan = [("echo_worker.py", agent_id, "worker", ["echo"]) for agent_id in WORKERS]
     logs = tmp_path_factory.mktemp("fastpath-agents")
-    agents: dict[str, AgentProcess] = {}
-    try:
-        for agent_id in WORKERS:
-            url, credential = register(cluster, namespace, agent_id, "worker", ["echo"])
-            agents[agent_id] = launch(
-                "echo_worker.py", operator, namespace, agent_id, url, credential, logs
-            )
-        for agent in agents.values():
-            wait_ready(agent)
+    with (
+        temporary_namespace(cluster, name) as namespace,
+        fleet(cluster, operator, namespace, plan, logs) as agents,
+    ):
         yield Mesh(namespace, agents, operator, cluster)
-    finally:
-        for agent in agents.values():
-            agent.stop()
-        core.delete_namespace(namespace, propagation_policy="Background")
 
 
 @pytest.fixture
@@ -106,6 +97,7 @@ def echo(payload: Any, **spec: Any) -> TaskSpec:
     return TaskSpec("echo", payload, capabilities=["echo"], **spec)
 
 
+@pytest.mark.smoke
 async def test_one_synchronous_task_returns_its_result(conductor: MeshClient) -> None:
     answer = await conductor.submit("echo", {"hello": "mesh"}, capabilities=["echo"])
     assert answer.completed, answer

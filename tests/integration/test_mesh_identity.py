@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 from kubernetes import client
 
 from tests.conftest import Cluster, OperatorProcess, wait_for
@@ -32,6 +33,7 @@ def _heartbeat(operator: OperatorProcess, namespace: str, agent: str, token: str
     )
 
 
+@pytest.mark.smoke
 def test_external_agent_exchanges_its_credential_for_a_token(
     cluster: Cluster, operator: OperatorProcess, namespace: str
 ) -> None:

@@ -16,7 +16,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from cryptography import x509
 from kubernetes import client
@@ -36,9 +35,9 @@ from tests.conftest import (
     SESSION,
     Cluster,
     OperatorProcess,
-    ensure_namespace,
     start_operator,
     stop_operator,
+    temporary_namespace,
     wait_for,
 )
 from tests.meshhelpers import GROUP, VERSION, apply_agent, external_agent
@@ -50,9 +49,8 @@ PREFIX = f"amc-{SESSION}-"
 @pytest.fixture
 def system_namespace(cluster: Cluster) -> Iterator[str]:
     """A fresh operator namespace: no CA Secret in it yet."""
-    name = ensure_namespace(cluster, f"{PREFIX}sys-{uuid.uuid4().hex[:6]}")
-    yield name
-    client.CoreV1Api(cluster.api).delete_namespace(name, propagation_policy="Background")
+    with temporary_namespace(cluster, f"{PREFIX}sys-{uuid.uuid4().hex[:6]}") as name:
+        yield name
 
 
 @pytest.fixture
@@ -82,6 +80,7 @@ def _ca_secret(cluster: Cluster, namespace: str) -> client.V1Secret:
 # --- the SDK and the mesh API ---------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_sdk_agent_exchanges_its_token_and_beats_over_verified_https(
     cluster: Cluster, operator: OperatorProcess, namespace: str, tmp_path: Path
 ) -> None:
@@ -126,45 +125,6 @@ async def test_client_trusting_another_ca_is_refused_with_a_certificate_error(
 
 
 # --- the CA and the serving certificate ------------------------------------------------
-
-
-def test_ca_secret_is_created_once_and_reused_across_operator_restarts(
-    cluster: Cluster, crds: object, system_namespace: str, tmp_path: Path
-) -> None:
-    first = start_operator(
-        cluster,
-        tmp_path / "first.log",
-        "--no-webhooks",
-        watch=f"{PREFIX}*",
-        operator_namespace=system_namespace,
-    )
-    try:
-        created = _ca_secret(cluster, system_namespace)
-        assert created.metadata.labels["app.kubernetes.io/managed-by"] == "agent-mesh"
-        assert first.ca_file is not None
-        published = first.ca_file.read_bytes()
-        assert base64.b64decode(created.data["ca.crt"]) == published
-    finally:
-        first.process.kill()  # no goodbye: the CA must already be in the cluster
-        first.process.wait()
-
-    second = start_operator(
-        cluster,
-        tmp_path / "second.log",
-        "--no-webhooks",
-        watch=f"{PREFIX}*",
-        operator_namespace=system_namespace,
-    )
-    try:
-        kept = _ca_secret(cluster, system_namespace)
-        assert kept.metadata.uid == created.metadata.uid
-        assert kept.metadata.resource_version == created.metadata.resource_version  # unwritten
-        assert second.ca_file is not None and second.ca_file.read_bytes() == published
-        # a client holding the first operator's bundle trusts the restarted one
-        answer = httpx.get(f"{second.mesh_url}/readyz", verify=first.tls, timeout=10)
-        assert answer.status_code == 200
-    finally:
-        stop_operator(second)
 
 
 def test_serving_certificate_names_the_service_and_the_configured_addresses(

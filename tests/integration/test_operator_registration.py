@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.conftest import Cluster, wait_for
 
 GROUP, VERSION = "agentmesh.io", "v1alpha1"
@@ -21,6 +23,7 @@ def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
     )
 
 
+@pytest.mark.smoke
 def test_new_agent_becomes_pending_and_registered(
     cluster: Cluster, operator: Any, namespace: str
 ) -> None:

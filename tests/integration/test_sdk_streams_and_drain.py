@@ -254,6 +254,7 @@ async def test_a_message_for_another_agent_is_refused_naming_to(start: Start, bo
     }
 
 
+@pytest.mark.disruptive  # a planned stop (a rollout), not a fault
 async def test_stopping_finishes_short_tasks_and_hands_back_long_ones(
     cluster: Cluster, operator: OperatorProcess, namespace: str, boss: Boss
 ) -> None:

@@ -51,7 +51,9 @@ _MMDEBSTRAP_OPTIONS = (
 )
 # Files of the repository the project's image is built from (its content key).
 _PROJECT_FILES = ("Dockerfile", "pyproject.toml", "README.md")
-_PROJECT_TREE = "operator"
+_PROJECT_TREES = ("operator", "examples", "config/samples")
+"""Folders the Dockerfile copies (the package, and the example agents and samples it
+ships as package data)."""
 _EXPECTED_FIRST_BUILD = "about 2-3 minutes once (base 50 s, wheels 10 s, image 70 s)"
 
 
@@ -97,7 +99,9 @@ def _locked(path: Path) -> Iterator[None]:
 def repository_root() -> Path | None:
     """The source checkout this package runs from (it holds the Dockerfile), if any."""
     root = Path(__file__).resolve().parents[3]
-    if all((root / f).is_file() for f in _PROJECT_FILES) and (root / _PROJECT_TREE).is_dir():
+    if all((root / f).is_file() for f in _PROJECT_FILES) and all(
+        (root / t).is_dir() for t in _PROJECT_TREES
+    ):
         return root
     return None
 
@@ -107,7 +111,8 @@ def project_key(root: Path, base_key: str, wheels_key: str) -> str:
     parts: list[bytes | str] = [base_key, wheels_key]
     for name in _PROJECT_FILES:
         parts += [name, (root / name).read_bytes()]
-    for path in sorted((root / _PROJECT_TREE).rglob("*")):
+    paths = sorted(p for tree in _PROJECT_TREES for p in (root / tree).rglob("*"))
+    for path in paths:
         if not path.is_file() or "__pycache__" in path.parts or path.suffix in (".pyc", ".pyo"):
             continue
         if any(part.startswith(".") for part in path.relative_to(root).parts):
@@ -440,11 +445,13 @@ class ImageCache:
                 context = Path(tmp)
                 for file in _PROJECT_FILES:
                     shutil.copy2(root / file, context / file)
-                shutil.copytree(
-                    root / _PROJECT_TREE,
-                    context / _PROJECT_TREE,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"),
-                )
+                for tree in _PROJECT_TREES:
+                    shutil.copytree(
+                        root / tree,
+                        context / tree,
+                        symlinks=True,  # the package's links to examples/ stay links
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"),
+                    )
                 self.buildah(
                     "bud",
                     "--quiet",
