@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent_mesh.auth.jwks import PublicKeySet
-from agent_mesh.auth.keys import KeyRing
+from agent_mesh.auth.keys import KeyRing, ec_public_jwk
 from agent_mesh.auth.revocation import RevocationList
 from agent_mesh.auth.tokens import AgentIdentity, TokenIssuer, TokenVerifier
 from agent_mesh.domain.clock import FakeClock
@@ -83,3 +85,30 @@ def test_a_malformed_retire_time_is_refused_naming_the_field(value: object) -> N
     with pytest.raises(ValidationError) as caught:
         PublicKeySet.from_jwks(jwks)
     assert caught.value.field == "keys[0].retireAt"
+
+
+def _key_with_a_short_coordinate() -> KeyRing:
+    """A ring whose P-256 key has an x or y below 2**248: its big-endian form starts with
+    a zero byte (about one key in a hundred)."""
+    while True:
+        ring = KeyRing.generate("ES256", NOW)
+        numbers = ring.active.public_key.public_numbers()
+        if numbers.x < 1 << 248 or numbers.y < 1 << 248:
+            return ring
+
+
+def test_a_key_whose_coordinate_starts_with_a_zero_byte_is_published_at_full_length() -> None:
+    ring = _key_with_a_short_coordinate()
+    entry = ring.jwks()["keys"][0]
+    for member in ("x", "y"):  # RFC 7518 6.2.1.2: the full 32 bytes, leading zeros kept
+        assert len(base64.urlsafe_b64decode(entry[member] + "==")) == 32
+    clock = FakeClock(NOW)
+    token, _ = TokenIssuer(lambda: ring, clock).issue(AgentIdentity("a", "w", "ns", (), "u"))
+    public = PublicKeySet.from_jwks(ring.jwks())  # an agent reads it back and verifies
+    assert TokenVerifier(lambda: public, clock, RevocationList()).verify(token).sub == "a"
+
+
+def test_a_key_on_another_curve_is_refused_naming_the_curve() -> None:
+    other = ec.generate_private_key(ec.SECP384R1()).public_key()
+    with pytest.raises(ValueError, match="secp384r1"):
+        ec_public_jwk(other)

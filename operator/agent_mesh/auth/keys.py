@@ -5,6 +5,7 @@ Kids are random url-safe ids looked up in this ring only: a kid is never a path 
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import re
@@ -15,7 +16,7 @@ from typing import Any, Final, Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm
+from jwt.algorithms import OKPAlgorithm
 
 from agent_mesh.domain.clock import parse_rfc3339, rfc3339
 from agent_mesh.domain.errors import ValidationError
@@ -29,6 +30,25 @@ RETIRE_AT: Final = "retireAt"
 
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+
+
+def ec_public_jwk(key: ec.EllipticCurvePublicKey) -> dict[str, str]:
+    """A P-256 public key as a JWK with `x` and `y` at their full 32 bytes (RFC 7518
+    §6.2.1.2). Some PyJWT releases within our floor drop a coordinate's leading zero bytes
+    and then refuse their own output (about one key in a hundred), so it is built here."""
+    if not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError(f"only P-256 keys are used for ES256, not {key.curve.name}")
+    numbers = key.public_numbers()
+    return {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": _b64url(numbers.x.to_bytes(32, "big")),
+        "y": _b64url(numbers.y.to_bytes(32, "big")),
+    }
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +84,7 @@ class SigningKey:
         if isinstance(key, ed25519.Ed25519PublicKey):
             jwk = OKPAlgorithm.to_jwk(key, as_dict=True)
         else:
-            jwk = ECAlgorithm.to_jwk(key, as_dict=True)
+            jwk = ec_public_jwk(key)
         out = {**jwk, "kid": self.kid, "alg": self.algorithm, "use": "sig"}
         if self.retire_at is not None:
             out[RETIRE_AT] = rfc3339(self.retire_at)  # whole seconds, rounded down: earlier
