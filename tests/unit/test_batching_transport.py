@@ -16,6 +16,7 @@ from aiohttp import web
 
 from agent_mesh.devcluster.ports import free_port
 from agent_mesh.domain.stream import NDJSON
+from agent_mesh.domain.task_message import TaskRequest
 from agent_mesh.transport import batching
 from agent_mesh.transport.batching import BatchingTransport
 from agent_mesh.transport.client import Outcome, TransportConfig
@@ -95,8 +96,8 @@ async def transport() -> AsyncIterator[BatchingTransport]:
     await t.close()
 
 
-def task(uid: str, kind: str = "echo", payload: Any = None) -> dict[str, Any]:
-    return {"taskUid": uid, "attempt": 1, "taskType": kind, "payload": payload, "metadata": {}}
+def task(uid: str, kind: str = "echo", payload: Any = None) -> TaskRequest:
+    return TaskRequest.of(uid, 1, kind, payload, {})
 
 
 async def test_posts_issued_together_travel_as_one_batch(
@@ -213,6 +214,7 @@ async def test_a_batch_holds_at_most_max_tasks(
 
 
 async def test_other_paths_are_plain_calls(agent: Agent, transport: BatchingTransport) -> None:
-    delivery = await transport.post(agent.url, "/v1/tasks/batch", {"tasks": [task("z", payload=1)]})
+    one = {"taskUid": "z", "attempt": 1, "taskType": "echo", "payload": 1, "metadata": {}}
+    delivery = await transport.post(agent.url, "/v1/tasks/batch", {"tasks": [one]})
     assert delivery.outcome is Outcome.OK
     assert delivery.body == {"results": [{"taskUid": "z", "attempt": 1, "result": 1}]}

@@ -36,6 +36,7 @@ from agent_mesh.domain.clock import FakeClock, rfc3339
 from agent_mesh.domain.egress import EgressClass
 from agent_mesh.domain.health import HealthStatus, HealthTracker
 from agent_mesh.domain.retry import RetryPolicy
+from agent_mesh.domain.task_message import TaskRequest
 from agent_mesh.domain.tasks import TaskState
 from agent_mesh.kube.task_status import WriteResult
 from agent_mesh.transport.client import Delivery, Outcome
@@ -128,7 +129,7 @@ class FakeStatusWriter:
 @dataclass
 class Call:
     endpoint: str
-    payload: dict[str, Any]
+    payload: TaskRequest
     token: str | None
     timeout_seconds: float | None
     egress: EgressClass
@@ -139,9 +140,7 @@ Answer = Callable[[Call], Awaitable[Delivery]]
 
 
 async def echo(call: Call) -> Delivery:
-    return Delivery(
-        call.endpoint, Outcome.OK, 1, status=200, body={"result": call.payload["payload"]}
-    )
+    return Delivery(call.endpoint, Outcome.OK, 1, status=200, body={"result": call.payload.payload})
 
 
 @dataclass
@@ -166,7 +165,7 @@ class FakeAgents:
         assert path == "/v1/tasks"
         call = Call(endpoint, payload, token, timeout_seconds, egress)
         self.calls.append(call)
-        self.log.append(f"sent {payload['taskUid']} to {endpoint} attempt {payload['attempt']}")
+        self.log.append(f"sent {payload.task_uid} to {endpoint} attempt {payload.attempt}")
         try:
             return await self.answer(call)
         except asyncio.CancelledError:
@@ -276,7 +275,7 @@ class Mesh:
     def sent(self) -> list[tuple[str, int]]:
         """(agent host, attempt) of every call made to an agent."""
         return [
-            (c.endpoint.removeprefix("http://").split(".")[0], c.payload["attempt"])
+            (c.endpoint.removeprefix("http://").split(".")[0], c.payload.attempt)
             for c in self.agents.calls
         ]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 from agent_mesh.auth.authority import Authority
 from agent_mesh.coordinator.book import TaskBook
@@ -22,6 +22,7 @@ from agent_mesh.domain.clock import Clock
 from agent_mesh.domain.discovery import view_of
 from agent_mesh.domain.egress import EgressClass
 from agent_mesh.domain.health import HealthTracker
+from agent_mesh.domain.task_message import TaskRequest
 from agent_mesh.domain.tasks import TaskState
 from agent_mesh.transport.client import Delivery, Outcome
 
@@ -35,7 +36,7 @@ class AgentTransport(Protocol):
         self,
         endpoint: str,
         path: str,
-        payload: Any,
+        payload: TaskRequest,
         *,
         token: str | None = None,
         timeout_seconds: float | None = None,
@@ -97,17 +98,11 @@ class Dispatcher:
         if remaining <= 0:
             return Delivery(view.endpoint, Outcome.TIMEOUT, 0, error="the attempt's time ran out")
         margin = self._authority.settings.dispatch_token_margin.total_seconds()
-        body = {
-            "taskUid": state.key,
-            "attempt": attempt,
-            "taskType": state.task_type,
-            "payload": state.payload,
-            "metadata": state.metadata,
-        }
+        message = TaskRequest.of(state.key, attempt, state.task_type, state.payload, state.metadata)
         return await self._transport.post(
             view.endpoint,
             TASKS_PATH,
-            body,
+            message,
             token=self._authority.operator_token(state.namespace, agent_id, remaining + margin),
             timeout_seconds=remaining,
             retries=0,

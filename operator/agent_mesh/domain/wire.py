@@ -43,6 +43,18 @@ def validate(model: type[M], data: Any, where: str = "") -> M:
         raise ValidationError(f"{field or 'body'}: {first['msg']}", field=field or "body") from None
 
 
+def validate_json(model: type[M], raw: str | bytes, what: str) -> M:
+    """The JSON document `raw` as a `model`, parsed and validated in one pass; the first
+    problem raised as a ValidationError naming its field (`tasks[3].taskUid`, `body` when
+    `raw` is not JSON at all), its message saying which document (`what`) it was."""
+    try:
+        return model.model_validate_json(raw)
+    except pydantic.ValidationError as error:
+        first = error.errors()[0]
+        field = json_path(first["loc"]) or "body"
+        raise ValidationError(f"{what} is invalid: {field}: {first['msg']}", field=field) from None
+
+
 def json_path(loc: tuple[int | str, ...], where: str = "") -> str:
     """A pydantic error location as a JSON path: `tasks[3].timeoutSeconds`."""
     out = where

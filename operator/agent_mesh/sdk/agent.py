@@ -37,7 +37,6 @@ from typing import Any, Final
 
 from aiohttp import web
 from prometheus_client import generate_latest
-from pydantic import BaseModel, ConfigDict, Field
 
 from agent_mesh.auth.tokens import MeshClaims
 from agent_mesh.domain.acl import MeshCall
@@ -60,7 +59,8 @@ from agent_mesh.domain.stream import (
     encode_frame,
     parse_frame,
 )
-from agent_mesh.domain.wire import WireModel
+from agent_mesh.domain.task_message import TaskBatch, TaskRequest
+from agent_mesh.domain.wire import validate_json
 from agent_mesh.observability.logging import configure_logging
 from agent_mesh.sdk.client import MeshClient
 from agent_mesh.sdk.gate import Gate
@@ -71,31 +71,11 @@ from agent_mesh.transport.client import read_frame
 
 logger = logging.getLogger("agent_mesh.sdk")
 DEDUP_MAX: Final = 10_000
-BATCH_MAX: Final = 1000
-"""Tasks per `POST /v1/tasks/batch`."""
 DEFAULT_CONCURRENCY: Final = 10
 
 Handler = Callable[[Any, "TaskContext"], Any]
 MessageHandler = Callable[[Message, MeshClaims], Any]
 StreamHandler = Callable[[Any, AsyncIterator[Any], "StreamContext"], Any]
-
-
-class TaskRequest(WireModel):
-    """What the coordinator sends to `POST /v1/tasks`."""
-
-    task_uid: str = Field(min_length=1, max_length=128)
-    attempt: int = Field(1, ge=1)
-    task_type: str = Field(min_length=1, max_length=63)
-    payload: Any = None
-    metadata: dict[str, str] = Field(default_factory=dict)
-
-
-class TaskBatch(BaseModel):
-    """What `POST /v1/tasks/batch` takes: several task requests in one call."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    tasks: list[TaskRequest] = Field(min_length=1, max_length=BATCH_MAX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,10 +269,7 @@ class Agent:
         try:
             caller = await self._authenticate(request.headers.get("Authorization"))
             self._authorize(caller, MeshCall.SUBMIT_TASK)
-            try:
-                task = TaskRequest.model_validate_json(await _read_body(request))
-            except ValueError as error:
-                raise ValidationError(f"task request is invalid: {error}", field="body") from None
+            task = validate_json(TaskRequest, await _read_body(request), "task request")
             result = await self._run(task, caller)
         except MeshError as error:
             return _error_response(error)
@@ -312,10 +289,7 @@ class Agent:
         try:
             caller = await self._authenticate(request.headers.get("Authorization"))
             self._authorize(caller, MeshCall.SUBMIT_TASK)
-            try:
-                batch = TaskBatch.model_validate_json(await _read_body(request))
-            except ValueError as error:
-                raise ValidationError(f"task batch is invalid: {error}", field="tasks") from None
+            batch = validate_json(TaskBatch, await _read_body(request), "task batch")
         except MeshError as error:
             return _error_response(error)
         runs = [asyncio.ensure_future(self._answer(task, caller)) for task in batch.tasks]

@@ -3,9 +3,10 @@ turn of the event loop, travel as one `POST /v1/tasks/batch` call.
 
 Why: per-request overhead, not routing, bounds dispatch (an HTTP round trip costs the
 operator some hundred microseconds of CPU, a routing decision a few). The coordinator
-needs no change: it still calls `post(endpoint, "/v1/tasks", task)` once per task and
-gets one Delivery per task. The coalescing happens underneath; a lone task is a batch
-of one.
+needs no change: it still calls `post(endpoint, "/v1/tasks", task)` once per task (a
+TaskRequest, agent_mesh.domain.task_message: the batch is encoded once from the typed
+messages) and gets one Delivery per task. The coalescing happens underneath; a lone task
+is a batch of one.
 
 The agent streams the answers back as NDJSON, one line per task as each finishes
 (`Accept: application/x-ndjson`), so a slow task does not hold back the answers of the
@@ -33,6 +34,7 @@ from agent_mesh.domain.background import Background
 from agent_mesh.domain.egress import EgressClass
 from agent_mesh.domain.errors import EgressRefusedError, ResponseTooLargeError
 from agent_mesh.domain.stream import NDJSON
+from agent_mesh.domain.task_message import BATCH_MAX, TaskBatch, TaskRequest
 from agent_mesh.transport.client import (
     Delivery,
     Outcome,
@@ -49,7 +51,7 @@ from agent_mesh.transport.metrics import (
 
 TASKS_PATH: Final = "/v1/tasks"
 BATCH_PATH: Final = "/v1/tasks/batch"
-MAX_TASKS: Final = 1000
+MAX_TASKS: Final = BATCH_MAX
 """The SDK agent's limit per batch."""
 MAX_BYTES: Final = 512 * 1024
 """Half the SDK agent's body limit: a larger batch is split before it could be refused as
@@ -60,8 +62,7 @@ _Key = tuple[str, str | None, EgressClass]
 
 @dataclass(slots=True)
 class _Item:
-    task: dict[str, Any]
-    key: tuple[str, int]
+    task: TaskRequest
     done: asyncio.Future[Delivery]
     timeout: float
 
@@ -86,7 +87,11 @@ class BatchingTransport(Transport):
         retries: int | None = None,
         egress: EgressClass = EgressClass.DERIVED,
     ) -> Delivery:
-        if path != TASKS_PATH or endpoint in self._unbatched or not isinstance(payload, dict):
+        if (
+            path != TASKS_PATH
+            or endpoint in self._unbatched
+            or not isinstance(payload, TaskRequest)
+        ):
             return await super().post(
                 endpoint,
                 path,
@@ -98,12 +103,7 @@ class BatchingTransport(Transport):
             )
         timeout = timeout_seconds if timeout_seconds is not None else self.config.timeout_seconds
         loop = asyncio.get_running_loop()
-        item = _Item(
-            payload,
-            (str(payload.get("taskUid")), int(payload.get("attempt") or 1)),
-            loop.create_future(),
-            timeout,
-        )
+        item = _Item(payload, loop.create_future(), timeout)
         self._enqueue((endpoint, token, egress), item)
         # a timer per task rather than wait_for: this is the hot path
         expiry = loop.call_later(timeout, _expire, item, endpoint)
@@ -149,7 +149,7 @@ class BatchingTransport(Transport):
         endpoint, token, egress = key
         # one encoding for the whole batch; the rare batch too large for the agent's body
         # limit (large payloads) is split in halves until each part fits
-        body = json.dumps({"tasks": [item.task for item in batch]})
+        body = TaskBatch.of([item.task for item in batch]).to_json().encode()
         if len(body) > MAX_BYTES and len(batch) > 1:
             half = len(batch) // 2
             self._start(key, batch[:half])
@@ -159,7 +159,7 @@ class BatchingTransport(Transport):
         headers["Accept"] = NDJSON
         waiting: dict[tuple[str, int], list[_Item]] = {}
         for item in batch:
-            waiting.setdefault(item.key, []).append(item)
+            waiting.setdefault(item.task.key, []).append(item)
         timeout = aiohttp.ClientTimeout(total=max(item.timeout for item in batch) + 5)
         started = time.perf_counter()
         outcome = Outcome.OK

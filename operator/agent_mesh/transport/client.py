@@ -43,6 +43,7 @@ from agent_mesh.domain.stream import (
     encode_frame,
     parse_frame,
 )
+from agent_mesh.domain.task_message import TaskRequest
 from agent_mesh.transport.egress import EgressGuard
 from agent_mesh.transport.metrics import (
     TRANSPORT_ACTIVE,
@@ -211,12 +212,12 @@ class Transport:
         retries: int | None = None,
         egress: EgressClass = EgressClass.DERIVED,
     ) -> Delivery:
-        """POST `payload` as JSON; the JSON answer is `Delivery.body`. Retries as the
-        module docstring says (`retries` overrides the configured count, 0 for callers
-        that fail over themselves); `timeout_seconds` overrides the per-request timeout;
-        `egress` as for `send`."""
+        """POST `payload` as JSON (a TaskRequest as its wire form); the JSON answer is
+        `Delivery.body`. Retries as the module docstring says (`retries` overrides the
+        configured count, 0 for callers that fail over themselves); `timeout_seconds`
+        overrides the per-request timeout; `egress` as for `send`."""
         headers = await self._headers("application/json", token)
-        body = json.dumps(payload)
+        body = payload.to_json() if isinstance(payload, TaskRequest) else json.dumps(payload)
         return await self._deliver(
             endpoint, path, body, headers, timeout_seconds, retries, egress, reply=False
         )
