@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestServer
 from agent_mesh.domain.egress import EgressClass, EgressPolicy
 from agent_mesh.domain.errors import EgressRefusedError, ResponseTooLargeError
 from agent_mesh.domain.message import Message, MessageType
+from agent_mesh.domain.task_message import TaskRequest
 from agent_mesh.mesh.callbacks import CallbackNotifier
 from agent_mesh.sdk.identity import TokenSource
 from agent_mesh.sdk.meshapi import call_mesh
@@ -308,7 +309,7 @@ async def test_an_oversized_batch_answer_line_is_cut_off(
     server = await serve(batch)
     transport = BatchingTransport(TransportConfig(response_max_bytes=8192))
     try:
-        task = {"taskUid": "u1", "attempt": 1, "taskType": "x", "payload": 1}
+        task = TaskRequest.of("u1", 1, "x", 1, {})  # typed: what the coordinator batches
         delivery = await asyncio.wait_for(transport.post(server.url, "/v1/tasks", task), 10)
     finally:
         await transport.close()
