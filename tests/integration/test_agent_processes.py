@@ -6,7 +6,6 @@ monitor killed: test_fault_agent_killed.py.)"""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import uuid
@@ -30,6 +29,7 @@ from tests.conftest import (
     OperatorProcess,
     temporary_namespace,
     wait_for,
+    wait_for_async,
 )
 from tests.meshhelpers import GROUP, VERSION, call, external_agent, token_for_agent, token_of
 
@@ -147,12 +147,9 @@ async def test_monitors_hear_health_transitions_from_the_operator(conductor: Mes
             if e["event"] == "agent.health" and e["data"]["agentId"] == "monitor-19"
         ]
 
-    for _ in range(100):
-        events = await heard_by_monitor_00()
-        if events:
-            break
-        await asyncio.sleep(0.1)
-    assert events, "monitor-00 never heard monitor-19 become healthy"
+    events = await wait_for_async(
+        "monitor-00 to hear monitor-19 become healthy", heard_by_monitor_00, within=10
+    )
     assert events[0]["from"] == "agent-mesh-operator"
     assert events[0]["data"]["health"] == "healthy"
 

@@ -38,6 +38,7 @@ from agent_mesh.mesh.fastpath import FastPath
 from agent_mesh.mesh.server import create_app
 from agent_mesh.transport.client import Transport, TransportConfig
 from agent_mesh.transport.egress import EgressGuard
+from tests.conftest import wait_for_async
 from tests.egressseams import Connects, MapResolver, record_connects
 
 CREDENTIAL = "egress-credential"
@@ -262,12 +263,11 @@ async def test_the_operator_token_never_reaches_an_address_a_heartbeat_chose(mes
     assert response.status == 202
     key = (await response.json())["id"]
 
-    async def no_endpoint() -> str:
-        while True:
-            answer = await (await mesh.client.get(f"/v1/tasks/{key}", headers=boss)).json()
-            if "no endpoint known" in str(answer.get("error")):
-                return str(answer["error"])
-            await asyncio.sleep(0.02)
+    async def no_endpoint() -> str | None:
+        answer = await (await mesh.client.get(f"/v1/tasks/{key}", headers=boss)).json()
+        error = str(answer.get("error"))
+        return error if "no endpoint known" in error else None
 
-    assert "did not take the task" in await asyncio.wait_for(no_endpoint(), 10)
+    failed = await wait_for_async("the task to fail for lack of an endpoint", no_endpoint, 10, 0.02)
+    assert "did not take the task" in failed
     assert mesh.elsewhere.tasks == [] and mesh.dialled() == []

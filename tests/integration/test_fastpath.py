@@ -120,14 +120,11 @@ async def test_async_returns_ids_and_get_returns_the_results(conductor: MeshClie
     submitted = await conductor.submit_many(tasks, wait=False)
     assert all(not a.finished for a in submitted)
 
-    async def results() -> list[Any]:
-        while True:
-            answers = [await conductor.task(str(a.id)) for a in submitted]
-            if all(a.finished for a in answers):
-                return answers
-            await asyncio.sleep(0.1)
+    async def results() -> list[Any] | None:
+        answers = [await conductor.task(str(a.id)) for a in submitted]
+        return answers if all(a.finished for a in answers) else None
 
-    answers = await asyncio.wait_for(results(), 30)
+    answers = await wait_for_async("every submitted task to finish", results, within=30)
     assert all(a.completed for a in answers)
     assert all(a.result["slept"] == 0.3 for a in answers)
 
@@ -186,13 +183,10 @@ async def test_a_durable_task_submitted_async_can_be_read_back(
     assert submitted.name and submitted.id  # the MeshTask exists; it may already be running
 
     async def done() -> Any:
-        while True:
-            answer = await conductor.task(str(submitted.id))
-            if answer.finished:
-                return answer
-            await asyncio.sleep(0.1)
+        answer = await conductor.task(str(submitted.id))
+        return answer if answer.finished else None
 
-    answer = await asyncio.wait_for(done(), 30)
+    answer = await wait_for_async("the durable task to finish", done, within=30)
     assert answer.completed and answer.result == 7
 
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import inspect
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,6 +32,7 @@ from tests.conftest import (
     ensure_namespace,
     start_operator,
     stop_operator,
+    wait_for_async,
 )
 from tests.meshhelpers import (
     call,
@@ -175,13 +175,15 @@ async def serving(agent: Agent, port: int) -> AsyncIterator[str]:
     task = asyncio.create_task(agent.serve(stop))
     url = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(timeout=5) as http:
-        for _ in range(200):
-            with contextlib.suppress(httpx.TransportError):
-                if (await http.get(f"{url}/healthz")).status_code == 200:
-                    break
+
+        async def serving() -> bool:
             if task.done():
-                task.result()
-            await asyncio.sleep(0.05)
+                task.result()  # the agent failed to start: its error, not a timeout
+            with contextlib.suppress(httpx.TransportError):
+                return (await http.get(f"{url}/healthz")).status_code == 200
+            return False
+
+        await wait_for_async(f"the agent at {url} to serve", serving, within=10, interval=0.05)
     try:
         yield url
     finally:
@@ -214,22 +216,7 @@ async def _wait_ready(url: str) -> None:
         async with httpx.AsyncClient(timeout=5) as http:
             return (await http.get(f"{url}/readyz")).status_code == 200
 
-    await _until(f"the agent at {url} to be ready", ready)
-
-
-async def _until(what: str, check: Callable[[], Any], deadline: float = 30) -> Any:
-    """Poll `check` (plain or async) without blocking the loop: the agent under test
-    runs on it."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while loop.time() < end:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    pytest.fail(f"timed out after {deadline:.0f} s waiting for {what}")
+    await wait_for_async(f"the agent at {url} to be ready", ready)
 
 
 async def test_an_agent_answers_503_until_its_first_sync_and_serves_once_loaded(
@@ -308,17 +295,17 @@ async def test_a_running_agent_refuses_a_token_whose_key_passed_its_retire_time(
             limited_operator.operator_namespace,
             {"metadata": {"annotations": {"agentmesh.io/rotate": uuid.uuid4().hex}}},
         )
-        retire = await _until(
+        retire = await wait_for_async(
             "the old key to carry a retirement time",
             lambda: _retire_time(limited_operator, old_kid),
         )
         assert retire - dt.datetime.now(dt.UTC) <= dt.timedelta(seconds=KEY_OVERLAP_SECONDS)
         # within the overlap the running agent still accepts the old key
         assert (await _post_task(url, boss)).status_code == 200
-        await _until(
+        await wait_for_async(
             "the old key's retire time to pass",
             lambda: dt.datetime.now(dt.UTC) > retire,
-            deadline=KEY_OVERLAP_SECONDS + 5,
+            within=KEY_OVERLAP_SECONDS + 5,
         )
         refused = await _post_task(url, boss)  # the token itself is valid for minutes more
         assert refused.status_code == 401, refused.text

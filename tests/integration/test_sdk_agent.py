@@ -72,13 +72,14 @@ async def worker(
     serving = asyncio.create_task(agent.serve(stop))
     url = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient() as http:
-        for _ in range(200):  # ready: its gate has loaded keys, policies and revocations
+
+        async def ready() -> bool:  # its gate has loaded keys, policies and revocations
             try:
-                if (await http.get(f"{url}/readyz")).status_code == 200:
-                    break
+                return (await http.get(f"{url}/readyz")).status_code == 200
             except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.05)
+                return False
+
+        await wait_for_async(f"the agent at {url} to be ready", ready, within=10, interval=0.05)
     yield url, namespace
     stop.set()
     await serving

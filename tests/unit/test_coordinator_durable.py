@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime as dt
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +39,7 @@ from agent_mesh.domain.task_message import TaskRequest
 from agent_mesh.domain.tasks import TaskState
 from agent_mesh.kube.task_status import WriteResult
 from agent_mesh.transport.client import Delivery, Outcome
+from tests.conftest import wait_for_async
 
 NS = "ns"
 GRACE = dt.timedelta(seconds=30)
@@ -325,11 +325,7 @@ async def mesh(coalesce: float) -> AsyncIterator[Mesh]:
 
 async def until(condition: Callable[[], bool], what: str, within: float = 2.0) -> None:
     """Let the loop run until `condition` holds; fail naming `what` after `within` s."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        await asyncio.sleep(0.001)
+    await wait_for_async(what, condition, within, 0.001)
 
 
 def phase_of(mesh: Mesh, key: str) -> str | None:

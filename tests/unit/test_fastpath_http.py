@@ -41,6 +41,7 @@ from agent_mesh.mesh.fastpath import FastPath
 from agent_mesh.mesh.server import create_app
 from agent_mesh.mesh.task_results import ResultStore
 from agent_mesh.transport.egress import EgressGuard
+from tests.conftest import wait_for_async
 
 CREDENTIAL = "fast-path-credential"
 NS = "ns"
@@ -276,11 +277,12 @@ async def test_async_answers_ids_at_once_and_get_returns_the_result(mesh: Mesh) 
     assert status == 202
     key = body["tasks"][0]["id"]
     assert body["tasks"][0]["phase"] in ("Pending", "Running")
-    for _ in range(100):
+
+    async def completed() -> tuple[int, Any] | None:
         status, got = await mesh.get("boss", key)
-        if got.get("phase") == "Completed":
-            break
-        await asyncio.sleep(0.01)
+        return (status, got) if got.get("phase") == "Completed" else None
+
+    status, got = await wait_for_async("the task to complete", completed, 5, 0.01)
     assert status == 200
     assert got["result"] == "a"
 
@@ -438,10 +440,12 @@ async def test_a_callback_that_cannot_be_reached_does_not_fail_the_task(mesh: Me
 async def _accepted_later(mesh: Mesh) -> str:
     status, body = await mesh.post("boss", _task(taskType="later", retries=0, wait=False))
     assert status == 202
-    for _ in range(200):
-        if mesh.agent.later and mesh.agent.later[-1]["taskUid"] == body["id"]:
-            break
-        await asyncio.sleep(0.01)
+    await wait_for_async(
+        "the agent to accept the task for later",
+        lambda: mesh.agent.later and mesh.agent.later[-1]["taskUid"] == body["id"],
+        5,
+        0.01,
+    )
     state = mesh.coordinator.get(body["id"])
     assert state is not None and state.phase.value == "Running"
     return str(body["id"])
