@@ -18,7 +18,6 @@ image, so nothing is rebuilt until its inputs change.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -29,11 +28,11 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent_mesh.devcluster.versions import cache_root
+from agent_mesh.devcluster.versions import cache_lock, cache_root
 
 Say = Callable[[str], None]
 
@@ -83,17 +82,6 @@ def _digest(*parts: bytes | str) -> str:
 
 def images_dir() -> Path:
     return cache_root() / "images"
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def repository_root() -> Path | None:
@@ -261,32 +249,34 @@ class ImageCache:
         archive = self.dir / f"pause-{key}.tar"
         if archive.is_file():
             return Image(name, archive)
-        with _locked(self.dir / ".lock"):
+        with cache_lock(self.dir / ".lock"):
             if archive.is_file():
                 return Image(name, archive)
-            b = self.buildah
-            container = b("from", "scratch", label="pause image")
-            try:
-                b("copy", "--chmod", "0755", container, str(binary), "/pause", label="pause")
-                b(
-                    "config",
-                    "--os",
-                    "linux",
-                    "--arch",
-                    "amd64",
-                    "--entrypoint",
-                    '["/pause"]',
-                    "--user",
-                    "65535:65535",
-                    container,
-                    label="pause image",
-                )
-                b("commit", "-q", "--rm", container, name, label="pause image")
-            except ImageError:
-                b("rm", container, label="pause image cleanup")
-                raise
+            self._from_scratch(
+                name,
+                "pause image",
+                add=("copy", "--chmod", "0755", str(binary), "/pause"),
+                config=("--entrypoint", '["/pause"]', "--user", "65535:65535"),
+            )
             self._export(name, archive)
         return Image(name, archive)
+
+    def _from_scratch(
+        self, name: str, label: str, *, add: tuple[str, ...], config: tuple[str, ...]
+    ) -> None:
+        """Commit `name`: a scratch image with one copy or add (`add`: the buildah verb
+        and its flags, then source and destination) and a linux/amd64 `config`; the
+        working container is removed when a step fails."""
+        b = self.buildah
+        *verb, source, destination = add
+        container = b("from", "scratch", label=label)
+        try:
+            b(*verb, container, source, destination, label=label)
+            b("config", "--os", "linux", "--arch", "amd64", *config, container, label=label)
+            b("commit", "-q", "--rm", container, name, label=label)
+        except ImageError:
+            b("rm", container, label=f"{label} cleanup")
+            raise
 
     # -- the Python base -----------------------------------------------------------------
 
@@ -302,7 +292,7 @@ class ImageCache:
         facts_file = self.dir / f"python-base-{key}.json"
         if facts_file.is_file() and self.buildah.has(name):
             return name, json.loads(facts_file.read_text())
-        with _locked(self.dir / ".lock"):
+        with cache_lock(self.dir / ".lock"):
             if facts_file.is_file() and self.buildah.has(name):
                 return name, json.loads(facts_file.read_text())
             facts = self._build_base(name)
@@ -336,29 +326,19 @@ class ImageCache:
                 tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
                 raise ImageError(f"mmdebstrap of the Python base failed:\n{tail}")
             python, glibc = facts_out.read_text().split()
-            b = self.buildah
-            container = b("from", "scratch", label="Python base")
-            try:
-                b("add", "--quiet", container, str(tarball), "/", label="Python base")
-                b(
-                    "config",
-                    "--os",
-                    "linux",
-                    "--arch",
-                    "amd64",
+            self._from_scratch(
+                name,
+                "Python base",
+                add=("add", "--quiet", str(tarball), "/"),
+                config=(
                     "--env",
                     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     "--env",
                     "LANG=C.UTF-8",
                     "--cmd",
                     "python3",
-                    container,
-                    label="Python base",
-                )
-                b("commit", "-q", "--rm", container, name, label="Python base")
-            except ImageError:
-                b("rm", container, label="Python base cleanup")
-                raise
+                ),
+            )
         self.say(f"  [images] Python {python} base built in {time.monotonic() - started:.0f} s")
         return {"python": python, "glibc": glibc}
 
@@ -372,7 +352,7 @@ class ImageCache:
         directory = self.dir / f"wheels-{key}"
         if directory.is_dir():
             return directory, key
-        with _locked(self.dir / ".lock"):
+        with cache_lock(self.dir / ".lock"):
             if directory.is_dir():
                 return directory, key
             self.say(f"  [images] fetching the project's dependencies as wheels (Python {python})")
@@ -436,7 +416,7 @@ class ImageCache:
         archive = self.dir / f"agent-mesh-{key}.tar"
         if archive.is_file():
             return Image(name, archive)
-        with _locked(self.dir / ".lock"):
+        with cache_lock(self.dir / ".lock"):
             if archive.is_file():
                 return Image(name, archive)
             self.say(f"  [images] building the project's image from {root / 'Dockerfile'}")
