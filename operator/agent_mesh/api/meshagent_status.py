@@ -11,7 +11,7 @@ from typing import Any, Final
 from agent_mesh.api.meshagent import HealthStatus, MeshAgentCondition, MeshAgentReason
 from agent_mesh.domain.agents import AgentRecord
 from agent_mesh.domain.clock import rfc3339
-from agent_mesh.domain.conditions import set_condition
+from agent_mesh.domain.conditions import ConditionSet
 from agent_mesh.domain.discovery import resolve_endpoint
 from agent_mesh.domain.health import StatusWrite
 
@@ -51,27 +51,10 @@ def health_patch(record: AgentRecord, write: StatusWrite, now: dt.datetime) -> d
     endpoint = resolve_endpoint(record, write.endpoint)
     if endpoint is not None:
         patch["endpoint"] = endpoint
-    current = [dict(c) for c in record.conditions]
-    conditions = _ready(current, write.health, record.generation, now)
-    if conditions != current:
-        patch["conditions"] = conditions
+    conditions = ConditionSet(record.conditions, generation=record.generation, now=now)
+    conditions.set(MeshAgentCondition.READY, *_READY[write.health])
+    patch.update(conditions.patch())
     return patch
-
-
-def _ready(
-    conditions: list[dict[str, Any]], health: HealthStatus, generation: int | None, now: dt.datetime
-) -> list[dict[str, Any]]:
-    """Ready follows health."""
-    status, reason, message = _READY[health]
-    return set_condition(
-        conditions,
-        MeshAgentCondition.READY.value,
-        status,
-        reason.value,
-        message,
-        generation=generation,
-        now=now,
-    )
 
 
 def registration_patch(
@@ -84,22 +67,16 @@ def registration_patch(
         patch["healthStatus"] = health
     if not status.get("registeredAt"):
         patch["registeredAt"] = rfc3339(now)
-    old = list(status.get("conditions") or [])
-    conditions = set_condition(
-        old,
-        MeshAgentCondition.REGISTERED.value,
+    conditions = ConditionSet(status.get("conditions") or [], generation=generation, now=now)
+    conditions.set(
+        MeshAgentCondition.REGISTERED,
         "True",
-        MeshAgentReason.AGENT_REGISTERED.value,
+        MeshAgentReason.AGENT_REGISTERED,
         "The agent is registered with the mesh.",
-        generation=generation,
-        now=now,
     )
     if health == HealthStatus.PENDING.value:
-        conditions = _ready(conditions, HealthStatus.PENDING, generation, now)
-    if conditions != old:
-        patch["conditions"] = conditions
-    if generation is not None and status.get("observedGeneration") != generation:
-        patch["observedGeneration"] = generation
+        conditions.set(MeshAgentCondition.READY, *_READY[HealthStatus.PENDING])
+    patch.update(conditions.patch(status))
     return patch
 
 
@@ -111,24 +88,13 @@ def credential_conditions(
 ) -> list[dict[str, Any]]:
     """External agents: CredentialIssued True, or False naming why the Secret was refused."""
     if problem is None:
-        return set_condition(
-            conditions,
-            MeshAgentCondition.CREDENTIAL_ISSUED.value,
-            "True",
-            MeshAgentReason.CREDENTIAL_SECRET_READY.value,
-            "The agent's credential Secret is ready; its hash is in status.credential.",
-            generation=generation,
-            now=now,
-        )
-    return set_condition(
-        conditions,
-        MeshAgentCondition.CREDENTIAL_ISSUED.value,
-        "False",
-        MeshAgentReason.CREDENTIAL_SECRET_NOT_OWNED.value,
-        problem,
-        generation=generation,
-        now=now,
-    )
+        status, reason = "True", MeshAgentReason.CREDENTIAL_SECRET_READY
+        message = "The agent's credential Secret is ready; its hash is in status.credential."
+    else:
+        status, reason, message = "False", MeshAgentReason.CREDENTIAL_SECRET_NOT_OWNED, problem
+    issued = ConditionSet(conditions, generation=generation, now=now)
+    issued.set(MeshAgentCondition.CREDENTIAL_ISSUED, status, reason, message)
+    return issued.items
 
 
 def endpoint_patch(
@@ -147,14 +113,6 @@ def endpoint_patch(
         message = "spec.endpoint passes the operator's egress policy."
     else:
         state, reason, message = "False", MeshAgentReason.ENDPOINT_REFUSED, refusal
-    conditions = set_condition(
-        old,
-        MeshAgentCondition.ENDPOINT_ALLOWED.value,
-        state,
-        reason.value,
-        message,
-        generation=generation,
-        now=now,
-    )
-    if conditions != old:
-        patch["conditions"] = conditions
+    conditions = ConditionSet(old, generation=generation, now=now)
+    conditions.set(MeshAgentCondition.ENDPOINT_ALLOWED, state, reason, message)
+    patch.update(conditions.patch())
