@@ -87,13 +87,16 @@ def credential_conditions(
     now: dt.datetime,
 ) -> list[dict[str, Any]]:
     """External agents: CredentialIssued True, or False naming why the Secret was refused."""
-    if problem is None:
-        status, reason = "True", MeshAgentReason.CREDENTIAL_SECRET_READY
-        message = "The agent's credential Secret is ready; its hash is in status.credential."
-    else:
-        status, reason, message = "False", MeshAgentReason.CREDENTIAL_SECRET_NOT_OWNED, problem
     issued = ConditionSet(conditions, generation=generation, now=now)
-    issued.set(MeshAgentCondition.CREDENTIAL_ISSUED, status, reason, message)
+    issued.set_check(
+        MeshAgentCondition.CREDENTIAL_ISSUED,
+        problem,
+        (
+            MeshAgentReason.CREDENTIAL_SECRET_READY,
+            "The agent's credential Secret is ready; its hash is in status.credential.",
+        ),
+        MeshAgentReason.CREDENTIAL_SECRET_NOT_OWNED,
+    )
     return issued.items
 
 
@@ -108,11 +111,11 @@ def endpoint_patch(
     False with the egress policy's reason when `refusal` says why the operator will not
     dial it, True otherwise. Nothing when it would not change."""
     old = list(patch.get("conditions") or status.get("conditions") or [])
-    if refusal is None:
-        state, reason = "True", MeshAgentReason.ENDPOINT_ADMITTED
-        message = "spec.endpoint passes the operator's egress policy."
-    else:
-        state, reason, message = "False", MeshAgentReason.ENDPOINT_REFUSED, refusal
     conditions = ConditionSet(old, generation=generation, now=now)
-    conditions.set(MeshAgentCondition.ENDPOINT_ALLOWED, state, reason, message)
+    conditions.set_check(
+        MeshAgentCondition.ENDPOINT_ALLOWED,
+        refusal,
+        (MeshAgentReason.ENDPOINT_ADMITTED, "spec.endpoint passes the operator's egress policy."),
+        MeshAgentReason.ENDPOINT_REFUSED,
+    )
     patch.update(conditions.patch())

@@ -73,6 +73,16 @@ class ConditionSet:
             now=self._now,
         )
 
+    def set_check(
+        self, type_: str, problem: str | None, passed: tuple[str, str], failed_reason: str
+    ) -> None:
+        """A check's condition: True with `passed` (reason, message) when there is no
+        `problem`, else False with `failed_reason` and the problem as the message."""
+        if problem is None:
+            self.set(type_, "True", *passed)
+        else:
+            self.set(type_, "False", failed_reason, problem)
+
     def patch(self, observed: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The merge patch: `conditions` when they changed and, given the status as read
         (`observed`), `observedGeneration` when it moved; empty when nothing would change."""
