@@ -324,7 +324,13 @@ def test_an_acl_policy_reaches_running_agents(mesh: Mesh) -> None:
             },
         },
     )
-    wait_for("the echo agent to apply the scout policy", lambda: echo_status() == 200)
+    # the operator takes the policy from its watch; the agents pull it on their next sync
+    sync = float(SETTINGS["AGENT_MESH_POLICY_SYNC_SECONDS"])
+    wait_for(
+        "the echo agent to apply the scout policy",
+        lambda: echo_status() == 200,
+        timeout=10 * sync,
+    )
 
 
 @pytest.mark.disruptive  # a planned stop (a rollout), not a fault
