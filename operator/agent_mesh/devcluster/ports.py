@@ -8,8 +8,8 @@ import socket
 from pathlib import Path
 
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
-LOWEST = 10000
-"""Below this, ports are left to well-known and registered services."""
+LOWEST = 20000
+"""Below this, ports are left to fixed services (the node's kubelet listens on 10250)."""
 
 _handed_out: set[int] = set()
 """Ports this process handed out: not handed out again (the first may not be bound yet)."""
