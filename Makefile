@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 NODE_PACKAGES := runc containernetworking-plugins iptables iproute2 mmdebstrap buildah
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-unit test-integration test-e2e test-smoke test-disruptive test-fault test-packaging test-node lint crds binaries node-deps node venv clean
+.PHONY: help demo test test-loaded test-unit test-integration test-e2e test-smoke test-disruptive test-fault test-packaging test-node lint crds binaries node-deps node venv clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ demo: binaries ## a local mesh: control plane, CRDs, operator, samples (Ctrl-C s
 test: binaries node ## every test suite (unit, integration, e2e, node) against a real cluster
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; exit 1; fi; exit $$rc
+
+test-loaded: ## make test three times in a row with one core kept busy by a CPU burner; prints each run's summary
+	@.ci/test-loaded
 
 test-unit: venv ## pure logic only, no cluster
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)

@@ -21,8 +21,11 @@ def test_an_agent_killed_mid_task_loses_it_to_another_without_using_a_retry(
     agents: dict[str, AgentProcess],
     tmp_path: Path,
 ) -> None:
-    doomed = start_worker(cluster, operator, ns, agents, tmp_path, "doomed", ["echo"])
-    wait_for("doomed healthy", lambda: healthy(cluster, ns) == 1)
+    # Both agents are healthy before the task exists: no agent has to come up inside the
+    # task's run. Whichever gets the task is killed; the other must finish it.
+    for agent_id in ("first", "second"):
+        start_worker(cluster, operator, ns, agents, tmp_path, agent_id, ["echo"])
+    wait_for("both agents healthy", lambda: healthy(cluster, ns) == 2)
     create_task(
         cluster,
         ns,
@@ -30,14 +33,15 @@ def test_an_agent_killed_mid_task_loses_it_to_another_without_using_a_retry(
         taskType="sleep",
         requiredCapabilities=["echo"],
         retries=0,
-        payload={"seconds": 4},
+        # long enough that the kill lands while the task runs however slow the machine is
+        payload={"seconds": 10},
     )
-    wait_phase(cluster, ns, "long", {"Running"})
-    start_worker(cluster, operator, ns, agents, tmp_path, "survivor", ["echo"])
-    wait_for("survivor healthy", lambda: healthy(cluster, ns) == 2)
-    doomed.kill()
+    running = wait_phase(cluster, ns, "long", {"Running"})
+    doomed = running["agentId"]
+    survivor = "second" if doomed == "first" else "first"
+    agents[doomed].kill()
     status = wait_phase(cluster, ns, "long", {"Completed", "Failed", "TimedOut"})
     assert status["phase"] == "Completed", status  # retries: 0, yet it completed
-    assert status["agentId"] == "survivor"
+    assert status["agentId"] == survivor
     outcomes = [(a["agentId"], a["outcome"]) for a in status["attempts"]]
-    assert outcomes == [("doomed", "Unreachable"), ("survivor", "Succeeded")]
+    assert outcomes == [(doomed, "Unreachable"), (survivor, "Succeeded")]

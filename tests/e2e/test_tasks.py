@@ -272,3 +272,38 @@ def test_kubectl_apply_samples_then_the_sample_task_completes(
     assert status["result"] == ["agent-mesh turns a cluster into a mesh of cooperating AI agents."]
     table = cluster.kubectl("get", "meshtasks", "-n", ns).stdout
     assert "summarize-release-notes" in table and "Completed" in table
+
+
+def test_a_task_whose_agent_is_deleted_mid_task_fails_over_without_using_a_retry(
+    cluster: Cluster,
+    operator: OperatorProcess,
+    ns: str,
+    agents: dict[str, AgentProcess],
+    tmp_path: Path,
+) -> None:
+    """`kubectl delete meshagent` while the agent holds a task: the task goes to another
+    agent at once (not at its timeout), using no retry."""
+    for agent_id in ("first", "second"):
+        start_worker(cluster, operator, ns, agents, tmp_path, agent_id, ["echo"])
+    wait_for("both agents healthy", lambda: healthy(cluster, ns) == 2)
+    create_task(
+        cluster,
+        ns,
+        "orphan",
+        taskType="sleep",
+        requiredCapabilities=["echo"],
+        retries=0,
+        timeoutSeconds=120,  # far beyond the failover: the timeout must not move it
+        payload={"seconds": 5},
+    )
+    deleted = wait_phase(cluster, ns, "orphan", {"Running"})["agentId"]
+    survivor = "second" if deleted == "first" else "first"
+    cluster.kubectl("delete", "meshagent", deleted, "-n", ns)
+    status = wait_phase(cluster, ns, "orphan", {"Completed", "Failed", "TimedOut"})
+    assert status["phase"] == "Completed", status  # retries: 0, yet it completed
+    assert status["agentId"] == survivor
+    assert [(a["agentId"], a["outcome"]) for a in status["attempts"]] == [
+        (deleted, "Unreachable"),
+        (survivor, "Succeeded"),
+    ]
+    assert "was deleted" in status["attempts"][0]["error"], status

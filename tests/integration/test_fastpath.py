@@ -31,7 +31,6 @@ from tests.conftest import (
     start_operator,
     stop_operator,
     temporary_namespace,
-    wait_for,
     wait_for_async,
 )
 from tests.meshhelpers import (
@@ -146,7 +145,7 @@ async def test_a_durable_task_is_a_meshtask_that_completes(
         )
         return body if (body.get("status") or {}).get("phase") == "Completed" else None
 
-    body = wait_for("the durable task's status to say Completed", completed)
+    body = await wait_for_async("the durable task's status to say Completed", completed)
     assert body["metadata"]["uid"] == answer.id
     assert body["metadata"]["labels"]["agentmesh.io/submitted-by"] == me
     assert body["spec"]["ttlSecondsAfterFinished"] == 600

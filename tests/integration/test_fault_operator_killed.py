@@ -9,6 +9,7 @@ import base64
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from agent_mesh.pki import CA_SECRET
 from tests.conftest import (
     SESSION,
     Cluster,
+    OperatorProcess,
     start_operator,
     stop_operator,
     temporary_namespace,
@@ -77,28 +79,55 @@ def test_health_continues_from_status_after_a_restart(
     cluster: Cluster, crds: object, own_namespace: str, tmp_path: Path
 ) -> None:
     system = f"amk-{SESSION}-sys-{uuid.uuid4().hex[:6]}"
-    operator = start_own_operator(cluster, tmp_path / "first.log", system)
+    # degraded 5 s after the last beat, unreachable only after 10 min: however long the
+    # restart takes on a loaded machine, the agent is still degraded when the new operator
+    # looks (no window to hit)
+    health_env = {
+        "AGENT_MESH_HEALTH_DEGRADED_SECONDS": "5",
+        "AGENT_MESH_HEALTH_UNREACHABLE_SECONDS": "600",
+        "AGENT_MESH_HEALTH_SWEEP_SECONDS": "0.25",
+    }
 
-    def health() -> str | None:
+    def start(log: str) -> OperatorProcess:
+        return start_operator(
+            cluster,
+            tmp_path / log,
+            "--no-webhooks",
+            watch=f"{PREFIX}*",
+            operator_namespace=system,
+            extra_env=health_env,
+        )
+
+    def status() -> dict[str, Any]:
         obj = cluster.custom.get_namespaced_custom_object(
             "agentmesh.io", "v1alpha1", own_namespace, "meshagents", "steady"
         )
-        return obj.get("status", {}).get("healthStatus")
+        return dict(obj.get("status") or {})
 
+    def events(reason: str) -> list[str]:
+        items = client.CoreV1Api(cluster.api).list_namespaced_event(own_namespace).items
+        return [
+            e.message for e in items if e.involved_object.name == "steady" and e.reason == reason
+        ]
+
+    operator = start("first.log")
     try:
         token = token_of(cluster, operator, own_namespace, "steady", "worker")
         beat = f"/v1/agents/{own_namespace}/steady/heartbeat"
         assert call(operator, "POST", beat, token, json={}).status_code == 200
-        wait_for("healthy", lambda: health() == "healthy")
+        seen = wait_for("healthy", lambda: status().get("healthStatus") == "healthy" and status())
     finally:
         operator.process.kill()
         operator.process.wait()
-    restarted = start_own_operator(cluster, tmp_path / "second.log", system)
+    restarted = start("second.log")
     try:
         # no heartbeat since: the restarted operator ages the lastSeen it read from status
-        wait_for("degraded after the restart", lambda: health() == "degraded", timeout=15)
+        wait_for("degraded after the restart", lambda: status().get("healthStatus") == "degraded")
+        assert status()["lastSeen"] == seen["lastSeen"]  # aged, not reset to the restart
+        degraded = wait_for("the restart's AgentDegraded Event", lambda: events("AgentDegraded"))
+        assert f"was healthy; last seen {seen['lastSeen']}" in degraded[0]
         assert call(restarted, "POST", beat, token, json={}).status_code == 200
-        wait_for("healthy again", lambda: health() == "healthy")
+        wait_for("healthy again", lambda: status().get("healthStatus") == "healthy")
     finally:
         stop_operator(restarted)
 

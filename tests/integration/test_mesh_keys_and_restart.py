@@ -12,9 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 from kubernetes import client
 
+from agent_mesh.domain.message import Message, MessageType
+from tests.agentprocs import SETTINGS, launch, register, wait_ready
 from tests.conftest import (
     SESSION,
     Cluster,
@@ -24,7 +27,7 @@ from tests.conftest import (
     temporary_namespace,
     wait_for,
 )
-from tests.meshhelpers import call, error_of, token_of
+from tests.meshhelpers import call, error_of, token_for_agent, token_of
 
 # A namespace family of its own, so this operator and the session's never share objects.
 PREFIX = f"amk-{SESSION}-"
@@ -129,8 +132,11 @@ def test_rotation_keeps_old_tokens_valid_for_the_overlap_only(
             "a second key in the JWKS", lambda: (k := jwks_kids(operator)) and len(k) == 2 and k
         )
         assert old_kid in kids
-        # during the overlap the old token still verifies
-        assert call(operator, "GET", "/v1/whoami", old_token).status_code == 200
+        # during the overlap the old token still verifies: a call made while the old key is
+        # still published (checked after it, so a stalled machine cannot blur the two)
+        during = call(operator, "GET", "/v1/whoami", old_token).status_code
+        if old_kid in jwks_kids(operator):
+            assert during == 200
         wait_for(
             "the old key to retire", lambda: jwks_kids(operator) == kids - {old_kid}, timeout=20
         )
@@ -141,4 +147,67 @@ def test_rotation_keeps_old_tokens_valid_for_the_overlap_only(
         new_token = token_of(cluster, operator, own_namespace, "rotated", "worker")
         assert call(operator, "GET", "/v1/whoami", new_token).status_code == 200
     finally:
+        stop_operator(operator)
+
+
+def test_a_running_agent_accepts_the_rotated_key_and_refuses_the_retired_one(
+    cluster: Cluster, crds: object, own_namespace: str, tmp_path: Path
+) -> None:
+    """An agent process started before a rotation: within a few of its sync intervals it
+    verifies tokens signed with the new key, and refuses the old key's once it retired."""
+    system = f"amk-{SESSION}-sys-{uuid.uuid4().hex[:6]}"
+    operator = start_own_operator(cluster, tmp_path / "operator.log", system)
+    agent = None
+    try:
+        url, credential = register(cluster, own_namespace, "keeper", "worker", ["echo"])
+        agent = launch(
+            "echo_worker.py", operator, own_namespace, "keeper", url, credential, tmp_path
+        )
+        wait_ready(agent)
+        sync = float(SETTINGS["AGENT_MESH_POLICY_SYNC_SECONDS"])
+
+        def to_keeper(caller: str) -> str:
+            token = token_of(cluster, operator, own_namespace, caller, "orchestrator")
+            return token_for_agent(operator, token, own_namespace, "keeper")
+
+        def answer(caller: str, token: str) -> int:
+            message = Message.new(MessageType.REQUEST, caller, "keeper", "hi")
+            return httpx.post(
+                f"{url}/v1/messages",
+                headers={"Authorization": f"Bearer {token}"},
+                json=message.to_wire(),
+                timeout=10,
+            ).status_code
+
+        old = to_keeper("before")
+        (old_kid,) = jwks_kids(operator)
+        assert jwt.get_unverified_header(old)["kid"] == old_kid
+        assert answer("before", old) == 200
+        client.CoreV1Api(cluster.api).patch_namespaced_secret(
+            "agent-mesh-signing-keys",
+            system,
+            {
+                "metadata": {
+                    "annotations": {"agentmesh.io/rotate": dt.datetime.now(dt.UTC).isoformat()}
+                }
+            },
+        )
+        wait_for("a second key in the JWKS", lambda: len(jwks_kids(operator)) == 2)
+        new = to_keeper("after")
+        assert jwt.get_unverified_header(new)["kid"] != old_kid  # signed with the new key
+        wait_for(
+            "the agent to verify the new key",
+            lambda: answer("after", new) == 200,
+            timeout=5 * sync,
+        )
+        wait_for("the old key to retire", lambda: old_kid not in jwks_kids(operator), timeout=20)
+        wait_for(
+            "the agent to refuse the retired key",
+            lambda: answer("before", old) == 401,
+            timeout=5 * sync,
+        )
+        assert answer("after", new) == 200
+    finally:
+        if agent is not None:
+            agent.stop()
         stop_operator(operator)

@@ -11,7 +11,7 @@ import pytest
 from agent_mesh.domain.errors import AuthError
 from agent_mesh.sdk.heartbeat import send_heartbeat
 from agent_mesh.sdk.identity import TokenSource
-from tests.conftest import Cluster, OperatorProcess, wait_for
+from tests.conftest import Cluster, OperatorProcess, wait_for_async
 from tests.meshhelpers import GROUP, VERSION, call, external_agent, token_of
 
 
@@ -36,7 +36,7 @@ async def test_sdk_agent_gets_a_token_beats_and_renews_after_revocation(
     assert source.identity is not None and source.identity.agent_type == "worker"
     async with aiohttp.ClientSession() as session:
         assert await send_heartbeat(session, source, active_tasks=1, version="0.1.0") == 200
-        wait_for(
+        await wait_for_async(
             "the SDK agent to be healthy",
             lambda: _health(cluster, namespace, "sdk-worker") == "healthy",
         )
