@@ -461,7 +461,10 @@ def agent_record(body: Mapping[str, Any]) -> AgentRecord:
         agent_id=spec.agent_id or name,
         agent_type=spec.agent_type,
         capabilities=tuple(spec.capabilities),
-        service_account=spec.service_account_name or pod_account or None,
+        # a workload naming none runs as the per-agent ServiceAccount (named after it)
+        service_account=(
+            spec.service_account_name or pod_account or (name if spec.workload else None)
+        ),
         credential_hash=status.credential.sha256 if status.credential else None,
         external=bool(spec.endpoint),
         endpoint=spec.endpoint or None,
@@ -469,6 +472,7 @@ def agent_record(body: Mapping[str, Any]) -> AgentRecord:
         max_concurrent_tasks=spec.max_concurrent_tasks,
         version=spec.version or None,
         workload=spec.workload is not None,
+        network=spec.network.value if spec.network else None,
         last_seen=status.last_seen,
         health=status.health_status,
         active_tasks=status.active_tasks,
