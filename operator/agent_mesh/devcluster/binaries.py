@@ -584,7 +584,7 @@ def _build_headscale(go: str, version: str, out_dir: Path, say: Say) -> None:
         requires=[f"{module}/cmd/headscale@v{version}"],
         main=None,
         targets={"headscale": f"{module}/cmd/headscale"},
-        ldflags=f"-s -w -X {module}/hscontrol/types.Version=v{version}",
+        ldflags="-s -w",
         say=say,
     )
 

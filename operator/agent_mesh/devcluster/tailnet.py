@@ -1,0 +1,320 @@
+"""A tailnet on this machine, offline: headscale on 127.0.0.1 and userspace tailscaled nodes.
+
+headscale keeps its state in sqlite and serves its embedded DERP only: no public DERP map
+(`derp.urls`/`paths` empty, no auto-update), no update check, no log upload. Every
+tailscaled runs in userspace mode (no privilege, no TUN) with log upload, port mapping
+and UPnP off, DERP over plain HTTP (headscale's port is HTTP here), and the guard that
+panics if Tailscale's own control servers are ever contacted — the same knobs as the
+agents' sidecars (`agent_mesh.tailscale.sidecar.environment`).
+
+On the host network namespace the nodes find each other through the machine's interface
+addresses (learnt from the embedded STUN server). A namespace holding only `lo` counts as
+"network down" for tailscaled (it ignores loopback when deciding whether any interface is
+up), so do not move a node into one without a second address.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from agent_mesh.devcluster.binaries import TailnetBinaries
+from agent_mesh.devcluster.ports import free_port
+from agent_mesh.devcluster.processes import spawn, terminate
+
+LOOPBACK: Final = "127.0.0.1"
+DEFAULT_DOMAIN: Final = "tailnet.test"
+USER: Final = "agents"
+
+TAILSCALED_ENV: Final[dict[str, str]] = {
+    "TS_NO_LOGS_NO_SUPPORT": "true",
+    "TS_DISABLE_PORTMAPPER": "1",
+    "TS_DISABLE_UPNP": "true",
+    "TS_DEBUG_USE_DERP_HTTP": "1",
+    "TS_PANIC_IF_HIT_MAIN_CONTROL": "1",
+}
+"""Environment of every tailscaled this harness starts."""
+
+
+class TailnetError(RuntimeError):
+    """A tailnet process did not start or answer in time; the message names it and its log."""
+
+
+def headscale_config(
+    *, workdir: Path, port: int, metrics_port: int, grpc_port: int, stun_port: int, domain: str
+) -> dict[str, Any]:
+    """headscale's configuration: everything on loopback, nothing public."""
+    return {
+        "server_url": f"http://{LOOPBACK}:{port}",
+        "listen_addr": f"{LOOPBACK}:{port}",
+        "metrics_listen_addr": f"{LOOPBACK}:{metrics_port}",
+        "grpc_listen_addr": f"{LOOPBACK}:{grpc_port}",
+        "grpc_allow_insecure": False,
+        "noise": {"private_key_path": str(workdir / "noise_private.key")},
+        "prefixes": {
+            "v4": "100.64.0.0/10",
+            "v6": "fd7a:115c:a1e0::/48",
+            "allocation": "sequential",
+        },
+        "derp": {
+            "server": {
+                "enabled": True,
+                "region_id": 999,
+                "region_code": "local",
+                "region_name": "agent-mesh local DERP",
+                "stun_listen_addr": f"{LOOPBACK}:{stun_port}",
+                "private_key_path": str(workdir / "derp_server_private.key"),
+                "automatically_add_embedded_derp_region": True,
+                "ipv4": LOOPBACK,
+            },
+            "urls": [],
+            "paths": [],
+            "auto_update_enabled": False,
+        },
+        "disable_check_updates": True,
+        "ephemeral_node_inactivity_timeout": "30m",
+        "database": {"type": "sqlite", "sqlite": {"path": str(workdir / "db.sqlite")}},
+        "log": {"level": "info", "format": "text"},
+        "policy": {"mode": "file", "path": ""},  # no policy: every node reaches every node
+        "dns": {
+            "magic_dns": True,
+            "base_domain": domain,
+            "override_local_dns": False,
+            "nameservers": {"global": [], "split": {}},
+            "search_domains": [],
+            "extra_records": [],
+        },
+        "unix_socket": str(workdir / "headscale.sock"),
+        "unix_socket_permission": "0770",
+        "logtail": {"enabled": False},
+        "randomize_client_port": False,
+    }
+
+
+@dataclass
+class TailnetNode:
+    """One userspace tailscaled and the `tailscale` CLI pointed at its socket."""
+
+    hostname: str
+    directory: Path
+    tailscale: Path
+    process: subprocess.Popen[bytes]
+    http_proxy: str | None
+    """`http://127.0.0.1:<port>`: an outbound HTTP proxy that resolves MagicDNS names."""
+
+    @property
+    def socket(self) -> Path:
+        return self.directory / "tailscaled.sock"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "tailscaled.log"
+
+    def cli(self, *args: str, stdin: str | None = None, timeout: float = 60) -> str:
+        """Run `tailscale --socket=<this node> <args>`; TailnetError with its output on failure."""
+        done = subprocess.run(
+            [str(self.tailscale), f"--socket={self.socket}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise TailnetError(
+                f"tailscale {' '.join(args[:2])} on {self.hostname} failed "
+                f"({done.returncode}): {done.stderr.strip() or done.stdout.strip()}"
+            )
+        return done.stdout
+
+    def status(self) -> dict[str, Any]:
+        """`tailscale status --json`."""
+        result: dict[str, Any] = json.loads(self.cli("status", "--json"))
+        return result
+
+    @property
+    def fqdn(self) -> str:
+        """The node's MagicDNS name, without the trailing dot."""
+        return str(self.status()["Self"]["DNSName"]).rstrip(".")
+
+    @property
+    def ips(self) -> list[str]:
+        return [str(ip) for ip in self.status()["Self"]["TailscaleIPs"]]
+
+    def serve_config(self, config: dict[str, Any]) -> None:
+        """Apply a serve configuration as containerboot does (`tailscale serve set-raw`)."""
+        self.cli("serve", "set-raw", stdin=json.dumps(config))
+
+    def stop(self) -> None:
+        terminate(self.process.pid, grace=10, child=self.process)
+
+
+@dataclass
+class LocalTailnet:
+    """headscale on 127.0.0.1 with a user and a reusable pre-auth key, and its nodes."""
+
+    binaries: TailnetBinaries
+    directory: Path
+    domain: str = DEFAULT_DOMAIN
+    url: str = ""
+    auth_key: str = ""
+    nodes: list[TailnetNode] = field(default_factory=list)
+    _headscale: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config_file(self) -> Path:
+        return self.directory / "headscale.json"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "headscale.log"
+
+    def start(self, timeout: float = 30) -> LocalTailnet:
+        """Start headscale, wait until it answers, make the user and its pre-auth key."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        port = free_port(LOOPBACK)
+        config = headscale_config(
+            workdir=self.directory,
+            port=port,
+            metrics_port=free_port(LOOPBACK),
+            grpc_port=free_port(LOOPBACK),
+            stun_port=free_port(LOOPBACK),
+            domain=self.domain,
+        )
+        self.config_file.write_text(json.dumps(config, indent=2))
+        self.url = str(config["server_url"])
+        self._headscale = spawn(
+            [str(self.binaries.headscale), "-c", str(self.config_file), "serve"],
+            self.log,
+            detached=False,
+        )
+        _wait(
+            f"headscale at {self.url} (log {self.log})",
+            lambda: self._check_running() and _answers(f"{self.url}/health"),
+            timeout,
+        )
+        self.headscale("users", "create", USER)
+        users = json.loads(self.headscale("users", "list", "--output", "json"))
+        user_id = next(str(u["id"]) for u in users if u["name"] == USER)
+        key = json.loads(
+            self.headscale(
+                "preauthkeys",
+                "create",
+                "--user",
+                user_id,
+                "--reusable",
+                "--expiration",
+                "24h",
+                "--output",
+                "json",
+            )
+        )
+        self.auth_key = str(key["key"])
+        return self
+
+    def headscale(self, *args: str) -> str:
+        """Run the headscale CLI against this server (over its unix socket)."""
+        done = subprocess.run(
+            [str(self.binaries.headscale), "-c", str(self.config_file), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise TailnetError(f"headscale {' '.join(args[:2])} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def join(self, hostname: str, *, http_proxy: bool = False, timeout: float = 60) -> TailnetNode:
+        """A new userspace tailscaled, logged in as `hostname` and Running."""
+        directory = Path(tempfile.mkdtemp(prefix=f"{hostname[:20]}-", dir=self.directory))
+        proxy = f"{LOOPBACK}:{free_port(LOOPBACK)}" if http_proxy else None
+        argv = [
+            str(self.binaries.tailscaled),
+            "--tun=userspace-networking",
+            f"--statedir={directory}",
+            f"--socket={directory / 'tailscaled.sock'}",
+            "--port=0",
+            "--no-logs-no-support",
+        ]
+        if proxy:
+            argv.append(f"--outbound-http-proxy-listen={proxy}")
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(directory), **TAILSCALED_ENV}
+        process = spawn(argv, directory / "tailscaled.log", detached=False, env=env)
+        node = TailnetNode(
+            hostname=hostname,
+            directory=directory,
+            tailscale=self.binaries.tailscale,
+            process=process,
+            http_proxy=f"http://{proxy}" if proxy else None,
+        )
+        self.nodes.append(node)
+        _wait(
+            f"tailscaled {hostname} (log {node.log})",
+            lambda: _running(process, node.log) and node.socket.exists(),
+            timeout,
+        )
+        node.cli(
+            "up",
+            f"--login-server={self.url}",
+            f"--authkey={self.auth_key}",
+            f"--hostname={hostname}",
+            f"--timeout={int(timeout)}s",
+            timeout=timeout + 10,
+        )
+        return node
+
+    def _check_running(self) -> bool:
+        assert self._headscale is not None
+        return _running(self._headscale, self.log)
+
+    def stop(self) -> None:
+        """Stop every node, then headscale."""
+        for node in self.nodes:
+            node.stop()
+        if self._headscale is not None:
+            terminate(self._headscale.pid, grace=10, child=self._headscale)
+
+    def __enter__(self) -> LocalTailnet:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def _running(process: subprocess.Popen[bytes], log: Path) -> bool:
+    if process.poll() is not None:
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        raise TailnetError(f"{process.args[0]} exited with {process.returncode}:\n{tail}")
+    return True
+
+
+def _answers(url: str) -> bool:
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no env proxies
+    try:
+        with direct.open(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _wait(what: str, check: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise TailnetError(f"{what} not ready after {timeout:.0f} s")
+
+
+def cleanup(directory: Path) -> None:
+    """Remove a tailnet's directory (state, keys, logs)."""
+    shutil.rmtree(directory, ignore_errors=True)
