@@ -293,7 +293,7 @@ class LocalTailnet:
 def _running(process: subprocess.Popen[bytes], log: Path) -> bool:
     if process.poll() is not None:
         tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-        raise TailnetError(f"{process.args[0]} exited with {process.returncode}:\n{tail}")
+        raise TailnetError(f"the process logging to {log} exited ({process.returncode}):\n{tail}")
     return True
 
 
