@@ -135,6 +135,15 @@ def test_restricted_defaults_keep_what_the_user_set() -> None:
     assert pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] is True
 
 
+def test_restricted_defaults_do_not_make_a_privileged_container_invalid() -> None:
+    # privileged with allowPrivilegeEscalation false is refused by validation; left as is,
+    # PodSecurity names the real problem (privileged)
+    pod = restricted_defaults(
+        {"containers": [{"name": "c", "securityContext": {"privileged": True}}]}
+    )
+    assert "allowPrivilegeEscalation" not in pod["containers"][0]["securityContext"]
+
+
 def test_headless_service_exposes_the_agent_port() -> None:
     svc = build(_meshagent(), default_network="direct", tailscale=SETTINGS).service
     assert svc["metadata"]["name"] == "summarizer"

@@ -208,7 +208,8 @@ def restricted_defaults(pod: dict[str, Any]) -> dict[str, Any]:
     for key in ("initContainers", "containers"):
         for container in pod.get(key) or []:
             own = container.setdefault("securityContext", {})
-            own.setdefault("allowPrivilegeEscalation", False)
+            if not own.get("privileged"):  # privileged with no escalation is invalid
+                own.setdefault("allowPrivilegeEscalation", False)
             own.setdefault("capabilities", {"drop": ["ALL"]})
     return pod
 
