@@ -1,11 +1,16 @@
 """A real tailnet on loopback: headscale and two userspace tailscaled. One node serves an
 HTTP server with `tailscale serve`; the other reaches it by MagicDNS name through its
 outbound HTTP proxy. By tailnet IP, serve answers 404 until the configuration has an
-IP-keyed entry, which the sidecar's serve configuration (agent_mesh.tailscale) has."""
+IP-keyed entry, which the sidecar's serve configuration (agent_mesh.tailscale) has.
+Every process runs under strace: none connects or sends to an address that is not the
+machine's own."""
 
 from __future__ import annotations
 
 import http.server
+import ipaddress
+import json
+import subprocess
 import threading
 import urllib.error
 import urllib.request
@@ -26,7 +31,8 @@ pytestmark = [pytest.mark.tailscale, pytest.mark.timeout(900)]  # a cold build t
 @pytest.fixture(scope="module")
 def tailnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTailnet]:
     binaries = ensure_tailnet_binaries()
-    with LocalTailnet(binaries, tmp_path_factory.mktemp("tailnet")) as running:
+    directory = tmp_path_factory.mktemp("tailnet")
+    with LocalTailnet(binaries, directory, trace=True) as running:
         yield running
 
 
@@ -102,3 +108,29 @@ def test_node_reaches_a_served_http_server_by_magicdns_name_through_its_proxy(
         "the served agent by tailnet IP", lambda: _get(client, by_ip)[0] == 200, timeout=15
     )
     assert _get(client, by_name)[0] == 200
+
+
+def _own_addresses() -> set[str]:
+    """Every address of this machine's interfaces (loopback, the uplink, the node bridge)."""
+    shown = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, check=True)
+    return {a["local"] for i in json.loads(shown.stdout) for a in i.get("addr_info", [])}
+
+
+def test_no_tailnet_process_connects_or_sends_beyond_this_machine(
+    tailnet: LocalTailnet,
+) -> None:
+    # after the tests above: the nodes joined, served and were reached (module order)
+    seen = tailnet.destinations()
+    assert "headscale" in seen and len(seen) >= 3, seen  # headscale and two tailscaled
+    own = _own_addresses()
+    beyond = {
+        process: sorted(a for a in addresses if a not in own and not _loopback(a))
+        for process, addresses in seen.items()
+    }
+    assert beyond == {process: [] for process in seen}
+    # the trace saw the traffic: every process talked to loopback (control, DERP, STUN)
+    assert all(any(_loopback(a) for a in addresses) for addresses in seen.values()), seen
+
+
+def _loopback(address: str) -> bool:
+    return ipaddress.ip_address(address).is_loopback

@@ -7,6 +7,12 @@ and UPnP off, DERP over plain HTTP (headscale's port is HTTP here), and the guar
 panics if Tailscale's own control servers are ever contacted — the same knobs as the
 agents' sidecars (`agent_mesh.tailscale.sidecar.environment`).
 
+tailscaled also probes for captive portals when its connectivity looks impaired (no DERP
+connection yet), by name at Tailscale's own hosts; in v1.86.5 only a control-server node
+attribute turns that off, and headscale sends none. So each tailscaled runs in a mount
+namespace of its own whose /etc/resolv.conf names 127.0.0.1 (where nothing answers): the
+probe's lookups fail on loopback and nothing leaves the machine. That needs root.
+
 On the host network namespace the nodes find each other through the machine's interface
 addresses (learnt from the embedded STUN server). A namespace holding only `lo` counts as
 "network down" for tailscaled (it ignores loopback when deciding whether any interface is
@@ -15,8 +21,10 @@ up), so do not move a node into one without a second address.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -109,6 +117,8 @@ class TailnetNode:
     process: subprocess.Popen[bytes]
     http_proxy: str | None
     """`http://127.0.0.1:<port>`: an outbound HTTP proxy that resolves MagicDNS names."""
+    traced: bool = False
+    """Runs under strace (the process is strace; tailscaled is its child)."""
 
     @property
     def socket(self) -> Path:
@@ -154,7 +164,7 @@ class TailnetNode:
         self.cli("serve", "set-raw", stdin=json.dumps(config))
 
     def stop(self) -> None:
-        terminate(self.process.pid, grace=10, child=self.process)
+        _stop(self.process, self.traced)
 
 
 @dataclass
@@ -166,6 +176,9 @@ class LocalTailnet:
     domain: str = DEFAULT_DOMAIN
     url: str = ""
     auth_key: str = ""
+    trace: bool = False
+    """Run every process under strace, recording where it connects and sends
+    (`destinations()`): the proof that nothing leaves the machine."""
     nodes: list[TailnetNode] = field(default_factory=list)
     _headscale: subprocess.Popen[bytes] | None = None
 
@@ -192,7 +205,13 @@ class LocalTailnet:
         self.config_file.write_text(json.dumps(config, indent=2))
         self.url = str(config["server_url"])
         self._headscale = spawn(
-            [str(self.binaries.headscale), "-c", str(self.config_file), "serve"],
+            [
+                *self._tracer("headscale"),
+                str(self.binaries.headscale),
+                "-c",
+                str(self.config_file),
+                "serve",
+            ],
             self.log,
             detached=False,
         )
@@ -248,6 +267,9 @@ class LocalTailnet:
         if proxy:
             argv.append(f"--outbound-http-proxy-listen={proxy}")
         env = {"PATH": os.environ.get("PATH", ""), "HOME": str(directory), **TAILSCALED_ENV}
+        resolv = directory / "resolv.conf"
+        resolv.write_text(f"nameserver {LOOPBACK}\n")
+        argv = [*local_resolver(resolv), *self._tracer(directory.name), *argv]
         process = spawn(argv, directory / "tailscaled.log", detached=False, env=env)
         node = TailnetNode(
             hostname=hostname,
@@ -255,6 +277,7 @@ class LocalTailnet:
             tailscale=self.binaries.tailscale,
             process=process,
             http_proxy=f"http://{proxy}" if proxy else None,
+            traced=self.trace,
         )
         self.nodes.append(node)
         _wait(
@@ -272,6 +295,21 @@ class LocalTailnet:
         )
         return node
 
+    def _tracer(self, name: str) -> list[str]:
+        if not self.trace:
+            return []
+        syscalls = "trace=connect,sendto,sendmsg,sendmmsg"
+        output = self.directory / f"{name}.strace"
+        return ["strace", "-f", "-qq", "-e", syscalls, "-o", str(output)]
+
+    def destinations(self) -> dict[str, set[str]]:
+        """With `trace`: every IP address each process connected or sent to, by process
+        (`headscale`, or a node's directory name)."""
+        return {
+            path.name.removesuffix(".strace"): traced_addresses(path.read_text(errors="replace"))
+            for path in sorted(self.directory.glob("*.strace"))
+        }
+
     def _check_running(self) -> bool:
         assert self._headscale is not None
         return _running(self._headscale, self.log)
@@ -281,13 +319,44 @@ class LocalTailnet:
         for node in self.nodes:
             node.stop()
         if self._headscale is not None:
-            terminate(self._headscale.pid, grace=10, child=self._headscale)
+            _stop(self._headscale, self.trace)
 
     def __enter__(self) -> LocalTailnet:
         return self.start()
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+_ADDRESS: Final = re.compile(r'inet_addr\("([0-9.]+)"\)|inet_pton\(AF_INET6, "([0-9a-fA-F:.]+)"')
+
+
+def traced_addresses(strace_output: str) -> set[str]:
+    """The IPv4 and IPv6 addresses in strace's lines for connect and send calls."""
+    return {v4 or v6 for v4, v6 in _ADDRESS.findall(strace_output)}
+
+
+def _stop(process: subprocess.Popen[bytes], traced: bool) -> None:
+    """Stop a process; under strace, stop the traced program (strace's child), then strace,
+    which leaves its tracee running if it is stopped first."""
+    if traced and process.poll() is None:
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+        with contextlib.suppress(OSError):
+            for pid in children.read_text().split():
+                terminate(int(pid), grace=10)
+    terminate(process.pid, grace=10, child=process)
+
+
+def local_resolver(resolv_conf: Path) -> list[str]:
+    """A command prefix that runs the command in a mount namespace of its own with
+    `resolv_conf` as its /etc/resolv.conf (the pid stays the command's: both exec)."""
+    if os.geteuid() != 0:
+        raise TailnetError(
+            "the local tailnet needs root: each tailscaled gets a mount namespace whose "
+            "/etc/resolv.conf keeps its DNS lookups on loopback"
+        )
+    script = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(resolv_conf)]
 
 
 def _running(process: subprocess.Popen[bytes], log: Path) -> bool:
