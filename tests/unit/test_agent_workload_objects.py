@@ -69,7 +69,7 @@ OWNER = {
     "name": "summarizer",
     "uid": "uid-1",
     "controller": True,
-    "blockOwnerDeletion": True,
+    "blockOwnerDeletion": False,
 }
 SELECTOR = {"agentmesh.io/agent": "summarizer", "app.kubernetes.io/managed-by": "agent-mesh"}
 

@@ -90,6 +90,10 @@ class MeshAgentReason(StrEnum):
     TAILNET_DEVICE_READY = "TailnetDeviceReady"
     WAITING_FOR_TAILNET_DEVICE = "WaitingForTailnetDevice"
     TAILNET_NOT_USED = "TailnetNotUsed"
+    TAILNET_NOT_CONFIGURED = "TailnetNotConfigured"
+    SIDECAR_NOT_READY = "SidecarNotReady"
+    SIDECAR_NOT_INJECTED = "SidecarNotInjected"
+    WORKLOAD_REFUSED = "WorkloadRefused"
     # CredentialIssued
     CREDENTIAL_SECRET_READY = "CredentialSecretReady"  # noqa: S105  (a reason)
     CREDENTIAL_SECRET_NOT_OWNED = "CredentialSecretNotOwned"  # noqa: S105  (a reason)

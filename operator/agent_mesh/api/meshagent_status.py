@@ -158,3 +158,54 @@ def endpoint_patch(
     )
     if conditions != old:
         patch["conditions"] = conditions
+
+
+def tailnet_conditions(
+    conditions: list[dict[str, Any]],
+    *,
+    tailscale: bool,
+    managed: bool,
+    configured: bool,
+    problem: str | None,
+    generation: int | None,
+    now: dt.datetime,
+) -> list[dict[str, Any]]:
+    """TailnetConnected for an agent whose network is tailscale: False, saying why, until
+    the operator reads the device from the sidecar (not built yet: never silently True).
+    An agent that left the tailnet gets TailnetNotUsed; others get no condition at all."""
+    if not tailscale:
+        if not any(c.get("type") == MeshAgentCondition.TAILNET_CONNECTED.value for c in conditions):
+            return conditions
+        state, reason = "False", MeshAgentReason.TAILNET_NOT_USED
+        message = "spec.network is direct: the agent is not on the tailnet."
+    elif problem is not None:
+        state, reason, message = "False", MeshAgentReason.WORKLOAD_REFUSED, problem
+    elif not configured:
+        state, reason = "False", MeshAgentReason.TAILNET_NOT_CONFIGURED
+        message = (
+            "spec.network is tailscale, but the operator has no Tailscale configuration "
+            "(AGENT_MESH_TAILSCALE_TAILNET_DOMAIN): no sidecar is added and the agent is "
+            "not on the tailnet."
+        )
+    elif managed:
+        state, reason = "False", MeshAgentReason.SIDECAR_NOT_READY
+        message = (
+            "The agent's pod has the tailscale sidecar, but the operator does not read its "
+            "device into status.tailscale yet: the mesh reaches the agent through its "
+            "Service, not over the tailnet."
+        )
+    else:
+        state, reason = "False", MeshAgentReason.SIDECAR_NOT_INJECTED
+        message = (
+            "spec.network is tailscale, but the operator adds the tailscale sidecar only to "
+            "pods it runs (spec.workload); this agent is not on the tailnet."
+        )
+    return set_condition(
+        conditions,
+        MeshAgentCondition.TAILNET_CONNECTED.value,
+        state,
+        reason.value,
+        message,
+        generation=generation,
+        now=now,
+    )

@@ -247,7 +247,9 @@ class _Owner:
             "name": name,
             "uid": str((meshagent.get("metadata") or {}).get("uid") or ""),
             "controller": True,
-            "blockOwnerDeletion": True,
+            # True would need update on meshagents/finalizers where the apiserver enforces
+            # owner-reference permissions; deletion is collected either way
+            "blockOwnerDeletion": False,
         }
 
     def object(
