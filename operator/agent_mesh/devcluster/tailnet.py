@@ -117,12 +117,11 @@ class TailnetNode:
     process: subprocess.Popen[bytes]
     http_proxy: str | None
     """`http://127.0.0.1:<port>`: an outbound HTTP proxy that resolves MagicDNS names."""
+    socket: Path
+    """The LocalAPI socket, in a short directory of its own (a socket path has at most
+    107 bytes, and test directories are long)."""
     traced: bool = False
     """Runs under strace (the process is strace; tailscaled is its child)."""
-
-    @property
-    def socket(self) -> Path:
-        return self.directory / "tailscaled.sock"
 
     @property
     def log(self) -> Path:
@@ -165,6 +164,7 @@ class TailnetNode:
 
     def stop(self) -> None:
         _stop(self.process, self.traced)
+        shutil.rmtree(self.socket.parent, ignore_errors=True)
 
 
 @dataclass
@@ -256,17 +256,23 @@ class LocalTailnet:
         """A new userspace tailscaled, logged in as `hostname` and Running."""
         directory = Path(tempfile.mkdtemp(prefix=f"{hostname[:20]}-", dir=self.directory))
         proxy = f"{LOOPBACK}:{free_port(LOOPBACK)}" if http_proxy else None
+        socket = _socket_path()
         argv = [
             str(self.binaries.tailscaled),
             "--tun=userspace-networking",
             f"--statedir={directory}",
-            f"--socket={directory / 'tailscaled.sock'}",
+            f"--socket={socket}",
             "--port=0",
             "--no-logs-no-support",
         ]
         if proxy:
             argv.append(f"--outbound-http-proxy-listen={proxy}")
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(directory), **TAILSCALED_ENV}
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(directory),
+            "TS_LOGS_DIR": str(directory),  # else it writes /var/lib/tailscale
+            **TAILSCALED_ENV,
+        }
         resolv = directory / "resolv.conf"
         resolv.write_text(f"nameserver {LOOPBACK}\n")
         argv = [*local_resolver(resolv), *self._tracer(directory.name), *argv]
@@ -277,6 +283,7 @@ class LocalTailnet:
             tailscale=self.binaries.tailscale,
             process=process,
             http_proxy=f"http://{proxy}" if proxy else None,
+            socket=socket,
             traced=self.trace,
         )
         self.nodes.append(node)
@@ -309,6 +316,50 @@ class LocalTailnet:
             path.name.removesuffix(".strace"): traced_addresses(path.read_text(errors="replace"))
             for path in sorted(self.directory.glob("*.strace"))
         }
+
+    def containerboot(
+        self, name: str, env: dict[str, str], service_account: Path, *, timeout: float = 30
+    ) -> TailnetNode:
+        """Tailscale's containerboot as a pod's sidecar would run it, as a process: the
+        Kubernetes mode reads the pod's ServiceAccount (`token`, `ca.crt`, `namespace`)
+        from the path tailscaled's kube state store hard-codes, so `service_account` is
+        mounted there in the process's own mount namespace (over a private /run). `env`
+        is the container's environment with its references resolved (the auth key, the
+        pod's name); PATH finds tailscaled and tailscale, and the socket goes to a
+        directory of its own."""
+        directory = Path(tempfile.mkdtemp(prefix=f"{name[:20]}-", dir=self.directory))
+        resolv = directory / "resolv.conf"
+        resolv.write_text(f"nameserver {LOOPBACK}\n")
+        socket = _socket_path()
+        full_env = {
+            **env,
+            "PATH": f"{self.binaries.tailscale_dir}:{os.environ.get('PATH', '')}",
+            "HOME": str(directory),
+            "TS_SOCKET": str(socket),
+            "TS_LOGS_DIR": str(directory),
+        }
+        argv = [
+            *local_resolver(resolv, service_account=service_account),
+            *self._tracer(directory.name),
+            str(self.binaries.containerboot),
+        ]
+        process = spawn(argv, directory / "tailscaled.log", detached=False, env=full_env)
+        node = TailnetNode(
+            hostname=env.get("TS_HOSTNAME", name),
+            directory=directory,
+            tailscale=self.binaries.tailscale,
+            process=process,
+            http_proxy=None,
+            socket=socket,
+            traced=self.trace,
+        )
+        self.nodes.append(node)
+        _wait(
+            f"containerboot {name} (log {node.log})",
+            lambda: _running(process, node.log) and node.socket.exists(),
+            timeout,
+        )
+        return node
 
     def _check_running(self) -> bool:
         assert self._headscale is not None
@@ -347,16 +398,35 @@ def _stop(process: subprocess.Popen[bytes], traced: bool) -> None:
     terminate(process.pid, grace=10, child=process)
 
 
-def local_resolver(resolv_conf: Path) -> list[str]:
+SERVICE_ACCOUNT_DIR: Final = "/run/secrets/kubernetes.io/serviceaccount"
+"""Where a pod's ServiceAccount is mounted (/var/run is /run)."""
+
+
+def local_resolver(resolv_conf: Path, *, service_account: Path | None = None) -> list[str]:
     """A command prefix that runs the command in a mount namespace of its own with
-    `resolv_conf` as its /etc/resolv.conf (the pid stays the command's: both exec)."""
+    `resolv_conf` as its /etc/resolv.conf and, if given, `service_account` where a pod's
+    ServiceAccount is mounted, on a /run of its own (the host's is neither seen nor
+    changed). The pid stays the command's: both exec."""
     if os.geteuid() != 0:
         raise TailnetError(
             "the local tailnet needs root: each tailscaled gets a mount namespace whose "
             "/etc/resolv.conf keeps its DNS lookups on loopback"
         )
-    script = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(resolv_conf)]
+    script = 'mount --bind "$0" /etc/resolv.conf && '
+    arguments = [str(resolv_conf)]
+    if service_account is not None:
+        script += (
+            "mount -t tmpfs -o mode=0755 agent-mesh-run /run && "
+            f'mkdir -p {SERVICE_ACCOUNT_DIR} && mount --bind "$1" {SERVICE_ACCOUNT_DIR} && '
+            "shift && "
+        )
+        arguments.append(str(service_account))
+    script += 'exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, *arguments]
+
+
+def _socket_path() -> Path:
+    return Path(tempfile.mkdtemp(prefix="amts-")) / "tailscaled.sock"
 
 
 def _running(process: subprocess.Popen[bytes], log: Path) -> bool:

@@ -126,6 +126,8 @@ def environment(
         {"name": "TS_KUBERNETES_READ_API_SERVER_ADDRESS_FROM_ENV", "value": "true"},
         {"name": "TS_TAILSCALED_EXTRA_ARGS", "value": "--no-logs-no-support"},
         {"name": "TS_NO_LOGS_NO_SUPPORT", "value": "true"},
+        # its log configuration: else /var/lib/tailscale, on a read-only root
+        {"name": "TS_LOGS_DIR", "value": SCRATCH_DIR},
         {"name": "TS_DISABLE_PORTMAPPER", "value": "1"},
         {"name": "TS_DISABLE_UPNP", "value": "true"},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
