@@ -1,10 +1,11 @@
 """The sidecar the operator builds, run for real: Tailscale's containerboot with the
 container's environment, as the per-agent ServiceAccount, against the real apiserver and
-the local tailnet. The Role (its state Secret by name, no `create`; Events) is enough:
-the device joins, its state Secret gets device_id, device_fqdn and device_ips, and another
-node reaches the agent through the serve configuration by MagicDNS name and, once the IPs
-are in it, by tailnet IP. No pod: containerboot runs as a process with the ServiceAccount
-mounted where a pod has it (a mount namespace of its own)."""
+the local tailnet, traced (nothing leaves the machine). The Role (its state Secret by
+name, no `create`; Events) is enough: the device joins, its state Secret gets device_id,
+device_fqdn and device_ips, and another node reaches the agent through the serve
+configuration by MagicDNS name and, once the IPs are in it, by tailnet IP. No pod:
+containerboot runs as a process with the ServiceAccount mounted where a pod has it (a
+mount namespace of its own)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def agent_port() -> Iterator[int]:
 
 @pytest.fixture
 def tailnet(tmp_path: Path) -> Iterator[LocalTailnet]:
-    with LocalTailnet(ensure_tailnet_binaries(), tmp_path / "tailnet") as running:
+    with LocalTailnet(ensure_tailnet_binaries(), tmp_path / "tailnet", trace=True) as running:
         yield running
 
 
@@ -164,3 +165,4 @@ def test_sidecar_joins_fills_its_state_secret_and_serves_the_agent_with_only_its
     # what the operator writes once status.tailscale.ips is known; containerboot watches it
     serve_file.write_text(json.dumps(sidecar.serve_config(fqdn, ips, agent_port)))
     wait_for("the agent by tailnet IP", lambda: _get(client_node, by_ip) == 200, timeout=30)
+    assert tailnet.beyond_this_machine() == {p: [] for p in tailnet.destinations()}

@@ -22,6 +22,7 @@ up), so do not move a node into one without a second address.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import re
@@ -361,6 +362,15 @@ class LocalTailnet:
         )
         return node
 
+    def beyond_this_machine(self) -> dict[str, list[str]]:
+        """With `trace`: per process, the addresses it connected or sent to that are
+        neither loopback nor one of this machine's interface addresses (empty lists: none)."""
+        own = machine_addresses()
+        return {
+            process: sorted(a for a in addresses if a not in own and not _is_loopback(a))
+            for process, addresses in self.destinations().items()
+        }
+
     def _check_running(self) -> bool:
         assert self._headscale is not None
         return _running(self._headscale, self.log)
@@ -423,6 +433,16 @@ def local_resolver(resolv_conf: Path, *, service_account: Path | None = None) ->
         arguments.append(str(service_account))
     script += 'exec "$@"'
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, *arguments]
+
+
+def machine_addresses() -> set[str]:
+    """Every address of this machine's interfaces (loopback, the uplink, the node bridge)."""
+    shown = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, check=True)
+    return {a["local"] for i in json.loads(shown.stdout) for a in i.get("addr_info", [])}
+
+
+def _is_loopback(address: str) -> bool:
+    return ipaddress.ip_address(address).is_loopback
 
 
 def _socket_path() -> Path:
