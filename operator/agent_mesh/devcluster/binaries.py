@@ -13,8 +13,6 @@ copied, so the wrapper's go.mod is derived from the real one rather than hard-co
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import hashlib
 import json
@@ -25,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +34,7 @@ from agent_mesh.devcluster.versions import (
     HEADSCALE_VERSION,
     KUBERNETES_VERSIONS,
     TAILSCALE_VERSION,
+    cache_lock,
     cache_root,
     staging_version,
 )
@@ -224,24 +223,12 @@ def _build_etcd(go: str, version: str, out_dir: Path, say: Say) -> None:
         )
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One builder per cache: a second caller waits, then finds the binaries built."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _ensure(
     name: str, out_dir: Path, files: tuple[str, ...], build: Callable[[Path], None], say: Say
 ) -> None:
     if all((out_dir / f).is_file() for f in files):
         return
-    with _locked(out_dir.parent / f".{name}.lock"):
+    with cache_lock(out_dir.parent / f".{name}.lock"):
         if all((out_dir / f).is_file() for f in files):
             return
         staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out_dir.parent))

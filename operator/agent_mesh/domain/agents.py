@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from agent_mesh.domain.health import HealthStatus
 
@@ -114,10 +114,10 @@ class AgentRegistry:
 
     def _unindex(self, record: AgentRecord) -> None:
         ns, agent_id = record.namespace, record.agent_id
-        _discard(self._in_namespace, ns, agent_id)
-        _discard(self._of_type, (ns, record.agent_type), agent_id)
+        discard_member(self._in_namespace, ns, agent_id)
+        discard_member(self._of_type, (ns, record.agent_type), agent_id)
         for capability in record.capabilities:
-            _discard(self._with_capability, (ns, capability), agent_id)
+            discard_member(self._with_capability, (ns, capability), agent_id)
 
     def candidates(
         self, namespace: str, capabilities: Iterable[str] = (), agent_type: str | None = None
@@ -179,9 +179,11 @@ class AgentRegistry:
 
 
 _EMPTY: frozenset[str] = frozenset()
+K = TypeVar("K")
 
 
-def _discard(index: dict[Any, set[str]], key: Any, agent_id: str) -> None:
+def discard_member(index: dict[K, set[str]], key: K, agent_id: str) -> None:
+    """Take `agent_id` out of the set at `key`; an emptied set goes (indexes hold none)."""
     members = index.get(key)
     if members is not None:
         members.discard(agent_id)
