@@ -17,20 +17,18 @@ from pathlib import Path
 
 import pytest
 
-from agent_mesh.devcluster.binaries import ensure_tailnet_binaries
 from agent_mesh.devcluster.ports import free_port
 from agent_mesh.devcluster.tailnet import LocalTailnet, TailnetNode, headscale_config
 from agent_mesh.tailscale.sidecar import serve_config
 from tests.conftest import wait_for
+from tests.tailnethelpers import local_tailnet
 
 pytestmark = [pytest.mark.tailscale, pytest.mark.timeout(900)]  # a cold build takes minutes
 
 
 @pytest.fixture(scope="module")
 def tailnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTailnet]:
-    binaries = ensure_tailnet_binaries()
-    directory = tmp_path_factory.mktemp("tailnet")
-    with LocalTailnet(binaries, directory, trace=True) as running:
+    with local_tailnet(tmp_path_factory.mktemp("tailnet")) as running:
         yield running
 
 

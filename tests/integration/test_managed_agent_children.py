@@ -28,7 +28,7 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.tailscale
 
-PREFIX = f"amt-{SESSION}-kids-"
+PREFIX = f"amk-{SESSION}-"  # apart from the session operator's amt-{SESSION}-*
 TAILNET = {
     "AGENT_MESH_TAILSCALE_TAILNET_DOMAIN": "tailnet.test",
     "AGENT_MESH_TAILSCALE_LOGIN_SERVER": "http://10.244.0.1:8080",

@@ -25,13 +25,13 @@ import pytest
 import yaml
 from kubernetes import client, utils
 
-from agent_mesh.devcluster.binaries import ensure_tailnet_binaries
 from agent_mesh.devcluster.ports import free_port
 from agent_mesh.devcluster.tailnet import LocalTailnet, TailnetNode
 from agent_mesh.tailscale import sidecar
 from agent_mesh.tailscale.sidecar import SidecarSettings
 from agent_mesh.workloads.objects import build
 from tests.conftest import Cluster, wait_for
+from tests.tailnethelpers import local_tailnet
 
 pytestmark = [pytest.mark.tailscale, pytest.mark.timeout(900)]  # a cold build takes minutes
 
@@ -59,7 +59,7 @@ def agent_port() -> Iterator[int]:
 
 @pytest.fixture
 def tailnet(tmp_path: Path) -> Iterator[LocalTailnet]:
-    with LocalTailnet(ensure_tailnet_binaries(), tmp_path / "tailnet", trace=True) as running:
+    with local_tailnet(tmp_path / "tailnet") as running:
         yield running
 
 

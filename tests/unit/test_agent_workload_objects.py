@@ -290,11 +290,13 @@ def test_serve_config_before_the_device_has_ips_serves_by_name_only() -> None:
     assert list(served["Web"]) == ["agent-mesh-ns-a.tailnet.test:8080"]
 
 
-def test_tailscale_agent_without_operator_tailscale_settings_is_refused_naming_them() -> None:
-    with pytest.raises(ValidationError) as raised:
-        build(_meshagent(), default_network="direct", tailscale=None)
-    assert raised.value.field == "spec.network"
-    assert "AGENT_MESH_TAILSCALE_TAILNET_DOMAIN" in raised.value.message
+def test_tailscale_agent_without_operator_tailscale_settings_runs_without_the_sidecar() -> None:
+    objects = build(_meshagent(), default_network="direct", tailscale=None)
+    containers = objects.statefulset["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["agent"]
+    assert (objects.state_secret, objects.serve_config, objects.role, objects.role_binding) == (
+        None, None, None, None
+    )  # fmt: skip
 
 
 def test_meshagent_without_workload_has_no_children() -> None:

@@ -88,9 +88,9 @@ def build(
     default_network: str,
     tailscale: SidecarSettings | None,
 ) -> AgentObjects:
-    """The children of a MeshAgent with spec.workload. ValidationError (naming the field)
-    when there is no workload, or `network: tailscale` and the operator has no Tailscale
-    configuration, or the workload already has a container named like the sidecar."""
+    """The children of a MeshAgent with spec.workload (the sidecar and its objects for
+    `network: tailscale` when the operator has Tailscale settings). ValidationError (naming
+    the field) when there is no workload, or it already uses a name the sidecar needs."""
     meta = meshagent.get("metadata") or {}
     name, namespace = str(meta.get("name") or ""), str(meta.get("namespace") or "")
     spec = validate(MeshAgentSpec, meshagent.get("spec") or {}, "spec")
@@ -102,15 +102,11 @@ def build(
     account = pod_service_account(name, spec)
     pod = restricted_defaults(copy.deepcopy(spec.workload.spec))
     pod["serviceAccountName"] = account
-    tailnet = network == Network.TAILSCALE.value
-    if tailnet:
-        if tailscale is None:
-            raise ValidationError(
-                "spec.network is tailscale, but the operator has no Tailscale configuration "
-                "(AGENT_MESH_TAILSCALE_TAILNET_DOMAIN, AGENT_MESH_TAILSCALE_IMAGE)",
-                field="spec.network",
-            )
-        _add_sidecar(pod, tailscale, namespace, agent_id, name)
+    # without the operator's Tailscale settings the agent runs without the sidecar,
+    # reached through its Service; its TailnetConnected condition says why
+    settings = tailscale if network == Network.TAILSCALE.value else None
+    if settings is not None:
+        _add_sidecar(pod, settings, namespace, agent_id, name)
     labels = _labels(name)
     user_meta = spec.workload.metadata
     template_meta: dict[str, Any] = {
@@ -146,12 +142,11 @@ def build(
         },
     )
     service_account = None if account != name else owned.object("v1", "ServiceAccount", name, {})
-    if not tailnet:
+    if settings is None:
         return AgentObjects(statefulset, service, service_account, None, None, None, None)
-    assert tailscale is not None
     rbac_name = sidecar.state_secret_name(name)
     ips = ((meshagent.get("status") or {}).get("tailscale") or {}).get("ips") or []
-    device = sidecar.device_fqdn(tailscale, namespace, agent_id)
+    device = sidecar.device_fqdn(settings, namespace, agent_id)
     serve = sidecar.serve_config(device, ips, spec.port)
     return AgentObjects(
         statefulset,
