@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from agent_mesh.api.meshagent import agent_record
 from agent_mesh.auth.audit import AuditLog
 from agent_mesh.auth.authority import Authority, AuthSettings, ReviewedToken
 from agent_mesh.auth.memory import (
@@ -254,11 +255,14 @@ async def test_pod_label_cannot_pick_an_agent_that_declares_no_service_account(
     assert "declares no ServiceAccount (spec.serviceAccountName)" in error["message"]
 
 
-async def test_pod_label_picks_a_workload_without_service_account_name_as_default(
+async def test_pod_label_picks_a_workload_without_service_account_name_by_its_own_account(
     mesh: Mesh,
 ) -> None:
-    mesh.registry.upsert(_agent("w2", "worker", workload=True))  # its pod runs as default
-    allowed = _labelled_pod(mesh, "default", "w2-0", "w2")
+    # its pod runs as the per-agent ServiceAccount the operator creates, named after it
+    manifest = {"metadata": {"name": "w2", "namespace": "ns"}, "spec": {"agentType": "worker"}}
+    manifest["spec"]["workload"] = {"spec": {"containers": [{"name": "a", "image": "x:1"}]}}
+    mesh.registry.upsert(agent_record(manifest))
+    allowed = _labelled_pod(mesh, "w2", "w2-0", "w2")
     response = await mesh.client.post("/v1/token", json={"serviceAccountToken": allowed})
     assert response.status == 200, await response.text()
     assert (await response.json())["agentId"] == "w2"

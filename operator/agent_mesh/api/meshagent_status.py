@@ -11,7 +11,7 @@ from typing import Any, Final
 from agent_mesh.api.meshagent import HealthStatus, MeshAgentCondition, MeshAgentReason
 from agent_mesh.domain.agents import AgentRecord
 from agent_mesh.domain.clock import rfc3339
-from agent_mesh.domain.conditions import ConditionSet
+from agent_mesh.domain.conditions import ConditionSet, get_condition
 from agent_mesh.domain.discovery import resolve_endpoint
 from agent_mesh.domain.health import StatusWrite
 
@@ -119,3 +119,48 @@ def endpoint_patch(
         MeshAgentReason.ENDPOINT_REFUSED,
     )
     patch.update(conditions.patch())
+
+
+def tailnet_conditions(
+    conditions: list[dict[str, Any]],
+    *,
+    tailscale: bool,
+    managed: bool,
+    configured: bool,
+    problem: str | None,
+    generation: int | None,
+    now: dt.datetime,
+) -> list[dict[str, Any]]:
+    """TailnetConnected for an agent whose network is tailscale: False, saying why, until
+    the operator reads the device from the sidecar (not built yet: never silently True).
+    An agent that left the tailnet gets TailnetNotUsed; others get no condition at all."""
+    if not tailscale:
+        if get_condition(conditions, MeshAgentCondition.TAILNET_CONNECTED.value) is None:
+            return conditions
+        reason = MeshAgentReason.TAILNET_NOT_USED
+        message = "spec.network is direct: the agent is not on the tailnet."
+    elif problem is not None:
+        reason, message = MeshAgentReason.WORKLOAD_REFUSED, problem
+    elif not configured:
+        reason = MeshAgentReason.TAILNET_NOT_CONFIGURED
+        message = (
+            "spec.network is tailscale, but the operator has no Tailscale configuration "
+            "(AGENT_MESH_TAILSCALE_TAILNET_DOMAIN): no sidecar is added and the agent is "
+            "not on the tailnet."
+        )
+    elif managed:
+        reason = MeshAgentReason.SIDECAR_NOT_READY
+        message = (
+            "The agent's pod has the tailscale sidecar, but the operator does not read its "
+            "device into status.tailscale yet: the mesh reaches the agent through its "
+            "Service, not over the tailnet."
+        )
+    else:
+        reason = MeshAgentReason.SIDECAR_NOT_INJECTED
+        message = (
+            "spec.network is tailscale, but the operator adds the tailscale sidecar only to "
+            "pods it runs (spec.workload); this agent is not on the tailnet."
+        )
+    updated = ConditionSet(conditions, generation=generation, now=now)
+    updated.set(MeshAgentCondition.TAILNET_CONNECTED, "False", reason, message)
+    return updated.items

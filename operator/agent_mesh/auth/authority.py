@@ -724,7 +724,7 @@ def _label_may_select(agent: AgentRecord, account: str, pod: str) -> None:
     """A pod's agentmesh.io/agent label picks only an agent that runs as the pod's own
     ServiceAccount: whoever may run pods under one ServiceAccount must not be able to
     claim every other agent of the namespace by labelling a pod."""
-    expected = agent.service_account or ("default" if agent.workload else None)
+    expected = agent.service_account
     if expected == account:
         return
     declared = (

@@ -15,6 +15,10 @@ DEFAULT_ETCD_VERSION = "3.6.16"
 # Kubernetes 1.36 refuses containerd 1.x (Debian's is 1.6): containerd 2.x from its module.
 CONTAINERD_VERSION = "2.4.2"
 COREDNS_VERSION = "1.15.0"
+# The tailnet in the tests: the tailscale.com release headscale v0.27.1 itself depends on
+# (v1.104.x needs dependency versions the module proxy refuses).
+TAILSCALE_VERSION = "1.86.5"
+HEADSCALE_VERSION = "0.27.1"
 
 
 def cache_root() -> Path:

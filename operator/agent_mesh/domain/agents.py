@@ -45,6 +45,8 @@ class AgentRecord:
     max_concurrent_tasks: int = DEFAULT_MAX_CONCURRENT_TASKS
     version: str | None = None
     workload: bool = False
+    network: str | None = None
+    """spec.network as written (None: the operator's default)."""
     # status as last read from the apiserver: seeds health after an operator restart
     last_seen: dt.datetime | None = None
     health: HealthStatus | None = None
