@@ -10,8 +10,9 @@ PY     := $(VENV)/bin/python
 MESH   := $(VENV)/bin/agent-mesh
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
-# What a node needs from Debian (docs/devcluster.md says why these come from Debian).
-NODE_PACKAGES := runc containernetworking-plugins iptables iproute2 mmdebstrap buildah
+# What a node needs from Debian (docs/devcluster.md says why these come from Debian); strace
+# traces the local tailnet's processes (the tailscale tests prove nothing leaves the machine).
+NODE_PACKAGES := runc containernetworking-plugins iptables iproute2 mmdebstrap buildah strace
 
 .DEFAULT_GOAL := help
 .PHONY: help demo test test-loaded test-unit test-integration test-e2e test-smoke test-disruptive test-fault test-packaging test-node lint crds binaries tailnet node-deps node venv clean
