@@ -361,3 +361,15 @@ async def test_a_jti_revocation_is_recorded_with_its_namespace_in_the_audit() ->
     (record,) = authority.audit.recent(event="token.revoked", namespace="team-b")
     assert (record["jti"], record["actor"]) == ("j1", "ns/boss")
     assert not authority.revocations.is_revoked(claims("j1", namespace="team-a"))
+
+
+async def test_a_rotated_out_credential_is_refused_while_the_registry_still_shows_it() -> None:
+    """A watch event older than the rotation may put the old hash back in the registry for
+    a moment: the credential retired by the rotation stays refused all the same."""
+    cluster = Cluster()
+    authority = await cluster.operator(HOUR)
+    authority.retire_credential("ns", "w", credential_hash(CREDENTIAL))
+    with pytest.raises(AuthError) as refused:
+        await authority.exchange_credential("ns", "w", CREDENTIAL)
+    assert refused.value.code == "CredentialInvalid"
+    assert refused.value.field == "credential"
