@@ -49,32 +49,40 @@ def _setting(
 ) -> argparse.Action:
     """An option whose default comes from the environment variable `env` (named in its
     help): the flag wins, then the variable, then the default. A variable that does not
-    parse is refused naming it and its rule, as a bad flag is."""
+    parse is refused naming it and its rule, as a bad flag is, when its command runs."""
     action = kwargs.get("action")
     raw = os.environ.get(env, "")
     if raw:
-        if action in ("store_true", "store_false"):
-            value = raw.strip().lower()
-            if value not in _TRUE | _FALSE:
-                raise CliError(
-                    f"{env}={raw}: must be true or false (or 1/0, yes/no, on/off)", EXIT_USAGE
-                )
-            kwargs["default"] = value in _TRUE  # the variable states the setting (dest)
-        elif action == "append":
-            kwargs["default"] = [type(v.strip()) for v in raw.split(",") if v.strip()]
-        else:
-            try:
-                parsed = type(raw)
-            except (ValueError, argparse.ArgumentTypeError) as exc:
-                raise CliError(f"{env}={raw}: {exc}", EXIT_USAGE) from exc
-            choices = kwargs.get("choices")
-            if choices is not None and parsed not in choices:
-                allowed = ", ".join(map(str, choices))
-                raise CliError(f"{env}={raw}: must be one of {allowed}", EXIT_USAGE)
-            kwargs["default"] = parsed
+        try:
+            kwargs["default"] = _from_environment(env, raw, action, type, kwargs.get("choices"))
+        except CliError as error:  # said only when this command runs
+            parser.set_defaults(env_error=parser.get_default("env_error") or str(error))
     if action not in ("store_true", "store_false"):
         kwargs["type"] = type
     return parser.add_argument(*flags, help=f"{help} [env {env}]", **kwargs)
+
+
+def _from_environment(
+    env: str,
+    raw: str,
+    action: str | None,
+    type: Callable[[str], Any],
+    choices: Sequence[Any] | None,
+) -> Any:
+    if action in ("store_true", "store_false"):
+        value = raw.strip().lower()
+        if value not in _TRUE | _FALSE:
+            raise CliError(f"{env}={raw}: must be true or false (or 1/0, yes/no, on/off)")
+        return value in _TRUE  # the variable states the setting (dest)
+    try:
+        if action == "append":
+            return [type(v.strip()) for v in raw.split(",") if v.strip()]
+        parsed = type(raw)
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        raise CliError(f"{env}={raw}: {exc}") from exc
+    if choices is not None and parsed not in choices:
+        raise CliError(f"{env}={raw}: must be one of {', '.join(map(str, choices))}")
+    return parsed
 
 
 def _positive(text: str) -> float:
@@ -400,7 +408,7 @@ def _user_commands(sub: Any) -> None:
         "-c",
         action="append",
         dest="capabilities",
-        env="AGENT_MESH_AGENT_CAPABILITIES",
+        env="AGENT_MESH_AGENTS_CAPABILITIES",
         help="only agents holding this capability (repeatable: all of them; the variable: "
         "comma-separated)",
     )
@@ -409,14 +417,14 @@ def _user_commands(sub: Any) -> None:
         "--type",
         "-t",
         dest="agent_type",
-        env="AGENT_MESH_AGENT_TYPE",
+        env="AGENT_MESH_AGENTS_TYPE",
         help="only agents of this spec.agentType",
     )
     _setting(
         agents,
         "--health",
         choices=["pending", "healthy", "degraded", "unreachable"],
-        env="AGENT_MESH_AGENT_HEALTH",
+        env="AGENT_MESH_AGENTS_HEALTH",
         help="only agents in this health",
     )
     _output_setting(agents)
@@ -427,7 +435,7 @@ def _user_commands(sub: Any) -> None:
         tasks,
         "--phase",
         choices=["Pending", "Assigned", "Running", "Completed", "Failed", "TimedOut"],
-        env="AGENT_MESH_TASK_PHASE",
+        env="AGENT_MESH_TASKS_PHASE",
         help="only tasks in this phase",
     )
     _setting(
@@ -435,7 +443,7 @@ def _user_commands(sub: Any) -> None:
         "--type",
         "-t",
         dest="task_type",
-        env="AGENT_MESH_TASK_TYPE",
+        env="AGENT_MESH_TASKS_TYPE",
         help="only tasks of this spec.taskType",
     )
     _output_setting(tasks)
@@ -454,11 +462,10 @@ def _output_setting(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except CliError as exc:  # an environment variable that does not parse
-        print(f"agent-mesh: error: {exc}", file=sys.stderr)
-        return exc.code
+    args = _parser().parse_args(argv)
+    if getattr(args, "env_error", None):  # an environment variable that does not parse
+        print(f"agent-mesh: error: {args.env_error}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         _require_operator_extra()
         return _dispatch(args)

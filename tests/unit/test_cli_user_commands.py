@@ -59,25 +59,39 @@ def test_a_variable_sets_an_option_and_the_flag_wins(monkeypatch: pytest.MonkeyP
 
 
 @pytest.mark.parametrize(
-    ("env", "value", "said"),
+    ("command", "env", "value", "said"),
     [
-        ("AGENT_MESH_WAIT", "maybe", "AGENT_MESH_WAIT=maybe: must be true or false"),
-        ("AGENT_MESH_TASK_PRIORITY", "urgent", "must be one of low, medium, high, critical"),
-        ("AGENT_MESH_WAIT_TIMEOUT", "-1", "must be a number of seconds above 0"),
-        ("AGENT_MESH_TASK_RETRIES", "three", "AGENT_MESH_TASK_RETRIES=three: must be a whole"),
-        ("AGENT_MESH_OUTPUT", "yaml", "AGENT_MESH_OUTPUT=yaml: must be one of table, json"),
+        ("submit", "AGENT_MESH_WAIT", "maybe", "AGENT_MESH_WAIT=maybe: must be true or false"),
+        ("submit", "AGENT_MESH_TASK_PRIORITY", "urgent", "must be one of low, medium, high"),
+        ("submit", "AGENT_MESH_WAIT_TIMEOUT", "-1", "must be a number of seconds above 0"),
+        ("submit", "AGENT_MESH_TASK_RETRIES", "three", "_RETRIES=three: must be a whole"),
+        ("submit", "AGENT_MESH_TASK_LABELS", "team", "_LABELS=team: must be KEY=VALUE"),
+        ("tasks", "AGENT_MESH_OUTPUT", "yaml", "AGENT_MESH_OUTPUT=yaml: must be one of table"),
+        ("demo", "AGENT_MESH_DEMO_ONCE", "sure", "AGENT_MESH_DEMO_ONCE=sure: must be true"),
     ],
 )
 def test_a_variable_that_does_not_parse_is_named_with_its_rule(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    command: str,
     env: str,
     value: str,
     said: str,
 ) -> None:
     monkeypatch.setenv(env, value)
-    assert cli.main(["tasks"]) == cli.EXIT_USAGE
+    assert cli.main([command]) == cli.EXIT_USAGE
     assert said in capsys.readouterr().err
+
+
+def test_a_bad_variable_of_another_command_does_not_stop_this_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AGENT_MESH_WAIT", "maybe")  # submit's
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert cli.main(["tasks"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "AGENT_MESH_WAIT" not in err and "no cluster" in err
 
 
 @pytest.mark.parametrize(

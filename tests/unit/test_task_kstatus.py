@@ -90,3 +90,20 @@ def test_the_meshtask_crd_refuses_a_spec_change_with_a_message() -> None:
     assert rule["fieldPath"] == ".spec"
     assert "spec is immutable" in rule["message"]
     assert "create a new MeshTask" in rule["message"]
+
+
+def test_kstatus_sees_a_meshagent_in_progress_until_the_operator_registers_its_spec() -> None:
+    """MeshAgent: observedGeneration follows each spec change the operator registered; no
+    Reconciling/Stalled (its health is not the manifest's state: docs/gitops.md)."""
+    from agent_mesh.api.meshagent_status import registration_patch
+
+    agent: dict[str, Any] = {"metadata": {"generation": 1}, "status": {}}
+    agent["status"] = registration_patch({}, 1, NOW)
+    assert kstatus(agent) == "Current"
+    agent["metadata"]["generation"] = 2  # a spec change not yet seen
+    assert kstatus(agent) == "InProgress"
+    agent["status"] |= registration_patch(agent["status"], 2, NOW)
+    assert agent["status"]["observedGeneration"] == 2
+    assert kstatus(agent) == "Current"
+    types = {c["type"] for c in agent["status"]["conditions"]}
+    assert "Stalled" not in types and "Reconciling" not in types
