@@ -3,6 +3,8 @@ Kubernetes API (the MeshTask and MeshAgent resources), as kubectl would give it.
 
 from __future__ import annotations
 
+EXIT_USAGE = 2
+"""Bad input: a flag, a variable, a file, a kubeconfig (as argparse's own)."""
 EXIT_FAILED = 3
 """`submit`: the task ended in phase Failed (its retries spent on errors)."""
 EXIT_TIMED_OUT = 4

@@ -11,10 +11,10 @@ from pathlib import Path
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from agent_mesh.commands import CommandError
+from agent_mesh.api import GROUP, VERSION
+from agent_mesh.commands import EXIT_USAGE, CommandError
 
-GROUP, VERSION = "agentmesh.io", "v1alpha1"
-EXIT_USAGE = 2
+__all__ = ["GROUP", "VERSION", "Connection", "api_error", "connect", "unreachable"]
 
 
 @dataclass

@@ -21,12 +21,13 @@ from agent_mesh.commands import (
     EXIT_FAILED,
     EXIT_STILL_RUNNING,
     EXIT_TIMED_OUT,
+    EXIT_USAGE,
     CommandError,
 )
 from agent_mesh.commands.kubeclient import (
-    EXIT_USAGE,
     GROUP,
     VERSION,
+    Connection,
     api_error,
     connect,
     unreachable,
@@ -207,7 +208,7 @@ async def submit(
 
 
 async def _follow(
-    connection: Any,
+    connection: Connection,
     namespace: str,
     name: str,
     wait_timeout: float,
