@@ -448,6 +448,13 @@ class Authority:
     ) -> tuple[str, MeshClaims]:
         """An external agent's credential (from the Secret the operator made) → JWT."""
         agent = await self.find_agent(namespace, agent_id)
+        if agent is not None and agent.external and agent.credential_hash is None:
+            # The credential was just issued and its hash is in status, but the watch has
+            # not brought it yet: ask the apiserver rather than refuse the agent's first try.
+            fresh = await self._fetch_agent(namespace, agent_id)
+            if fresh is not None and fresh.credential_hash is not None:
+                self.registry.upsert(fresh)
+                agent = fresh
         presented = credential_hash(credential)
         retired = self._retired.get((namespace, agent_id), ())
         if (
