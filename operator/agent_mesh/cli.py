@@ -7,13 +7,14 @@ import importlib.util
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 from pydantic import ValidationError
 
 from agent_mesh import __version__
+from agent_mesh.commands.options import positive, setting
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -33,80 +34,6 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
         super().__init__(message)
         self.code = code
-
-
-_TRUE: Final = frozenset({"1", "true", "yes", "on"})
-_FALSE: Final = frozenset({"0", "false", "no", "off"})
-
-
-def _setting(
-    parser: argparse.ArgumentParser,
-    *flags: str,
-    env: str,
-    help: str,
-    type: Callable[[str], Any] = str,
-    **kwargs: Any,
-) -> argparse.Action:
-    """An option whose default comes from the environment variable `env` (named in its
-    help): the flag wins, then the variable, then the default. A variable that does not
-    parse is refused naming it and its rule, as a bad flag is, when its command runs."""
-    action = kwargs.get("action")
-    raw = os.environ.get(env, "")
-    if raw:
-        try:
-            kwargs["default"] = _from_environment(env, raw, action, type, kwargs.get("choices"))
-        except CliError as error:  # said only when this command runs
-            parser.set_defaults(env_error=parser.get_default("env_error") or str(error))
-    if action not in ("store_true", "store_false"):
-        kwargs["type"] = type
-    return parser.add_argument(*flags, help=f"{help} [env {env}]", **kwargs)
-
-
-def _from_environment(
-    env: str,
-    raw: str,
-    action: str | None,
-    type: Callable[[str], Any],
-    choices: Sequence[Any] | None,
-) -> Any:
-    if action in ("store_true", "store_false"):
-        value = raw.strip().lower()
-        if value not in _TRUE | _FALSE:
-            raise CliError(f"{env}={raw}: must be true or false (or 1/0, yes/no, on/off)")
-        return value in _TRUE  # the variable states the setting (dest)
-    try:
-        if action == "append":
-            return [type(v.strip()) for v in raw.split(",") if v.strip()]
-        parsed = type(raw)
-    except (ValueError, argparse.ArgumentTypeError) as exc:
-        raise CliError(f"{env}={raw}: {exc}") from exc
-    if choices is not None and parsed not in choices:
-        raise CliError(f"{env}={raw}: must be one of {', '.join(map(str, choices))}")
-    return parsed
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text}")
-    return value
-
-
-def _whole(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
-
-
-def _label(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"must be KEY=VALUE, not {text!r}")
-    return key, value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -156,14 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     _name_operator_variables(op)
 
     crds = sub.add_parser("crds", help="print the CRDs generated from the API models")
-    _setting(
+    setting(
         crds,
         "--write",
         action="store_true",
         env="AGENT_MESH_CRDS_WRITE",
         help="write them into --dir instead",
     )
-    _setting(
+    setting(
         crds,
         "--dir",
         type=Path,
@@ -172,25 +99,27 @@ def _parser() -> argparse.ArgumentParser:
         help="default: ./crds",
     )
 
-    _user_commands(sub)
+    from agent_mesh.commands.parsers import add_user_commands
+
+    add_user_commands(sub)
 
     dev = sub.add_parser("dev", help="a local cluster: control plane and, as root, a node")
     dev_sub = dev.add_subparsers(dest="dev_command", metavar="ACTION", required=True)
     up = dev_sub.add_parser("up", help="build (first time) and start it in the background")
-    _setting(
+    setting(
         up,
         "--port",
         type=int,
         env="AGENT_MESH_DEV_PORT",
         help="apiserver port (default: a free one)",
     )
-    _setting(
+    setting(
         up,
         "--kubernetes-version",
         env="AGENT_MESH_KUBERNETES_VERSION",
         help="e.g. 1.36.3 (default: newest that builds)",
     )
-    _setting(
+    setting(
         up,
         "--no-node",
         dest="node",
@@ -200,13 +129,13 @@ def _parser() -> argparse.ArgumentParser:
         "says whether to run the node (false: no node)",
     )
     build = dev_sub.add_parser("build", help="build (first time) and print the binaries' paths")
-    _setting(
+    setting(
         build,
         "--kubernetes-version",
         env="AGENT_MESH_KUBERNETES_VERSION",
         help="e.g. 1.36.3 (default: newest that builds)",
     )
-    _setting(
+    setting(
         build,
         "--no-node",
         dest="node",
@@ -220,24 +149,24 @@ def _parser() -> argparse.ArgumentParser:
     dev_sub.add_parser("status", help="say whether it runs, where, and which versions")
 
     demo = sub.add_parser("demo", help="local mesh: control plane, CRDs, operator, samples")
-    _setting(
+    setting(
         demo,
         "--once",
         action="store_true",
         env="AGENT_MESH_DEMO_ONCE",
         help="print the mesh and tear everything down instead of waiting",
     )
-    _setting(
+    setting(
         demo,
         "--samples",
         type=Path,
         env="AGENT_MESH_DEMO_SAMPLES",
         help="manifests to apply (default: config/samples, as installed)",
     )
-    _setting(
+    setting(
         demo,
         "--timeout",
-        type=_positive,
+        type=positive,
         default=120.0,
         env="AGENT_MESH_DEMO_TIMEOUT",
         help="seconds to wait for the agents' status (default 120)",
@@ -257,208 +186,6 @@ def _name_operator_variables(op: argparse.ArgumentParser) -> None:
 
 def _flag_of(dest: str) -> str:
     return _FLAG_OF.get(dest, "--" + dest.replace("_", "-"))
-
-
-def _connection_settings(parser: argparse.ArgumentParser, *, all_namespaces: bool) -> None:
-    _setting(
-        parser,
-        "--kubeconfig",
-        env="KUBECONFIG",
-        help="kubeconfig file (default: ~/.kube/config, else in-cluster)",
-    )
-    _setting(
-        parser,
-        "--namespace",
-        "-n",
-        env="AGENT_MESH_NAMESPACE",
-        help="namespace (default: the kubeconfig context's, else default)",
-    )
-    if all_namespaces:
-        _setting(
-            parser,
-            "--all-namespaces",
-            "-A",
-            action="store_true",
-            env="AGENT_MESH_ALL_NAMESPACES",
-            help="list every namespace (overrides --namespace)",
-        )
-
-
-def _user_commands(sub: Any) -> None:
-    """submit, agents, tasks: the mesh as its users drive it, through the apiserver."""
-    from agent_mesh.commands import EXIT_FAILED, EXIT_STILL_RUNNING, EXIT_TIMED_OUT
-
-    submit = sub.add_parser(
-        "submit",
-        help="create a MeshTask, follow it, print its result",
-        description="Create a MeshTask and wait for it. Exit code: 0 Completed, "
-        f"{EXIT_FAILED} Failed, {EXIT_TIMED_OUT} TimedOut, {EXIT_STILL_RUNNING} still "
-        f"running at --wait-timeout, {EXIT_USAGE} bad input, {EXIT_FAILURE} an API error, "
-        "130 interrupted (the task keeps running).",
-    )
-    _connection_settings(submit, all_namespaces=False)
-    _setting(
-        submit,
-        "--type",
-        "-t",
-        dest="task_type",
-        env="AGENT_MESH_TASK_TYPE",
-        help="spec.taskType (required unless --file sets it)",
-    )
-    _setting(
-        submit,
-        "--capability",
-        "-c",
-        action="append",
-        dest="capabilities",
-        env="AGENT_MESH_TASK_CAPABILITIES",
-        help="a required capability (repeatable; the variable: comma-separated)",
-    )
-    _setting(submit, "--payload", "-p", env="AGENT_MESH_TASK_PAYLOAD", help="spec.payload as JSON")
-    _setting(
-        submit,
-        "--payload-file",
-        env="AGENT_MESH_TASK_PAYLOAD_FILE",
-        help="spec.payload from a JSON or YAML file (- reads stdin)",
-    )
-    _setting(
-        submit,
-        "--file",
-        "-f",
-        dest="manifest",
-        env="AGENT_MESH_TASK_FILE",
-        help="a MeshTask manifest (YAML or JSON; - reads stdin); the flags override it",
-    )
-    _setting(
-        submit,
-        "--name",
-        env="AGENT_MESH_TASK_NAME",
-        help="metadata.name (default: generated from the type)",
-    )
-    _setting(
-        submit,
-        "--priority",
-        choices=["low", "medium", "high", "critical"],
-        env="AGENT_MESH_TASK_PRIORITY",
-        help="spec.priority (default medium)",
-    )
-    _setting(
-        submit,
-        "--timeout-seconds",
-        type=_whole,
-        env="AGENT_MESH_TASK_TIMEOUT_SECONDS",
-        help="spec.timeoutSeconds: limit of each attempt (default 300)",
-    )
-    _setting(
-        submit,
-        "--retries",
-        type=_whole,
-        env="AGENT_MESH_TASK_RETRIES",
-        help="spec.retries (default 3)",
-    )
-    _setting(
-        submit,
-        "--agent",
-        env="AGENT_MESH_TASK_AGENT",
-        help="spec.agentSelector.agentRef: pin the task to this MeshAgent",
-    )
-    _setting(
-        submit,
-        "--label",
-        "-l",
-        action="append",
-        dest="labels",
-        type=_label,
-        env="AGENT_MESH_TASK_LABELS",
-        help="KEY=VALUE label on the MeshTask (repeatable; the variable: comma-separated)",
-    )
-    _setting(
-        submit,
-        "--no-wait",
-        dest="wait",
-        action="store_false",
-        env="AGENT_MESH_WAIT",
-        help="print the task's name and return once it is created; the variable says "
-        "whether to wait (false: do not)",
-    )
-    _setting(
-        submit,
-        "--wait-timeout",
-        type=_positive,
-        default=600.0,
-        env="AGENT_MESH_WAIT_TIMEOUT",
-        help=f"seconds to wait for the end (default 600), then exit {EXIT_STILL_RUNNING}",
-    )
-    _setting(
-        submit,
-        "--quiet",
-        "-q",
-        action="store_true",
-        env="AGENT_MESH_QUIET",
-        help="no progress lines on stderr, only the result",
-    )
-
-    agents = sub.add_parser(
-        "agents", help="discovery query: the agents, their type, health and capabilities"
-    )
-    _connection_settings(agents, all_namespaces=True)
-    _setting(
-        agents,
-        "--capability",
-        "-c",
-        action="append",
-        dest="capabilities",
-        env="AGENT_MESH_AGENTS_CAPABILITIES",
-        help="only agents holding this capability (repeatable: all of them; the variable: "
-        "comma-separated)",
-    )
-    _setting(
-        agents,
-        "--type",
-        "-t",
-        dest="agent_type",
-        env="AGENT_MESH_AGENTS_TYPE",
-        help="only agents of this spec.agentType",
-    )
-    _setting(
-        agents,
-        "--health",
-        choices=["pending", "healthy", "degraded", "unreachable"],
-        env="AGENT_MESH_AGENTS_HEALTH",
-        help="only agents in this health",
-    )
-    _output_setting(agents)
-
-    tasks = sub.add_parser("tasks", help="the MeshTasks and their phases")
-    _connection_settings(tasks, all_namespaces=True)
-    _setting(
-        tasks,
-        "--phase",
-        choices=["Pending", "Assigned", "Running", "Completed", "Failed", "TimedOut"],
-        env="AGENT_MESH_TASKS_PHASE",
-        help="only tasks in this phase",
-    )
-    _setting(
-        tasks,
-        "--type",
-        "-t",
-        dest="task_type",
-        env="AGENT_MESH_TASKS_TYPE",
-        help="only tasks of this spec.taskType",
-    )
-    _output_setting(tasks)
-
-
-def _output_setting(parser: argparse.ArgumentParser) -> None:
-    _setting(
-        parser,
-        "--output",
-        "-o",
-        choices=["table", "json"],
-        default="table",
-        env="AGENT_MESH_OUTPUT",
-        help="table (default) or json (the objects as the apiserver returns them)",
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -530,61 +257,14 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _user_command(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from agent_mesh.commands import CommandError, listing, submit
+    from agent_mesh.commands import CommandError
+    from agent_mesh.commands.run import run
+    from agent_mesh.devcluster.kubeconfig import check_kubeconfig
 
     if args.kubeconfig:
-        from agent_mesh.devcluster.kubeconfig import check_kubeconfig
-
         check_kubeconfig(args.kubeconfig, "--kubeconfig")
     try:
-        if args.command == "submit":
-            request = submit.TaskRequest(
-                task_type=args.task_type,
-                capabilities=args.capabilities or (),
-                payload=args.payload,
-                payload_file=args.payload_file,
-                manifest=args.manifest,
-                name=args.name,
-                namespace=args.namespace,
-                priority=args.priority,
-                timeout_seconds=args.timeout_seconds,
-                retries=args.retries,
-                agent=args.agent,
-                labels=dict(args.labels or ()),
-            )
-            return asyncio.run(
-                submit.submit(
-                    request,
-                    kubeconfig=args.kubeconfig,
-                    wait=args.wait,
-                    wait_timeout=args.wait_timeout,
-                    quiet=args.quiet,
-                )
-            )
-        if args.command == "agents":
-            return asyncio.run(
-                listing.agents(
-                    kubeconfig=args.kubeconfig,
-                    namespace=args.namespace,
-                    all_namespaces=args.all_namespaces,
-                    capabilities=args.capabilities or (),
-                    agent_type=args.agent_type,
-                    health=args.health,
-                    output=args.output,
-                )
-            )
-        return asyncio.run(
-            listing.tasks(
-                kubeconfig=args.kubeconfig,
-                namespace=args.namespace,
-                all_namespaces=args.all_namespaces,
-                phase=args.phase,
-                task_type=args.task_type,
-                output=args.output,
-            )
-        )
+        return run(args)
     except CommandError as exc:
         raise CliError(str(exc), exc.code) from exc
 

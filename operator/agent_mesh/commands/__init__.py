@@ -3,6 +3,8 @@ Kubernetes API (the MeshTask and MeshAgent resources), as kubectl would give it.
 
 from __future__ import annotations
 
+EXIT_FAILURE = 1
+"""An API call failed (the apiserver's message is printed)."""
 EXIT_USAGE = 2
 """Bad input: a flag, a variable, a file, a kubeconfig (as argparse's own)."""
 EXIT_FAILED = 3
