@@ -14,6 +14,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from agent_mesh import __version__
+from agent_mesh.commands.options import positive, setting
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -79,30 +80,75 @@ def _parser() -> argparse.ArgumentParser:
     )
     op.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     op.add_argument("--log-format", choices=["json", "text"])
+    _name_operator_variables(op)
 
     crds = sub.add_parser("crds", help="print the CRDs generated from the API models")
-    crds.add_argument("--write", action="store_true", help="write them into --dir instead")
-    crds.add_argument("--dir", type=Path, default=Path("crds"), help="default: ./crds")
+    setting(
+        crds,
+        "--write",
+        action="store_true",
+        env="AGENT_MESH_CRDS_WRITE",
+        help="write them into --dir instead",
+    )
+    setting(
+        crds,
+        "--dir",
+        type=Path,
+        default=Path("crds"),
+        env="AGENT_MESH_CRDS_DIR",
+        help="default: ./crds",
+    )
+
+    from agent_mesh.commands.parsers import add_user_commands
+
+    add_user_commands(sub)
 
     dev = sub.add_parser("dev", help="a local cluster: control plane and, as root, a node")
     dev_sub = dev.add_subparsers(dest="dev_command", metavar="ACTION", required=True)
     up = dev_sub.add_parser("up", help="build (first time) and start it in the background")
-    up.add_argument("--port", type=int, help="apiserver port (default: a free one)")
-    up.add_argument("--kubernetes-version", help="e.g. 1.36.3 (default: newest that builds)")
-    up.add_argument(
+    setting(
+        up,
+        "--port",
+        type=int,
+        env="AGENT_MESH_DEV_PORT",
+        help="apiserver port (default: a free one)",
+    )
+    setting(
+        up,
+        "--kubernetes-version",
+        env="AGENT_MESH_KUBERNETES_VERSION",
+        help="e.g. 1.36.3 (default: newest that builds)",
+    )
+    setting(
+        up,
         "--no-node",
         dest="node",
         action="store_false",
-        help="the control plane alone on 127.0.0.1 (about 3 s; no pods run)",
+        env="AGENT_MESH_DEV_NODE",
+        help="the control plane alone on 127.0.0.1 (about 3 s; no pods run); the variable "
+        "says whether to run the node (false: no node)",
     )
     build = dev_sub.add_parser("build", help="build (first time) and print the binaries' paths")
-    build.add_argument("--kubernetes-version", help="e.g. 1.36.3 (default: newest that builds)")
-    build.add_argument(
-        "--no-node", dest="node", action="store_false", help="the control plane's binaries only"
+    setting(
+        build,
+        "--kubernetes-version",
+        env="AGENT_MESH_KUBERNETES_VERSION",
+        help="e.g. 1.36.3 (default: newest that builds)",
     )
-    build.add_argument(
+    setting(
+        build,
+        "--no-node",
+        dest="node",
+        action="store_false",
+        env="AGENT_MESH_DEV_NODE",
+        help="the control plane's binaries only; the variable says whether to build the "
+        "node's (false: not)",
+    )
+    setting(
+        build,
         "--tailnet",
         action="store_true",
+        env="AGENT_MESH_DEV_TAILNET",
         help="also tailscaled, tailscale, containerboot and headscale (the tailscale tests' "
         "local tailnet; about 10 minutes cold)",
     )
@@ -111,25 +157,50 @@ def _parser() -> argparse.ArgumentParser:
     dev_sub.add_parser("status", help="say whether it runs, where, and which versions")
 
     demo = sub.add_parser("demo", help="local mesh: control plane, CRDs, operator, samples")
-    demo.add_argument(
+    setting(
+        demo,
         "--once",
         action="store_true",
+        env="AGENT_MESH_DEMO_ONCE",
         help="print the mesh and tear everything down instead of waiting",
     )
-    demo.add_argument(
-        "--samples", type=Path, help="manifests to apply (default: config/samples, as installed)"
+    setting(
+        demo,
+        "--samples",
+        type=Path,
+        env="AGENT_MESH_DEMO_SAMPLES",
+        help="manifests to apply (default: config/samples, as installed)",
     )
-    demo.add_argument(
+    setting(
+        demo,
         "--timeout",
-        type=float,
+        type=positive,
         default=120.0,
+        env="AGENT_MESH_DEMO_TIMEOUT",
         help="seconds to wait for the agents' status (default 120)",
     )
     return parser
 
 
+def _name_operator_variables(op: argparse.ArgumentParser) -> None:
+    """The operator's settings are read by OperatorConfig (pydantic-settings) from
+    AGENT_MESH_<FIELD>; say so in each flag's help."""
+    for action in op._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        env = "KUBECONFIG" if action.dest == "kubeconfig" else f"AGENT_MESH_{action.dest.upper()}"
+        action.help = f"{action.help or _flag_of(action.dest)} [env {env}]"
+
+
+def _flag_of(dest: str) -> str:
+    return _FLAG_OF.get(dest, "--" + dest.replace("_", "-"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "env_error", None):  # an environment variable that does not parse
+        print(f"agent-mesh: error: {args.env_error}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         _require_operator_extra()
         return _dispatch(args)
@@ -179,6 +250,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                 node=getattr(args, "node", True),
                 tailnet=getattr(args, "tailnet", False),
             )
+        if args.command in ("submit", "agents", "tasks"):
+            return _user_command(args)
         if args.command == "demo":
             from agent_mesh.api.crdgen import crd_files
             from agent_mesh.testing import demo
@@ -190,6 +263,19 @@ def _dispatch(args: argparse.Namespace) -> int:
     except (BuildError, DevClusterError) as exc:
         raise CliError(str(exc)) from exc
     raise CliError(f"unknown command {args.command!r}", EXIT_USAGE)
+
+
+def _user_command(args: argparse.Namespace) -> int:
+    from agent_mesh.commands import CommandError
+    from agent_mesh.commands.run import run
+    from agent_mesh.devcluster.kubeconfig import check_kubeconfig
+
+    if args.kubeconfig:
+        check_kubeconfig(args.kubeconfig, "--kubeconfig")
+    try:
+        return run(args)
+    except CommandError as exc:
+        raise CliError(str(exc), exc.code) from exc
 
 
 def _operator(args: argparse.Namespace) -> int:

@@ -194,3 +194,39 @@ def test_defaults_are_applied_by_the_apiserver(cluster: Cluster, crds: Any, name
     assert task["spec"]["priority"] == "medium"
     assert task["spec"]["timeoutSeconds"] == 300
     assert task["spec"]["retries"] == 3
+
+
+def test_a_meshtask_spec_cannot_change_but_its_status_and_labels_can(
+    cluster: Cluster, crds: Any, namespace: str
+) -> None:
+    original = json.dumps(_task())
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=original)
+    # A GitOps re-sync of the same manifest changes nothing and is accepted (the defaults
+    # the apiserver filled in are not a change).
+    again = cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=original)
+    assert "unchanged" in again.stdout
+    for change in ({"priority": "high"}, {"payload": {"text": "other"}}, {"retries": 0}):
+        with pytest.raises(client.ApiException) as info:
+            cluster.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, "meshtasks", "t1", {"spec": change}
+            )
+        message = json.loads(info.value.body)["message"]
+        assert info.value.status == 422, message
+        assert "spec: Forbidden" in message and "spec is immutable" in message
+        assert "create a new MeshTask" in message
+    # What a GitOps tool does with a changed manifest: the same refusal, by name.
+    changed = json.dumps(_task(priority="critical") | {"metadata": {"name": "t1"}})
+    applied = cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=changed, check=False)
+    assert applied.returncode != 0 and "spec is immutable" in applied.stderr
+    # The operator's status writes and users' labels still go through (the answers are
+    # checked, not a later read: an operator of the session may write status too).
+    with_status = cluster.custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, "meshtasks", "t1", {"status": {"phase": "Failed"}}
+    )
+    assert with_status["status"]["phase"] == "Failed"
+    labelled = cluster.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "meshtasks", "t1", {"metadata": {"labels": {"team": "a"}}}
+    )
+    assert labelled["metadata"]["labels"] == {"team": "a"}
+    assert labelled["spec"]["priority"] == "medium"
+    assert labelled["metadata"]["generation"] == 1

@@ -3,6 +3,7 @@ token lifetime is lowered), persistence form and its migration, merging two writ
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 
@@ -361,3 +362,34 @@ async def test_a_jti_revocation_is_recorded_with_its_namespace_in_the_audit() ->
     (record,) = authority.audit.recent(event="token.revoked", namespace="team-b")
     assert (record["jti"], record["actor"]) == ("j1", "ns/boss")
     assert not authority.revocations.is_revoked(claims("j1", namespace="team-a"))
+
+
+async def test_a_rotated_out_credential_is_refused_while_the_registry_still_shows_it() -> None:
+    """A watch event older than the rotation may put the old hash back in the registry for
+    a moment: the credential retired by the rotation stays refused all the same."""
+    cluster = Cluster()
+    authority = await cluster.operator(HOUR)
+    authority.retire_credential("ns", "w", credential_hash(CREDENTIAL))
+    with pytest.raises(AuthError) as refused:
+        await authority.exchange_credential("ns", "w", CREDENTIAL)
+    assert refused.value.code == "CredentialInvalid"
+    assert refused.value.field == "credential"
+
+
+async def test_a_credential_issued_before_the_watch_brought_its_hash_is_accepted() -> None:
+    """The agent read its Secret as soon as status.credential was written; the operator's
+    registry still holds the MeshAgent without a hash: the apiserver is asked."""
+    cluster = Cluster()
+    authority = await cluster.operator(HOUR)
+    known = cluster.registry.get("ns", "w")
+    assert known is not None
+    cluster.registry.upsert(dataclasses.replace(known, credential_hash=None))
+
+    async def apiserver(namespace: str, agent_id: str) -> AgentRecord | None:
+        return known if (namespace, agent_id) == ("ns", "w") else None
+
+    authority._fetch_agent = apiserver
+    token, claims = await authority.exchange_credential("ns", "w", CREDENTIAL)
+    assert claims.sub == "w" and verdict(authority, token) == "accepted"
+    with pytest.raises(AuthError):  # a wrong credential is still wrong
+        await authority.exchange_credential("ns", "w", "guess")

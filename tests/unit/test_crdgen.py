@@ -343,9 +343,11 @@ def test_name_must_be_a_dns_label_when_it_is_the_agent_id() -> None:
 
 
 def test_endpoint_and_workload_exclude_each_other() -> None:
-    (rule,) = _at("MeshAgent", "spec")["x-kubernetes-validations"]
+    rule, rotation = _at("MeshAgent", "spec")["x-kubernetes-validations"]
     assert rule["rule"] == "!has(self.endpoint) || !has(self.workload)"
     assert rule["message"].startswith("spec.endpoint and spec.workload are mutually exclusive")
+    assert rotation["rule"] == "!has(self.credentialRotation) || has(self.endpoint)"
+    assert rotation["message"].startswith("spec.credentialRotation needs spec.endpoint")
 
 
 def test_agent_ref_is_checked_by_a_cel_rule_naming_the_field() -> None:

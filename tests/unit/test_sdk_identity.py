@@ -46,6 +46,27 @@ def test_from_env_reads_a_credential_file(tmp_path: Path) -> None:
     assert (source.namespace, source.agent_id) == ("ns", "a")
 
 
+def test_a_rotated_credential_file_is_read_again_and_a_vanished_one_keeps_the_last(
+    tmp_path: Path,
+) -> None:
+    """The operator rotates a credential into the agent's Secret (spec.credentialRotation);
+    the kubelet updates the mounted file, and the next exchange uses the new value."""
+    path = tmp_path / "cred"
+    path.write_text("old\n")
+    source = TokenSource.from_env(
+        {
+            "AGENT_MESH_URL": "http://127.0.0.1:1/",
+            "AGENT_MESH_CREDENTIAL_FILE": str(path),
+            "AGENT_MESH_NAMESPACE": "ns",
+            "AGENT_MESH_AGENT_ID": "a",
+        }
+    )
+    path.write_text("new\n")
+    assert source._current_credential("old") == "new"
+    path.unlink()
+    assert source._current_credential("new") == "new"
+
+
 def test_from_env_without_credential_uses_the_projected_token_path() -> None:
     source = TokenSource.from_env({"AGENT_MESH_URL": "https://x", "AGENT_MESH_SA_TOKEN_PATH": "/t"})
     assert source._sa_path == Path("/t")

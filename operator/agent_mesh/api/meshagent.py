@@ -51,6 +51,11 @@ DNS_SUBDOMAIN_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z
 # http(s) only: the operator dials it. Host part required, no whitespace anywhere.
 ENDPOINT_PATTERN: Final = r"^https?://[^\s/?#]+([/?#]\S*)?$"
 
+ROTATION_NEEDS_ENDPOINT_MESSAGE: Final = (
+    "spec.credentialRotation needs spec.endpoint: only an external agent has a credential "
+    "to rotate (an agent in a pod exchanges its ServiceAccount token); revoke a pod agent's "
+    "tokens with spec.revokeTokensIssuedBefore"
+)
 ENDPOINT_OR_WORKLOAD_MESSAGE: Final = (
     "spec.endpoint and spec.workload are mutually exclusive: endpoint is for agents running "
     "outside the cluster, workload for agents the operator runs"
@@ -153,7 +158,13 @@ class MeshAgentSpec(MeshModel):
                 message=ENDPOINT_OR_WORKLOAD_MESSAGE,
                 field_path=".endpoint",
                 reason="FieldValueForbidden",
-            )
+            ),
+            CelRule(
+                rule="!has(self.credentialRotation) || has(self.endpoint)",
+                message=ROTATION_NEEDS_ENDPOINT_MESSAGE,
+                field_path=".credentialRotation",
+                reason="FieldValueForbidden",
+            ),
         )
     )
 
@@ -272,10 +283,36 @@ class MeshAgentSpec(MeshModel):
         ),
     )
 
+    credential_rotation: str | None = Field(
+        None,
+        min_length=1,
+        max_length=253,
+        description=(
+            "External agents: set or change it to any new value (a date, a counter) and the "
+            "operator writes a fresh credential into the Secret <name>-mesh-credential, stops "
+            "accepting the old one and revokes every token the agent was issued before; the "
+            "agent reads the Secret again and exchanges the new credential. The value last "
+            "handled is status.credential.rotation. Needs spec.endpoint. Default: unset."
+        ),
+    )
+    revoke_tokens_issued_before: Timestamp | None = Field(
+        None,
+        description=(
+            "Revoke every mesh token of this agent issued before this moment (RFC 3339, for "
+            "example 2026-12-05T10:00:00Z), persistently; the agent then exchanges its "
+            "credential or ServiceAccount token for a new one. A moment in the future counts "
+            "as the moment the operator applies it; an earlier value than one applied undoes "
+            "nothing (a revocation cannot be withdrawn). The value last applied is "
+            "status.tokensRevokedBefore. Default: unset."
+        ),
+    )
+
     @model_validator(mode="after")
     def _endpoint_or_workload(self) -> Self:
         if self.endpoint is not None and self.workload is not None:
             raise ValueError(ENDPOINT_OR_WORKLOAD_MESSAGE)
+        if self.credential_rotation is not None and self.endpoint is None:
+            raise ValueError(ROTATION_NEEDS_ENDPOINT_MESSAGE)
         return self
 
 
@@ -315,7 +352,8 @@ class CredentialStatus(MeshModel):
         max_length=253,
         description=(
             "Secret in this namespace holding the credential (key `credential`) that the "
-            "agent exchanges for a mesh token at POST /v1/token. Delete it to rotate."
+            "agent exchanges for a mesh token at POST /v1/token. Rotate it with "
+            "spec.credentialRotation."
         ),
     )
     sha256: str = Field(
@@ -327,6 +365,14 @@ class CredentialStatus(MeshModel):
         ),
     )
     issued_at: Timestamp = Field(description="When the credential was created (RFC 3339).")
+    rotation: str | None = Field(
+        None,
+        max_length=253,
+        description=(
+            "The spec.credentialRotation this credential was issued for; a different value "
+            "in spec makes the operator rotate it."
+        ),
+    )
 
 
 class MeshAgentStatus(MeshModel):
@@ -385,6 +431,13 @@ class MeshAgentStatus(MeshModel):
         description="External agents (spec.endpoint set): the credential the operator issued.",
     )
     conditions: list[Condition] = conditions_field("agent", ", ".join(MeshAgentCondition))
+    tokens_revoked_before: Timestamp | None = Field(
+        None,
+        description=(
+            "The spec.revokeTokensIssuedBefore the operator last applied: tokens of the agent "
+            "issued before it are refused."
+        ),
+    )
     observed_generation: int | None = observed_generation_field("MeshAgent")
 
 

@@ -21,6 +21,7 @@ from agent_mesh.api.common import (
     NAME_RULE,
     READY,
     CelChecked,
+    CelRule,
     Condition,
     CrdDescriptor,
     DnsLabel,
@@ -65,6 +66,12 @@ class MeshTaskCondition(StrEnum):
     """The task completed (phase Completed)."""
     FAILED = "Failed"
     """The task ended without a result (phase Failed or TimedOut)."""
+    RECONCILING = "Reconciling"
+    """kstatus: True while the task is on its way (Pending, Assigned, Running), False at
+    the end; GitOps tools (Flux, Argo CD through kstatus) read it as progress."""
+    STALLED = "Stalled"
+    """kstatus: True once the task Failed or TimedOut, a final failure no retry will
+    change; False otherwise."""
 
 
 AGENT_REF_MESSAGE: Final = (
@@ -306,6 +313,12 @@ def _human_size(n: int) -> str:
     return f"{n} bytes"
 
 
+SPEC_IMMUTABLE_MESSAGE: Final = (
+    "spec is immutable: a MeshTask is one run of one piece of work, so its spec cannot change "
+    "after creation; create a new MeshTask (or delete and re-create this one) to run "
+    "different work"
+)
+
 MESHTASK: Final = CrdDescriptor(
     kind="MeshTask",
     plural="meshtasks",
@@ -325,6 +338,17 @@ MESHTASK: Final = CrdDescriptor(
         PrinterColumn("Agent", "string", ".status.agentId", "Agent of the current attempt."),
         PrinterColumn("Attempt", "integer", ".status.attempt", "Current attempt, from 1."),
         AGE_COLUMN,
+    ),
+    root_rules=(
+        # Status writes go through the status subresource, which keeps the old spec, so
+        # the rule never refuses them; a spec that changed under a running task would
+        # make status describe work nobody asked for.
+        CelRule(
+            rule="self.spec == oldSelf.spec",
+            message=SPEC_IMMUTABLE_MESSAGE,
+            field_path=".spec",
+            reason="FieldValueForbidden",
+        ),
     ),
     selectable_fields=(".spec.taskType", ".status.phase", ".status.agentId"),
 )

@@ -43,24 +43,37 @@ def task_conditions(
         reason, message = state.waiting or (R.QUEUED.value, "Waiting in the queue for an agent.")
         put(C.ASSIGNED, "False", reason, message)
         put(C.READY, "False", R.IN_PROGRESS, "The task has not run yet.")
+        _progress(conditions, message)
     elif phase in (TaskPhase.ASSIGNED, TaskPhase.RUNNING):
         agent = f"agent {state.agent_id} (attempt {state.attempt})"
         put(C.ASSIGNED, "True", R.AGENT_SELECTED, f"Assigned to {agent}.")
         if phase is TaskPhase.RUNNING:
             put(C.RUNNING, "True", R.AGENT_ACCEPTED, f"Sent to {agent}.")
         put(C.READY, "False", R.IN_PROGRESS, f"Running on {agent}.")
+        _progress(conditions, f"Running on {agent}.")
     elif phase is TaskPhase.COMPLETED:
         done = f"Completed by agent {state.agent_id} on attempt {state.attempt}."
         put(C.RUNNING, "False", R.ATTEMPT_FINISHED, done)
         put(C.SUCCEEDED, "True", R.RESULT_RECEIVED, done)
         put(C.READY, "True", R.RESULT_RECEIVED, "status.result holds the result.")
+        put(C.RECONCILING, "False", R.RESULT_RECEIVED, done)
+        put(C.STALLED, "False", R.RESULT_RECEIVED, done)
     else:
         reason = state.waiting[0] if state.waiting else R.RETRIES_EXHAUSTED.value
         message = state.error or "The task ended without a result."
         put(C.RUNNING, "False", R.ATTEMPT_FINISHED, message)
         put(C.FAILED, "True", reason, message)
         put(C.READY, "False", reason, message)
+        put(C.RECONCILING, "False", reason, message)
+        put(C.STALLED, "True", reason, message)
     return conditions.items
+
+
+def _progress(conditions: ConditionSet, message: str) -> None:
+    """kstatus's in-progress pair: Reconciling True, Stalled False."""
+    R = MeshTaskReason
+    conditions.set(MeshTaskCondition.RECONCILING, "True", R.IN_PROGRESS, message)
+    conditions.set(MeshTaskCondition.STALLED, "False", R.IN_PROGRESS, message)
 
 
 def _time(moment: dt.datetime | None) -> str | None:

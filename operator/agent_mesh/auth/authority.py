@@ -138,6 +138,10 @@ def credential_hash(credential: str) -> str:
     return hashlib.sha256(credential.encode()).hexdigest()
 
 
+RETIRED_CREDENTIALS_KEPT = 8
+"""Rotated-out credential hashes remembered per agent (each refused at once)."""
+
+
 class Authority:
     """Issues, verifies and revokes mesh tokens and makes ACL decisions."""
 
@@ -167,6 +171,9 @@ class Authority:
         self._ring: KeyRing | None = None
         self._lock = asyncio.Lock()
         self.revocations = RevocationList()
+        # (namespace, agentId) → hashes of credentials rotated out, refused even while a
+        # watch event older than the rotation still shows one in the registry
+        self._retired: dict[tuple[str, str], list[str]] = {}
         # recipient audience → [(token, exp)]: the operator's own tokens, reused per agent
         self._operator_tokens: dict[str, list[tuple[str, int]]] = {}
         self.issue_limit: Callable[[str, str], None] | None = None
@@ -459,11 +466,20 @@ class Authority:
     ) -> tuple[str, MeshClaims]:
         """An external agent's credential (from the Secret the operator made) → JWT."""
         agent = await self.find_agent(namespace, agent_id)
+        if agent is not None and agent.external and agent.credential_hash is None:
+            # The credential was just issued and its hash is in status, but the watch has
+            # not brought it yet: ask the apiserver rather than refuse the agent's first try.
+            fresh = await self._fetch_agent(namespace, agent_id)
+            if fresh is not None and fresh.credential_hash is not None:
+                self.registry.upsert(fresh)
+                agent = fresh
         presented = credential_hash(credential)
+        retired = self._retired.get((namespace, agent_id), ())
         if (
             agent is None
             or agent.credential_hash is None
             or not hmac.compare_digest(agent.credential_hash, presented)
+            or any(hmac.compare_digest(old, presented) for old in retired)
         ):
             # One answer for unknown agent and wrong credential: no probing for agent names.
             error = AuthError(
@@ -660,6 +676,14 @@ class Authority:
             agentId=agent_id,
             namespace=namespace,
         )
+
+    def retire_credential(self, namespace: str, agent_id: str, sha256: str) -> None:
+        """Refuse the credential with hash `sha256` from now on (it was rotated out). Kept
+        in memory only: after a restart the registry is built from current status."""
+        retired = self._retired.setdefault((namespace, agent_id), [])
+        if sha256 not in retired:
+            retired.append(sha256)
+            del retired[:-RETIRED_CREDENTIALS_KEPT]
 
     # --- revocation ----------------------------------------------------------------------
 

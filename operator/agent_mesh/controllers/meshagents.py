@@ -19,11 +19,12 @@ from agent_mesh.api.meshagent_status import (
 )
 from agent_mesh.config import OperatorConfig
 from agent_mesh.controllers.services import MeshServices
+from agent_mesh.domain.clock import parse_rfc3339
 from agent_mesh.domain.discovery import resolve_endpoint
 from agent_mesh.domain.egress import EgressClass
 from agent_mesh.domain.errors import ConflictError, EgressRefusedError, MeshError, ValidationError
 from agent_mesh.kube import workloads
-from agent_mesh.kube.credentials import ensure_credential
+from agent_mesh.kube.credentials import ensure_credential, record_credential, rotate_credential
 
 CREDENTIAL_RETRY_SECONDS = 10
 """How soon a refused credential Secret is looked at again."""
@@ -148,6 +149,84 @@ async def reconcile_workload(
     logger.warning("workload refused: %s", problem)
     kopf.event(body, type="Warning", reason="WorkloadRefused", message=problem[:1024])
     return problem
+
+
+@kopf.on.resume(GROUP, VERSION, "meshagents")
+@kopf.on.update(GROUP, VERSION, "meshagents", field="spec.credentialRotation")
+async def rotate(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    logger: kopf.Logger,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """spec.credentialRotation changed: a fresh credential in the Secret, the old one
+    refused, and every token issued before revoked. A credential not issued yet is issued
+    by `register`, for the current value."""
+    runtime: MeshServices = memo.runtime
+    wanted = spec.get("credentialRotation")
+    current = status.get("credential") or {}
+    if not wanted or not spec.get("endpoint") or not current or current.get("rotation") == wanted:
+        return
+    namespace, agent_id = meta["namespace"], spec.get("agentId") or meta["name"]
+    try:
+        fresh = await rotate_credential(runtime.api, dict(body), runtime.clock.now())
+    except ConflictError as refused:
+        kopf.event(body, type="Warning", reason=refused.code, message=refused.message)
+        raise kopf.TemporaryError(refused.message, delay=CREDENTIAL_RETRY_SECONDS) from None
+    if current.get("sha256"):
+        runtime.authority.retire_credential(namespace, agent_id, str(current["sha256"]))
+    patched = await record_credential(runtime.api, namespace, meta["name"], fresh)
+    runtime.registry.upsert(agent_record(patched))
+    await runtime.authority.revoke_agent(
+        namespace, agent_id, actor=f"operator (credential rotated: {wanted})"
+    )
+    logger.info("credential of agent %s rotated (%s)", agent_id, wanted)
+    kopf.event(
+        body,
+        type="Normal",
+        reason="CredentialRotated",
+        message=f"New credential in Secret {fresh['secretName']} (rotation {wanted}); the old "
+        "one and every token issued before are refused.",
+    )
+
+
+@kopf.on.resume(GROUP, VERSION, "meshagents")
+@kopf.on.create(GROUP, VERSION, "meshagents")
+@kopf.on.update(GROUP, VERSION, "meshagents", field="spec.revokeTokensIssuedBefore")
+async def revoke_tokens(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    patch: kopf.Patch,
+    logger: kopf.Logger,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """spec.revokeTokensIssuedBefore: revoke the agent's tokens issued before it (a moment
+    in the future counts as now), once per value (status.tokensRevokedBefore)."""
+    runtime: MeshServices = memo.runtime
+    wanted = parse_rfc3339(spec.get("revokeTokensIssuedBefore"))
+    if wanted is None or parse_rfc3339(status.get("tokensRevokedBefore")) == wanted:
+        return
+    namespace, agent_id = meta["namespace"], spec.get("agentId") or meta["name"]
+    before = await runtime.authority.revoke_agent(
+        namespace,
+        agent_id,
+        actor="MeshAgent spec.revokeTokensIssuedBefore",
+        before=min(wanted, runtime.clock.now()),
+    )
+    patch.status["tokensRevokedBefore"] = spec["revokeTokensIssuedBefore"]
+    logger.info("tokens of agent %s issued before %s revoked", agent_id, before.isoformat())
+    kopf.event(
+        body,
+        type="Normal",
+        reason="TokensRevoked",
+        message=f"Tokens of agent {agent_id} issued before {before.isoformat()} are refused.",
+    )
 
 
 async def endpoint_refusal(runtime: MeshServices, endpoint: str) -> str | None:

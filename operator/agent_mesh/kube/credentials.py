@@ -48,29 +48,7 @@ async def ensure_credential(
     secret_name = credential_secret_name(name)
     core = client.CoreV1Api(api)
     credential = secrets.token_urlsafe(32)
-    body: Any = {
-        "metadata": {
-            "name": secret_name,
-            "namespace": namespace,
-            "labels": {**MANAGED_LABELS, "agentmesh.io/agent": name},
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": "MeshAgent",
-                    "name": name,
-                    "uid": meta["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": False,
-                }
-            ],
-        },
-        "type": "Opaque",
-        "stringData": {
-            CREDENTIAL_KEY: credential,
-            "agentId": (agent.get("spec") or {}).get("agentId") or name,
-            "namespace": namespace,
-        },
-    }
+    body = _secret_body(agent, credential)
     try:
         await core.create_namespaced_secret(namespace, body)
     except ApiException as error:
@@ -93,11 +71,84 @@ async def ensure_credential(
             await core.replace_namespaced_secret(secret_name, namespace, body)
         except ApiException as replacing:
             raise unavailable(f"replacing Secret {namespace}/{secret_name}", replacing) from None
+    return _credential_status(agent, credential, now)
+
+
+async def rotate_credential(
+    api: client.ApiClient, agent: dict[str, Any], now: dt.datetime
+) -> dict[str, str]:
+    """A fresh credential written into the agent's own Secret (spec.credentialRotation):
+    the new status.credential. A Secret the MeshAgent does not own is refused as in
+    `ensure_credential`; a missing one is created."""
+    meta = agent["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    secret_name = credential_secret_name(name)
+    core = client.CoreV1Api(api)
+    credential = secrets.token_urlsafe(32)
+    body = _secret_body(agent, credential)
+    try:
+        existing = await core.read_namespaced_secret(secret_name, namespace)
+    except ApiException as error:
+        if error.status != 404:
+            raise unavailable(f"reading Secret {namespace}/{secret_name}", error) from error
+        existing = None
+    try:
+        if existing is None:
+            await core.create_namespaced_secret(namespace, body)
+        else:
+            owners = existing.metadata.owner_references or []
+            if not any(getattr(owner, "uid", None) == meta["uid"] for owner in owners):
+                problem = foreign_secret_problem(owners, meta["uid"], namespace, name)
+                raise ConflictError(
+                    problem or f"Secret {namespace}/{secret_name} is not this MeshAgent's",
+                    field="spec.credentialRotation",
+                    code="CredentialSecretNotOwned",
+                )
+            body["metadata"]["resourceVersion"] = existing.metadata.resource_version
+            await core.replace_namespaced_secret(secret_name, namespace, body)
+    except ApiException as error:  # 409: changed (or created) since read; retried
+        raise unavailable(f"writing Secret {namespace}/{secret_name}", error) from error
+    return _credential_status(agent, credential, now)
+
+
+def _secret_body(agent: dict[str, Any], credential: str) -> Any:
+    meta = agent["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
     return {
-        "secretName": secret_name,
+        "metadata": {
+            "name": credential_secret_name(name),
+            "namespace": namespace,
+            "labels": {**MANAGED_LABELS, "agentmesh.io/agent": name},
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "MeshAgent",
+                    "name": name,
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": False,
+                }
+            ],
+        },
+        "type": "Opaque",
+        "stringData": {
+            CREDENTIAL_KEY: credential,
+            "agentId": (agent.get("spec") or {}).get("agentId") or name,
+            "namespace": namespace,
+        },
+    }
+
+
+def _credential_status(agent: dict[str, Any], credential: str, now: dt.datetime) -> dict[str, str]:
+    status = {
+        "secretName": credential_secret_name(agent["metadata"]["name"]),
         "sha256": credential_hash(credential),
         "issuedAt": rfc3339(now),
     }
+    rotation = (agent.get("spec") or {}).get("credentialRotation")
+    if rotation:
+        status["rotation"] = str(rotation)
+    return status
 
 
 async def _recorded_credential(
@@ -158,3 +209,25 @@ def _earlier_incarnation(owner: Any, agent_name: str) -> bool:
         and getattr(owner, "kind", None) == "MeshAgent"
         and getattr(owner, "name", None) == agent_name
     )
+
+
+async def record_credential(
+    api: client.ApiClient, namespace: str, name: str, credential: dict[str, str]
+) -> dict[str, Any]:
+    """Write status.credential now (not at the end of a kopf handler), so the new hash is
+    in force before the old tokens are revoked; the patched MeshAgent."""
+    try:
+        patched: dict[str, Any] = await client.CustomObjectsApi(  # type: ignore[call-arg]
+            api
+        ).patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            "meshagents",
+            name,
+            {"status": {"credential": credential}},
+            _content_type="application/merge-patch+json",
+        )
+    except ApiException as error:
+        raise unavailable(f"writing MeshAgent {namespace}/{name} status", error) from error
+    return patched

@@ -60,10 +60,13 @@ class TokenSource:
         service_account_token_path: Path | None = None,
         ca_file: str | Path | None = None,
         allow_insecure: bool = False,
+        credential_file: Path | None = None,
     ) -> None:
         """`ca_file`: the PEM bundle that verifies the mesh API's certificate (default: the
         system's trust store). `allow_insecure`: accept a plain http:// URL to a host that
-        is not loopback (only where the network encrypts by itself, e.g. the tailnet)."""
+        is not loopback (only where the network encrypts by itself, e.g. the tailnet).
+        `credential_file`: where `credential` came from; read again at every exchange, so
+        a rotated credential (spec.credentialRotation) is picked up without a restart."""
         self.ssl = mesh_tls(mesh_url, ca_file, allow_insecure)
         self.ca_file = str(ca_file) if ca_file else None
         if credential is None and service_account_token_path is None:
@@ -80,6 +83,7 @@ class TokenSource:
         self.namespace = namespace
         self.agent_id = agent_id
         self._credential = credential
+        self._credential_file = credential_file
         self._sa_path = service_account_token_path
         self._issued: IssuedToken | None = None
         self._lock = asyncio.Lock()
@@ -96,8 +100,10 @@ class TokenSource:
         if not url:
             raise ValidationError("AGENT_MESH_URL is not set", field="AGENT_MESH_URL")
         credential = env.get("AGENT_MESH_CREDENTIAL")
+        credential_file = None
         if credential is None and env.get("AGENT_MESH_CREDENTIAL_FILE"):
-            credential = Path(env["AGENT_MESH_CREDENTIAL_FILE"]).read_text().strip()
+            credential_file = Path(env["AGENT_MESH_CREDENTIAL_FILE"])
+            credential = credential_file.read_text().strip()
         sa_path = None if credential else Path(env.get("AGENT_MESH_SA_TOKEN_PATH", SA_TOKEN_PATH))
         return cls(
             url,
@@ -107,6 +113,7 @@ class TokenSource:
             service_account_token_path=sa_path,
             ca_file=env.get("AGENT_MESH_CA_FILE") or None,
             allow_insecure=env.get("AGENT_MESH_ALLOW_INSECURE_MESH", "").lower() in TRUE_VALUES,
+            credential_file=credential_file,
         )
 
     @property
@@ -146,9 +153,21 @@ class TokenSource:
             f"cannot reach the mesh API at {self.mesh_url}: {error}", code="MeshUnreachable"
         )
 
+    def _current_credential(self, last: str) -> str:
+        """The credential file's value now (a mounted Secret follows its rotations); the
+        last value read while the file is missing, empty or being replaced."""
+        if self._credential_file is None:
+            return last
+        try:
+            value = self._credential_file.read_text().strip()
+        except OSError:
+            return last
+        return value or last
+
     async def _exchange(self) -> IssuedToken:
         body: dict[str, Any]
         if self._credential is not None:
+            self._credential = self._current_credential(self._credential)
             body = {
                 "namespace": self.namespace,
                 "agentId": self.agent_id,
