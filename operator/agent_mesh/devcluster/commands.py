@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from agent_mesh.devcluster import ControlPlane, DevClusterError, ensure_binaries, network
+from agent_mesh.devcluster.binaries import ensure_helm
 from agent_mesh.devcluster import node as devnode
 from agent_mesh.devcluster.cluster import LOOPBACK
 from agent_mesh.devcluster.ports import check_port_free
@@ -70,6 +71,7 @@ def _build(kubernetes_version: str | None, node: bool) -> int:
     )
     for path in (binaries.etcd, binaries.kube_apiserver, binaries.kubectl):
         print(path)
+    print(ensure_helm(say=_say))  # installs charts/agent-mesh in the tests
     if not node:
         return 0
     reason = devnode.unsupported_reason()

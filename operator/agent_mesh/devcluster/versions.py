@@ -12,6 +12,8 @@ DEFAULT_ETCD_VERSION = "3.6.16"
 # Kubernetes 1.36 refuses containerd 1.x (Debian's is 1.6): containerd 2.x from its module.
 CONTAINERD_VERSION = "2.4.2"
 COREDNS_VERSION = "1.15.0"
+# Helm 4 installs the chart in tests and on the node (charts/agent-mesh).
+HELM_VERSION = "4.3.2"
 
 
 def cache_root() -> Path:
