@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from agent_mesh.devcluster import ControlPlane, DevClusterError, ensure_binaries, network
-from agent_mesh.devcluster.binaries import ensure_helm
 from agent_mesh.devcluster import node as devnode
+from agent_mesh.devcluster.binaries import ensure_helm
 from agent_mesh.devcluster.cluster import LOOPBACK
 from agent_mesh.devcluster.ports import check_port_free
 from agent_mesh.devcluster.versions import KUBERNETES_VERSIONS, state_root
