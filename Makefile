@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 NODE_PACKAGES := runc containernetworking-plugins iptables iproute2 mmdebstrap buildah
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-unit test-integration test-e2e test-smoke test-disruptive test-fault test-packaging test-node lint crds binaries node-deps node venv clean
+.PHONY: help demo test test-unit test-integration test-e2e test-smoke test-disruptive test-fault test-packaging test-node lint crds manifests binaries node-deps node venv clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -90,8 +90,12 @@ lint: venv ## ruff, mypy --strict, import-linter layer contracts
 	$(VENV)/bin/mypy --strict bench/*.py bench/common bench/transport bench/tasks
 	$(VENV)/bin/lint-imports
 
-crds: venv ## regenerate crds/*.yaml from the API models
+crds: venv ## regenerate crds/*.yaml and the chart's copy from the API models
 	$(MESH) crds --write --dir crds
+	$(MESH) crds --write --dir charts/agent-mesh/crds
+
+manifests: crds ## regenerate config/{crd,rbac,manager,default} from the Helm chart
+	$(MESH) manifests --write --dir config
 
 clean: ## remove the venv and caches (not the built binaries)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
