@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 NODE_PACKAGES := runc containernetworking-plugins iptables iproute2 mmdebstrap buildah
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-unit test-integration test-e2e test-smoke test-disruptive test-fault test-helm test-packaging test-node lint crds manifests binaries node-deps node venv clean
+.PHONY: help demo test test-unit test-integration test-e2e test-smoke test-disruptive test-fault test-helm test-rbac-proof test-packaging test-node lint crds manifests binaries node-deps node venv clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ test-fault: binaries ## one fault class: make test-fault FAULT=operator_killed
 
 test-helm: binaries ## the Helm chart and config/: lint, template, schema, drift, server-side dry run
 	$(PY) -m pytest -m helm $(PYTEST_ARGS)
+
+test-rbac-proof: node ## (root) remove each of the chart's RBAC rules in turn on the node: each must break the flow
+	AGENT_MESH_RBAC_PROOF=1 $(PY) -m pytest -m rbac_proof $(PYTEST_ARGS)
 
 test-packaging: binaries ## fresh venvs from the package index: the SDK alone, the dependency floors
 	$(PY) -m pytest -m packaging $(PYTEST_ARGS)
