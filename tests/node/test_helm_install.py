@@ -169,9 +169,10 @@ def _webhook_refusal(cluster: NodeCluster, namespace: str) -> str | None:
 
 def _run_agent_and_task(
     cluster: NodeCluster, agents: str, release: str, mesh_url: str, within: float = 180
-) -> None:
+) -> str:
     """An echo agent pod from the project's image joins through token exchange and
-    completes a MeshTask created with kubectl (each step within `within` seconds)."""
+    completes a MeshTask created with kubectl (each step within `within` seconds); the
+    task's name."""
     core = cluster.core
     if not _exists(lambda: core.read_namespaced_service_account("echo", agents)):
         core.create_namespaced_service_account(agents, {"metadata": {"name": "echo"}})
@@ -223,6 +224,7 @@ def _run_agent_and_task(
     with _operator_log_on_failure(cluster, release):
         status = wait_for("the MeshTask to finish", finished, timeout=within, interval=0.5)
     assert (status["phase"], status["result"], status["agentId"]) == ("Completed", {"x": 1}, "echo")
+    return task
 
 
 def _custom_resources(cluster: NodeCluster, namespace: str) -> list[dict[str, Any]]:
