@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 NODE_PACKAGES := runc containernetworking-plugins iptables iproute2 mmdebstrap buildah strace
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-loaded test-unit test-integration test-e2e test-smoke test-disruptive test-fault test-packaging test-node lint crds binaries tailnet node-deps node venv clean
+.PHONY: help demo test test-loaded test-unit test-integration test-e2e test-smoke test-disruptive test-fault test-helm test-rbac-proof test-packaging test-node lint crds manifests binaries tailnet node-deps node venv clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -83,6 +83,12 @@ test-fault: binaries ## one fault class: make test-fault FAULT=operator_killed
 	*) echo "make test-fault FAULT=<class>, one of: $(FAULTS)" >&2; exit 2;; esac
 	$(PY) -m pytest -m fault_$(FAULT) $(PYTEST_ARGS)
 
+test-helm: binaries ## the Helm chart and config/: lint, template, schema, drift, server-side dry run
+	$(PY) -m pytest -m helm $(PYTEST_ARGS)
+
+test-rbac-proof: node ## (root) remove each of the chart's RBAC rules in turn on the node: each must break the flow
+	AGENT_MESH_RBAC_PROOF=1 $(PY) -m pytest -m rbac_proof $(PYTEST_ARGS)
+
 test-packaging: binaries ## fresh venvs from the package index: the SDK alone, the dependency floors
 	$(PY) -m pytest -m packaging $(PYTEST_ARGS)
 
@@ -97,8 +103,12 @@ lint: venv ## ruff, mypy --strict, import-linter layer contracts
 	$(VENV)/bin/mypy --strict bench/*.py bench/common bench/transport bench/tasks
 	$(VENV)/bin/lint-imports
 
-crds: venv ## regenerate crds/*.yaml from the API models
+crds: venv ## regenerate crds/*.yaml and the chart's copy from the API models
 	$(MESH) crds --write --dir crds
+	$(MESH) crds --write --dir charts/agent-mesh/crds
+
+manifests: crds ## regenerate config/{crd,rbac,manager,default} from the Helm chart
+	$(MESH) manifests --write --dir config
 
 clean: ## remove the venv and caches (not the built binaries)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

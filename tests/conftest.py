@@ -45,7 +45,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         suite = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
-        if suite in ("unit", "integration", "e2e", "packaging", "node"):
+        if suite in ("unit", "integration", "e2e", "packaging", "node", "helm"):
             item.add_marker(getattr(pytest.mark, suite))
         # a fault is disruptive: `-m disruptive` selects every fault class, `-m "not
         # disruptive"` none of them

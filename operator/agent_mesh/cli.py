@@ -103,6 +103,33 @@ def _parser() -> argparse.ArgumentParser:
 
     add_user_commands(sub)
 
+    manifests = sub.add_parser(
+        "manifests", help="render the Helm chart into kustomize bases (config/crd, rbac, ...)"
+    )
+    setting(
+        manifests,
+        "--write",
+        action="store_true",
+        env="AGENT_MESH_MANIFESTS_WRITE",
+        help="write them into --dir",
+    )
+    setting(
+        manifests,
+        "--dir",
+        type=Path,
+        default=Path("config"),
+        env="AGENT_MESH_MANIFESTS_DIR",
+        help="default: ./config",
+    )
+    setting(
+        manifests,
+        "--chart",
+        type=Path,
+        default=Path("charts/agent-mesh"),
+        env="AGENT_MESH_MANIFESTS_CHART",
+        help="default: ./charts/agent-mesh",
+    )
+
     dev = sub.add_parser("dev", help="a local cluster: control plane and, as root, a node")
     dev_sub = dev.add_subparsers(dest="dev_command", metavar="ACTION", required=True)
     up = dev_sub.add_parser("up", help="build (first time) and start it in the background")
@@ -233,6 +260,7 @@ def _importable(module: str) -> bool:
 def _dispatch(args: argparse.Namespace) -> int:
     from agent_mesh.devcluster import BuildError, DevClusterError
     from agent_mesh.devcluster.kubeconfig import KubeconfigError
+    from agent_mesh.devcluster.manifests import ManifestError
     from agent_mesh.devcluster.ports import PortInUseError
 
     try:
@@ -240,6 +268,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return _operator(args)
         if args.command == "crds":
             return _crds(args)
+        if args.command == "manifests":
+            return _manifests(args)
         if args.command == "dev":
             from agent_mesh.devcluster import commands as devcli
 
@@ -260,7 +290,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             return demo.run(once=args.once, samples=args.samples, timeout=args.timeout, crds=crds)
     except (KubeconfigError, PortInUseError, ValueError) as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
-    except (BuildError, DevClusterError) as exc:
+    except (BuildError, DevClusterError, ManifestError) as exc:
         raise CliError(str(exc)) from exc
     raise CliError(f"unknown command {args.command!r}", EXIT_USAGE)
 
@@ -349,6 +379,21 @@ def _setting_name(field: str, flags: Mapping[str, Any], given: Mapping[str, Any]
     if field in given or (field in flags and env not in os.environ):
         return flag
     return env
+
+
+def _manifests(args: argparse.Namespace) -> int:
+    from agent_mesh.devcluster import manifests
+    from agent_mesh.devcluster.binaries import ensure_helm
+
+    if not (args.chart / "Chart.yaml").is_file():
+        raise CliError(f"--chart {args.chart}: no Chart.yaml there", EXIT_USAGE)
+    files = manifests.kustomize_files(manifests.render_chart(ensure_helm(), args.chart))
+    if args.write:
+        for path in manifests.write_kustomize(files, args.dir):
+            print(path)
+        return 0
+    sys.stdout.write("".join(f"# {name}\n{text}" for name, text in sorted(files.items())))
+    return 0
 
 
 def _crds(args: argparse.Namespace) -> int:

@@ -101,6 +101,17 @@ class OperatorConfig(BaseSettings):
         description="Name of the ValidatingWebhookConfiguration the operator registers "
         "(a DNS name with a dot); its webhooks are named after it.",
     )
+    webhook_registration: Literal["self", "ca-bundle", "external"] = Field(
+        "self",
+        description=(
+            "Who owns the ValidatingWebhookConfiguration named webhook_configuration: "
+            "`self`, the operator registers it with a URL at webhook_host (local runs); "
+            "`ca-bundle`, an installation (the Helm chart, config/default) creates it with a "
+            "Service reference and the operator only writes its caBundle, at start and after "
+            "each CA change; `external`, the operator leaves it alone (cert-manager's CA "
+            "injector fills the caBundle)."
+        ),
+    )
     default_network: Literal["tailscale", "direct"] = Field(
         "direct", description="Network mode of agents whose spec.network is unset."
     )

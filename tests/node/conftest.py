@@ -21,6 +21,8 @@ from kubernetes import client, config
 
 from tests.conftest import Cluster, wait_for
 
+AUDIENCE = "agent-mesh"  # the operator's default service_account_audience
+
 
 @dataclass
 class NodeCluster(Cluster):
@@ -180,3 +182,61 @@ def exec_python(
 
 def logs_of(cluster: NodeCluster, namespace: str, pod: str) -> str:
     return cluster.kubectl("logs", "-n", namespace, pod).stdout
+
+
+def echo_agent_pod(image: str, agent: str, mesh_url: str) -> dict[str, Any]:
+    """The example echo worker as a pod running as ServiceAccount `echo`: it exchanges its
+    projected token (audience AUDIENCE) at `mesh_url`, verified with the operator's CA
+    bundle ConfigMap, and serves tasks at its pod IP. Needs the ConfigMap `echo-worker`
+    holding examples/echo_worker.py."""
+    return {
+        "metadata": {"name": f"{agent}-0", "labels": {"agentmesh.io/agent": agent}},
+        "spec": {
+            "serviceAccountName": "echo",
+            "automountServiceAccountToken": False,
+            "terminationGracePeriodSeconds": 2,
+            "containers": [
+                {
+                    "name": "agent",
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "command": ["python3", "/examples/echo_worker.py"],
+                    "env": [
+                        {
+                            "name": "POD_IP",
+                            "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+                        },
+                        {"name": "AGENT_MESH_URL", "value": mesh_url},
+                        {"name": "AGENT_MESH_CA_FILE", "value": "/var/run/agent-mesh-ca/ca.crt"},
+                        {"name": "AGENT_MESH_PORT", "value": "9001"},
+                        {"name": "AGENT_MESH_ENDPOINT", "value": "http://$(POD_IP):9001"},
+                        {"name": "AGENT_MESH_HEARTBEAT_SECONDS", "value": "2"},
+                        {"name": "AGENT_MESH_LOG_FORMAT", "value": "text"},
+                    ],
+                    "volumeMounts": [
+                        {"name": "example", "mountPath": "/examples"},
+                        {"name": "mesh-ca", "mountPath": "/var/run/agent-mesh-ca"},
+                        {"name": "token", "mountPath": "/var/run/secrets/agent-mesh"},
+                    ],
+                }
+            ],
+            "volumes": [
+                {"name": "example", "configMap": {"name": "echo-worker"}},
+                {"name": "mesh-ca", "configMap": {"name": "agent-mesh-ca.crt"}},
+                {
+                    "name": "token",
+                    "projected": {
+                        "sources": [
+                            {
+                                "serviceAccountToken": {
+                                    "path": "token",
+                                    "audience": AUDIENCE,
+                                    "expirationSeconds": 3600,
+                                }
+                            }
+                        ]
+                    },
+                },
+            ],
+        },
+    }

@@ -22,11 +22,10 @@ from tests.conftest import (
     wait_for,
 )
 from tests.meshhelpers import GROUP, VERSION, apply_agent
-from tests.node.conftest import NodeCluster, logs_of, pod_phase
+from tests.node.conftest import NodeCluster, echo_agent_pod, logs_of, pod_phase
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 HOST_ADDRESS = "10.244.0.1"  # the harness's address on the node's bridge
-AUDIENCE = "agent-mesh"
 
 
 @pytest.fixture(scope="module")
@@ -54,60 +53,6 @@ def node_operator(
     )
     yield operator
     stop_operator(operator)
-
-
-def _agent_pod(image: str, agent: str) -> dict[str, Any]:
-    return {
-        "metadata": {"name": f"{agent}-0", "labels": {"agentmesh.io/agent": agent}},
-        "spec": {
-            "serviceAccountName": "echo",
-            "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 2,
-            "containers": [
-                {
-                    "name": "agent",
-                    "image": image,
-                    "imagePullPolicy": "Never",
-                    "command": ["python3", "/examples/echo_worker.py"],
-                    "env": [
-                        {
-                            "name": "POD_IP",
-                            "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
-                        },
-                        {"name": "AGENT_MESH_URL", "value": f"https://{HOST_ADDRESS}:PORT"},
-                        {"name": "AGENT_MESH_CA_FILE", "value": "/var/run/agent-mesh-ca/ca.crt"},
-                        {"name": "AGENT_MESH_PORT", "value": "9001"},
-                        {"name": "AGENT_MESH_ENDPOINT", "value": "http://$(POD_IP):9001"},
-                        {"name": "AGENT_MESH_HEARTBEAT_SECONDS", "value": "2"},
-                        {"name": "AGENT_MESH_LOG_FORMAT", "value": "text"},
-                    ],
-                    "volumeMounts": [
-                        {"name": "example", "mountPath": "/examples"},
-                        {"name": "mesh-ca", "mountPath": "/var/run/agent-mesh-ca"},
-                        {"name": "token", "mountPath": "/var/run/secrets/agent-mesh"},
-                    ],
-                }
-            ],
-            "volumes": [
-                {"name": "example", "configMap": {"name": "echo-worker"}},
-                {"name": "mesh-ca", "configMap": {"name": "agent-mesh-ca.crt"}},
-                {
-                    "name": "token",
-                    "projected": {
-                        "sources": [
-                            {
-                                "serviceAccountToken": {
-                                    "path": "token",
-                                    "audience": AUDIENCE,
-                                    "expirationSeconds": 3600,
-                                }
-                            }
-                        ]
-                    },
-                },
-            ],
-        },
-    }
 
 
 def test_echo_agent_pod_exchanges_its_projected_token_turns_healthy_and_completes_a_task(
@@ -143,9 +88,7 @@ def test_echo_agent_pod_exchanges_its_projected_token_turns_healthy_and_complete
             lambda: _config_map_exists(node_cluster, node_namespace, "agent-mesh-ca.crt"),
             timeout=120,
         )
-    pod = _agent_pod(node_cluster.image, "echo")
-    env = pod["spec"]["containers"][0]["env"]
-    env[1]["value"] = node_operator.mesh_url
+    pod = echo_agent_pod(node_cluster.image, "echo", node_operator.mesh_url)
     core.create_namespaced_pod(node_namespace, pod)
 
     def agent_status() -> dict[str, Any] | None:

@@ -24,7 +24,8 @@ from agent_mesh.api.crdgen import (
 pytestmark = pytest.mark.unit
 
 CRDS_DIR = Path(__file__).resolve().parents[2] / "crds"
-REGENERATE = "run `agent-mesh crds --write` (or `make crds`) and commit crds/"
+CHART_CRDS_DIR = CRDS_DIR.parent / "charts" / "agent-mesh" / "crds"
+REGENERATE = "run `make crds` (crds/ and charts/agent-mesh/crds/) and commit both"
 
 # Keywords with no place in a structural schema, or that pydantic emits and we must rewrite.
 FORBIDDEN_KEYS = {
@@ -430,15 +431,18 @@ def test_header_says_generated_and_how_to_regenerate() -> None:
     assert "Do not edit by hand" in first_line
 
 
-def test_crds_directory_matches_the_models() -> None:
-    """THE drift test: crds/*.yaml must be exactly what the models generate now."""
+@pytest.mark.parametrize("directory", [CRDS_DIR, CHART_CRDS_DIR], ids=["crds", "chart"])
+def test_crds_directory_matches_the_models(directory: Path) -> None:
+    """THE drift test: crds/*.yaml and the Helm chart's copy must be exactly what the
+    models generate now."""
     expected = crd_files()
-    on_disk = {p.name: p.read_text(encoding="utf-8") for p in sorted(CRDS_DIR.glob("*.yaml"))}
+    on_disk = {p.name: p.read_text(encoding="utf-8") for p in sorted(directory.glob("*.yaml"))}
     missing = sorted(expected.keys() - on_disk.keys())
     extra = sorted(on_disk.keys() - expected.keys())
     stale = sorted(n for n in expected.keys() & on_disk.keys() if on_disk[n] != expected[n])
+    where = directory.relative_to(CRDS_DIR.parent)
     assert not (missing or extra or stale), (
-        f"crds/ is out of date with agent_mesh.api (missing: {missing}, not generated: "
+        f"{where}/ is out of date with agent_mesh.api (missing: {missing}, not generated: "
         f"{extra}, differing: {stale}); {REGENERATE}"
     )
 

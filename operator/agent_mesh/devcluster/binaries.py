@@ -32,6 +32,7 @@ from agent_mesh.devcluster.versions import (
     COREDNS_VERSION,
     DEFAULT_ETCD_VERSION,
     HEADSCALE_VERSION,
+    HELM_VERSION,
     KUBERNETES_VERSIONS,
     TAILSCALE_VERSION,
     cache_lock,
@@ -44,6 +45,7 @@ Say = Callable[[str], None]
 # What a cold build took on a 2-core machine, told to the user before it starts.
 _EXPECTED_COLD_BUILD = "about 8-12 minutes on 2 cores, once; later starts reuse the cache"
 _EXPECTED_NODE_BUILD = "about 4-7 minutes on 2 cores after the control plane's build, once"
+_EXPECTED_HELM_BUILD = "about 2-4 minutes on 2 cores, once"
 _KUBE_COMMANDS = ("kube-apiserver", "kubectl")
 _NODE_KUBE_COMMANDS = ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
 _CONTAINERD_COMMANDS = ("containerd", "containerd-shim-runc-v2", "ctr")
@@ -513,6 +515,32 @@ def ensure_node_binaries(kubernetes_version: str, *, say: Say = _stderr_say) -> 
         containerd_version=CONTAINERD_VERSION,
         coredns_version=COREDNS_VERSION,
     )
+
+
+def _build_helm(go: str, version: str, out_dir: Path, say: Say) -> None:
+    module = "helm.sh/helm/v4"
+    stamp = f"-s -w -X {module}/internal/version.version=v{version}"
+    _build_wrapped(
+        go,
+        f"helm {version}",
+        out_dir,
+        requires=[f"{module}@v{version}"],
+        main=None,
+        targets={"helm": f"{module}/cmd/helm"},
+        ldflags=stamp,
+        say=say,
+    )
+
+
+def ensure_helm(version: str | None = None, *, say: Say = _stderr_say) -> Path:
+    """Return the cached `helm` binary (Go module helm.sh/helm/v4), building it if missing."""
+    version = version or os.environ.get("AGENT_MESH_HELM_VERSION") or HELM_VERSION
+    helm_dir = cache_root() / "bin" / f"helm-{version}"
+    if not (helm_dir / "helm").is_file():
+        say(f"agent-mesh: building helm {version} from its Go module: {_EXPECTED_HELM_BUILD}")
+        go = _go()
+        _ensure(helm_dir.name, helm_dir, ("helm",), lambda d: _build_helm(go, version, d, say), say)
+    return helm_dir / "helm"
 
 
 def cached_node_binaries() -> list[Path]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from agent_mesh.devcluster import ControlPlane, DevClusterError, ensure_binaries, network
 from agent_mesh.devcluster import node as devnode
-from agent_mesh.devcluster.binaries import ensure_tailnet_binaries
+from agent_mesh.devcluster.binaries import ensure_helm, ensure_tailnet_binaries
 from agent_mesh.devcluster.cluster import LOOPBACK
 from agent_mesh.devcluster.ports import check_port_free
 from agent_mesh.devcluster.versions import KUBERNETES_VERSIONS, state_root
@@ -85,6 +85,7 @@ def _build(kubernetes_version: str | None, node: bool) -> int:
     )
     for path in (binaries.etcd, binaries.kube_apiserver, binaries.kubectl):
         print(path)
+    print(ensure_helm(say=_say))  # installs charts/agent-mesh in the tests
     if not node:
         return 0
     reason = devnode.unsupported_reason()

@@ -19,6 +19,8 @@ COREDNS_VERSION = "1.15.0"
 # (v1.104.x needs dependency versions the module proxy refuses).
 TAILSCALE_VERSION = "1.86.5"
 HEADSCALE_VERSION = "0.27.1"
+# Helm 4 installs the chart in tests and on the node (charts/agent-mesh).
+HELM_VERSION = "4.3.2"
 
 
 def cache_root() -> Path:

@@ -25,6 +25,7 @@ from agent_mesh.controllers import (  # noqa: F401  (importing registers the han
 from agent_mesh.controllers.services import MeshServices
 from agent_mesh.domain.errors import MeshError
 from agent_mesh.kube.client import api_client
+from agent_mesh.kube.webhook_ca import WebhookCaInjector
 from agent_mesh.pki.certs import write_private
 from agent_mesh.runtime.services import MeshRuntime
 
@@ -127,7 +128,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Events are posted deliberately by handlers; kopf's per-handler chatter stays in logs.
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 8
-    if config.webhooks:
+    if config.webhooks and config.webhook_registration == "self":
         settings.admission.managed = config.webhook_configuration
 
 
@@ -139,6 +140,8 @@ async def start_mesh(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
     runtime = await MeshRuntime.create(memo.config)
     try:
         await runtime.start()
+        if memo.config.webhooks and memo.config.webhook_registration == "ca-bundle":
+            await inject_webhook_ca(memo.config, runtime)
     except MeshError as error:
         await runtime.stop()
         raise kopf.PermanentError(error.message) from error
@@ -146,6 +149,19 @@ async def start_mesh(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
     memo.runtime = services
     if memo.config.webhooks:
         settings.admission.server = webhook_server(memo.config, runtime, memo.cert_dir)
+
+
+async def inject_webhook_ca(config: OperatorConfig, runtime: MeshRuntime) -> None:
+    """The installation owns the webhook configuration, the operator its CA: the bundle
+    goes in now and again whenever the CA changes."""
+    injector = WebhookCaInjector(runtime.api, config.webhook_configuration)
+
+    async def inject() -> None:
+        if runtime.tls.bundle is not None:
+            await injector.inject(runtime.tls.bundle)
+
+    await inject()
+    runtime.tls.listeners.append(inject)
 
 
 @kopf.on.cleanup()
@@ -162,6 +178,7 @@ async def remove_local_webhook(memo: kopf.Memo, **_: Any) -> None:
     config: OperatorConfig = memo.config
     if not (
         config.webhooks
+        and config.webhook_registration == "self"
         and _is_ip(config.webhook_host)
         and ipaddress.ip_address(config.webhook_host).is_loopback
     ):

@@ -1,0 +1,130 @@
+"""webhook_registration=ca-bundle, as the Helm chart and config/default run the operator:
+the installation owns the ValidatingWebhookConfiguration (rules, names, where to call),
+the operator writes only its caBundle, against the real apiserver."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from agent_mesh.devcluster.ports import free_port
+from tests.conftest import SESSION, Cluster, start_operator, stop_operator, wait_for
+from tests.meshhelpers import GROUP, VERSION
+
+
+def _webhooks(port: int, configuration: str) -> list[dict[str, Any]]:
+    """The chart's webhooks (charts/agent-mesh/templates/webhook.yaml), at a URL on
+    loopback instead of the chart's Service: no pod network here."""
+    return [
+        {
+            "name": f"validate-{kind}.{configuration}",
+            "clientConfig": {"url": f"https://127.0.0.1:{port}/validate-{kind}"},
+            "rules": [
+                {
+                    "apiGroups": [GROUP],
+                    "apiVersions": [VERSION],
+                    "resources": [f"{kind}s"],
+                    "operations": ["CREATE", "UPDATE"],
+                }
+            ],
+            "sideEffects": "None",
+            "failurePolicy": "Fail",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": 10,
+        }
+        for kind in ("meshtask", "meshagent")
+    ]
+
+
+@pytest.fixture
+def configuration(cluster: Cluster) -> Iterator[str]:
+    name = f"amc-{SESSION}-{uuid.uuid4().hex[:6]}.agentmesh.io"
+    yield name
+    with contextlib.suppress(client.ApiException):
+        client.AdmissionregistrationV1Api(cluster.api).delete_validating_webhook_configuration(name)
+
+
+def _write_oversized_task(cluster: Cluster, namespace: str) -> str | None:
+    """Why the apiserver refused an oversized MeshTask, or None when it took it."""
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "MeshTask",
+        "metadata": {"name": f"big-{uuid.uuid4().hex[:6]}"},
+        "spec": {"taskType": "t", "payload": {"text": "x" * (300 * 1024)}},
+    }
+    try:
+        cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "meshtasks", body)
+    except client.ApiException as error:
+        return f"{error.status} {json.loads(error.body or '{}').get('message', '')}"
+    return None
+
+
+def test_the_operator_fills_the_ca_bundle_of_a_configuration_it_does_not_own(
+    cluster: Cluster, crds: object, configuration: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    admission = client.AdmissionregistrationV1Api(cluster.api)
+    admission.create_validating_webhook_configuration(
+        {
+            "metadata": {"name": configuration, "labels": {"owner": "the-installation"}},
+            "webhooks": _webhooks(port, configuration),
+        }
+    )
+    watched = f"amc-{SESSION}-{uuid.uuid4().hex[:4]}"
+    operator = start_operator(
+        cluster,
+        tmp_path / "operator.log",
+        "--webhook-port",
+        str(port),
+        watch=f"{watched}*",
+        operator_namespace=f"amc-{SESSION}-system",
+        extra_env={
+            "AGENT_MESH_WEBHOOK_CONFIGURATION": configuration,
+            "AGENT_MESH_WEBHOOK_REGISTRATION": "ca-bundle",
+        },
+    )
+    try:
+        found = admission.read_validating_webhook_configuration(configuration)
+        assert all(w.client_config.ca_bundle for w in found.webhooks)
+        # what the installation wrote is left as it was: names, URLs, labels
+        assert [w.name for w in found.webhooks] == [
+            w["name"] for w in _webhooks(port, configuration)
+        ]
+        assert found.webhooks[0].client_config.url == f"https://127.0.0.1:{port}/validate-meshtask"
+        assert found.metadata.labels == {"owner": "the-installation"}
+        core = client.CoreV1Api(cluster.api)
+        core.create_namespace({"metadata": {"name": watched}})
+        try:
+            refusal = wait_for(
+                "the apiserver to call the webhook with the injected CA",
+                lambda: _write_oversized_task(cluster, watched),
+            )
+            assert refusal.startswith("422") and "spec.payload" in refusal, refusal
+        finally:
+            core.delete_namespace(watched)
+    finally:
+        stop_operator(operator)
+    # the operator leaves a configuration it does not own in place when it stops
+    assert admission.read_validating_webhook_configuration(configuration).webhooks
+
+
+def test_an_operator_refuses_to_start_when_the_configuration_to_fill_is_missing(
+    cluster: Cluster, crds: object, configuration: str, tmp_path: Path
+) -> None:
+    with pytest.raises(Exception, match="does not exist"):
+        start_operator(
+            cluster,
+            tmp_path / "operator.log",
+            operator_namespace=f"amc-{SESSION}-system",
+            extra_env={
+                "AGENT_MESH_WEBHOOK_CONFIGURATION": configuration,
+                "AGENT_MESH_WEBHOOK_REGISTRATION": "ca-bundle",
+            },
+        )
