@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.agentprocs import AgentProcess
-from tests.conftest import Cluster, OperatorProcess, wait_for
-from tests.e2e.test_tasks import create_task, healthy, start_worker, wait_phase
+from agent_mesh.testing import OperatorProcess
+from tests.support.agents import AgentProcess, start_worker
+from tests.support.cluster import Cluster
+from tests.support.tasks import create_task, healthy, wait_phase
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.fault_agent_killed
 

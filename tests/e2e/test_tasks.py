@@ -9,56 +9,13 @@ from typing import Any
 
 import pytest
 
+from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.devcluster.ports import free_port
-from tests.agentprocs import AgentProcess, launch, register, wait_ready
-from tests.conftest import Cluster, OperatorProcess, wait_for
-from tests.meshhelpers import GROUP, VERSION, credential_of
-
-
-def create_task(cluster: Cluster, namespace: str, name: str, **spec: Any) -> None:
-    cluster.custom.create_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        "meshtasks",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "MeshTask",
-            "metadata": {"name": name},
-            "spec": spec,
-        },
-    )
-
-
-def task_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
-    body = cluster.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "meshtasks", name)
-    return dict(body.get("status") or {})
-
-
-def wait_phase(
-    cluster: Cluster, namespace: str, name: str, phases: set[str], timeout: float = 60
-) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        status = task_status(cluster, namespace, name)
-        return status if status.get("phase") in phases else None
-
-    return dict(wait_for(f"task {name} to reach {phases}", reached, timeout=timeout))
-
-
-def start_worker(
-    cluster: Cluster,
-    operator: OperatorProcess,
-    ns: str,
-    running: dict[str, AgentProcess],
-    log_dir: Path,
-    agent_id: str,
-    capabilities: list[str],
-) -> AgentProcess:
-    url, credential = register(cluster, ns, agent_id, "worker", capabilities)
-    agent = launch("echo_worker.py", operator, ns, agent_id, url, credential, log_dir)
-    running[agent_id] = agent
-    wait_ready(agent)
-    return agent
+from agent_mesh.testing import OperatorProcess, credential_of
+from tests.support.agents import AgentProcess, launch, register, start_worker
+from tests.support.cluster import Cluster
+from tests.support.tasks import create_task, healthy, task_status, wait_phase
+from tests.support.waiting import wait_for
 
 
 @pytest.mark.smoke
@@ -154,11 +111,6 @@ def echo_tasks(cluster: Cluster, ns: str, prefix: str, count: int, strategy: str
     return agent_of_each(cluster, ns, names)
 
 
-def healthy(cluster: Cluster, ns: str) -> int:
-    items = cluster.custom.list_namespaced_custom_object(GROUP, VERSION, ns, "meshagents")
-    return sum(1 for i in items["items"] if i.get("status", {}).get("healthStatus") == "healthy")
-
-
 def test_critical_tasks_start_before_earlier_low_ones_when_agents_are_saturated(
     cluster: Cluster,
     operator: OperatorProcess,
@@ -171,7 +123,7 @@ def test_critical_tasks_start_before_earlier_low_ones_when_agents_are_saturated(
         GROUP, VERSION, ns, "meshagents", "solo", {"spec": {"maxConcurrentTasks": 1}}
     )
     agents["solo"] = launch("echo_worker.py", operator, ns, "solo", url, credential, tmp_path)
-    wait_ready(agents["solo"])
+    agents["solo"].wait_ready()
     wait_for("solo healthy", lambda: healthy(cluster, ns) == 1)
     create_task(
         cluster,
@@ -184,26 +136,17 @@ def test_critical_tasks_start_before_earlier_low_ones_when_agents_are_saturated(
     wait_phase(cluster, ns, "blocker", {"Running"})
     low = [f"low-{i}" for i in range(2)]
     critical = [f"critical-{i}" for i in range(2)]
-    for name in low:
-        create_task(
-            cluster,
-            ns,
-            name,
-            taskType="sleep",
-            requiredCapabilities=["echo"],
-            priority="low",
-            payload={"seconds": 1},
-        )
-    for name in critical:
-        create_task(
-            cluster,
-            ns,
-            name,
-            taskType="sleep",
-            requiredCapabilities=["echo"],
-            priority="critical",
-            payload={"seconds": 1},
-        )
+    for names, priority in ((low, "low"), (critical, "critical")):  # the low ones first
+        for name in names:
+            create_task(
+                cluster,
+                ns,
+                name,
+                taskType="sleep",
+                requiredCapabilities=["echo"],
+                priority=priority,
+                payload={"seconds": 1},
+            )
     finish_all(cluster, ns, ["blocker", *low, *critical], timeout=60)
     started = {n: task_status(cluster, ns, n)["attempts"][-1]["startedAt"] for n in low + critical}
     assert max(started[n] for n in critical) < min(started[n] for n in low), started
@@ -267,7 +210,7 @@ def test_kubectl_apply_samples_then_the_sample_task_completes(
             "summarizer.py", operator, ns, name, f"http://127.0.0.1:{port}", credential, tmp_path
         )
     for agent in agents.values():
-        wait_ready(agent)
+        agent.wait_ready()
     status = wait_phase(cluster, ns, "summarize-release-notes", {"Completed"})
     assert status["result"] == ["agent-mesh turns a cluster into a mesh of cooperating AI agents."]
     table = cluster.kubectl("get", "meshtasks", "-n", ns).stdout

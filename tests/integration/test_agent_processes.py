@@ -10,7 +10,6 @@ import base64
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,48 +17,19 @@ import httpx
 import jwt
 import pytest
 
+from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.domain.errors import DispatchError
 from agent_mesh.domain.message import Message, MessageType
-from agent_mesh.sdk import MeshClient, TokenSource
+from agent_mesh.sdk import MeshClient
+from agent_mesh.testing import OperatorProcess
 from agent_mesh.transport.client import TransportConfig
-from tests.agentprocs import AgentProcess, fleet
-from tests.conftest import (
-    TEST_NAMESPACE_PREFIX,
-    Cluster,
-    OperatorProcess,
-    temporary_namespace,
-    wait_for,
-    wait_for_async,
-)
-from tests.meshhelpers import GROUP, VERSION, call, external_agent, token_for_agent, token_of
+from tests.support.agents import Mesh, running_mesh
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import call, token_for_agent, token_of
+from tests.support.namespaces import TEST_NAMESPACE_PREFIX, fresh_namespace
+from tests.support.waiting import wait_for, wait_for_async
 
 MONITORS = 20
-
-
-@dataclass
-class Mesh:
-    namespace: str
-    agents: dict[str, AgentProcess]
-    operator: OperatorProcess
-    cluster: Cluster
-
-    def client(
-        self, agent_id: str, agent_type: str, config: TransportConfig | None = None
-    ) -> MeshClient:
-        credential = external_agent(self.cluster, self.namespace, agent_id, agent_type)
-        tokens = TokenSource(
-            self.operator.mesh_url,
-            namespace=self.namespace,
-            agent_id=agent_id,
-            credential=credential,
-            ca_file=self.operator.ca_file,
-        )
-        return MeshClient(tokens, config=config)
-
-    def token_for(self, agent_id: str, agent_type: str, *, to: str) -> str:
-        """A new agent's token for calling agent `to` (exchanged, as MeshClient does)."""
-        token = token_of(self.cluster, self.operator, self.namespace, agent_id, agent_type)
-        return token_for_agent(self.operator, token, self.namespace, to)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +38,7 @@ def mesh(
 ) -> Iterator[Mesh]:
     """One namespace with the example agents running: echo, summarizer, critic (with the
     sample ACLPolicy that lets it call workers) and 20 monitors."""
-    name = f"{TEST_NAMESPACE_PREFIX}procs-{uuid.uuid4().hex[:6]}"
-    with temporary_namespace(cluster, name) as namespace:
+    with fresh_namespace(cluster, f"{TEST_NAMESPACE_PREFIX}procs-") as namespace:
         samples = Path(__file__).resolve().parents[2] / "config" / "samples"
         cluster.kubectl("apply", "-n", namespace, "-f", str(samples / "aclpolicy-critic.yaml"))
         wait_for(
@@ -90,14 +59,14 @@ def mesh(
             ("critic.py", "critic", "critic", ["critique"]),
             *[("monitor.py", f"monitor-{i:02d}", "monitor", ["observe"]) for i in range(MONITORS)],
         ]
-        with fleet(cluster, operator, namespace, plan, logs) as agents:
-            yield Mesh(namespace, agents, operator, cluster)
+        with running_mesh(cluster, operator, namespace, plan, logs) as mesh:
+            yield mesh
 
 
 @pytest.fixture
 async def conductor(mesh: Mesh) -> AsyncIterator[MeshClient]:
     """An orchestrator calling from the test process."""
-    async with mesh.client(f"conductor-{uuid.uuid4().hex[:6]}", "orchestrator") as client_:
+    async with mesh.client("orchestrator", f"conductor-{uuid.uuid4().hex[:6]}") as client_:
         yield client_
 
 
@@ -226,7 +195,7 @@ def test_calls_without_a_valid_token_are_refused(mesh: Mesh, path: str, token: s
 
 
 async def test_a_monitor_cannot_execute_or_broadcast(mesh: Mesh) -> None:
-    async with mesh.client("watcher", "monitor", TransportConfig(retries=0)) as watcher:
+    async with mesh.client("monitor", "watcher", TransportConfig(retries=0)) as watcher:
         with pytest.raises(DispatchError) as refused:
             await watcher.request({"x": 1}, to="echo")
         assert refused.value.code == "AccessDenied"

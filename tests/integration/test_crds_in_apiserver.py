@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.conftest import Cluster
+from tests.support.cluster import Cluster
 
 GROUP, VERSION = "agentmesh.io", "v1alpha1"
 

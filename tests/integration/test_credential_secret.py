@@ -10,8 +10,11 @@ from typing import Any
 
 from kubernetes import client
 
-from tests.conftest import Cluster, OperatorProcess, wait_for
-from tests.meshhelpers import GROUP, VERSION, apply_agent, credential_of, error_of, exchange
+from agent_mesh.api.common import GROUP, VERSION
+from agent_mesh.testing import OperatorProcess, credential_of
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import apply_agent, error_of, exchange
+from tests.support.waiting import wait_for
 
 
 def _agent(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:

@@ -15,10 +15,14 @@ import httpx
 import pytest
 from kubernetes import client
 
+from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.domain.message import Message, MessageType
-from tests.agentprocs import AgentProcess, launch, register, wait_ready
-from tests.conftest import TEST_NAMESPACE_PREFIX, Cluster, OperatorProcess, wait_for
-from tests.meshhelpers import GROUP, VERSION, call, error_of, token_for_agent, token_of
+from agent_mesh.testing import OperatorProcess
+from tests.support.agents import AgentProcess, launch, register
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import call, error_of, token_for_agent, token_of
+from tests.support.namespaces import TEST_NAMESPACE_PREFIX
+from tests.support.waiting import wait_for
 
 
 @dataclass
@@ -84,7 +88,7 @@ def spaces(
         "echo_worker.py", operator, b, "echo", url, credential, tmp_path_factory.mktemp("b")
     )
     try:
-        wait_ready(echo)
+        echo.wait_ready()
         yield Namespaces(a, b, echo, cluster, operator)
     finally:
         echo.stop()

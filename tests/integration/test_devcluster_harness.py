@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent_mesh.devcluster.processes import alive
-from tests.conftest import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("KUBECONFIG")),

@@ -38,8 +38,8 @@ from agent_mesh.mesh.fastpath import FastPath
 from agent_mesh.mesh.server import create_app
 from agent_mesh.transport.client import Transport, TransportConfig
 from agent_mesh.transport.egress import EgressGuard
-from tests.conftest import wait_for_async
-from tests.egressseams import Connects, MapResolver, record_connects
+from tests.support.egress_seams import Connects, MapResolver, record_connects
+from tests.support.waiting import wait_for_async
 
 CREDENTIAL = "egress-credential"
 NS = "ns"

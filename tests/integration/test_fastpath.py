@@ -18,58 +18,30 @@ import pytest
 from aiohttp import web
 from kubernetes import client
 
+from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.devcluster.ports import free_port
 from agent_mesh.domain.errors import ForbiddenError, ValidationError
-from agent_mesh.sdk import MeshClient, TaskSpec, TokenSource
-from tests.agentprocs import AgentProcess, fleet, launch, register, wait_ready
-from tests.conftest import (
-    SESSION,
-    TEST_NAMESPACE_PREFIX,
-    Cluster,
-    OperatorProcess,
-    ensure_namespace,
-    start_operator,
-    stop_operator,
-    temporary_namespace,
-    wait_for,
-    wait_for_async,
-)
-from tests.meshhelpers import (
-    GROUP,
-    VERSION,
+from agent_mesh.sdk import MeshClient, TaskSpec
+from agent_mesh.testing import OperatorProcess
+from tests.support.agents import Mesh, running_mesh
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import (
     call,
     error_of,
     exchange,
     external_agent,
     token_for_agent,
-    token_of,
 )
+from tests.support.namespaces import (
+    TEST_NAMESPACE_PREFIX,
+    family,
+    fresh_namespace,
+)
+from tests.support.operators import own_operator
+from tests.support.waiting import wait_for, wait_for_async
 
 WORKERS = ("echo-1", "echo-2")
-
-
-@dataclass
-class Mesh:
-    namespace: str
-    agents: dict[str, AgentProcess]
-    operator: OperatorProcess
-    cluster: Cluster
-
-    def client(self, agent_type: str) -> MeshClient:
-        agent_id = f"{agent_type}-{uuid.uuid4().hex[:6]}"
-        credential = external_agent(self.cluster, self.namespace, agent_id, agent_type)
-        tokens = TokenSource(
-            self.operator.mesh_url,
-            namespace=self.namespace,
-            agent_id=agent_id,
-            credential=credential,
-            ca_file=self.operator.ca_file,
-        )
-        return MeshClient(tokens)
-
-    def token(self, agent_type: str) -> str:
-        name = f"{agent_type}-{uuid.uuid4().hex[:6]}"
-        return token_of(self.cluster, self.operator, self.namespace, name, agent_type)
+PLAN = [("echo_worker.py", agent_id, "worker", ["echo"]) for agent_id in WORKERS]
 
 
 @pytest.fixture(scope="module")
@@ -77,14 +49,12 @@ def mesh(
     cluster: Cluster, operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Mesh]:
     """A namespace with two echo workers running (capability echo)."""
-    name = f"{TEST_NAMESPACE_PREFIX}fast-{uuid.uuid4().hex[:6]}"
-    plan = [("echo_worker.py", agent_id, "worker", ["echo"]) for agent_id in WORKERS]
     logs = tmp_path_factory.mktemp("fastpath-agents")
     with (
-        temporary_namespace(cluster, name) as namespace,
-        fleet(cluster, operator, namespace, plan, logs) as agents,
+        fresh_namespace(cluster, f"{TEST_NAMESPACE_PREFIX}fast-") as namespace,
+        running_mesh(cluster, operator, namespace, PLAN, logs) as mesh,
     ):
-        yield Mesh(namespace, agents, operator, cluster)
+        yield mesh
 
 
 @pytest.fixture
@@ -365,7 +335,7 @@ async def test_the_sdk_agent_runs_a_batch_in_one_call(mesh: Mesh) -> None:
 
 # --- an operator with batched dispatch ----------------------------------------------------
 
-BATCH_PREFIX = f"amb-{SESSION}-"
+BATCH_FAMILY = family("amb")
 
 
 @pytest.fixture(scope="module")
@@ -374,30 +344,13 @@ def batched(
 ) -> Iterator[Mesh]:
     """An operator of its own with AGENT_MESH_BATCH_DISPATCH on, and two echo workers."""
     logs = tmp_path_factory.mktemp("batched")
-    own = start_operator(
-        cluster,
-        logs / "operator.log",
-        "--no-webhooks",
-        watch=f"{BATCH_PREFIX}*",
-        operator_namespace=f"{BATCH_PREFIX}system",
-        extra_env={"AGENT_MESH_BATCH_DISPATCH": "true"},
-    )
-    namespace = ensure_namespace(cluster, f"{BATCH_PREFIX}{uuid.uuid4().hex[:6]}")
-    agents: dict[str, AgentProcess] = {}
-    try:
-        for agent_id in WORKERS:
-            url, credential = register(cluster, namespace, agent_id, "worker", ["echo"])
-            agents[agent_id] = launch(
-                "echo_worker.py", own, namespace, agent_id, url, credential, logs
-            )
-        for agent in agents.values():
-            wait_ready(agent)
-        yield Mesh(namespace, agents, own, cluster)
-    finally:
-        for agent in agents.values():
-            agent.stop()
-        stop_operator(own)
-        client.CoreV1Api(cluster.api).delete_namespace(namespace, propagation_policy="Background")
+    batching = {"AGENT_MESH_BATCH_DISPATCH": "true"}
+    with (
+        own_operator(cluster, logs / "operator.log", BATCH_FAMILY, extra_env=batching) as own,
+        fresh_namespace(cluster, BATCH_FAMILY) as namespace,
+        running_mesh(cluster, own, namespace, PLAN, logs) as mesh,
+    ):
+        yield mesh
 
 
 def _dispatch_calls(operator: OperatorProcess) -> float:

@@ -10,10 +10,13 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from agent_mesh.sdk import MeshClient
+from agent_mesh.testing import OperatorProcess
 from agent_mesh.transport.client import Outcome
-from tests.agentprocs import fleet
-from tests.conftest import TEST_NAMESPACE_PREFIX, Cluster, OperatorProcess, temporary_namespace
-from tests.integration.test_agent_processes import MONITORS, Mesh
+from tests.support.agents import Mesh, running_mesh
+from tests.support.cluster import Cluster
+from tests.support.namespaces import TEST_NAMESPACE_PREFIX, fresh_namespace
+
+MONITORS = 20
 
 pytestmark = pytest.mark.fault_agent_killed
 
@@ -24,20 +27,19 @@ def mesh(
 ) -> Iterator[Mesh]:
     """20 monitors (examples/monitor.py) in a namespace of their own: what this file
     kills is no other file's fleet."""
-    name = f"{TEST_NAMESPACE_PREFIX}killed-{uuid.uuid4().hex[:6]}"
     plan = [("monitor.py", f"monitor-{i:02d}", "monitor", ["observe"]) for i in range(MONITORS)]
     logs = tmp_path_factory.mktemp("agents")
     with (
-        temporary_namespace(cluster, name) as namespace,
-        fleet(cluster, operator, namespace, plan, logs) as agents,
+        fresh_namespace(cluster, f"{TEST_NAMESPACE_PREFIX}killed-") as namespace,
+        running_mesh(cluster, operator, namespace, plan, logs) as mesh,
     ):
-        yield Mesh(namespace, agents, operator, cluster)
+        yield mesh
 
 
 @pytest.fixture
 async def conductor(mesh: Mesh) -> AsyncIterator[MeshClient]:
     """An orchestrator calling from the test process."""
-    async with mesh.client(f"conductor-{uuid.uuid4().hex[:6]}", "orchestrator") as client_:
+    async with mesh.client("orchestrator", f"conductor-{uuid.uuid4().hex[:6]}") as client_:
         yield client_
 
 

@@ -10,17 +10,19 @@ import httpx
 import pytest
 from kubernetes import client
 
-from tests.conftest import Cluster, OperatorProcess, wait_for
-from tests.meshhelpers import (
-    GROUP,
-    VERSION,
+from agent_mesh.api.common import GROUP, VERSION
+from agent_mesh.testing import OperatorProcess
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import (
     apply_agent,
     call,
     error_of,
     exchange,
+    exchange_service_account,
     external_agent,
     token_of,
 )
+from tests.support.waiting import wait_for
 
 
 def _heartbeat(operator: OperatorProcess, namespace: str, agent: str, token: str) -> httpx.Response:
@@ -117,12 +119,7 @@ def test_pod_exchanges_its_service_account_token_through_tokenreview(
     )
     pod = _service_account_pod(cluster, namespace, "worker-sa", "worker-pod-0", "worker-pod")
     sa_token = _pod_token(cluster, namespace, "worker-sa", pod, "agent-mesh")
-    response = httpx.post(
-        f"{operator.mesh_url}/v1/token",
-        json={"serviceAccountToken": sa_token},
-        timeout=10,
-        verify=operator.tls,
-    )
+    response = exchange_service_account(operator, sa_token)
     assert response.status_code == 200, response.text
     claims = call(operator, "GET", "/v1/whoami", response.json()["token"]).json()
     # type and capabilities come from the MeshAgent, not from the request
@@ -139,12 +136,7 @@ def test_service_account_token_for_another_audience_is_refused(
     apply_agent(cluster, namespace, "worker-aud", "worker")
     pod = _service_account_pod(cluster, namespace, "aud-sa", "worker-aud-0", "worker-aud")
     sa_token = _pod_token(cluster, namespace, "aud-sa", pod, "vault")
-    response = httpx.post(
-        f"{operator.mesh_url}/v1/token",
-        json={"serviceAccountToken": sa_token},
-        timeout=10,
-        verify=operator.tls,
-    )
+    response = exchange_service_account(operator, sa_token)
     assert response.status_code == 401
     assert error_of(response)["field"] == "serviceAccountToken"
 
@@ -153,12 +145,7 @@ def test_tokenreview_invalid_service_account_token_is_refused(
     operator: OperatorProcess,
 ) -> None:
     forged = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6eDp5In0.c2ln"
-    response = httpx.post(
-        f"{operator.mesh_url}/v1/token",
-        json={"serviceAccountToken": forged},
-        timeout=10,
-        verify=operator.tls,
-    )
+    response = exchange_service_account(operator, forged)
     assert response.status_code == 401
     assert error_of(response)["code"] == "TokenReviewFailed"
 
@@ -168,12 +155,7 @@ def test_service_account_not_bound_to_any_agent_gets_no_token(
 ) -> None:
     pod = _service_account_pod(cluster, namespace, "stray-sa", "stray-0", None)
     sa_token = _pod_token(cluster, namespace, "stray-sa", pod, "agent-mesh")
-    response = httpx.post(
-        f"{operator.mesh_url}/v1/token",
-        json={"serviceAccountToken": sa_token},
-        timeout=10,
-        verify=operator.tls,
-    )
+    response = exchange_service_account(operator, sa_token)
     assert response.status_code == 403
     assert error_of(response)["code"] == "NotBoundToAgent"
 
@@ -202,12 +184,7 @@ def test_workload_service_account_maps_to_its_agent(
     )
     pod = _service_account_pod(cluster, namespace, "managed-sa", "managed-0", None)
     sa_token = _pod_token(cluster, namespace, "managed-sa", pod, "agent-mesh")
-    response = httpx.post(
-        f"{operator.mesh_url}/v1/token",
-        json={"serviceAccountToken": sa_token},
-        timeout=10,
-        verify=operator.tls,
-    )
+    response = exchange_service_account(operator, sa_token)
     assert response.status_code == 200, response.text
     assert response.json()["agentId"] == "managed"
 

@@ -5,51 +5,43 @@ test_fault_operator_killed.py.)"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 from kubernetes import client
 
-from tests.conftest import (
-    SESSION,
-    Cluster,
-    OperatorProcess,
-    start_operator,
-    stop_operator,
-    temporary_namespace,
-    wait_for,
-)
-from tests.meshhelpers import call, error_of, token_of
+from agent_mesh.testing import OperatorProcess
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import call, error_of, token_of
+from tests.support.namespaces import family, namespace_fixture
+from tests.support.operators import own_operator
+from tests.support.waiting import wait_for
 
 # A namespace family of its own, so this operator and the session's never share objects.
-PREFIX = f"amk-{SESSION}-"
+KEYS_FAMILY = family("amk")
+SHORT_WINDOWS = {
+    "AGENT_MESH_KEY_CHECK_SECONDS": "0.5",
+    "AGENT_MESH_KEY_OVERLAP_SECONDS": "4",
+    "AGENT_MESH_HEALTH_DEGRADED_SECONDS": "3",
+    "AGENT_MESH_HEALTH_UNREACHABLE_SECONDS": "6",
+    "AGENT_MESH_HEALTH_SWEEP_SECONDS": "0.25",
+}
+"""Short key and health windows: rotations and health changes within seconds."""
+
+own_namespace = namespace_fixture(KEYS_FAMILY)
+system_namespace = namespace_fixture(f"{KEYS_FAMILY}sys-")
 
 
-@pytest.fixture
-def own_namespace(cluster: Cluster) -> Iterator[str]:
-    with temporary_namespace(cluster, f"{PREFIX}{uuid.uuid4().hex[:8]}") as name:
-        yield name
-
-
-def start_own_operator(cluster: Cluster, log: Path, operator_namespace: str) -> OperatorProcess:
-    return start_operator(
-        cluster,
-        log,
-        "--no-webhooks",
-        watch=f"{PREFIX}*",
-        operator_namespace=operator_namespace,
-        extra_env={
-            "AGENT_MESH_KEY_CHECK_SECONDS": "0.5",
-            "AGENT_MESH_KEY_OVERLAP_SECONDS": "4",
-            "AGENT_MESH_HEALTH_DEGRADED_SECONDS": "3",
-            "AGENT_MESH_HEALTH_UNREACHABLE_SECONDS": "6",
-            "AGENT_MESH_HEALTH_SWEEP_SECONDS": "0.25",
-        },
+def keys_operator(
+    cluster: Cluster, log: Path, system: str, *, killed: bool = False
+) -> contextlib.AbstractContextManager[OperatorProcess]:
+    """An operator of this family's own with SHORT_WINDOWS, its keys in `system`, for the
+    block (`killed`: SIGKILLed at its end)."""
+    return own_operator(
+        cluster, log, KEYS_FAMILY, system=system, extra_env=SHORT_WINDOWS, killed=killed
     )
 
 
@@ -61,19 +53,16 @@ def jwks_kids(operator: OperatorProcess) -> set[str]:
 
 
 def test_revocations_stored_before_namespace_scoping_still_refuse_and_are_migrated(
-    cluster: Cluster, crds: object, own_namespace: str, tmp_path: Path
+    cluster: Cluster, crds: object, own_namespace: str, system_namespace: str, tmp_path: Path
 ) -> None:
     """A revocation ConfigMap written by an operator from before scoping (jti entries
     without a namespace, agent entries without an expiry) keeps refusing those tokens
     after the upgrade, and is rewritten in the new form with each entry's expiry."""
-    system = f"amk-{SESSION}-sys-{uuid.uuid4().hex[:6]}"
-    operator = start_own_operator(cluster, tmp_path / "first.log", system)
-    try:
+    system = system_namespace
+    with keys_operator(cluster, tmp_path / "first.log", system) as operator:
         by_jti = token_of(cluster, operator, own_namespace, "old-jti", "worker")
         by_agent = token_of(cluster, operator, own_namespace, "old-agent", "worker")
         jti = call(operator, "GET", "/v1/whoami", by_jti).json()["jti"]
-    finally:
-        stop_operator(operator)
     now = dt.datetime.now(dt.UTC)
     legacy = {
         "tokens": {jti: (now + dt.timedelta(hours=1)).isoformat()},
@@ -88,8 +77,7 @@ def test_revocations_stored_before_namespace_scoping_still_refuse_and_are_migrat
             "data": {"revocations.json": json.dumps(legacy)},
         },
     )
-    upgraded = start_own_operator(cluster, tmp_path / "second.log", system)
-    try:
+    with keys_operator(cluster, tmp_path / "second.log", system) as upgraded:
         for token in (by_jti, by_agent):
             refused = call(upgraded, "GET", "/v1/whoami", token)
             assert refused.status_code == 401
@@ -104,16 +92,13 @@ def test_revocations_stored_before_namespace_scoping_still_refuse_and_are_migrat
         (agent,) = stored["agents"]
         assert agent["agentId"] == "old-agent" and "expiresAt" in agent
         assert stored["longestTokenLifetime"]["seconds"] == 3600
-    finally:
-        stop_operator(upgraded)
 
 
 def test_rotation_keeps_old_tokens_valid_for_the_overlap_only(
-    cluster: Cluster, crds: object, own_namespace: str, tmp_path: Path
+    cluster: Cluster, crds: object, own_namespace: str, system_namespace: str, tmp_path: Path
 ) -> None:
-    system = f"amk-{SESSION}-sys-{uuid.uuid4().hex[:6]}"
-    operator = start_own_operator(cluster, tmp_path / "operator.log", system)
-    try:
+    system = system_namespace
+    with keys_operator(cluster, tmp_path / "operator.log", system) as operator:
         old_token = token_of(cluster, operator, own_namespace, "rotating", "worker")
         (old_kid,) = jwks_kids(operator)
         client.CoreV1Api(cluster.api).patch_namespaced_secret(
@@ -140,5 +125,3 @@ def test_rotation_keeps_old_tokens_valid_for_the_overlap_only(
         # new tokens use the new key
         new_token = token_of(cluster, operator, own_namespace, "rotated", "worker")
         assert call(operator, "GET", "/v1/whoami", new_token).status_code == 200
-    finally:
-        stop_operator(operator)

@@ -12,8 +12,7 @@ import base64
 import datetime as dt
 import socket
 import ssl
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from kubernetes import client
 from kubernetes_asyncio import client as aclient
 from kubernetes_asyncio import config as aconfig
 
+from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.domain.errors import UnavailableError, ValidationError
 from agent_mesh.kube.ca_bundle import CaBundlePublisher
 from agent_mesh.kube.ca_secret import CertManagerSecret, SecretCaStore
@@ -30,27 +30,19 @@ from agent_mesh.pki.authority import serving_names
 from agent_mesh.pki.certs import KeyPair, issue, make_ca
 from agent_mesh.pki.owner import CertificateOwner
 from agent_mesh.sdk import TokenSource
-from tests.agentprocs import launch, register, wait_ready
-from tests.conftest import (
-    SESSION,
-    Cluster,
-    OperatorProcess,
-    start_operator,
-    stop_operator,
-    temporary_namespace,
-    wait_for,
-)
-from tests.meshhelpers import GROUP, VERSION, apply_agent, external_agent
+from agent_mesh.testing import OperatorProcess
+from tests.support.agents import launch, register
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import apply_agent, external_agent
+from tests.support.namespaces import family, namespace_fixture
+from tests.support.operators import own_operator
+from tests.support.waiting import wait_for
 
 # Operators of this file's own watch their own namespace family, apart from the session's.
-PREFIX = f"amc-{SESSION}-"
+TLS_FAMILY = family("amc")
 
-
-@pytest.fixture
-def system_namespace(cluster: Cluster) -> Iterator[str]:
-    """A fresh operator namespace: no CA Secret in it yet."""
-    with temporary_namespace(cluster, f"{PREFIX}sys-{uuid.uuid4().hex[:6]}") as name:
-        yield name
+system_namespace = namespace_fixture(f"{TLS_FAMILY}sys-")
+"""A fresh operator namespace: no CA Secret in it yet."""
 
 
 @pytest.fixture
@@ -88,7 +80,7 @@ def test_sdk_agent_exchanges_its_token_and_beats_over_verified_https(
     url, credential = register(cluster, namespace, "tls-echo", "worker", ["echo"])
     agent = launch("echo_worker.py", operator, namespace, "tls-echo", url, credential, tmp_path)
     try:
-        wait_ready(agent)  # ready: token exchanged, keys and policies pulled over https
+        agent.wait_ready()  # ready: token exchanged, keys and policies pulled over https
 
         def healthy() -> bool:
             status = cluster.custom.get_namespaced_custom_object(
@@ -130,21 +122,15 @@ async def test_client_trusting_another_ca_is_refused_with_a_certificate_error(
 def test_serving_certificate_names_the_service_and_the_configured_addresses(
     cluster: Cluster, crds: object, system_namespace: str, tmp_path: Path
 ) -> None:
-    operator = start_operator(
-        cluster,
-        tmp_path / "operator.log",
-        "--no-webhooks",
-        watch=f"{PREFIX}*",
-        operator_namespace=system_namespace,
-        extra_env={
-            "AGENT_MESH_SERVICE_NAME": "mesh-api",
-            "AGENT_MESH_TLS_EXTRA_SANS": "mesh.example.test,10.0.0.7,*.tail1234.ts.net",
-        },
-    )
-    try:
+    names = {
+        "AGENT_MESH_SERVICE_NAME": "mesh-api",
+        "AGENT_MESH_TLS_EXTRA_SANS": "mesh.example.test,10.0.0.7,*.tail1234.ts.net",
+    }
+    log = tmp_path / "operator.log"
+    with own_operator(
+        cluster, log, TLS_FAMILY, system=system_namespace, extra_env=names
+    ) as operator:
         served = _served_certificate(operator.mesh_port, operator.tls)
-    finally:
-        stop_operator(operator)
     san = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == [
         "localhost",

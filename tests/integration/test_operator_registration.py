@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Cluster, wait_for
+from tests.support.cluster import Cluster
+from tests.support.waiting import wait_for
 
 GROUP, VERSION = "agentmesh.io", "v1alpha1"
 

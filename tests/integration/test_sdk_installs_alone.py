@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from tests.agentprocs import launch, register, wait_ready
-from tests.conftest import Cluster, OperatorProcess, wait_for
-from tests.meshhelpers import GROUP, VERSION
-from tests.venvs import (
+from agent_mesh.api.common import GROUP, VERSION
+from agent_mesh.testing import OperatorProcess
+from tests.support.agents import launch, register
+from tests.support.cluster import Cluster
+from tests.support.venvs import (
     ROOT,
     build_wheel,
     cached_venv,
@@ -31,6 +32,7 @@ from tests.venvs import (
     requirements,
     run,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.packaging
 
@@ -147,7 +149,7 @@ def test_echo_worker_from_the_sdk_only_venv_turns_healthy_and_answers_a_task(
         python=(str(sdk_python), "-I"),  # -I: the venv's agent_mesh, not the tree's
     )
     try:
-        wait_ready(agent)
+        agent.wait_ready()
         wait_for(
             "echo-sdk to turn healthy",
             lambda: (

@@ -18,9 +18,12 @@ import pytest
 from kubernetes import client
 
 from agent_mesh.domain.message import BROADCAST, Message, MessageType
-from tests.agentprocs import PROGRAMS, AgentProcess, launch, register, wait_ready
-from tests.conftest import TEST_NAMESPACE_PREFIX, Cluster, OperatorProcess, wait_for
-from tests.meshhelpers import call, error_of, exchange_for, token_for_agent, token_of
+from agent_mesh.testing import OperatorProcess
+from tests.support.agents import PROGRAMS, AgentProcess, launch, register
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import call, error_of, exchange_for, token_for_agent, token_of
+from tests.support.namespaces import TEST_NAMESPACE_PREFIX
+from tests.support.waiting import wait_for
 
 RECORDER = PROGRAMS / "recorder.py"
 TASK_TIMEOUT_SECONDS = 30
@@ -92,7 +95,7 @@ def mesh(
                 program, operator, namespace, agent_id, url, credential, logs / namespace, env
             )
         for agent in agents.values():
-            wait_ready(agent)
+            agent.wait_ready()
         yield Mesh(home, away, agents, operator, cluster)
     finally:
         for agent in agents.values():

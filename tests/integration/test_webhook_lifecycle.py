@@ -15,15 +15,12 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.conftest import (
-    SESSION,
-    Cluster,
-    OperatorProcess,
-    start_operator,
-    stop_operator,
-    wait_for,
-)
-from tests.meshhelpers import GROUP, VERSION
+from agent_mesh.api.common import GROUP, VERSION
+from agent_mesh.testing import OperatorProcess
+from tests.support.cluster import Cluster
+from tests.support.namespaces import SESSION, family
+from tests.support.operators import start_own_operator
+from tests.support.waiting import wait_for
 
 
 def _task(name: str, payload: Any) -> dict[str, Any]:
@@ -64,13 +61,8 @@ def _configuration(cluster: Cluster, name: str) -> Any:
 def _operator_with_webhook(cluster: Cluster, log: Path, configuration: str) -> OperatorProcess:
     """An operator of its own, registering its webhook under `configuration` (not the
     session operator's), ready once the apiserver calls it for MeshTasks."""
-    return start_operator(
-        cluster,
-        log,
-        watch=f"amw-{SESSION}-*",
-        operator_namespace=f"amw-{SESSION}-system",
-        extra_env={"AGENT_MESH_WEBHOOK_CONFIGURATION": configuration},
-    )
+    env = {"AGENT_MESH_WEBHOOK_CONFIGURATION": configuration}
+    return start_own_operator(cluster, log, family("amw"), webhooks=True, extra_env=env)
 
 
 def _registered_at(cluster: Cluster, configuration: str) -> str | None:
@@ -126,7 +118,7 @@ def test_an_operator_stopped_cleanly_leaves_no_webhook_that_blocks_meshtask_writ
         wait_for("the webhook registration", lambda: _registered_at(cluster, configuration))
         assert _refusal(cluster, namespace) is None
     finally:
-        stop_operator(own)
+        own.stop()
     assert own.process.returncode != -signal.SIGKILL, "the operator did not stop on SIGTERM"
 
     assert _configuration(cluster, configuration) is None
@@ -163,5 +155,5 @@ def test_after_a_hard_kill_meshtask_writes_are_refused_until_an_operator_starts_
         )
         wait_for("a MeshTask write to go through", lambda: _refusal(cluster, namespace) is None)
     finally:
-        stop_operator(again)
+        again.stop()
     assert _refusal(cluster, namespace) is None

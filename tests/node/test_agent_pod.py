@@ -14,15 +14,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import (
-    OperatorProcess,
-    install_crds,
-    start_operator,
-    stop_operator,
-    wait_for,
-)
-from tests.meshhelpers import GROUP, VERSION, apply_agent
+from agent_mesh.api.common import GROUP, VERSION
+from agent_mesh.testing import OperatorProcess
 from tests.node.conftest import NodeCluster, logs_of, pod_phase
+from tests.support.cluster import install_crds
+from tests.support.mesh_api import apply_agent
+from tests.support.operators import start_operator
+from tests.support.waiting import wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 HOST_ADDRESS = "10.244.0.1"  # the harness's address on the node's bridge
@@ -53,7 +51,7 @@ def node_operator(
         extra_env={"AGENT_MESH_TLS_EXTRA_SANS": HOST_ADDRESS},
     )
     yield operator
-    stop_operator(operator)
+    operator.stop()
 
 
 def _agent_pod(image: str, agent: str) -> dict[str, Any]:

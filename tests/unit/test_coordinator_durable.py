@@ -39,7 +39,7 @@ from agent_mesh.domain.task_message import TaskRequest
 from agent_mesh.domain.tasks import TaskState
 from agent_mesh.kube.task_status import WriteResult
 from agent_mesh.transport.client import Delivery, Outcome
-from tests.conftest import wait_for_async
+from tests.support.waiting import wait_for_async
 
 NS = "ns"
 GRACE = dt.timedelta(seconds=30)

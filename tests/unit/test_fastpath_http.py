@@ -41,7 +41,7 @@ from agent_mesh.mesh.fastpath import FastPath
 from agent_mesh.mesh.server import create_app
 from agent_mesh.mesh.task_results import ResultStore
 from agent_mesh.transport.egress import EgressGuard
-from tests.conftest import wait_for_async
+from tests.support.waiting import wait_for_async
 
 CREDENTIAL = "fast-path-credential"
 NS = "ns"

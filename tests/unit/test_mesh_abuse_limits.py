@@ -12,7 +12,7 @@ import pytest
 
 from agent_mesh.domain.ratelimit import Rate
 from agent_mesh.mesh.limits import AbuseLimits
-from tests.memmesh import MemoryMesh, agent_record, start_memory_mesh
+from tests.support.memory_mesh import MemoryMesh, agent_record, start_memory_mesh
 
 
 class Ticks:

@@ -22,7 +22,7 @@ from agent_mesh.domain.errors import AuthError, ForbiddenError, UnavailableError
 from agent_mesh.sdk.agent import Agent, TaskContext
 from agent_mesh.sdk.gate import Gate
 from agent_mesh.sdk.identity import TokenSource
-from tests.memmesh import MemoryMesh, agent_record, start_memory_mesh
+from tests.support.memory_mesh import MemoryMesh, agent_record, start_memory_mesh
 
 
 @pytest.fixture

@@ -1,0 +1,4 @@
+"""The tests' scaffolding, once: the cluster and its namespaces, operators of a test's own,
+agent fleets, the mesh API as an external agent sees it, MeshTasks, the in-memory mesh,
+egress seams and fresh virtualenvs. Built on the product-side harness, agent_mesh.testing;
+the fixtures that use these live in the conftest files (docs/testing.md)."""

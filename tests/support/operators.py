@@ -1,0 +1,106 @@
+"""Operator processes for tests (agent_mesh.testing.start_operator, with the tests'
+namespaces): the session's, and operators of a test's own, each watching a namespace
+family apart from the session's."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_mesh import testing
+from agent_mesh.testing import OperatorProcess
+from tests.support.cluster import Cluster
+from tests.support.namespaces import TEST_NAMESPACE_PREFIX, ensure_namespace
+
+
+def start_operator(
+    cluster: Cluster,
+    log: Path,
+    *extra: str,
+    watch: str = f"{TEST_NAMESPACE_PREFIX}*",
+    operator_namespace: str = f"{TEST_NAMESPACE_PREFIX}system",
+    mesh_port: int | None = None,
+    extra_env: dict[str, str] | None = None,
+    mesh_tls: bool = True,
+    mesh_host: str = "127.0.0.1",
+) -> OperatorProcess:
+    """An operator process watching `watch`, with its keys in `operator_namespace`. Its
+    mesh API serves https (unless `mesh_tls` is False), verified with the CA bundle the
+    operator publishes in `operator_namespace`, as any client would get it."""
+    ensure_namespace(cluster, operator_namespace)
+    return testing.start_operator(
+        cluster,
+        cluster.kubeconfig,
+        log,
+        *extra,
+        watch=watch,
+        operator_namespace=operator_namespace,
+        mesh_port=mesh_port,
+        extra_env=extra_env,
+        mesh_tls=mesh_tls,
+        mesh_host=mesh_host,
+    )
+
+
+def start_own_operator(
+    cluster: Cluster,
+    log: Path,
+    family: str,
+    *,
+    system: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    webhooks: bool = False,
+) -> OperatorProcess:
+    """An operator of a test's own: it watches the namespace family `family` (a prefix from
+    namespaces.family) and keeps its keys and CA in `system` (default `<family>system`).
+    No webhooks unless `webhooks` (the cluster's webhook configuration is the session
+    operator's; one of a test's own registers under AGENT_MESH_WEBHOOK_CONFIGURATION)."""
+    return start_operator(
+        cluster,
+        log,
+        *(() if webhooks else ("--no-webhooks",)),
+        watch=f"{family}*",
+        operator_namespace=system or f"{family}system",
+        extra_env=extra_env,
+    )
+
+
+@contextlib.contextmanager
+def own_operator(
+    cluster: Cluster,
+    log: Path,
+    family: str,
+    *,
+    system: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    killed: bool = False,
+) -> Iterator[OperatorProcess]:
+    """start_own_operator for the block; stopped when it ends (SIGTERM, then SIGKILL), or
+    with `killed` SIGKILLed (no shutdown code runs: what it keeps must be in the cluster)."""
+    operator = start_own_operator(cluster, log, family, system=system, extra_env=extra_env)
+    try:
+        yield operator
+    finally:
+        if killed:
+            operator.kill()
+        else:
+            operator.stop()
+
+
+def own_operator_fixture(family: str, extra_env: dict[str, str] | None = None) -> Any:
+    """A pytest fixture, for a module to name: an operator of the module's own
+    (own_operator, with `extra_env`), shared by the module's tests."""
+
+    @pytest.fixture(scope="module")
+    def fixture(
+        cluster: Cluster, crds: object, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[OperatorProcess]:
+        log = tmp_path_factory.mktemp(family.rstrip("-")) / "operator.log"
+        with own_operator(cluster, log, family, extra_env=extra_env) as operator:
+            yield operator
+
+    return fixture
