@@ -25,7 +25,7 @@ from agent_mesh.testing import OperatorProcess
 from agent_mesh.transport.client import TransportConfig
 from tests.support.agents import Mesh, running_mesh
 from tests.support.cluster import Cluster
-from tests.support.mesh_api import call, token_for_agent, token_of
+from tests.support.mesh_api import call, send_message, token_for_agent, token_of
 from tests.support.namespaces import TEST_NAMESPACE_PREFIX, fresh_namespace
 from tests.support.waiting import wait_for, wait_for_async
 
@@ -223,11 +223,7 @@ def test_a_worker_cannot_call_admin_operations_or_other_agents(mesh: Mesh) -> No
     assert discovery.status_code == 403
     message = Message.new(MessageType.REQUEST, "grunt", "echo", {"x": 1})
     to_echo = token_for_agent(mesh.operator, token, mesh.namespace, "echo")
-    response = httpx.post(
-        f"{mesh.agents['echo'].url}/v1/messages",
-        headers={"Authorization": f"Bearer {to_echo}"},
-        json=message.to_wire(),
-    )
+    response = send_message(mesh.agents["echo"].url, to_echo, message)
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "AccessDenied"
 
@@ -242,11 +238,7 @@ def test_a_revoked_token_is_refused_by_agents_within_their_sync_interval(
     message = Message.new(MessageType.REQUEST, "victim", "echo", "hi")
 
     def echo_status() -> int:
-        return httpx.post(
-            f"{mesh.agents['echo'].url}/v1/messages",
-            headers={"Authorization": f"Bearer {victim}"},
-            json=message.to_wire(),
-        ).status_code
+        return send_message(mesh.agents["echo"].url, victim, message).status_code
 
     assert echo_status() == 200
     jti = jwt.decode(victim, options={"verify_signature": False})["jti"]
@@ -260,11 +252,7 @@ def test_an_acl_policy_reaches_running_agents(mesh: Mesh) -> None:
     message = Message.new(MessageType.REQUEST, "scout", "echo", "hi")
 
     def echo_status() -> int:
-        return httpx.post(
-            f"{mesh.agents['echo'].url}/v1/messages",
-            headers={"Authorization": f"Bearer {token}"},
-            json=message.to_wire(),
-        ).status_code
+        return send_message(mesh.agents["echo"].url, token, message).status_code
 
     assert echo_status() == 403
     mesh.cluster.custom.create_namespaced_custom_object(

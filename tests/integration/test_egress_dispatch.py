@@ -19,15 +19,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from agent_mesh.auth.audit import AuditLog
-from agent_mesh.auth.authority import Authority, AuthSettings, ReviewedToken, credential_hash
+from agent_mesh.auth.authority import ReviewedToken, credential_hash
 from agent_mesh.auth.memory import (
-    MemoryKeyStore,
-    MemoryRevocationStore,
     StaticTokenReviewer,
-    registry_fetcher,
 )
 from agent_mesh.coordinator import Coordinator
-from agent_mesh.domain.acl import PolicyIndex
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import SystemClock
 from agent_mesh.domain.egress import EgressPolicy
@@ -39,6 +35,7 @@ from agent_mesh.mesh.server import create_app
 from agent_mesh.transport.client import Transport, TransportConfig
 from agent_mesh.transport.egress import EgressGuard
 from tests.support.egress_seams import Connects, MapResolver, record_connects
+from tests.support.memory_mesh import memory_authority
 from tests.support.waiting import wait_for_async
 
 CREDENTIAL = "egress-credential"
@@ -159,18 +156,7 @@ async def mesh(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Mesh]:
         registry.upsert(record)
     audit = AuditLog(clock=clock)
     reviewer = StaticTokenReviewer()
-    authority = Authority(
-        AuthSettings(),
-        registry=registry,
-        policies=PolicyIndex(),
-        keys=MemoryKeyStore(),
-        revocation_store=MemoryRevocationStore(),
-        reviewer=reviewer,
-        fetch_agent=registry_fetcher(registry),
-        audit=audit,
-        clock=clock,
-    )
-    await authority.start()
+    authority = await memory_authority(registry, clock, audit, reviewer=reviewer)
     resolver = MapResolver({"metadata.internal.example": [["169.254.169.254"]]})
     guard = EgressGuard(EgressPolicy(allow_loopback=True), resolver)
     monitor = HealthMonitor(HealthTracker(), registry, None, None, clock)

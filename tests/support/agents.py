@@ -45,8 +45,11 @@ SETTINGS = {
     "AGENT_MESH_LOG_FORMAT": "text",
 }
 
-Plan = list[tuple[str, str, str, list[str]]]
-"""Agents to run: (example, agent_id, agent_type, capabilities) each."""
+Plan = list[
+    tuple[str | Path, str, str, list[str]] | tuple[str | Path, str, str, list[str], dict[str, str]]
+]
+"""Agents to run: (example, agent_id, agent_type, capabilities[, more AGENT_MESH_*
+settings or the program's own variables]) each."""
 
 
 def register(
@@ -99,10 +102,10 @@ def fleet(
     when the block ends."""
     agents: dict[str, AgentProcess] = {}
     try:
-        for example, agent_id, agent_type, capabilities in plan:
+        for example, agent_id, agent_type, capabilities, *env in plan:
             url, credential = register(cluster, namespace, agent_id, agent_type, capabilities)
             agents[agent_id] = launch(
-                example, operator, namespace, agent_id, url, credential, log_dir
+                example, operator, namespace, agent_id, url, credential, log_dir, *env
             )
         for agent in agents.values():
             agent.wait_ready()

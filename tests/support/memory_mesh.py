@@ -22,7 +22,7 @@ from agent_mesh.auth.memory import (
 from agent_mesh.auth.tokens import GRANT_TOKEN_EXCHANGE
 from agent_mesh.domain.acl import PolicyIndex
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
-from agent_mesh.domain.clock import FakeClock
+from agent_mesh.domain.clock import Clock, FakeClock
 from agent_mesh.domain.health import HealthTracker
 from agent_mesh.health.monitor import HealthMonitor
 from agent_mesh.mesh.limits import AbuseGuard, AbuseLimits
@@ -85,6 +85,35 @@ class MemoryMesh:
         return TokenSource(self.url, namespace=namespace, agent_id=agent_id, credential=CREDENTIAL)
 
 
+async def memory_authority(
+    registry: AgentRegistry,
+    clock: Clock,
+    audit: AuditLog,
+    *,
+    settings: AuthSettings | None = None,
+    policies: PolicyIndex | None = None,
+    keys: MemoryKeyStore | None = None,
+    revocations: MemoryRevocationStore | None = None,
+    reviewer: StaticTokenReviewer | None = None,
+) -> Authority:
+    """The real Authority over in-memory stores (auth/memory.py), started: the agents of
+    `registry`, policies, signing keys, revocations and TokenReview answers of the test's
+    own (new and empty where not given)."""
+    authority = Authority(
+        settings or AuthSettings(),
+        registry=registry,
+        policies=policies or PolicyIndex(),
+        keys=keys or MemoryKeyStore(),
+        revocation_store=revocations or MemoryRevocationStore(),
+        reviewer=reviewer or StaticTokenReviewer(),
+        fetch_agent=registry_fetcher(registry),
+        audit=audit,
+        clock=clock,
+    )
+    await authority.start()
+    return authority
+
+
 async def start_memory_mesh(
     agents: Iterable[AgentRecord],
     *,
@@ -101,18 +130,9 @@ async def start_memory_mesh(
     reviewer = StaticTokenReviewer()
     keys = MemoryKeyStore()
     audit = AuditLog(clock=clock)
-    authority = Authority(
-        settings or AuthSettings(),
-        registry=registry,
-        policies=PolicyIndex(),
-        keys=keys,
-        revocation_store=MemoryRevocationStore(),
-        reviewer=reviewer,
-        fetch_agent=registry_fetcher(registry),
-        audit=audit,
-        clock=clock,
+    authority = await memory_authority(
+        registry, clock, audit, settings=settings, keys=keys, reviewer=reviewer
     )
-    await authority.start()
     monitor = HealthMonitor(HealthTracker(), registry, None, None, clock)
     guard = None
     if limits is not None:

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from agent_mesh import testing
+from agent_mesh.domain.message import Message
 from agent_mesh.sdk import TokenSource
 from agent_mesh.testing import OperatorProcess
 from tests.support.cluster import Cluster
@@ -109,6 +110,17 @@ def call(
         timeout=10,
         verify=operator.tls,
         **kwargs,
+    )
+
+
+def send_message(url: str, token: str, message: Message) -> httpx.Response:
+    """POST `message` straight to the agent serving at `url`, with `token` (one addressed
+    to that agent), as a caller without the SDK does."""
+    return httpx.post(
+        f"{url}/v1/messages",
+        headers={"Authorization": f"Bearer {token}"},
+        json=message.to_wire(),
+        timeout=10,
     )
 
 

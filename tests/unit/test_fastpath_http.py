@@ -20,13 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from agent_mesh.auth.audit import AuditLog
-from agent_mesh.auth.authority import Authority, AuthSettings, credential_hash
-from agent_mesh.auth.memory import (
-    MemoryKeyStore,
-    MemoryRevocationStore,
-    StaticTokenReviewer,
-    registry_fetcher,
-)
+from agent_mesh.auth.authority import credential_hash
 from agent_mesh.auth.tokens import TokenVerifier
 from agent_mesh.coordinator import Coordinator
 from agent_mesh.devcluster.ports import free_port
@@ -41,6 +35,7 @@ from agent_mesh.mesh.fastpath import FastPath
 from agent_mesh.mesh.server import create_app
 from agent_mesh.mesh.task_results import ResultStore
 from agent_mesh.transport.egress import EgressGuard
+from tests.support.memory_mesh import memory_authority
 from tests.support.waiting import wait_for_async
 
 CREDENTIAL = "fast-path-credential"
@@ -177,18 +172,7 @@ async def mesh() -> AsyncIterator[Mesh]:
     spec = {"agentType": "reader", "allowedActions": ["read"], "allowedResources": ["tasks"]}
     policies.upsert(NS, "reader", dt.datetime.now(dt.UTC), policy_from_spec(NS, "reader", spec))
     audit = AuditLog(clock=clock)
-    authority = Authority(
-        AuthSettings(),
-        registry=registry,
-        policies=policies,
-        keys=MemoryKeyStore(),
-        revocation_store=MemoryRevocationStore(),
-        reviewer=StaticTokenReviewer(),
-        fetch_agent=registry_fetcher(registry),
-        audit=audit,
-        clock=clock,
-    )
-    await authority.start()
+    authority = await memory_authority(registry, clock, audit, policies=policies)
     monitor = HealthMonitor(HealthTracker(), registry, None, None, clock)
     coordinator = Coordinator(
         registry=registry, tracker=monitor.tracker, authority=authority, audit=audit, clock=clock

@@ -12,12 +12,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from agent_mesh.auth.audit import AuditLog
-from agent_mesh.auth.authority import Authority, AuthSettings, ReviewedToken
+from agent_mesh.auth.authority import Authority, ReviewedToken
 from agent_mesh.auth.memory import (
-    MemoryKeyStore,
-    MemoryRevocationStore,
     StaticTokenReviewer,
-    registry_fetcher,
 )
 from agent_mesh.auth.tokens import MeshClaims, TokenVerifier
 from agent_mesh.domain.acl import MeshCall, PolicyIndex
@@ -27,6 +24,7 @@ from agent_mesh.domain.errors import AuthError
 from agent_mesh.domain.health import HealthStatus, HealthTracker
 from agent_mesh.health.monitor import HealthMonitor
 from agent_mesh.mesh.server import create_app
+from tests.support.memory_mesh import memory_authority
 
 CREDENTIAL = "s3cret-credential"
 
@@ -74,18 +72,7 @@ async def mesh() -> AsyncIterator[Mesh]:
     for agent_id, agent_type in [("w1", "worker"), ("w2", "worker"), ("boss", "orchestrator")]:
         registry.upsert(_agent(agent_id, agent_type))
     reviewer = StaticTokenReviewer()
-    authority = Authority(
-        AuthSettings(),
-        registry=registry,
-        policies=PolicyIndex(),
-        keys=MemoryKeyStore(),
-        revocation_store=MemoryRevocationStore(),
-        reviewer=reviewer,
-        fetch_agent=registry_fetcher(registry),
-        audit=AuditLog(clock=clock),
-        clock=clock,
-    )
-    await authority.start()
+    authority = await memory_authority(registry, clock, AuditLog(clock=clock), reviewer=reviewer)
     monitor = HealthMonitor(HealthTracker(), registry, None, None, clock)
     app = create_app(authority, monitor, monitor.tracker, max_body_bytes=4096)
     client = TestClient(TestServer(app, host="127.0.0.1"))
