@@ -38,6 +38,7 @@ from tests.support.namespaces import (
     fresh_namespace,
 )
 from tests.support.operators import own_operator
+from tests.support.stand_ins import serving
 from tests.support.waiting import wait_for, wait_for_async
 
 WORKERS = ("echo-1", "echo-2")
@@ -216,22 +217,17 @@ async def late(mesh: Mesh) -> AsyncIterator[LateAgent]:
 
     app = web.Application()
     app.router.add_post("/v1/tasks", tasks)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    token = exchange(mesh.operator, mesh.namespace, agent_id, credential).json()["token"]
-    beat = call(
-        mesh.operator,
-        "POST",
-        f"/v1/agents/{mesh.namespace}/{agent_id}/heartbeat",
-        token,
-        json={"activeTasks": 0},
-    )
-    assert beat.status_code == 200, beat.text
-    try:
+    async with serving(app, port):
+        token = exchange(mesh.operator, mesh.namespace, agent_id, credential).json()["token"]
+        beat = call(
+            mesh.operator,
+            "POST",
+            f"/v1/agents/{mesh.namespace}/{agent_id}/heartbeat",
+            token,
+            json={"activeTasks": 0},
+        )
+        assert beat.status_code == 200, beat.text
         yield LateAgent(agent_id, token, taken)
-    finally:
-        await runner.cleanup()
 
 
 async def test_an_agent_that_took_a_task_with_202_reports_its_result(
@@ -284,17 +280,11 @@ async def test_the_callback_url_is_called_with_each_answer(conductor: MeshClient
 
     app = web.Application()
     app.router.add_post("/done", hook)
-    port = free_port()
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serving(app) as base:
         submitted = await conductor.submit_many(
-            [echo(1), echo(2)], wait=False, callback_url=f"http://127.0.0.1:{port}/done"
+            [echo(1), echo(2)], wait=False, callback_url=f"{base}/done"
         )
         got = [await asyncio.wait_for(received.get(), 30) for _ in submitted]
-    finally:
-        await runner.cleanup()
     assert {a["id"] for a in got} == {a.id for a in submitted}
     assert sorted(a["result"] for a in got) == [1, 2]
     assert {a["phase"] for a in got} == {"Completed"}
