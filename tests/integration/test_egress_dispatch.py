@@ -8,8 +8,6 @@ checked again at each dispatch, since its name may resolve elsewhere by then."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,19 +21,16 @@ from agent_mesh.auth.authority import ReviewedToken, credential_hash
 from agent_mesh.auth.memory import (
     StaticTokenReviewer,
 )
-from agent_mesh.coordinator import Coordinator
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import SystemClock
 from agent_mesh.domain.egress import EgressPolicy
-from agent_mesh.domain.health import HealthStatus, HealthTracker
-from agent_mesh.health.monitor import HealthMonitor
+from agent_mesh.domain.health import HealthStatus
 from agent_mesh.mesh.callbacks import CallbackNotifier
 from agent_mesh.mesh.fastpath import FastPath
-from agent_mesh.mesh.server import create_app
 from agent_mesh.transport.client import Transport, TransportConfig
 from agent_mesh.transport.egress import EgressGuard
 from tests.support.egress_seams import Connects, MapResolver, record_connects
-from tests.support.memory_mesh import memory_authority
+from tests.support.memory_mesh import fast_path_served, memory_authority
 from tests.support.waiting import wait_for_async
 
 CREDENTIAL = "egress-credential"
@@ -159,33 +154,13 @@ async def mesh(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Mesh]:
     authority = await memory_authority(registry, clock, audit, reviewer=reviewer)
     resolver = MapResolver({"metadata.internal.example": [["169.254.169.254"]]})
     guard = EgressGuard(EgressPolicy(allow_loopback=True), resolver)
-    monitor = HealthMonitor(HealthTracker(), registry, None, None, clock)
-    coordinator = Coordinator(
-        registry=registry,
-        tracker=monitor.tracker,
-        authority=authority,
-        audit=audit,
-        clock=clock,
+    async with fast_path_served(
+        authority,
+        agents,
+        lambda coordinator: FastPath(coordinator, callbacks=CallbackNotifier(guard=guard)),
         transport=Transport(TransportConfig(retries=0), guard=guard),
-    )
-    for record in agents:
-        coordinator.agent_seen(record)
-    fast = FastPath(coordinator, callbacks=CallbackNotifier(guard=guard))
-    client = TestClient(
-        TestServer(
-            create_app(authority, monitor, monitor.tracker, 1 << 20, fast_path=fast),
-            host="127.0.0.1",
-        )
-    )
-    await client.start_server()
-    running = asyncio.create_task(coordinator.run())
-    yield Mesh(client, declared, elsewhere, reviewer, connects)
-    running.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await running
-    await client.close()
-    await fast.close()
-    await coordinator.close()
+    ) as (client, _):
+        yield Mesh(client, declared, elsewhere, reviewer, connects)
     await declared.server.close()
     await elsewhere.server.close()
 

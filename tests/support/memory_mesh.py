@@ -4,8 +4,10 @@ of the SDK's gate, which need an operator to talk to but not a cluster."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +22,14 @@ from agent_mesh.auth.memory import (
     registry_fetcher,
 )
 from agent_mesh.auth.tokens import GRANT_TOKEN_EXCHANGE
+from agent_mesh.coordinator import Coordinator
+from agent_mesh.coordinator.dispatch import AgentTransport
 from agent_mesh.domain.acl import PolicyIndex
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import Clock, FakeClock
 from agent_mesh.domain.health import HealthTracker
 from agent_mesh.health.monitor import HealthMonitor
+from agent_mesh.mesh.fastpath import FastPath
 from agent_mesh.mesh.limits import AbuseGuard, AbuseLimits
 from agent_mesh.mesh.server import create_app
 from agent_mesh.sdk.identity import TokenSource
@@ -143,3 +148,42 @@ async def start_memory_mesh(
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     return MemoryMesh(client, authority, registry, keys, reviewer, clock, audit)
+
+
+@contextlib.asynccontextmanager
+async def fast_path_served(
+    authority: Authority,
+    agents: Iterable[AgentRecord],
+    fast_path: Callable[[Coordinator], FastPath],
+    *,
+    transport: AgentTransport | None = None,
+    max_body_bytes: int = 1 << 20,
+) -> AsyncIterator[tuple[TestClient, FastPath]]:  # type: ignore[type-arg]
+    """The mesh API with the fast path, served on 127.0.0.1 over `authority` (memory_authority):
+    a Coordinator that has seen `agents` and dispatches through `transport` (default: its
+    own), running, and the FastPath `fast_path` builds on it; closed after the block."""
+    monitor = HealthMonitor(HealthTracker(), authority.registry, None, None, authority.clock)
+    coordinator = Coordinator(
+        registry=authority.registry,
+        tracker=monitor.tracker,
+        authority=authority,
+        audit=authority.audit,
+        clock=authority.clock,
+        transport=transport,
+    )
+    for record in agents:
+        coordinator.agent_seen(record)
+    fast = fast_path(coordinator)
+    app = create_app(authority, monitor, monitor.tracker, max_body_bytes, fast_path=fast)
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    running = asyncio.create_task(coordinator.run())
+    try:
+        yield client, fast
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await client.close()
+        await fast.close()
+        await coordinator.close()

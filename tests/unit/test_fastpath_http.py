@@ -7,7 +7,6 @@ Every request error names its field; every refusal has its code."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import time
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from agent_mesh.auth.audit import AuditLog
 from agent_mesh.auth.authority import credential_hash
@@ -28,14 +27,12 @@ from agent_mesh.domain.acl import PolicyIndex, policy_from_spec
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import SystemClock
 from agent_mesh.domain.egress import EgressPolicy
-from agent_mesh.domain.health import HealthStatus, HealthTracker
-from agent_mesh.health.monitor import HealthMonitor
+from agent_mesh.domain.health import HealthStatus
 from agent_mesh.mesh.callbacks import CallbackNotifier
 from agent_mesh.mesh.fastpath import FastPath
-from agent_mesh.mesh.server import create_app
 from agent_mesh.mesh.task_results import ResultStore
 from agent_mesh.transport.egress import EgressGuard
-from tests.support.memory_mesh import memory_authority
+from tests.support.memory_mesh import fast_path_served, memory_authority
 from tests.support.stand_ins import serving
 from tests.support.waiting import wait_for_async
 
@@ -172,43 +169,30 @@ async def mesh() -> AsyncIterator[Mesh]:
         policies.upsert(NS, "reader", dt.datetime.now(dt.UTC), policy_from_spec(NS, "reader", spec))
         audit = AuditLog(clock=clock)
         authority = await memory_authority(registry, clock, audit, policies=policies)
-        monitor = HealthMonitor(HealthTracker(), registry, None, None, clock)
-        coordinator = Coordinator(
-            registry=registry,
-            tracker=monitor.tracker,
-            authority=authority,
-            audit=audit,
-            clock=clock,
-        )
-        for record in agents:
-            coordinator.agent_seen(record)
-        meshtasks = FakeMeshTasks(coordinator)
         loopback = EgressGuard(EgressPolicy(allow_loopback=True))  # the callbacks' servers
-        fast = FastPath(
-            coordinator, meshtasks, ResultStore(max_entries=100), CallbackNotifier(guard=loopback)
-        )
-        app = create_app(authority, monitor, monitor.tracker, 1024 * 1024, fast_path=fast)
-        client = TestClient(TestServer(app, host="127.0.0.1"))
-        await client.start_server()
-        running = asyncio.create_task(coordinator.run())
-        tokens = {}
-        for record in agents:
-            response = await client.post(
-                "/v1/token",
-                json={
-                    "namespace": record.namespace,
-                    "agentId": record.agent_id,
-                    "credential": CREDENTIAL,
-                },
-            )
-            tokens[record.agent_id] = (await response.json())["token"]
-        yield Mesh(client, coordinator, fast, stand_in, meshtasks, tokens)
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-        await client.close()
-        await fast.close()
-        await coordinator.close()
+        built: list[FakeMeshTasks] = []
+
+        def fast_path(coordinator: Coordinator) -> FastPath:
+            built.append(FakeMeshTasks(coordinator))
+            results = ResultStore(max_entries=100)
+            return FastPath(coordinator, built[0], results, CallbackNotifier(guard=loopback))
+
+        async with fast_path_served(authority, agents, fast_path, max_body_bytes=1024 * 1024) as (
+            client,
+            fast,
+        ):
+            tokens = {}
+            for record in agents:
+                response = await client.post(
+                    "/v1/token",
+                    json={
+                        "namespace": record.namespace,
+                        "agentId": record.agent_id,
+                        "credential": CREDENTIAL,
+                    },
+                )
+                tokens[record.agent_id] = (await response.json())["token"]
+            yield Mesh(client, fast.coordinator, fast, stand_in, built[0], tokens)
 
 
 def _task(**spec: Any) -> dict[str, Any]:
