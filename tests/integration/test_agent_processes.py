@@ -24,7 +24,7 @@ from agent_mesh.sdk import MeshClient
 from agent_mesh.testing import OperatorProcess
 from agent_mesh.transport.client import TransportConfig
 from tests.support.agents import Mesh, running_mesh
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, manifest
 from tests.support.mesh_api import call, send_message, token_for_agent, token_of
 from tests.support.namespaces import TEST_NAMESPACE_PREFIX, fresh_namespace
 from tests.support.waiting import wait_for, wait_for_async
@@ -260,16 +260,15 @@ def test_an_acl_policy_reaches_running_agents(mesh: Mesh) -> None:
         VERSION,
         mesh.namespace,
         "aclpolicies",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "ACLPolicy",
-            "metadata": {"name": "scout"},
-            "spec": {
+        manifest(
+            "ACLPolicy",
+            "scout",
+            {
                 "agentType": "scout",
                 "allowedActions": ["execute"],
                 "allowedResources": ["agents"],
             },
-        },
+        ),
     )
     wait_for("the echo agent to apply the scout policy", lambda: echo_status() == 200)
 

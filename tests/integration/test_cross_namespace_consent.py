@@ -18,7 +18,7 @@ from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.domain.message import Message, MessageType
 from agent_mesh.testing import OperatorProcess
 from tests.support.agents import AgentProcess, Plan, fleet
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, manifest
 from tests.support.mesh_api import call, error_of, send_message, token_for_agent, token_of
 from tests.support.namespaces import TEST_NAMESPACE_PREFIX, fresh_namespace
 from tests.support.waiting import wait_for
@@ -36,12 +36,7 @@ class Namespaces:
 
 def apply_policy(cluster: Cluster, namespace: str, name: str, **spec: Any) -> None:
     """Create or replace ACLPolicy `name` and wait until the operator has it in force."""
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ACLPolicy",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
+    body = manifest("ACLPolicy", name, spec)
     cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "aclpolicies", body)
 
     def in_force() -> bool:

@@ -12,7 +12,7 @@ from kubernetes import client
 
 from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.testing import OperatorProcess
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, manifest
 from tests.support.mesh_api import (
     apply_agent,
     call,
@@ -311,16 +311,15 @@ def test_custom_type_needs_a_policy_and_policy_status_reports_conflicts(
     assert call(operator, "GET", "/v1/audit", researcher).status_code == 403
 
     def policy(name: str, actions: list[str]) -> dict[str, Any]:
-        return {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "ACLPolicy",
-            "metadata": {"name": name},
-            "spec": {
+        return manifest(
+            "ACLPolicy",
+            name,
+            {
                 "agentType": "researcher",
                 "allowedActions": actions,
                 "allowedResources": ["audit"],
             },
-        }
+        )
 
     cluster.custom.create_namespaced_custom_object(
         GROUP, VERSION, namespace, "aclpolicies", policy("first", ["read"])

@@ -32,7 +32,7 @@ from agent_mesh.pki.owner import CertificateOwner
 from agent_mesh.sdk import TokenSource
 from agent_mesh.testing import OperatorProcess
 from tests.support.agents import launch, register
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, manifest
 from tests.support.mesh_api import apply_agent, external_agent
 from tests.support.namespaces import family, namespace_fixture
 from tests.support.operators import own_operator
@@ -349,12 +349,9 @@ def test_the_apiserver_calls_the_webhook_trusting_the_operator_ca(
         )
 
     wait_for("the webhook's caBundle to be the operator's CA", registered_with_our_ca)
-    task = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "MeshTask",
-        "metadata": {"name": "too-big"},
-        "spec": {"taskType": "echo", "payload": {"text": "x" * (300 * 1024)}},
-    }
+    task = manifest(
+        "MeshTask", "too-big", {"taskType": "echo", "payload": {"text": "x" * (300 * 1024)}}
+    )
     with pytest.raises(client.ApiException) as refused:
         cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "meshtasks", task)
     assert "spec.payload" in refused.value.body  # the webhook's own message: it was called

@@ -13,14 +13,13 @@ from __future__ import annotations
 import subprocess
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.testing import OperatorProcess
 from tests.support.agents import launch, register
 from tests.support.cluster import Cluster
+from tests.support.tasks import agent_status, create_task, wait_phase
 from tests.support.venvs import (
     ROOT,
     build_wheel,
@@ -117,18 +116,6 @@ def test_the_cli_without_the_operator_extra_says_what_to_install(sdk_python: Pat
     assert "kopf" in result.stderr and "kubernetes_asyncio" in result.stderr
 
 
-def _meshagent_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
-    body = cluster.custom.get_namespaced_custom_object(
-        GROUP, VERSION, namespace, "meshagents", name
-    )
-    return dict(body.get("status") or {})
-
-
-def _meshtask_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
-    body = cluster.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "meshtasks", name)
-    return dict(body.get("status") or {})
-
-
 def test_echo_worker_from_the_sdk_only_venv_turns_healthy_and_answers_a_task(
     sdk_python: Path,
     cluster: Cluster,
@@ -152,36 +139,18 @@ def test_echo_worker_from_the_sdk_only_venv_turns_healthy_and_answers_a_task(
         agent.wait_ready()
         wait_for(
             "echo-sdk to turn healthy",
-            lambda: (
-                _meshagent_status(cluster, namespace, "echo-sdk").get("healthStatus") == "healthy"
-            ),
+            lambda: agent_status(cluster, namespace, "echo-sdk").get("healthStatus") == "healthy",
             timeout=60,
         )
-        cluster.custom.create_namespaced_custom_object(
-            GROUP,
-            VERSION,
+        create_task(
+            cluster,
             namespace,
-            "meshtasks",
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "MeshTask",
-                "metadata": {"name": "hello-sdk"},
-                "spec": {
-                    "taskType": "echo",
-                    "requiredCapabilities": ["echo"],
-                    "payload": {"from": "an SDK-only install"},
-                },
-            },
+            "hello-sdk",
+            taskType="echo",
+            requiredCapabilities=["echo"],
+            payload={"from": "an SDK-only install"},
         )
-        status = wait_for(
-            "task hello-sdk to finish",
-            lambda: (
-                (s := _meshtask_status(cluster, namespace, "hello-sdk")).get("phase")
-                in ("Completed", "Failed", "TimedOut")
-                and s
-            ),
-            timeout=60,
-        )
+        status = wait_phase(cluster, namespace, "hello-sdk", {"Completed", "Failed", "TimedOut"})
         assert status["phase"] == "Completed", (status, agent.logs()[-3000:])
         assert status["result"] == {"from": "an SDK-only install"}
         assert status["agentId"] == "echo-sdk"

@@ -17,19 +17,18 @@ from kubernetes import client
 
 from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.testing import OperatorProcess
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, manifest
 from tests.support.namespaces import SESSION, family
 from tests.support.operators import start_own_operator
 from tests.support.waiting import wait_for
 
 
 def _task(name: str, payload: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "MeshTask",
-        "metadata": {"name": name},
-        "spec": {"taskType": "summarize", "requiredCapabilities": ["x"], "payload": payload},
-    }
+    return manifest(
+        "MeshTask",
+        name,
+        {"taskType": "summarize", "requiredCapabilities": ["x"], "payload": payload},
+    )
 
 
 def _create_task(cluster: Cluster, namespace: str) -> None:

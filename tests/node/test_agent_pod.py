@@ -17,7 +17,7 @@ import pytest
 from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.testing import OperatorProcess
 from tests.node.conftest import NodeCluster, logs_of, pod_phase
-from tests.support.cluster import install_crds
+from tests.support.cluster import install_crds, manifest
 from tests.support.mesh_api import apply_agent
 from tests.support.operators import start_operator
 from tests.support.waiting import wait_for
@@ -171,12 +171,11 @@ def test_echo_agent_pod_exchanges_its_projected_token_turns_healthy_and_complete
         VERSION,
         node_namespace,
         "meshtasks",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "MeshTask",
-            "metadata": {"name": "hello"},
-            "spec": {"taskType": "echo", "requiredCapabilities": ["echo"], "payload": {"x": 1}},
-        },
+        manifest(
+            "MeshTask",
+            "hello",
+            {"taskType": "echo", "requiredCapabilities": ["echo"], "payload": {"x": 1}},
+        ),
     )
 
     def finished() -> dict[str, Any] | None:

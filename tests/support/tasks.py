@@ -1,12 +1,12 @@
 """MeshTasks by the Kubernetes API, as a user applies them: created, read, waited on; and
-how many agents of a namespace report healthy."""
+the status of MeshAgents (each, and how many of a namespace report healthy)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from agent_mesh.api.common import GROUP, VERSION
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, manifest
 from tests.support.waiting import wait_for
 
 
@@ -16,12 +16,7 @@ def create_task(cluster: Cluster, namespace: str, name: str, **spec: Any) -> Non
         VERSION,
         namespace,
         "meshtasks",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "MeshTask",
-            "metadata": {"name": name},
-            "spec": spec,
-        },
+        manifest("MeshTask", name, spec),
     )
 
 
@@ -38,6 +33,13 @@ def wait_phase(
         return status if status.get("phase") in phases else None
 
     return dict(wait_for(f"task {name} to reach {phases}", reached, timeout=timeout))
+
+
+def agent_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    body = cluster.custom.get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "meshagents", name
+    )
+    return dict(body.get("status") or {})
 
 
 def healthy(cluster: Cluster, ns: str) -> int:
