@@ -1,6 +1,6 @@
 """Where the operator dispatches, in process: the mesh API, the authority, the health
 monitor and the coordinator on loopback, agents as loopback servers, and the seams of
-tests/egressseams.py (names resolve where the test says; only loopback is dialled).
+tests/support/egress_seams.py (names resolve where the test says; only loopback is dialled).
 
 A heartbeat's endpoint is the caller's word: it is used only when it is the agent's
 spec.endpoint or the IP of the pod its token was issued to. spec.endpoint itself is

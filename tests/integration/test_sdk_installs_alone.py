@@ -5,7 +5,7 @@ the operator's CA), turns healthy and answers a MeshTask, and serves its own met
 `agent-mesh` command says what to install instead of failing with a traceback.
 
 Marked `packaging`: the venv is made from the package index once per dependency set
-(tests/venvs.py), after which each run only reinstalls the project's wheel.
+(tests/support/venvs.py), after which each run only reinstalls the project's wheel.
 """
 
 from __future__ import annotations
