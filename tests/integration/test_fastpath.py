@@ -23,7 +23,7 @@ from agent_mesh.devcluster.ports import free_port
 from agent_mesh.domain.errors import ForbiddenError, ValidationError
 from agent_mesh.sdk import MeshClient, TaskSpec
 from agent_mesh.testing import OperatorProcess
-from tests.support.agents import Mesh, running_mesh
+from tests.support.agents import Mesh, mesh_fixture, running_mesh
 from tests.support.cluster import Cluster
 from tests.support.mesh_api import (
     call,
@@ -33,7 +33,6 @@ from tests.support.mesh_api import (
     token_for_agent,
 )
 from tests.support.namespaces import (
-    TEST_NAMESPACE_PREFIX,
     family,
     fresh_namespace,
 )
@@ -45,17 +44,8 @@ WORKERS = ("echo-1", "echo-2")
 PLAN = [("echo_worker.py", agent_id, "worker", ["echo"]) for agent_id in WORKERS]
 
 
-@pytest.fixture(scope="module")
-def mesh(
-    cluster: Cluster, operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Mesh]:
-    """A namespace with two echo workers running (capability echo)."""
-    logs = tmp_path_factory.mktemp("fastpath-agents")
-    with (
-        fresh_namespace(cluster, f"{TEST_NAMESPACE_PREFIX}fast-") as namespace,
-        running_mesh(cluster, operator, namespace, PLAN, logs) as mesh,
-    ):
-        yield mesh
+mesh = mesh_fixture("fast-", PLAN)
+"""A namespace with two echo workers running (capability echo)."""
 
 
 @pytest.fixture
@@ -242,26 +232,18 @@ async def test_an_agent_that_took_a_task_with_202_reports_its_result(
     async with httpx.AsyncClient(
         base_url=mesh.operator.mesh_url, timeout=10, verify=mesh.operator.tls
     ) as http:
-        other = mesh.token("worker")
-        refused = await http.post(
-            path,
-            json={"attempt": 1, "result": "forged"},
-            headers={"Authorization": f"Bearer {other}"},
-        )
+
+        async def report(token: str, attempt: int, result: Any) -> httpx.Response:
+            body = {"attempt": attempt, "result": result}
+            return await http.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
+
+        refused = await report(mesh.token("worker"), 1, "forged")
         assert refused.status_code == 403
         assert refused.json()["error"]["code"] == "NotYourTask"
-        stale = await http.post(
-            path,
-            json={"attempt": 2, "result": "late"},
-            headers={"Authorization": f"Bearer {late.token}"},
-        )
+        stale = await report(late.token, 2, "late")
         assert stale.status_code == 409
         assert stale.json()["error"]["code"] == "StaleAttempt"
-        accepted = await http.post(
-            path,
-            json={"attempt": 1, "result": {"a": 42}},
-            headers={"Authorization": f"Bearer {late.token}"},
-        )
+        accepted = await report(late.token, 1, {"a": 42})
         assert accepted.status_code == 200, accepted.text
     answer = await conductor.task(str(submitted.id))
     assert answer.completed and answer.result == {"a": 42} and answer.agent_id == late.agent_id

@@ -5,35 +5,24 @@ unreachable after its retries, and every other monitor hears the event."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from agent_mesh.sdk import MeshClient
-from agent_mesh.testing import OperatorProcess
 from agent_mesh.transport.client import Outcome
-from tests.support.agents import Mesh, running_mesh
-from tests.support.cluster import Cluster
-from tests.support.namespaces import TEST_NAMESPACE_PREFIX, fresh_namespace
+from tests.support.agents import Mesh, mesh_fixture
 
 MONITORS = 20
 
 pytestmark = pytest.mark.fault_agent_killed
 
 
-@pytest.fixture(scope="module")
-def mesh(
-    cluster: Cluster, operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Mesh]:
-    """20 monitors (examples/monitor.py) in a namespace of their own: what this file
-    kills is no other file's fleet."""
-    plan = [("monitor.py", f"monitor-{i:02d}", "monitor", ["observe"]) for i in range(MONITORS)]
-    logs = tmp_path_factory.mktemp("agents")
-    with (
-        fresh_namespace(cluster, f"{TEST_NAMESPACE_PREFIX}killed-") as namespace,
-        running_mesh(cluster, operator, namespace, plan, logs) as mesh,
-    ):
-        yield mesh
+mesh = mesh_fixture(
+    "killed-", [("monitor.py", f"monitor-{i:02d}", "monitor", ["observe"]) for i in range(MONITORS)]
+)
+"""20 monitors (examples/monitor.py) in a namespace of their own: what this file kills is
+no other file's fleet."""
 
 
 @pytest.fixture

@@ -11,6 +11,9 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from agent_mesh import testing
 from agent_mesh.api.common import GROUP, VERSION
@@ -19,6 +22,7 @@ from agent_mesh.testing import AgentProcess, OperatorProcess
 from agent_mesh.transport.client import TransportConfig
 from tests.support.cluster import Cluster
 from tests.support.mesh_api import external_agent, token_for_agent, token_of, token_source
+from tests.support.namespaces import TEST_NAMESPACE_PREFIX, fresh_namespace
 from tests.support.tasks import healthy
 from tests.support.waiting import wait_for
 
@@ -29,6 +33,7 @@ __all__ = [
     "Plan",
     "fleet",
     "launch",
+    "mesh_fixture",
     "register",
     "running_mesh",
     "start_worker",
@@ -192,3 +197,22 @@ def workers(
     for agent in running.values():
         agent.wait_ready()
     wait_for(f"{count} healthy workers", lambda: healthy(cluster, ns) == count)
+
+
+def mesh_fixture(label: str, plan: Plan) -> Any:
+    """A pytest fixture, for a module to name: the fleet of `plan` under the session
+    operator, in a namespace of its own (`<TEST_NAMESPACE_PREFIX><label><random>`), shared
+    by the module's tests."""
+
+    @pytest.fixture(scope="module")
+    def fixture(
+        cluster: Cluster, operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[Mesh]:
+        logs = tmp_path_factory.mktemp(label.rstrip("-"))
+        with (
+            fresh_namespace(cluster, f"{TEST_NAMESPACE_PREFIX}{label}") as namespace,
+            running_mesh(cluster, operator, namespace, plan, logs) as mesh,
+        ):
+            yield mesh
+
+    return fixture
