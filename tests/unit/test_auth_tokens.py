@@ -467,10 +467,16 @@ def test_a_cached_token_is_still_not_valid_before_nbf(decodes: list[str]) -> Non
     assert mesh.refuse(token) == "TokenNotYetValid"
 
 
-def test_a_cached_token_still_expires() -> None:
+def cached_token() -> tuple[Mesh, str]:
+    """A verifier that caches, and a token it has verified (so holds in its cache)."""
     mesh = Mesh(cache_size=16)
     token = mesh.token()
     assert mesh.verifier.verify(token)
+    return mesh, token
+
+
+def test_a_cached_token_still_expires() -> None:
+    mesh, token = cached_token()
     mesh.clock.advance(3600 + 31)
     assert mesh.refuse(token) == "TokenExpired"
 
@@ -484,9 +490,7 @@ def test_a_cached_token_can_still_be_revoked() -> None:
 
 
 def test_a_cached_token_dies_with_its_key() -> None:
-    mesh = Mesh(cache_size=16)
-    token = mesh.token()
-    assert mesh.verifier.verify(token)
+    mesh, token = cached_token()
     mesh.ring = mesh.ring.rotate(mesh.clock.now(), dt.timedelta(seconds=0))
     mesh.clock.advance(1)
     mesh.ring = mesh.ring.prune(mesh.clock.now())
@@ -494,9 +498,7 @@ def test_a_cached_token_dies_with_its_key() -> None:
 
 
 def test_a_cached_token_dies_at_its_keys_retirement_even_unpruned() -> None:
-    mesh = Mesh(cache_size=16)
-    token = mesh.token()
-    assert mesh.verifier.verify(token)
+    mesh, token = cached_token()
     mesh.ring = mesh.ring.rotate(mesh.clock.now(), dt.timedelta(minutes=5))
     mesh.clock.advance(4 * 60)
     assert mesh.verifier.verify(token)  # still in the overlap

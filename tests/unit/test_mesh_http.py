@@ -181,6 +181,12 @@ def _labelled_pod(mesh: Mesh, account: str, pod: str, label: str) -> str:
     return token
 
 
+async def _pod_exchange(mesh: Mesh, account: str, pod: str, label: str) -> Any:
+    """POST /v1/token with the token of _labelled_pod(...)."""
+    token = _labelled_pod(mesh, account, pod, label)
+    return await mesh.client.post("/v1/token", json={"serviceAccountToken": token})
+
+
 async def test_service_account_token_maps_through_the_pod_label(mesh: Mesh) -> None:
     mesh.registry.upsert(_agent("w1", "worker", service_account="runner"))  # a user-run pod
     mesh.reviewer.tokens["sa-token"] = ReviewedToken(
@@ -206,12 +212,10 @@ async def test_pod_label_finds_an_agent_the_watch_has_not_delivered_yet(mesh: Me
         return late if (namespace, agent_id) == ("ns", "late") else None
 
     mesh.authority._fetch_agent = apiserver
-    token = _labelled_pod(mesh, "runner", "late-0", "late")
-    response = await mesh.client.post("/v1/token", json={"serviceAccountToken": token})
+    response = await _pod_exchange(mesh, "runner", "late-0", "late")
     assert response.status == 200, await response.text()
     assert (await response.json())["agentId"] == "late"
-    ghost = _labelled_pod(mesh, "runner", "ghost-0", "ghost")
-    refused = await mesh.client.post("/v1/token", json={"serviceAccountToken": ghost})
+    refused = await _pod_exchange(mesh, "runner", "ghost-0", "ghost")
     assert refused.status == 401
     assert (await _error(refused))["code"] == "AgentUnknown"
 
@@ -220,8 +224,7 @@ async def test_pod_label_cannot_pick_an_agent_running_as_another_service_account
     mesh: Mesh,
 ) -> None:
     mesh.registry.upsert(_agent("boss", "orchestrator", service_account="boss-sa", workload=True))
-    token = _labelled_pod(mesh, "runner", "sneaky-0", "boss")
-    response = await mesh.client.post("/v1/token", json={"serviceAccountToken": token})
+    response = await _pod_exchange(mesh, "runner", "sneaky-0", "boss")
     assert response.status == 403
     error = await _error(response)
     assert (error["code"], error["field"]) == ("ServiceAccountMismatch", "serviceAccountToken")
@@ -233,8 +236,8 @@ async def test_pod_label_cannot_pick_an_agent_running_as_another_service_account
 async def test_pod_label_cannot_pick_an_agent_that_declares_no_service_account(
     mesh: Mesh,
 ) -> None:
-    token = _labelled_pod(mesh, "runner", "sneaky-0", "boss")  # boss: external, no workload
-    response = await mesh.client.post("/v1/token", json={"serviceAccountToken": token})
+    # boss: external, no workload
+    response = await _pod_exchange(mesh, "runner", "sneaky-0", "boss")
     assert response.status == 403
     error = await _error(response)
     assert error["code"] == "ServiceAccountMismatch"
@@ -245,12 +248,10 @@ async def test_pod_label_picks_a_workload_without_service_account_name_as_defaul
     mesh: Mesh,
 ) -> None:
     mesh.registry.upsert(_agent("w2", "worker", workload=True))  # its pod runs as default
-    allowed = _labelled_pod(mesh, "default", "w2-0", "w2")
-    response = await mesh.client.post("/v1/token", json={"serviceAccountToken": allowed})
+    response = await _pod_exchange(mesh, "default", "w2-0", "w2")
     assert response.status == 200, await response.text()
     assert (await response.json())["agentId"] == "w2"
-    other = _labelled_pod(mesh, "runner", "w2-1", "w2")
-    refused = await mesh.client.post("/v1/token", json={"serviceAccountToken": other})
+    refused = await _pod_exchange(mesh, "runner", "w2-1", "w2")
     assert refused.status == 403
 
 

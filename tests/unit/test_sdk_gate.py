@@ -216,6 +216,15 @@ async def agent_client(mesh: MemoryMesh) -> AsyncIterator[tuple[Agent, TestClien
     await client.close()
 
 
+@pytest.fixture
+async def gated_client(
+    agent_client: tuple[Agent, TestClient],  # type: ignore[type-arg]
+) -> tuple[Agent, TestClient]:  # type: ignore[type-arg]
+    """agent_client with its gate loaded (keys, policies, revocations), as serve does."""
+    await agent_client[0].refresh_keys()
+    return agent_client
+
+
 def _task(uid: str, payload: Any = "hi", attempt: int = 1) -> dict[str, Any]:
     return {"taskUid": uid, "attempt": attempt, "taskType": "echo", "payload": payload}
 
@@ -244,10 +253,9 @@ async def test_the_agent_answers_503_with_retry_after_and_is_not_ready_before_lo
 
 async def test_a_redelivered_result_goes_to_another_caller_only_with_read_results(
     mesh: MemoryMesh,
-    agent_client: tuple[Agent, TestClient],  # type: ignore[type-arg]
+    gated_client: tuple[Agent, TestClient],  # type: ignore[type-arg]
 ) -> None:
-    agent, client = agent_client
-    await agent.refresh_keys()
+    _, client = gated_client
     boss = {"Authorization": _bearer(await mesh.token("boss", to=ME))}
     first = await client.post("/v1/tasks", json=_task("t1", "secret plan"), headers=boss)
     assert (await first.json())["result"] == {"echo": "secret plan", "runs": 1}
@@ -274,10 +282,9 @@ async def test_a_redelivered_result_goes_to_another_caller_only_with_read_result
 
 async def test_a_deeply_nested_body_to_the_agent_is_refused_with_400(
     mesh: MemoryMesh,
-    agent_client: tuple[Agent, TestClient],  # type: ignore[type-arg]
+    gated_client: tuple[Agent, TestClient],  # type: ignore[type-arg]
 ) -> None:
-    agent, client = agent_client
-    await agent.refresh_keys()
+    _, client = gated_client
     headers = {
         "Authorization": _bearer(await mesh.token("boss", to=ME)),
         "Content-Type": "text/plain",
@@ -292,10 +299,9 @@ async def test_a_deeply_nested_body_to_the_agent_is_refused_with_400(
 
 async def test_a_message_for_another_agent_is_refused_even_after_a_refused_token(
     mesh: MemoryMesh,
-    agent_client: tuple[Agent, TestClient],  # type: ignore[type-arg]
+    gated_client: tuple[Agent, TestClient],  # type: ignore[type-arg]
 ) -> None:
-    agent, client = agent_client
-    await agent.refresh_keys()
+    agent, client = gated_client
     agent.tokens.invalidate()  # as after a 401: the agent's own identity is unknown a while
     boss = await mesh.token("boss", to=ME)
     message = {
