@@ -8,12 +8,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from agent_mesh.api.common import GROUP, VERSION
 from tests.e2e.conftest import OWN_FAMILY
 from tests.support.agents import AgentProcess, workers
 from tests.support.cluster import Cluster
 from tests.support.operators import own_operator
-from tests.support.tasks import create_task, task_status, wait_phase
+from tests.support.tasks import agent_status, create_task, task_status, wait_phase
 from tests.support.waiting import wait_for
 
 PLUGIN = '''
@@ -60,9 +59,7 @@ def test_a_strategy_installed_as_an_entry_point_is_used_when_a_task_names_it(
 
         # analytics: w2 ran all four; its MeshAgent status counts them
         def counted() -> dict[str, Any] | None:
-            status = cluster.custom.get_namespaced_custom_object(
-                GROUP, VERSION, own_ns, "meshagents", "w2"
-            ).get("status", {})
+            status = agent_status(cluster, own_ns, "w2")
             return status if status.get("completedTasks") == 4 else None
 
         analytics = wait_for("w2's completedTasks to reach 4", counted, timeout=20)

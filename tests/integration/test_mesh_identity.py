@@ -20,8 +20,10 @@ from tests.support.mesh_api import (
     exchange,
     exchange_service_account,
     external_agent,
+    refusal,
     token_of,
 )
+from tests.support.tasks import agent_status
 from tests.support.waiting import wait_for
 
 
@@ -136,18 +138,16 @@ def test_service_account_token_for_another_audience_is_refused(
     apply_agent(cluster, namespace, "worker-aud", "worker")
     pod = _service_account_pod(cluster, namespace, "aud-sa", "worker-aud-0", "worker-aud")
     sa_token = _pod_token(cluster, namespace, "aud-sa", pod, "vault")
-    response = exchange_service_account(operator, sa_token)
-    assert response.status_code == 401
-    assert error_of(response)["field"] == "serviceAccountToken"
+    refused = refusal(exchange_service_account(operator, sa_token), 401)
+    assert refused["field"] == "serviceAccountToken"
 
 
 def test_tokenreview_invalid_service_account_token_is_refused(
     operator: OperatorProcess,
 ) -> None:
     forged = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6eDp5In0.c2ln"
-    response = exchange_service_account(operator, forged)
-    assert response.status_code == 401
-    assert error_of(response)["code"] == "TokenReviewFailed"
+    refused = refusal(exchange_service_account(operator, forged), 401)
+    assert refused["code"] == "TokenReviewFailed"
 
 
 def test_service_account_not_bound_to_any_agent_gets_no_token(
@@ -155,9 +155,8 @@ def test_service_account_not_bound_to_any_agent_gets_no_token(
 ) -> None:
     pod = _service_account_pod(cluster, namespace, "stray-sa", "stray-0", None)
     sa_token = _pod_token(cluster, namespace, "stray-sa", pod, "agent-mesh")
-    response = exchange_service_account(operator, sa_token)
-    assert response.status_code == 403
-    assert error_of(response)["code"] == "NotBoundToAgent"
+    refused = refusal(exchange_service_account(operator, sa_token), 403)
+    assert refused["code"] == "NotBoundToAgent"
 
 
 def test_workload_service_account_maps_to_its_agent(
@@ -174,13 +173,7 @@ def test_workload_service_account_maps_to_its_agent(
     # (an agent that asks earlier gets 403 NotBoundToAgent and asks again).
     wait_for(
         "the operator to register MeshAgent managed",
-        lambda: (
-            cluster.custom.get_namespaced_custom_object(
-                "agentmesh.io", "v1alpha1", namespace, "meshagents", "managed"
-            )
-            .get("status", {})
-            .get("registeredAt")
-        ),
+        lambda: agent_status(cluster, namespace, "managed").get("registeredAt"),
     )
     pod = _service_account_pod(cluster, namespace, "managed-sa", "managed-0", None)
     sa_token = _pod_token(cluster, namespace, "managed-sa", pod, "agent-mesh")
@@ -244,13 +237,7 @@ def test_deleted_agent_token_is_refused_even_after_recreation(
     apply_agent(cluster, namespace, "short-lived", "worker", endpoint="http://127.0.0.1:9")
     wait_for(
         "the re-created agent to be registered",
-        lambda: (
-            cluster.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, "meshagents", "short-lived"
-            )
-            .get("status", {})
-            .get("credential")
-        ),
+        lambda: agent_status(cluster, namespace, "short-lived").get("credential"),
     )
     refused = call(operator, "GET", "/v1/whoami", token)
     assert refused.status_code == 401

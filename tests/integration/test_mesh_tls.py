@@ -36,6 +36,7 @@ from tests.support.cluster import Cluster, manifest
 from tests.support.mesh_api import apply_agent, external_agent
 from tests.support.namespaces import family, namespace_fixture
 from tests.support.operators import own_operator
+from tests.support.tasks import agent_status
 from tests.support.waiting import wait_for
 
 # Operators of this file's own watch their own namespace family, apart from the session's.
@@ -83,9 +84,7 @@ def test_sdk_agent_exchanges_its_token_and_beats_over_verified_https(
         agent.wait_ready()  # ready: token exchanged, keys and policies pulled over https
 
         def healthy() -> bool:
-            status = cluster.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, "meshagents", "tls-echo"
-            ).get("status", {})
+            status = agent_status(cluster, namespace, "tls-echo")
             return status.get("healthStatus") == "healthy"
 
         wait_for("the agent's heartbeat over https to make it healthy", healthy)
@@ -291,13 +290,7 @@ def test_ca_bundle_configmap_appears_in_an_agent_namespace_and_is_written_once(
     apply_agent(cluster, namespace, "second", "worker")
     wait_for(
         "the second agent to register",
-        lambda: (
-            cluster.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, "meshagents", "second"
-            )
-            .get("status", {})
-            .get("registeredAt")
-        ),
+        lambda: agent_status(cluster, namespace, "second").get("registeredAt"),
     )
     again = _bundle_configmap(cluster, namespace)
     assert again is not None

@@ -124,6 +124,12 @@ def send_message(url: str, token: str, message: Message) -> httpx.Response:
     )
 
 
+def refusal(response: httpx.Response, status: int) -> dict[str, Any]:
+    """The error body of `response`, which must be a refusal with `status`."""
+    assert response.status_code == status, response.text
+    return error_of(response)
+
+
 def error_of(response: httpx.Response) -> dict[str, Any]:
     body = response.json()
     assert set(body) == {"error"}, body

@@ -77,11 +77,14 @@ def own_operator(
     *,
     system: str | None = None,
     extra_env: dict[str, str] | None = None,
+    webhooks: bool = False,
     killed: bool = False,
 ) -> Iterator[OperatorProcess]:
     """start_own_operator for the block; stopped when it ends (SIGTERM, then SIGKILL), or
     with `killed` SIGKILLed (no shutdown code runs: what it keeps must be in the cluster)."""
-    operator = start_own_operator(cluster, log, family, system=system, extra_env=extra_env)
+    operator = start_own_operator(
+        cluster, log, family, system=system, extra_env=extra_env, webhooks=webhooks
+    )
     try:
         yield operator
     finally:
