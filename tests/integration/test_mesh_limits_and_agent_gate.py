@@ -183,6 +183,18 @@ def _echo_agent(tokens: TokenSource, port: int) -> Agent:
     return agent
 
 
+def _agent_and_caller(
+    cluster: Cluster, operator: OperatorProcess, namespace: str, agent_id: str
+) -> tuple[int, str, str]:
+    """A free port, the credential of worker `agent_id` registered at it, and what a caller
+    sends that agent: an orchestrator's token addressed to it alone."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    credential = external_agent(cluster, namespace, agent_id, "worker", endpoint=endpoint)
+    boss = token_of(cluster, operator, namespace, "boss", "orchestrator")
+    return port, credential, token_for_agent(operator, boss, namespace, agent_id)
+
+
 async def _post_task(url: str, token: str) -> httpx.Response:
     body = {"taskUid": uuid.uuid4().hex, "attempt": 1, "taskType": "echo", "payload": "hi"}
     async with httpx.AsyncClient(timeout=10) as http:
@@ -202,16 +214,7 @@ async def _wait_ready(url: str) -> None:
 async def test_an_agent_answers_503_until_its_first_sync_and_serves_once_loaded(
     cluster: Cluster, limited_operator: OperatorProcess, own_namespace: str
 ) -> None:
-    port = free_port()
-    credential = external_agent(
-        cluster, own_namespace, "gated", "worker", endpoint=f"http://127.0.0.1:{port}"
-    )
-    boss = token_for_agent(  # what a caller sends the agent: addressed to it alone
-        limited_operator,
-        token_of(cluster, limited_operator, own_namespace, "boss", "orchestrator"),
-        own_namespace,
-        "gated",
-    )
+    port, credential, boss = _agent_and_caller(cluster, limited_operator, own_namespace, "gated")
     relay = Relay(limited_operator.mesh_url)  # cut: the agent cannot reach the mesh yet
     await relay.start()
     tokens = token_source(limited_operator, own_namespace, "gated", credential, url=relay.url)
@@ -243,16 +246,7 @@ def _retire_time(operator: OperatorProcess, kid: str) -> dt.datetime | None:
 async def test_a_running_agent_refuses_a_token_whose_key_passed_its_retire_time(
     cluster: Cluster, limited_operator: OperatorProcess, own_namespace: str
 ) -> None:
-    port = free_port()
-    credential = external_agent(
-        cluster, own_namespace, "rotating", "worker", endpoint=f"http://127.0.0.1:{port}"
-    )
-    boss = token_for_agent(
-        limited_operator,
-        token_of(cluster, limited_operator, own_namespace, "boss", "orchestrator"),
-        own_namespace,
-        "rotating",
-    )
+    port, credential, boss = _agent_and_caller(cluster, limited_operator, own_namespace, "rotating")
     old_kid = jwt.get_unverified_header(boss)["kid"]
     tokens = token_source(limited_operator, own_namespace, "rotating", credential)
     async with serving(_echo_agent(tokens, port), port) as url:

@@ -214,17 +214,14 @@ async def test_a_cert_manager_secret_is_served_and_its_renewal_picked_up(
     cluster: Cluster, kube: aclient.ApiClient, namespace: str
 ) -> None:
     def certificate() -> tuple[KeyPair, bytes]:
+        """A new CA and leaf, written to Secret mesh-tls as cert-manager writes them."""
         ca, ca_key = make_ca("cert-manager-ca")
         leaf = issue(ca, ca_key, "agent-mesh", dns_names=("localhost",), server=True)
+        data = {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem, "ca.crt": ca.cert_pem}
+        _tls_secret(cluster, namespace, "mesh-tls", data)
         return leaf, ca.cert_pem
 
     leaf, bundle = certificate()
-    _tls_secret(
-        cluster,
-        namespace,
-        "mesh-tls",
-        {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem, "ca.crt": bundle},
-    )
     owner = CertificateOwner(
         serving_names(["127.0.0.1"], service="agent-mesh", namespace=namespace),
         clock=lambda: dt.datetime.now(dt.UTC),
@@ -235,12 +232,6 @@ async def test_a_cert_manager_secret_is_served_and_its_renewal_picked_up(
     assert owner.serving.pair == leaf and owner.bundle == bundle
 
     renewed, new_bundle = certificate()
-    _tls_secret(
-        cluster,
-        namespace,
-        "mesh-tls",
-        {"tls.crt": renewed.cert_pem, "tls.key": renewed.key_pem, "ca.crt": new_bundle},
-    )
     assert await owner.check()
     assert owner.serving.pair == renewed and owner.bundle == new_bundle
 
