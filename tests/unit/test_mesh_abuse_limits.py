@@ -12,16 +12,8 @@ import pytest
 
 from agent_mesh.domain.ratelimit import Rate
 from agent_mesh.mesh.limits import AbuseLimits
+from tests.support.clocks import Ticks
 from tests.support.memory_mesh import MemoryMesh, agent_record, start_memory_mesh
-
-
-class Ticks:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 LIMITS = AbuseLimits(
     token_per_source=Rate(10, 1),

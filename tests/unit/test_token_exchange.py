@@ -27,6 +27,7 @@ from agent_mesh.sdk.gate import Gate
 from agent_mesh.sdk.identity import TokenSource
 from agent_mesh.sdk.recipients import RecipientTokens
 from agent_mesh.transport.client import Delivery, Outcome, Transport
+from tests.support.clocks import Ticks
 from tests.unit import test_mesh_http
 from tests.unit.test_mesh_http import CREDENTIAL, Mesh, _agent, _error
 
@@ -211,18 +212,10 @@ async def test_a_recipient_token_never_outlives_the_token_it_came_from(mesh: Mes
 # --- the SDK: recipient tokens, cached and renewed --------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_recipient_tokens_are_cached_per_recipient_and_renewed_at_80_percent(
     mesh: Mesh,
 ) -> None:
-    clock = Clock()
+    clock = Ticks(1000.0)
     recipients = RecipientTokens(source(mesh, "boss"), clock=clock)
     try:
         first = await recipients.token_for("ns", "w1")
