@@ -6,7 +6,8 @@ addressed to itself; and the operator's health events, one short-lived token per
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pydantic
@@ -212,12 +213,20 @@ async def test_a_recipient_token_never_outlives_the_token_it_came_from(mesh: Mes
 # --- the SDK: recipient tokens, cached and renewed --------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def closed_after(recipients: RecipientTokens) -> AsyncIterator[RecipientTokens]:
+    """`recipients` for the block, closed after it."""
+    try:
+        yield recipients
+    finally:
+        await recipients.close()
+
+
 async def test_recipient_tokens_are_cached_per_recipient_and_renewed_at_80_percent(
     mesh: Mesh,
 ) -> None:
     clock = Ticks(1000.0)
-    recipients = RecipientTokens(source(mesh, "boss"), clock=clock)
-    try:
+    async with closed_after(RecipientTokens(source(mesh, "boss"), clock=clock)) as recipients:
         first = await recipients.token_for("ns", "w1")
         assert await recipients.token_for("ns", "w1") == first
         other = await recipients.token_for("ns", "w2")
@@ -231,13 +240,10 @@ async def test_recipient_tokens_are_cached_per_recipient_and_renewed_at_80_perce
         renewed = await recipients.token_for("ns", "w1")
         assert renewed != first
         assert recipients.exchanges == 3
-    finally:
-        await recipients.close()
 
 
 async def test_a_broadcast_asks_once_for_every_recipient_not_cached(mesh: Mesh) -> None:
-    recipients = RecipientTokens(source(mesh, "boss"))
-    try:
+    async with closed_after(RecipientTokens(source(mesh, "boss"))) as recipients:
         cached = await recipients.token_for("ns", "w1")
         grants = await recipients.tokens_for([("ns", "w1"), ("ns", "w2"), ("ns", "ghost")])
         assert recipients.exchanges == 2
@@ -247,43 +253,32 @@ async def test_a_broadcast_asks_once_for_every_recipient_not_cached(mesh: Mesh) 
         assert isinstance(ghost, ValidationError) and ghost.code == "RecipientUnknown"
         with pytest.raises(ValidationError):
             await recipients.token_for("ns", "ghost")
-    finally:
-        await recipients.close()
 
 
 async def test_concurrent_calls_to_one_recipient_share_one_exchange(mesh: Mesh) -> None:
-    recipients = RecipientTokens(source(mesh, "boss"))
-    try:
+    async with closed_after(RecipientTokens(source(mesh, "boss"))) as recipients:
         tokens = await asyncio.gather(*(recipients.token_for("ns", "w1") for _ in range(20)))
         assert len(set(tokens)) == 1
         assert recipients.exchanges == 1
-    finally:
-        await recipients.close()
 
 
 async def test_a_forgotten_token_is_exchanged_again(mesh: Mesh) -> None:
-    recipients = RecipientTokens(source(mesh, "boss"))
-    try:
+    async with closed_after(RecipientTokens(source(mesh, "boss"))) as recipients:
         await recipients.token_for("ns", "w1")
         recipients.forget("ns", "w1")
         await recipients.token_for("ns", "w1")
         assert recipients.exchanges == 2
-    finally:
-        await recipients.close()
 
 
 async def test_a_revoked_subject_token_is_renewed_and_the_exchange_retried(mesh: Mesh) -> None:
     tokens = source(mesh, "boss")
-    recipients = RecipientTokens(tokens)
-    try:
+    async with closed_after(RecipientTokens(tokens)) as recipients:
         old = await tokens.token()
         jti = claims_at(mesh, old, "agent-mesh").jti
         await mesh.authority.revoke_token(jti, actor="test", namespace="ns")
         token = await recipients.token_for("ns", "w1")
         assert claims_at(mesh, token, "ns/w1").sub == "boss"
         assert await tokens.token() != old
-    finally:
-        await recipients.close()
 
 
 # --- the agent's gate -------------------------------------------------------------------
