@@ -23,6 +23,7 @@ from tests.support.mesh_api import (
     refusal,
     token_of,
 )
+from tests.support.operators import log_records
 from tests.support.tasks import agent_status
 from tests.support.waiting import wait_for
 
@@ -211,15 +212,7 @@ def test_agent_a_token_cannot_heartbeat_for_agent_b_and_is_audited(
 
 
 def _audit_lines(operator: OperatorProcess) -> list[dict[str, Any]]:
-    out = []
-    for line in operator.logs().splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if entry.get("logger") == "agent_mesh.audit":
-            out.append(entry)
-    return out
+    return [r for r in log_records(operator) if r.get("logger") == "agent_mesh.audit"]
 
 
 def test_deleted_agent_token_is_refused_even_after_recreation(

@@ -6,7 +6,6 @@ address, which is in its mesh API certificate."""
 from __future__ import annotations
 
 import contextlib
-import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from agent_mesh.testing import OperatorProcess
 from tests.node.conftest import NodeCluster, logs_of, pod_phase
 from tests.support.cluster import install_crds, manifest
 from tests.support.mesh_api import apply_agent
-from tests.support.operators import start_operator
+from tests.support.operators import log_records, start_operator
 from tests.support.waiting import wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -202,11 +201,7 @@ def _operator_log_on_failure(operator: OperatorProcess) -> Iterator[None]:
 def _audited(operator: OperatorProcess, event: str, namespace: str) -> list[dict[str, Any]]:
     """The operator's audit records of `event` in `namespace` (from its JSON log)."""
     found = []
-    for line in operator.logs().splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
+    for entry in log_records(operator):
         fields = {**entry, **(entry.get("fields") or {})}
         if fields.get("event") == event and fields.get("namespace") == namespace:
             found.append(fields)

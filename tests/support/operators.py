@@ -5,6 +5,7 @@ family apart from the session's."""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,17 @@ def start_operator(
         mesh_tls=mesh_tls,
         mesh_host=mesh_host,
     )
+
+
+def log_records(operator: OperatorProcess) -> list[dict[str, Any]]:
+    """The operator's log lines that are JSON records, parsed (the others skipped)."""
+    records = []
+    for line in operator.logs().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
 
 
 def start_own_operator(
