@@ -16,7 +16,7 @@ from tests.e2e.conftest import OWN_FAMILY
 from tests.support.agents import AgentProcess, workers
 from tests.support.cluster import Cluster
 from tests.support.operators import own_operator, start_own_operator
-from tests.support.tasks import create_task, task_status
+from tests.support.tasks import create_tasks, task_status
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.fault_operator_killed
@@ -34,15 +34,14 @@ def test_operator_killed_with_200_tasks_in_flight_loses_none_and_runs_none_twice
     try:
         workers(cluster, first, own_ns, agents, tmp_path, count=4, slots=50)
         names = [f"t{i:03d}" for i in range(200)]
-        for name in names:
-            create_task(
-                cluster,
-                own_ns,
-                name,
-                taskType="sleep",
-                requiredCapabilities=["echo"],
-                payload={"seconds": 5},
-            )
+        create_tasks(
+            cluster,
+            own_ns,
+            names,
+            taskType="sleep",
+            requiredCapabilities=["echo"],
+            payload={"seconds": 5},
+        )
         wait_for("150 tasks running", lambda: phases(cluster, own_ns)["Running"] >= 150, timeout=60)
     finally:
         first.kill()

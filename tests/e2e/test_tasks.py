@@ -14,7 +14,7 @@ from agent_mesh.devcluster.ports import free_port
 from agent_mesh.testing import OperatorProcess, credential_of
 from tests.support.agents import AgentProcess, launch, register, start_worker
 from tests.support.cluster import Cluster
-from tests.support.tasks import create_task, healthy, task_status, wait_phase
+from tests.support.tasks import create_task, create_tasks, healthy, task_status, wait_phase
 from tests.support.waiting import wait_for
 
 
@@ -73,15 +73,14 @@ def test_each_strategy_distributes_as_specified(
 
     # least-loaded: with w0 busy on long tasks pinned to it, new work avoids it
     busy = [f"busy-{i}" for i in range(3)]
-    for name in busy:
-        create_task(
-            cluster,
-            ns,
-            name,
-            taskType="sleep",
-            payload={"seconds": 8},
-            agentSelector={"agentRef": "w0"},
-        )
+    create_tasks(
+        cluster,
+        ns,
+        busy,
+        taskType="sleep",
+        payload={"seconds": 8},
+        agentSelector={"agentRef": "w0"},
+    )
     wait_for(
         "w0 to be busy",
         lambda: all(task_status(cluster, ns, n).get("phase") == "Running" for n in busy),
@@ -97,16 +96,9 @@ def echo_tasks(cluster: Cluster, ns: str, prefix: str, count: int, strategy: str
     """Create `count` echo tasks routed by `strategy`, wait for them all to complete;
     which agent ran each."""
     names = [f"{prefix}-{i}" for i in range(count)]
-    for name in names:
-        create_task(
-            cluster,
-            ns,
-            name,
-            taskType="echo",
-            requiredCapabilities=["echo"],
-            strategy=strategy,
-            payload=name,
-        )
+    create_tasks(
+        cluster, ns, names, taskType="echo", requiredCapabilities=["echo"], strategy=strategy
+    )
     finish_all(cluster, ns, names)
     return agent_of_each(cluster, ns, names)
 
@@ -137,16 +129,15 @@ def test_critical_tasks_start_before_earlier_low_ones_when_agents_are_saturated(
     low = [f"low-{i}" for i in range(2)]
     critical = [f"critical-{i}" for i in range(2)]
     for names, priority in ((low, "low"), (critical, "critical")):  # the low ones first
-        for name in names:
-            create_task(
-                cluster,
-                ns,
-                name,
-                taskType="sleep",
-                requiredCapabilities=["echo"],
-                priority=priority,
-                payload={"seconds": 1},
-            )
+        create_tasks(
+            cluster,
+            ns,
+            names,
+            taskType="sleep",
+            requiredCapabilities=["echo"],
+            priority=priority,
+            payload={"seconds": 1},
+        )
     finish_all(cluster, ns, ["blocker", *low, *critical], timeout=60)
     started = {n: task_status(cluster, ns, n)["attempts"][-1]["startedAt"] for n in low + critical}
     assert max(started[n] for n in critical) < min(started[n] for n in low), started
@@ -160,15 +151,14 @@ def test_a_task_no_agent_can_serve_waits_naming_the_capability_then_runs(
     tmp_path: Path,
 ) -> None:
     names = ["klingon", "klingon-2", "klingon-3"]
-    for name in names:
-        create_task(
-            cluster,
-            ns,
-            name,
-            taskType="echo",
-            requiredCapabilities=["translate-tlh"],
-            payload="Qapla'",
-        )
+    create_tasks(
+        cluster,
+        ns,
+        names,
+        taskType="echo",
+        requiredCapabilities=["translate-tlh"],
+        payload="Qapla'",
+    )
 
     def waiting(name: str) -> dict[str, Any] | None:
         status = task_status(cluster, ns, name)

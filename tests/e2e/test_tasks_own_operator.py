@@ -12,7 +12,7 @@ from tests.e2e.conftest import OWN_FAMILY
 from tests.support.agents import AgentProcess, workers
 from tests.support.cluster import Cluster
 from tests.support.operators import own_operator
-from tests.support.tasks import agent_status, create_task, task_status, wait_phase
+from tests.support.tasks import agent_status, create_task, create_tasks, task_status, wait_phase
 from tests.support.waiting import wait_for
 
 PLUGIN = '''
@@ -43,16 +43,14 @@ def test_a_strategy_installed_as_an_entry_point_is_used_when_a_task_names_it(
     with own_operator(cluster, tmp_path / "operator.log", OWN_FAMILY, extra_env=env) as operator:
         workers(cluster, operator, own_ns, agents, tmp_path, count=3)
         names = [f"p{i}" for i in range(4)]
-        for name in names:
-            create_task(
-                cluster,
-                own_ns,
-                name,
-                taskType="echo",
-                requiredCapabilities=["echo"],
-                strategy="last-by-name",
-                payload=name,
-            )
+        create_tasks(
+            cluster,
+            own_ns,
+            names,
+            taskType="echo",
+            requiredCapabilities=["echo"],
+            strategy="last-by-name",
+        )
         for name in names:
             status = wait_phase(cluster, own_ns, name, {"Completed", "Failed", "TimedOut"})
             assert status["phase"] == "Completed" and status["agentId"] == "w2", status

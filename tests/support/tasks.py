@@ -20,6 +20,13 @@ def create_task(cluster: Cluster, namespace: str, name: str, **spec: Any) -> Non
     )
 
 
+def create_tasks(cluster: Cluster, namespace: str, names: list[str], **spec: Any) -> None:
+    """A MeshTask of `spec` for each of `names`, in order; a task's payload is its name
+    unless `spec` gives one."""
+    for name in names:
+        create_task(cluster, namespace, name, **{"payload": name, **spec})
+
+
 def task_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
     body = cluster.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "meshtasks", name)
     return dict(body.get("status") or {})
