@@ -107,10 +107,11 @@ def fleet(
     when the block ends."""
     agents: dict[str, AgentProcess] = {}
     try:
-        for example, agent_id, agent_type, capabilities, *env in plan:
+        for example, agent_id, agent_type, capabilities, *settings in plan:
             url, credential = register(cluster, namespace, agent_id, agent_type, capabilities)
+            env = settings[0] if settings else None
             agents[agent_id] = launch(
-                example, operator, namespace, agent_id, url, credential, log_dir, *env
+                example, operator, namespace, agent_id, url, credential, log_dir, env
             )
         for agent in agents.values():
             agent.wait_ready()
