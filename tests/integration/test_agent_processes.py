@@ -21,10 +21,10 @@ from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.domain.errors import DispatchError
 from agent_mesh.domain.message import Message, MessageType
 from agent_mesh.sdk import MeshClient
-from agent_mesh.testing import OperatorProcess
+from agent_mesh.testing import OperatorProcess, manifest
 from agent_mesh.transport.client import TransportConfig
 from tests.support.agents import Mesh, running_mesh
-from tests.support.cluster import Cluster, manifest
+from tests.support.cluster import Cluster
 from tests.support.mesh_api import call, send_message, token_for_agent, token_of
 from tests.support.namespaces import TEST_NAMESPACE_PREFIX, fresh_namespace
 from tests.support.waiting import wait_for, wait_for_async

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.support.cluster import Cluster, manifest
+from agent_mesh.testing import manifest
+from tests.support.cluster import Cluster
 
 GROUP, VERSION = "agentmesh.io", "v1alpha1"
 

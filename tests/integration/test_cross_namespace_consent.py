@@ -16,9 +16,9 @@ import pytest
 
 from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.domain.message import Message, MessageType
-from agent_mesh.testing import OperatorProcess
+from agent_mesh.testing import OperatorProcess, manifest
 from tests.support.agents import AgentProcess, Plan, fleet
-from tests.support.cluster import Cluster, manifest
+from tests.support.cluster import Cluster
 from tests.support.mesh_api import call, error_of, send_message, token_for_agent, token_of
 from tests.support.namespaces import TEST_NAMESPACE_PREFIX, fresh_namespace
 from tests.support.waiting import wait_for

@@ -11,8 +11,8 @@ import pytest
 from kubernetes import client
 
 from agent_mesh.api.common import GROUP, VERSION
-from agent_mesh.testing import OperatorProcess
-from tests.support.cluster import Cluster, manifest
+from agent_mesh.testing import OperatorProcess, manifest
+from tests.support.cluster import Cluster
 from tests.support.mesh_api import (
     apply_agent,
     call,

@@ -30,9 +30,9 @@ from agent_mesh.pki.authority import serving_names
 from agent_mesh.pki.certs import KeyPair, issue, make_ca
 from agent_mesh.pki.owner import CertificateOwner
 from agent_mesh.sdk import TokenSource
-from agent_mesh.testing import OperatorProcess
+from agent_mesh.testing import OperatorProcess, manifest
 from tests.support.agents import launch, register
-from tests.support.cluster import Cluster, manifest
+from tests.support.cluster import Cluster
 from tests.support.mesh_api import apply_agent, external_agent
 from tests.support.namespaces import family, namespace_fixture
 from tests.support.operators import own_operator

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import Cluster, manifest
+from agent_mesh.testing import manifest
+from tests.support.cluster import Cluster
 from tests.support.waiting import wait_for
 
 GROUP, VERSION = "agentmesh.io", "v1alpha1"

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from agent_mesh.api.common import GROUP, VERSION
-from agent_mesh.testing import OperatorProcess
+from agent_mesh.testing import OperatorProcess, manifest
 from tests.node.conftest import NodeCluster, logs_of, pod_phase
-from tests.support.cluster import install_crds, manifest
+from tests.support.cluster import install_crds
 from tests.support.mesh_api import apply_agent
 from tests.support.operators import log_records, start_operator
 from tests.support.waiting import wait_for

@@ -17,17 +17,6 @@ from agent_mesh.api.common import GROUP, VERSION
 from tests.support.waiting import wait_for
 
 
-def manifest(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """An object of agent-mesh's API (`kind` MeshAgent, MeshTask, ACLPolicy, ...) named
-    `name`; `spec` in the API's own (camelCase) field names."""
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": kind,
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-
-
 @dataclass
 class Cluster:
     """A reachable cluster: its kubeconfig, a kubectl for it and a Python API client."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from agent_mesh.api.common import GROUP, VERSION
-from tests.support.cluster import Cluster, manifest
+from agent_mesh.testing import manifest
+from tests.support.cluster import Cluster
 from tests.support.waiting import wait_for
 
 
