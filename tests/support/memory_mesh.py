@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from agent_mesh.auth.audit import AuditLog
@@ -31,21 +33,21 @@ from agent_mesh.domain.health import HealthTracker
 from agent_mesh.health.monitor import HealthMonitor
 from agent_mesh.mesh.fastpath import FastPath
 from agent_mesh.mesh.limits import AbuseGuard, AbuseLimits
-from agent_mesh.mesh.server import create_app
+from agent_mesh.mesh.server import DEFAULT_MAX_BODY_BYTES, create_app
 from agent_mesh.sdk.identity import TokenSource
 
 CREDENTIAL = "s3cret-credential"
 
 
 def agent_record(agent_id: str, agent_type: str, namespace: str = "ns", **kw: Any) -> AgentRecord:
-    """An external agent whose credential is CREDENTIAL."""
+    """An external agent offering summarize, whose credential is CREDENTIAL."""
     fields: dict[str, Any] = {
         "namespace": namespace,
         "name": agent_id,
-        "uid": f"uid-{namespace}-{agent_id}",
+        "uid": f"uid-{agent_id}",
         "agent_id": agent_id,
         "agent_type": agent_type,
-        "capabilities": (),
+        "capabilities": ("summarize",),
         "service_account": None,
         "credential_hash": credential_hash(CREDENTIAL),
         "external": True,
@@ -63,6 +65,7 @@ class MemoryMesh:
     reviewer: StaticTokenReviewer
     clock: FakeClock
     audit: AuditLog
+    monitor: HealthMonitor
 
     @property
     def url(self) -> str:
@@ -125,10 +128,15 @@ async def start_memory_mesh(
     limits: AbuseLimits | None = None,
     ticks: Callable[[], float] | None = None,
     max_json_depth: int = 64,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     settings: AuthSettings | None = None,
+    whole_second: bool = True,
 ) -> MemoryMesh:
-    """Serve it on 127.0.0.1; with `limits`, an AbuseGuard on the monotonic `ticks`."""
-    clock = FakeClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
+    """Serve it on 127.0.0.1; with `limits`, an AbuseGuard on the monotonic `ticks`. Its
+    clock starts now, on a whole second unless not `whole_second` (then a revocation at
+    the start covers what was issued a moment before it)."""
+    now = dt.datetime.now(dt.UTC)
+    clock = FakeClock(now.replace(microsecond=0) if whole_second else now)
     registry = AgentRegistry()
     for agent in agents:
         registry.upsert(agent)
@@ -143,11 +151,36 @@ async def start_memory_mesh(
     if limits is not None:
         guard = AbuseGuard(limits, audit, ticks) if ticks else AbuseGuard(limits, audit)
     app = create_app(
-        authority, monitor, monitor.tracker, guard=guard, max_json_depth=max_json_depth
+        authority,
+        monitor,
+        monitor.tracker,
+        max_body_bytes,
+        guard=guard,
+        max_json_depth=max_json_depth,
     )
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
-    return MemoryMesh(client, authority, registry, keys, reviewer, clock, audit)
+    return MemoryMesh(client, authority, registry, keys, reviewer, clock, audit, monitor)
+
+
+def memory_mesh_fixture(agents: Callable[[], Iterable[AgentRecord]], **options: Any) -> Any:
+    """A pytest fixture, for a module to name: start_memory_mesh(agents(), **options) for
+    each test, closed after it."""
+
+    @pytest.fixture
+    async def fixture() -> AsyncIterator[MemoryMesh]:
+        mesh = await start_memory_mesh(agents(), **options)
+        yield mesh
+        await mesh.client.close()
+
+    return fixture
+
+
+async def error_body(response: ClientResponse) -> dict[str, Any]:
+    """The `error` of a refusal's JSON body, which holds nothing else."""
+    body = await response.json()
+    assert set(body) == {"error"}, body
+    return body["error"]  # type: ignore[no-any-return]
 
 
 @contextlib.asynccontextmanager
