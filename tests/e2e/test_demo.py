@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_devcluster_harness import _processes_under
+from tests.support.processes import processes_under
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("KUBECONFIG")),
@@ -49,4 +49,4 @@ def test_demo_brings_up_a_mesh_prints_the_agents_and_cleans_up(tmp_path: Path) -
     assert task.split()[0] == "summarize-release-notes" and " Completed " in task, proc.stdout
     assert {line.split()[0] for line in policies_table[1:]} == {"critic", "researcher"}
     assert "control plane ready in" in proc.stderr
-    assert not _processes_under(tmp_path), "the demo left processes running"
+    assert not processes_under(tmp_path), "the demo left processes running"

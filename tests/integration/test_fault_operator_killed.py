@@ -13,11 +13,10 @@ import pytest
 from kubernetes import client
 
 from agent_mesh.pki import CA_SECRET
-from tests.integration.test_mesh_keys_and_restart import KEYS_FAMILY, jwks_kids, keys_operator
 from tests.support.cluster import Cluster
-from tests.support.mesh_api import call, error_of, token_of
+from tests.support.mesh_api import call, error_of, jwks_kids, token_of
 from tests.support.namespaces import namespace_fixture
-from tests.support.operators import own_operator
+from tests.support.operators import KEYS_FAMILY, keys_operator, own_operator
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.fault_operator_killed

@@ -5,51 +5,20 @@ test_fault_operator_killed.py.)"""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 from pathlib import Path
 
-import httpx
 from kubernetes import client
 
-from agent_mesh.testing import OperatorProcess
 from tests.support.cluster import Cluster
-from tests.support.mesh_api import call, error_of, token_of
-from tests.support.namespaces import family, namespace_fixture
-from tests.support.operators import own_operator
+from tests.support.mesh_api import call, error_of, jwks_kids, token_of
+from tests.support.namespaces import namespace_fixture
+from tests.support.operators import KEYS_FAMILY, keys_operator
 from tests.support.waiting import wait_for
-
-# A namespace family of its own, so this operator and the session's never share objects.
-KEYS_FAMILY = family("amk")
-SHORT_WINDOWS = {
-    "AGENT_MESH_KEY_CHECK_SECONDS": "0.5",
-    "AGENT_MESH_KEY_OVERLAP_SECONDS": "4",
-    "AGENT_MESH_HEALTH_DEGRADED_SECONDS": "3",
-    "AGENT_MESH_HEALTH_UNREACHABLE_SECONDS": "6",
-    "AGENT_MESH_HEALTH_SWEEP_SECONDS": "0.25",
-}
-"""Short key and health windows: rotations and health changes within seconds."""
 
 own_namespace = namespace_fixture(KEYS_FAMILY)
 system_namespace = namespace_fixture(f"{KEYS_FAMILY}sys-")
-
-
-def keys_operator(
-    cluster: Cluster, log: Path, system: str, *, killed: bool = False
-) -> contextlib.AbstractContextManager[OperatorProcess]:
-    """An operator of this family's own with SHORT_WINDOWS, its keys in `system`, for the
-    block (`killed`: SIGKILLed at its end)."""
-    return own_operator(
-        cluster, log, KEYS_FAMILY, system=system, extra_env=SHORT_WINDOWS, killed=killed
-    )
-
-
-def jwks_kids(operator: OperatorProcess) -> set[str]:
-    keys = httpx.get(
-        f"{operator.mesh_url}/.well-known/jwks.json", timeout=5, verify=operator.tls
-    ).json()["keys"]
-    return {k["kid"] for k in keys}
 
 
 def test_revocations_stored_before_namespace_scoping_still_refuse_and_are_migrated(

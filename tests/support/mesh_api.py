@@ -130,6 +130,12 @@ def refusal(response: httpx.Response, status: int) -> dict[str, Any]:
     return error_of(response)
 
 
+def jwks_kids(operator: OperatorProcess) -> set[str]:
+    """The key ids the operator's JWKS lists."""
+    keys = call(operator, "GET", "/.well-known/jwks.json", None).json()["keys"]
+    return {k["kid"] for k in keys}
+
+
 def error_of(response: httpx.Response) -> dict[str, Any]:
     body = response.json()
     assert set(body) == {"error"}, body

@@ -15,7 +15,7 @@ import pytest
 from agent_mesh import testing
 from agent_mesh.testing import OperatorProcess
 from tests.support.cluster import Cluster
-from tests.support.namespaces import TEST_NAMESPACE_PREFIX, ensure_namespace
+from tests.support.namespaces import TEST_NAMESPACE_PREFIX, ensure_namespace, family
 
 
 def start_operator(
@@ -119,3 +119,26 @@ def own_operator_fixture(family: str, extra_env: dict[str, str] | None = None) -
             yield operator
 
     return fixture
+
+
+KEYS_FAMILY = family("amk")
+"""The family of the operators the key and restart tests start, stop and start again
+over one system namespace (its keys, revocations and CA)."""
+SHORT_WINDOWS = {
+    "AGENT_MESH_KEY_CHECK_SECONDS": "0.5",
+    "AGENT_MESH_KEY_OVERLAP_SECONDS": "4",
+    "AGENT_MESH_HEALTH_DEGRADED_SECONDS": "3",
+    "AGENT_MESH_HEALTH_UNREACHABLE_SECONDS": "6",
+    "AGENT_MESH_HEALTH_SWEEP_SECONDS": "0.25",
+}
+"""Short key and health windows: rotations and health changes within seconds."""
+
+
+def keys_operator(
+    cluster: Cluster, log: Path, system: str, *, killed: bool = False
+) -> contextlib.AbstractContextManager[OperatorProcess]:
+    """An operator of KEYS_FAMILY with SHORT_WINDOWS, its keys in `system`, for the
+    block (`killed`: SIGKILLed at its end)."""
+    return own_operator(
+        cluster, log, KEYS_FAMILY, system=system, extra_env=SHORT_WINDOWS, killed=killed
+    )
