@@ -1,4 +1,5 @@
 """The tests' scaffolding, once: the cluster and its namespaces, operators of a test's own,
 agent fleets, the mesh API as an external agent sees it, MeshTasks, the in-memory mesh,
-egress seams and fresh virtualenvs. Built on the product-side harness, agent_mesh.testing;
-the fixtures that use these live in the conftest files (docs/testing.md)."""
+stand-in servers, egress seams, routing records, a hand-moved clock, fresh virtualenvs.
+Built on the product-side harness, agent_mesh.testing; the fixtures that use these live
+in the conftest files (docs/testing.md)."""
