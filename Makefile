@@ -10,11 +10,12 @@ PY     := $(VENV)/bin/python
 MESH   := $(VENV)/bin/agent-mesh
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
-# What a node needs from Debian (docs/devcluster.md says why these come from Debian).
-NODE_PACKAGES := runc containernetworking-plugins iptables iproute2 mmdebstrap buildah
+# What a node needs from Debian (docs/devcluster.md says why these come from Debian); strace
+# traces the local tailnet's processes (the tailscale tests prove nothing leaves the machine).
+NODE_PACKAGES := runc containernetworking-plugins iptables iproute2 mmdebstrap buildah strace
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-unit test-integration test-e2e test-smoke test-disruptive test-fault test-packaging test-node lint crds binaries node-deps node venv clean
+.PHONY: help demo test test-loaded test-unit test-integration test-e2e test-smoke test-disruptive test-fault test-packaging test-node lint crds binaries tailnet node-deps node venv clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -31,6 +32,9 @@ venv: $(STAMP) ## create .venv: the package with its operator extra and the dev 
 binaries: venv ## build (first time) the local control plane's binaries
 	@if [ -n "$$KUBECONFIG" ]; then echo "KUBECONFIG is set: using that cluster, building nothing"; \
 	else $(MESH) dev build --no-node >/dev/null; fi
+
+tailnet: venv ## build (first time) the local tailnet's binaries (Tailscale, headscale) for the tests marked tailscale
+	@$(MESH) dev build --no-node --tailnet >/dev/null
 
 node-deps: ## (root) install the Debian packages a local node needs, when missing
 	@if [ -n "$$KUBECONFIG" ]; then exit 0; fi; \
@@ -51,14 +55,17 @@ node: binaries node-deps ## build (first time) the node's binaries and images (a
 demo: binaries ## a local mesh: control plane, CRDs, operator, samples (Ctrl-C stops it)
 	$(MESH) demo
 
-test: binaries node ## every test suite (unit, integration, e2e, node) against a real cluster
+test: binaries tailnet node ## every test suite (unit, integration, e2e, node) against a real cluster
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; exit 1; fi; exit $$rc
+
+test-loaded: ## make test three times in a row with one core kept busy by a CPU burner; prints each run's summary
+	@.ci/test-loaded
 
 test-unit: venv ## pure logic only, no cluster
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
-test-integration: binaries ## components against the real apiserver
+test-integration: binaries tailnet ## components against the real apiserver
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
 test-e2e: binaries ## the operator and CLI driven the way a user drives them

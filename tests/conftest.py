@@ -2,7 +2,8 @@
 
 One control plane per test session (built from Go modules on first use, then cached), or
 the cluster in $KUBECONFIG when it is set; one operator for the session. Each test gets a
-namespace of its own. What the fixtures are built of is in tests/support/.
+namespace of its own. What the fixtures are built of is in tests/support/; what a run
+reports beyond pass and fail (time per tier, a failing test's logs) in tests/support/reporting.py.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from tests.support.operators import start_operator
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
+
+pytest_plugins = ("tests.support.reporting",)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -100,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--no-node", dest="node", action="store_false", help="the control plane's binaries only"
     )
+    build.add_argument(
+        "--tailnet",
+        action="store_true",
+        help="also tailscaled, tailscale, containerboot and headscale (the tailscale tests' "
+        "local tailnet; about 10 minutes cold)",
+    )
     dev_sub.add_parser("down", help="stop it, delete its data, undo what the node changed")
     dev_sub.add_parser("kubeconfig", help="print the path of its admin kubeconfig")
     dev_sub.add_parser("status", help="say whether it runs, where, and which versions")
@@ -171,6 +177,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 port=getattr(args, "port", None),
                 kubernetes_version=getattr(args, "kubernetes_version", None),
                 node=getattr(args, "node", True),
+                tailnet=getattr(args, "tailnet", False),
             )
         if args.command == "demo":
             from agent_mesh.api.crdgen import crd_files

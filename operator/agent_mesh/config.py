@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agent_mesh.domain.egress import EgressPolicy
+from agent_mesh.tailscale.sidecar import SidecarSettings, image_error
 
 _DNS_NAME: Final = re.compile(
     r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
@@ -341,5 +342,60 @@ class OperatorConfig(BaseSettings):
             "(a larger one fails the call, naming this limit)."
         ),
     )
+    tailscale_image: str = Field(
+        "tailscale/tailscale:v1.86.5",
+        description=(
+            "Image of the tailscale sidecar (Tailscale's containerboot, tailscaled and "
+            "tailscale): a pinned tag or digest, never latest."
+        ),
+    )
+    tailscale_tailnet_domain: str | None = Field(
+        None,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$",
+        description=(
+            "MagicDNS suffix of the tailnet (<tailnet>.ts.net, or headscale's "
+            "dns.base_domain). Unset: agents with network tailscale get no sidecar and say "
+            "so in their TailnetConnected condition."
+        ),
+    )
+    tailscale_login_server: str | None = Field(
+        None,
+        max_length=2048,
+        pattern=r"^https?://[^\s/?#]+/?$",
+        description=(
+            "Control server URL (a headscale). Unset: Tailscale's own. When set, sidecars "
+            "panic rather than ever contact Tailscale's control servers."
+        ),
+    )
+    tailscale_auth_secret: str = Field(
+        "agent-mesh-tailscale-auth",
+        pattern=r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$",
+        max_length=253,
+        description=(
+            "Secret (key authkey) holding the auth key sidecars join the tailnet with, in "
+            "the operator's namespace; the operator copies it into each agent namespace."
+        ),
+    )
+
+    @field_validator("tailscale_image")
+    @classmethod
+    def _pinned_image(cls, value: str) -> str:
+        problem = image_error(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    def sidecar_settings(self) -> SidecarSettings | None:
+        """The Tailscale settings the sidecar builders need; None without a tailnet domain."""
+        if self.tailscale_tailnet_domain is None:
+            return None
+        return SidecarSettings(
+            image=self.tailscale_image,
+            tailnet_domain=self.tailscale_tailnet_domain,
+            login_server=self.tailscale_login_server,
+            auth_secret=self.tailscale_auth_secret,
+        )
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"

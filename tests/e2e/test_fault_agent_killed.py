@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 from agent_mesh.testing import OperatorProcess
-from tests.support.agents import AgentProcess, start_worker
+from tests.support.agents import AgentProcess, worker_pair
 from tests.support.cluster import Cluster
-from tests.support.tasks import create_task, healthy, wait_phase
-from tests.support.waiting import wait_for
+from tests.support.tasks import fails_over
 
 pytestmark = pytest.mark.fault_agent_killed
 
@@ -23,23 +22,14 @@ def test_an_agent_killed_mid_task_loses_it_to_another_without_using_a_retry(
     agents: dict[str, AgentProcess],
     tmp_path: Path,
 ) -> None:
-    doomed = start_worker(cluster, operator, ns, agents, tmp_path, "doomed", ["echo"])
-    wait_for("doomed healthy", lambda: healthy(cluster, ns) == 1)
-    create_task(
+    # Both agents are healthy before the task exists: no agent has to come up inside the
+    # task's run. Whichever gets the task is killed; the other must finish it.
+    worker_pair(cluster, operator, ns, agents, tmp_path)
+    fails_over(
         cluster,
         ns,
         "long",
-        taskType="sleep",
-        requiredCapabilities=["echo"],
-        retries=0,
-        payload={"seconds": 4},
+        lambda doomed: agents[doomed].kill(),
+        # long enough that the kill lands while the task runs however slow the machine is
+        payload={"seconds": 10},
     )
-    wait_phase(cluster, ns, "long", {"Running"})
-    start_worker(cluster, operator, ns, agents, tmp_path, "survivor", ["echo"])
-    wait_for("survivor healthy", lambda: healthy(cluster, ns) == 2)
-    doomed.kill()
-    status = wait_phase(cluster, ns, "long", {"Completed", "Failed", "TimedOut"})
-    assert status["phase"] == "Completed", status  # retries: 0, yet it completed
-    assert status["agentId"] == "survivor"
-    outcomes = [(a["agentId"], a["outcome"]) for a in status["attempts"]]
-    assert outcomes == [("doomed", "Unreachable"), ("survivor", "Succeeded")]

@@ -12,9 +12,16 @@ import pytest
 from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.devcluster.ports import free_port
 from agent_mesh.testing import OperatorProcess, credential_of
-from tests.support.agents import AgentProcess, launch, register, start_worker
+from tests.support.agents import AgentProcess, launch, register, start_worker, worker_pair
 from tests.support.cluster import Cluster
-from tests.support.tasks import create_task, create_tasks, healthy, task_status, wait_phase
+from tests.support.tasks import (
+    create_task,
+    create_tasks,
+    fails_over,
+    healthy,
+    task_status,
+    wait_phase,
+)
 from tests.support.waiting import wait_for
 
 
@@ -205,3 +212,24 @@ def test_kubectl_apply_samples_then_the_sample_task_completes(
     assert status["result"] == ["agent-mesh turns a cluster into a mesh of cooperating AI agents."]
     table = cluster.kubectl("get", "meshtasks", "-n", ns).stdout
     assert "summarize-release-notes" in table and "Completed" in table
+
+
+def test_a_task_whose_agent_is_deleted_mid_task_fails_over_without_using_a_retry(
+    cluster: Cluster,
+    operator: OperatorProcess,
+    ns: str,
+    agents: dict[str, AgentProcess],
+    tmp_path: Path,
+) -> None:
+    """`kubectl delete meshagent` while the agent holds a task: the task goes to another
+    agent at once (not at its timeout), using no retry."""
+    worker_pair(cluster, operator, ns, agents, tmp_path)
+    status = fails_over(
+        cluster,
+        ns,
+        "orphan",
+        lambda deleted: cluster.kubectl("delete", "meshagent", deleted, "-n", ns),
+        timeoutSeconds=120,  # far beyond the failover: the timeout must not move it
+        payload={"seconds": 5},
+    )
+    assert "was deleted" in status["attempts"][0]["error"], status

@@ -17,7 +17,10 @@ from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("KUBECONFIG")),
-    reason="KUBECONFIG names an existing cluster: the local harness is not in use",
+    reason=(
+        "KUBECONFIG is set: these tests start local control planes of their own, whose "
+        "binaries `make` does not build when a cluster is given (make binaries)"
+    ),
 )
 
 

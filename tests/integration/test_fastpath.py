@@ -38,7 +38,7 @@ from tests.support.namespaces import (
 )
 from tests.support.operators import own_operator
 from tests.support.stand_ins import serving
-from tests.support.waiting import wait_for, wait_for_async
+from tests.support.waiting import wait_for_async
 
 WORKERS = ("echo-1", "echo-2")
 PLAN = [("echo_worker.py", agent_id, "worker", ["echo"]) for agent_id in WORKERS]
@@ -107,7 +107,7 @@ async def test_a_durable_task_is_a_meshtask_that_completes(
         )
         return body if (body.get("status") or {}).get("phase") == "Completed" else None
 
-    body = wait_for("the durable task's status to say Completed", completed)
+    body = await wait_for_async("the durable task's status to say Completed", completed)
     assert body["metadata"]["uid"] == answer.id
     assert body["metadata"]["labels"]["agentmesh.io/submitted-by"] == me
     assert body["spec"]["ttlSecondsAfterFinished"] == 600

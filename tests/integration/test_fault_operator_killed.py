@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -55,23 +56,49 @@ def test_health_continues_from_status_after_a_restart(
     cluster: Cluster, crds: object, own_namespace: str, system_namespace: str, tmp_path: Path
 ) -> None:
     system = system_namespace
+    # degraded 5 s after the last beat, unreachable only after 10 min: however long the
+    # restart takes on a loaded machine, the agent is still degraded when the new operator
+    # looks (no window to hit)
+    health_env = {
+        "AGENT_MESH_HEALTH_DEGRADED_SECONDS": "5",
+        "AGENT_MESH_HEALTH_UNREACHABLE_SECONDS": "600",
+        "AGENT_MESH_HEALTH_SWEEP_SECONDS": "0.25",
+    }
 
-    def health() -> str | None:
+    def status() -> dict[str, Any]:
         obj = cluster.custom.get_namespaced_custom_object(
             "agentmesh.io", "v1alpha1", own_namespace, "meshagents", "steady"
         )
-        return obj.get("status", {}).get("healthStatus")
+        return dict(obj.get("status") or {})
 
-    with keys_operator(cluster, tmp_path / "first.log", system, killed=True) as operator:
+    def events(reason: str) -> list[str]:
+        items = client.CoreV1Api(cluster.api).list_namespaced_event(own_namespace).items
+        return [
+            e.message for e in items if e.involved_object.name == "steady" and e.reason == reason
+        ]
+
+    with own_operator(
+        cluster,
+        tmp_path / "first.log",
+        KEYS_FAMILY,
+        system=system,
+        extra_env=health_env,
+        killed=True,
+    ) as operator:
         token = token_of(cluster, operator, own_namespace, "steady", "worker")
         beat = f"/v1/agents/{own_namespace}/steady/heartbeat"
         assert call(operator, "POST", beat, token, json={}).status_code == 200
-        wait_for("healthy", lambda: health() == "healthy")
-    with keys_operator(cluster, tmp_path / "second.log", system) as restarted:
+        seen = wait_for("healthy", lambda: status().get("healthStatus") == "healthy" and status())
+    with own_operator(
+        cluster, tmp_path / "second.log", KEYS_FAMILY, system=system, extra_env=health_env
+    ) as restarted:
         # no heartbeat since: the restarted operator ages the lastSeen it read from status
-        wait_for("degraded after the restart", lambda: health() == "degraded", timeout=15)
+        wait_for("degraded after the restart", lambda: status().get("healthStatus") == "degraded")
+        assert status()["lastSeen"] == seen["lastSeen"]  # aged, not reset to the restart
+        degraded = wait_for("the restart's AgentDegraded Event", lambda: events("AgentDegraded"))
+        assert f"was healthy; last seen {seen['lastSeen']}" in degraded[0]
         assert call(restarted, "POST", beat, token, json={}).status_code == 200
-        wait_for("healthy again", lambda: health() == "healthy")
+        wait_for("healthy again", lambda: status().get("healthStatus") == "healthy")
 
 
 def test_ca_secret_is_created_once_and_reused_across_operator_restarts(

@@ -9,10 +9,14 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import httpx
+import jwt
 from kubernetes import client
 
+from agent_mesh.domain.message import Message, MessageType
+from tests.support.agents import SETTINGS, fleet
 from tests.support.cluster import Cluster
-from tests.support.mesh_api import call, error_of, jwks_kids, token_of
+from tests.support.mesh_api import call, error_of, jwks_kids, token_for_agent, token_of
 from tests.support.namespaces import namespace_fixture
 from tests.support.operators import KEYS_FAMILY, keys_operator
 from tests.support.waiting import wait_for
@@ -67,7 +71,11 @@ def test_rotation_keeps_old_tokens_valid_for_the_overlap_only(
     cluster: Cluster, crds: object, own_namespace: str, system_namespace: str, tmp_path: Path
 ) -> None:
     system = system_namespace
-    with keys_operator(cluster, tmp_path / "operator.log", system) as operator:
+    # an overlap far longer than a stalled machine takes from seeing the new key to the
+    # next call: the call below lands inside it, so it is asserted, not hoped for
+    overlap = 12.0
+    windows = {"AGENT_MESH_KEY_OVERLAP_SECONDS": str(overlap)}
+    with keys_operator(cluster, tmp_path / "operator.log", system, windows=windows) as operator:
         old_token = token_of(cluster, operator, own_namespace, "rotating", "worker")
         (old_kid,) = jwks_kids(operator)
         client.CoreV1Api(cluster.api).patch_namespaced_secret(
@@ -86,7 +94,9 @@ def test_rotation_keeps_old_tokens_valid_for_the_overlap_only(
         # during the overlap the old token still verifies
         assert call(operator, "GET", "/v1/whoami", old_token).status_code == 200
         wait_for(
-            "the old key to retire", lambda: jwks_kids(operator) == kids - {old_kid}, timeout=20
+            "the old key to retire",
+            lambda: jwks_kids(operator) == kids - {old_kid},
+            timeout=overlap + 20,
         )
         refused = call(operator, "GET", "/v1/whoami", old_token)
         assert refused.status_code == 401
@@ -94,3 +104,65 @@ def test_rotation_keeps_old_tokens_valid_for_the_overlap_only(
         # new tokens use the new key
         new_token = token_of(cluster, operator, own_namespace, "rotated", "worker")
         assert call(operator, "GET", "/v1/whoami", new_token).status_code == 200
+
+
+def test_a_running_agent_accepts_the_rotated_key_and_refuses_the_retired_one(
+    cluster: Cluster, crds: object, own_namespace: str, system_namespace: str, tmp_path: Path
+) -> None:
+    """An agent process started before a rotation: within a few of its sync intervals it
+    verifies tokens signed with the new key, and refuses the old key's once it retired."""
+    system = system_namespace
+    with (
+        keys_operator(cluster, tmp_path / "operator.log", system) as operator,
+        fleet(
+            cluster,
+            operator,
+            own_namespace,
+            [("echo_worker.py", "keeper", "worker", ["echo"])],
+            tmp_path,
+        ) as agents,
+    ):
+        url = agents["keeper"].url
+        sync = float(SETTINGS["AGENT_MESH_POLICY_SYNC_SECONDS"])
+
+        def to_keeper(caller: str) -> str:
+            token = token_of(cluster, operator, own_namespace, caller, "orchestrator")
+            return token_for_agent(operator, token, own_namespace, "keeper")
+
+        def answer(caller: str, token: str) -> int:
+            message = Message.new(MessageType.REQUEST, caller, "keeper", "hi")
+            return httpx.post(
+                f"{url}/v1/messages",
+                headers={"Authorization": f"Bearer {token}"},
+                json=message.to_wire(),
+                timeout=10,
+            ).status_code
+
+        old = to_keeper("before")
+        (old_kid,) = jwks_kids(operator)
+        assert jwt.get_unverified_header(old)["kid"] == old_kid
+        assert answer("before", old) == 200
+        client.CoreV1Api(cluster.api).patch_namespaced_secret(
+            "agent-mesh-signing-keys",
+            system,
+            {
+                "metadata": {
+                    "annotations": {"agentmesh.io/rotate": dt.datetime.now(dt.UTC).isoformat()}
+                }
+            },
+        )
+        wait_for("a second key in the JWKS", lambda: len(jwks_kids(operator)) == 2)
+        new = to_keeper("after")
+        assert jwt.get_unverified_header(new)["kid"] != old_kid  # signed with the new key
+        wait_for(
+            "the agent to verify the new key",
+            lambda: answer("after", new) == 200,
+            timeout=5 * sync,
+        )
+        wait_for("the old key to retire", lambda: old_kid not in jwks_kids(operator), timeout=20)
+        wait_for(
+            "the agent to refuse the retired key",
+            lambda: answer("before", old) == 401,
+            timeout=5 * sync,
+        )
+        assert answer("after", new) == 200

@@ -64,6 +64,7 @@ def test_token_exchange_over_the_configured_per_agent_limit_gets_429_with_retry_
     cluster: Cluster, limited_operator: OperatorProcess, own_namespace: str
 ) -> None:
     credential = external_agent(cluster, own_namespace, "greedy", "worker")
+    throttled_before = _throttled(limited_operator)
     for _ in range(3):
         assert exchange(limited_operator, own_namespace, "greedy", credential).status_code == 200
     refused = exchange(limited_operator, own_namespace, "greedy", credential)
@@ -75,8 +76,17 @@ def test_token_exchange_over_the_configured_per_agent_limit_gets_429_with_retry_
     # another agent from the same address is not affected
     other = external_agent(cluster, own_namespace, "modest", "worker")
     assert exchange(limited_operator, own_namespace, "modest", other).status_code == 200
-    metrics = call(limited_operator, "GET", "/metrics", None).text
-    assert 'agentmesh_mesh_requests_throttled_total{limit="token-exchange-per-agent"}' in metrics
+    # the one refusal is counted (the series exists from import: its increase is the proof)
+    assert _throttled(limited_operator) == throttled_before + 1
+
+
+def _throttled(operator: OperatorProcess) -> float:
+    """agentmesh_mesh_requests_throttled_total for the per-agent token-exchange limit."""
+    series = 'agentmesh_mesh_requests_throttled_total{limit="token-exchange-per-agent"}'
+    for line in call(operator, "GET", "/metrics", None).text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def test_a_deeply_nested_body_gets_400_and_leaves_no_traceback_in_the_operator_log(

@@ -14,7 +14,7 @@ from agent_mesh.sdk.heartbeat import send_heartbeat
 from agent_mesh.testing import OperatorProcess
 from tests.support.cluster import Cluster
 from tests.support.mesh_api import call, external_agent, token_of, token_source
-from tests.support.waiting import wait_for
+from tests.support.waiting import wait_for_async
 
 
 def _health(cluster: Cluster, namespace: str, name: str) -> Any:
@@ -32,7 +32,7 @@ async def test_sdk_agent_gets_a_token_beats_and_renews_after_revocation(
     assert source.identity is not None and source.identity.agent_type == "worker"
     async with aiohttp.ClientSession() as session:
         assert await send_heartbeat(session, source, active_tasks=1, version="0.1.0") == 200
-        wait_for(
+        await wait_for_async(
             "the SDK agent to be healthy",
             lambda: _health(cluster, namespace, "sdk-worker") == "healthy",
         )

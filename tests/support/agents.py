@@ -37,6 +37,7 @@ __all__ = [
     "register",
     "running_mesh",
     "start_worker",
+    "worker_pair",
     "workers",
 ]
 
@@ -167,13 +168,30 @@ def start_worker(
     log_dir: Path,
     agent_id: str,
     capabilities: list[str],
+    settings: dict[str, str] | None = None,
 ) -> AgentProcess:
-    """An echo worker `agent_id` (examples/echo_worker.py), ready, added to `running`."""
+    """An echo worker `agent_id` (examples/echo_worker.py, with more AGENT_MESH_*
+    `settings`), ready, added to `running`."""
     url, credential = register(cluster, ns, agent_id, "worker", capabilities)
-    agent = launch("echo_worker.py", operator, ns, agent_id, url, credential, log_dir)
+    agent = launch("echo_worker.py", operator, ns, agent_id, url, credential, log_dir, settings)
     running[agent_id] = agent
     agent.wait_ready()
     return agent
+
+
+def worker_pair(
+    cluster: Cluster,
+    operator: OperatorProcess,
+    ns: str,
+    running: dict[str, AgentProcess],
+    log_dir: Path,
+    settings: dict[str, str] | None = None,
+) -> None:
+    """Echo workers "first" and "second" (start_worker), both healthy before anything is
+    asked of them: the pair tasks.fails_over strikes one of."""
+    for agent_id in ("first", "second"):
+        start_worker(cluster, operator, ns, running, log_dir, agent_id, ["echo"], settings)
+    wait_for("both agents healthy", lambda: healthy(cluster, ns) == 2)
 
 
 def workers(

@@ -135,10 +135,20 @@ SHORT_WINDOWS = {
 
 
 def keys_operator(
-    cluster: Cluster, log: Path, system: str, *, killed: bool = False
+    cluster: Cluster,
+    log: Path,
+    system: str,
+    *,
+    killed: bool = False,
+    windows: dict[str, str] | None = None,
 ) -> contextlib.AbstractContextManager[OperatorProcess]:
-    """An operator of KEYS_FAMILY with SHORT_WINDOWS, its keys in `system`, for the
-    block (`killed`: SIGKILLed at its end)."""
+    """An operator of KEYS_FAMILY with SHORT_WINDOWS (`windows` overriding some), its keys
+    in `system`, for the block (`killed`: SIGKILLed at its end)."""
     return own_operator(
-        cluster, log, KEYS_FAMILY, system=system, extra_env=SHORT_WINDOWS, killed=killed
+        cluster,
+        log,
+        KEYS_FAMILY,
+        system=system,
+        extra_env={**SHORT_WINDOWS, **(windows or {})},
+        killed=killed,
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from agent_mesh.api import meshagent
 from agent_mesh.auth.authority import ReviewedToken
 from agent_mesh.auth.tokens import MeshClaims, TokenVerifier
 from agent_mesh.domain.acl import MeshCall, PolicyIndex
@@ -194,11 +195,14 @@ async def test_pod_label_cannot_pick_an_agent_that_declares_no_service_account(
     assert "declares no ServiceAccount (spec.serviceAccountName)" in error["message"]
 
 
-async def test_pod_label_picks_a_workload_without_service_account_name_as_default(
+async def test_pod_label_picks_a_workload_without_service_account_name_by_its_own_account(
     mesh: MemoryMesh,
 ) -> None:
-    mesh.registry.upsert(agent_record("w2", "worker", workload=True))  # its pod runs as default
-    response = await _pod_exchange(mesh, "default", "w2-0", "w2")
+    # its pod runs as the per-agent ServiceAccount the operator creates, named after it
+    manifest = {"metadata": {"name": "w2", "namespace": "ns"}, "spec": {"agentType": "worker"}}
+    manifest["spec"]["workload"] = {"spec": {"containers": [{"name": "a", "image": "x:1"}]}}
+    mesh.registry.upsert(meshagent.agent_record(manifest))
+    response = await _pod_exchange(mesh, "w2", "w2-0", "w2")
     assert response.status == 200, await response.text()
     assert (await response.json())["agentId"] == "w2"
     refused = await _pod_exchange(mesh, "runner", "w2-1", "w2")

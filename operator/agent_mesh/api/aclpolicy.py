@@ -10,7 +10,6 @@ from pydantic import AfterValidator, Field
 from agent_mesh.api.common import (
     AGE_COLUMN,
     BUILTIN_AGENT_TYPES_TEXT,
-    DNS_LABEL_MAX_LENGTH,
     DNS_LABEL_PATTERN,
     DNS_LABEL_RULE,
     LIST_SET,
@@ -19,7 +18,7 @@ from agent_mesh.api.common import (
     READY,
     RESERVED_AGENT_TYPE_RULE,
     WILDCARD,
-    CelRule,
+    CelChecked,
     Condition,
     CrdDescriptor,
     DnsLabel,
@@ -69,25 +68,13 @@ NAMESPACE_ITEM_MESSAGE: Final = (
 )
 
 
-def _namespace_or_wildcard(value: str) -> str:
-    if value != WILDCARD and not is_dns_label(value):
-        raise ValueError(NAMESPACE_ITEM_MESSAGE)
-    return value
-
-
 NamespaceOrWildcard = Annotated[
     str,
-    Field(
-        max_length=DNS_LABEL_MAX_LENGTH,
-        json_schema_extra=cel(
-            CelRule(
-                rule=f"self == '{WILDCARD}' || self.matches('{DNS_LABEL_PATTERN}')",
-                message=NAMESPACE_ITEM_MESSAGE,
-                reason="FieldValueInvalid",
-            )
-        ),
+    CelChecked(
+        rule=f"self == '{WILDCARD}' || self.matches('{DNS_LABEL_PATTERN}')",
+        message=NAMESPACE_ITEM_MESSAGE,
+        accepts=lambda value: value == WILDCARD or is_dns_label(value),
     ),
-    AfterValidator(_namespace_or_wildcard),
 ]
 
 ResourceName = Annotated[str, Field(max_length=NAME_MAX_LENGTH, pattern=RESOURCE_PATTERN)]
@@ -102,49 +89,27 @@ AGENT_TYPE_ITEM_MESSAGE: Final = (
 )
 
 
-def _admitted_namespace(value: str) -> str:
-    if not is_dns_label(value):
-        raise ValueError(ADMIT_NAMESPACE_MESSAGE)
-    return value
-
-
-def _agent_type_or_wildcard(value: str) -> str:
-    if value != WILDCARD and (not is_dns_label(value) or value == OPERATOR_AGENT_TYPE):
-        raise ValueError(AGENT_TYPE_ITEM_MESSAGE)
-    return value
-
-
 AdmittedNamespace = Annotated[
     str,
-    Field(
-        max_length=DNS_LABEL_MAX_LENGTH,
-        json_schema_extra=cel(
-            CelRule(
-                rule=f"self.matches('{DNS_LABEL_PATTERN}')",
-                message=ADMIT_NAMESPACE_MESSAGE,
-                reason="FieldValueInvalid",
-            )
-        ),
+    CelChecked(
+        rule=f"self.matches('{DNS_LABEL_PATTERN}')",
+        message=ADMIT_NAMESPACE_MESSAGE,
+        accepts=is_dns_label,
     ),
-    AfterValidator(_admitted_namespace),
 ]
 
 AgentTypeOrWildcard = Annotated[
     str,
-    Field(
-        max_length=DNS_LABEL_MAX_LENGTH,
-        json_schema_extra=cel(
-            CelRule(
-                rule=(
-                    f"self == '{WILDCARD}' || (self.matches('{DNS_LABEL_PATTERN}') "
-                    f"&& self != '{OPERATOR_AGENT_TYPE}')"
-                ),
-                message=AGENT_TYPE_ITEM_MESSAGE,
-                reason="FieldValueInvalid",
-            )
+    CelChecked(
+        rule=(
+            f"self == '{WILDCARD}' || (self.matches('{DNS_LABEL_PATTERN}') "
+            f"&& self != '{OPERATOR_AGENT_TYPE}')"
+        ),
+        message=AGENT_TYPE_ITEM_MESSAGE,
+        accepts=lambda value: (
+            value == WILDCARD or (is_dns_label(value) and value != OPERATOR_AGENT_TYPE)
         ),
     ),
-    AfterValidator(_agent_type_or_wildcard),
 ]
 
 _ACTIONS_TEXT = ", ".join(a.value for a in Action)

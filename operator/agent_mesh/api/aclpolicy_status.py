@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent_mesh.api.aclpolicy import ACLPolicyCondition, ACLPolicyReason
-from agent_mesh.domain.conditions import set_condition
+from agent_mesh.domain.conditions import ConditionSet
 
 
 def policy_status_patch(
@@ -42,28 +42,7 @@ def policy_status_patch(
         if in_force
         else ("False", ACLPolicyReason.POLICY_NOT_IN_FORCE, "The policy is not applied.")
     )
-    old = list(status.get("conditions") or [])
-    conditions = set_condition(
-        old,
-        ACLPolicyCondition.ACCEPTED.value,
-        accepted[0],
-        accepted[1].value,
-        accepted[2],
-        generation=generation,
-        now=now,
-    )
-    conditions = set_condition(
-        conditions,
-        ACLPolicyCondition.READY.value,
-        ready[0],
-        ready[1].value,
-        ready[2],
-        generation=generation,
-        now=now,
-    )
-    patch: dict[str, Any] = {}
-    if conditions != old:
-        patch["conditions"] = conditions
-    if generation is not None and status.get("observedGeneration") != generation:
-        patch["observedGeneration"] = generation
-    return patch
+    conditions = ConditionSet(status.get("conditions") or [], generation=generation, now=now)
+    conditions.set(ACLPolicyCondition.ACCEPTED, *accepted)
+    conditions.set(ACLPolicyCondition.READY, *ready)
+    return conditions.patch(status)

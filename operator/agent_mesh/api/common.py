@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any, Final
 
+from annotated_types import GroupedMetadata
 from pydantic import AfterValidator, AwareDatetime, Field
 from pydantic.config import JsonDict
 
@@ -132,6 +134,28 @@ def _unique(values: list[str]) -> list[str]:
 def is_dns_label(value: str) -> bool:
     """Python twin of the DNS-label pattern, for fields checked by CEL in the CRD."""
     return len(value) <= DNS_LABEL_MAX_LENGTH and re.fullmatch(DNS_LABEL_PATTERN, value) is not None
+
+
+@dataclass(frozen=True)
+class CelChecked(GroupedMetadata):
+    """Metadata of a string of at most 63 characters checked by a CEL `rule` in the CRD and
+    by its Python twin `accepts` wherever a spec is parsed, both failing with `message`.
+    CEL rather than a pattern: users type these by hand, and the message says what the
+    field must name instead of printing a regular expression."""
+
+    rule: str
+    message: str
+    accepts: Callable[[str], bool]
+
+    def __iter__(self) -> Iterator[object]:
+        rule = CelRule(rule=self.rule, message=self.message, reason="FieldValueInvalid")
+        yield Field(max_length=DNS_LABEL_MAX_LENGTH, json_schema_extra=cel(rule))
+        yield AfterValidator(self._check)
+
+    def _check(self, value: str) -> str:
+        if not self.accepts(value):
+            raise ValueError(self.message)
+        return value
 
 
 DnsLabel = Annotated[str, Field(max_length=DNS_LABEL_MAX_LENGTH, pattern=DNS_LABEL_PATTERN)]

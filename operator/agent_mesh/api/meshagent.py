@@ -90,6 +90,10 @@ class MeshAgentReason(StrEnum):
     TAILNET_DEVICE_READY = "TailnetDeviceReady"
     WAITING_FOR_TAILNET_DEVICE = "WaitingForTailnetDevice"
     TAILNET_NOT_USED = "TailnetNotUsed"
+    TAILNET_NOT_CONFIGURED = "TailnetNotConfigured"
+    SIDECAR_NOT_READY = "SidecarNotReady"
+    SIDECAR_NOT_INJECTED = "SidecarNotInjected"
+    WORKLOAD_REFUSED = "WorkloadRefused"
     # CredentialIssued
     CREDENTIAL_SECRET_READY = "CredentialSecretReady"  # noqa: S105  (a reason)
     CREDENTIAL_SECRET_NOT_OWNED = "CredentialSecretNotOwned"  # noqa: S105  (a reason)
@@ -461,7 +465,10 @@ def agent_record(body: Mapping[str, Any]) -> AgentRecord:
         agent_id=spec.agent_id or name,
         agent_type=spec.agent_type,
         capabilities=tuple(spec.capabilities),
-        service_account=spec.service_account_name or pod_account or None,
+        # a workload naming none runs as the per-agent ServiceAccount (named after it)
+        service_account=(
+            spec.service_account_name or pod_account or (name if spec.workload else None)
+        ),
         credential_hash=status.credential.sha256 if status.credential else None,
         external=bool(spec.endpoint),
         endpoint=spec.endpoint or None,
@@ -469,6 +476,7 @@ def agent_record(body: Mapping[str, Any]) -> AgentRecord:
         max_concurrent_tasks=spec.max_concurrent_tasks,
         version=spec.version or None,
         workload=spec.workload is not None,
+        network=spec.network.value if spec.network else None,
         last_seen=status.last_seen,
         health=status.health_status,
         active_tasks=status.active_tasks,

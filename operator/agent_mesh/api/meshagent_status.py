@@ -11,7 +11,7 @@ from typing import Any, Final
 from agent_mesh.api.meshagent import HealthStatus, MeshAgentCondition, MeshAgentReason
 from agent_mesh.domain.agents import AgentRecord
 from agent_mesh.domain.clock import rfc3339
-from agent_mesh.domain.conditions import set_condition
+from agent_mesh.domain.conditions import ConditionSet, get_condition
 from agent_mesh.domain.discovery import resolve_endpoint
 from agent_mesh.domain.health import StatusWrite
 
@@ -51,27 +51,10 @@ def health_patch(record: AgentRecord, write: StatusWrite, now: dt.datetime) -> d
     endpoint = resolve_endpoint(record, write.endpoint)
     if endpoint is not None:
         patch["endpoint"] = endpoint
-    current = [dict(c) for c in record.conditions]
-    conditions = _ready(current, write.health, record.generation, now)
-    if conditions != current:
-        patch["conditions"] = conditions
+    conditions = ConditionSet(record.conditions, generation=record.generation, now=now)
+    conditions.set(MeshAgentCondition.READY, *_READY[write.health])
+    patch.update(conditions.patch())
     return patch
-
-
-def _ready(
-    conditions: list[dict[str, Any]], health: HealthStatus, generation: int | None, now: dt.datetime
-) -> list[dict[str, Any]]:
-    """Ready follows health."""
-    status, reason, message = _READY[health]
-    return set_condition(
-        conditions,
-        MeshAgentCondition.READY.value,
-        status,
-        reason.value,
-        message,
-        generation=generation,
-        now=now,
-    )
 
 
 def registration_patch(
@@ -84,22 +67,16 @@ def registration_patch(
         patch["healthStatus"] = health
     if not status.get("registeredAt"):
         patch["registeredAt"] = rfc3339(now)
-    old = list(status.get("conditions") or [])
-    conditions = set_condition(
-        old,
-        MeshAgentCondition.REGISTERED.value,
+    conditions = ConditionSet(status.get("conditions") or [], generation=generation, now=now)
+    conditions.set(
+        MeshAgentCondition.REGISTERED,
         "True",
-        MeshAgentReason.AGENT_REGISTERED.value,
+        MeshAgentReason.AGENT_REGISTERED,
         "The agent is registered with the mesh.",
-        generation=generation,
-        now=now,
     )
     if health == HealthStatus.PENDING.value:
-        conditions = _ready(conditions, HealthStatus.PENDING, generation, now)
-    if conditions != old:
-        patch["conditions"] = conditions
-    if generation is not None and status.get("observedGeneration") != generation:
-        patch["observedGeneration"] = generation
+        conditions.set(MeshAgentCondition.READY, *_READY[HealthStatus.PENDING])
+    patch.update(conditions.patch(status))
     return patch
 
 
@@ -110,25 +87,17 @@ def credential_conditions(
     now: dt.datetime,
 ) -> list[dict[str, Any]]:
     """External agents: CredentialIssued True, or False naming why the Secret was refused."""
-    if problem is None:
-        return set_condition(
-            conditions,
-            MeshAgentCondition.CREDENTIAL_ISSUED.value,
-            "True",
-            MeshAgentReason.CREDENTIAL_SECRET_READY.value,
-            "The agent's credential Secret is ready; its hash is in status.credential.",
-            generation=generation,
-            now=now,
-        )
-    return set_condition(
-        conditions,
-        MeshAgentCondition.CREDENTIAL_ISSUED.value,
-        "False",
-        MeshAgentReason.CREDENTIAL_SECRET_NOT_OWNED.value,
+    issued = ConditionSet(conditions, generation=generation, now=now)
+    issued.set_check(
+        MeshAgentCondition.CREDENTIAL_ISSUED,
         problem,
-        generation=generation,
-        now=now,
+        (
+            MeshAgentReason.CREDENTIAL_SECRET_READY,
+            "The agent's credential Secret is ready; its hash is in status.credential.",
+        ),
+        MeshAgentReason.CREDENTIAL_SECRET_NOT_OWNED,
     )
+    return issued.items
 
 
 def endpoint_patch(
@@ -142,19 +111,56 @@ def endpoint_patch(
     False with the egress policy's reason when `refusal` says why the operator will not
     dial it, True otherwise. Nothing when it would not change."""
     old = list(patch.get("conditions") or status.get("conditions") or [])
-    if refusal is None:
-        state, reason = "True", MeshAgentReason.ENDPOINT_ADMITTED
-        message = "spec.endpoint passes the operator's egress policy."
-    else:
-        state, reason, message = "False", MeshAgentReason.ENDPOINT_REFUSED, refusal
-    conditions = set_condition(
-        old,
-        MeshAgentCondition.ENDPOINT_ALLOWED.value,
-        state,
-        reason.value,
-        message,
-        generation=generation,
-        now=now,
+    conditions = ConditionSet(old, generation=generation, now=now)
+    conditions.set_check(
+        MeshAgentCondition.ENDPOINT_ALLOWED,
+        refusal,
+        (MeshAgentReason.ENDPOINT_ADMITTED, "spec.endpoint passes the operator's egress policy."),
+        MeshAgentReason.ENDPOINT_REFUSED,
     )
-    if conditions != old:
-        patch["conditions"] = conditions
+    patch.update(conditions.patch())
+
+
+def tailnet_conditions(
+    conditions: list[dict[str, Any]],
+    *,
+    tailscale: bool,
+    managed: bool,
+    configured: bool,
+    problem: str | None,
+    generation: int | None,
+    now: dt.datetime,
+) -> list[dict[str, Any]]:
+    """TailnetConnected for an agent whose network is tailscale: False, saying why, until
+    the operator reads the device from the sidecar (not built yet: never silently True).
+    An agent that left the tailnet gets TailnetNotUsed; others get no condition at all."""
+    if not tailscale:
+        if get_condition(conditions, MeshAgentCondition.TAILNET_CONNECTED.value) is None:
+            return conditions
+        reason = MeshAgentReason.TAILNET_NOT_USED
+        message = "spec.network is direct: the agent is not on the tailnet."
+    elif problem is not None:
+        reason, message = MeshAgentReason.WORKLOAD_REFUSED, problem
+    elif not configured:
+        reason = MeshAgentReason.TAILNET_NOT_CONFIGURED
+        message = (
+            "spec.network is tailscale, but the operator has no Tailscale configuration "
+            "(AGENT_MESH_TAILSCALE_TAILNET_DOMAIN): no sidecar is added and the agent is "
+            "not on the tailnet."
+        )
+    elif managed:
+        reason = MeshAgentReason.SIDECAR_NOT_READY
+        message = (
+            "The agent's pod has the tailscale sidecar, but the operator does not read its "
+            "device into status.tailscale yet: the mesh reaches the agent through its "
+            "Service, not over the tailnet."
+        )
+    else:
+        reason = MeshAgentReason.SIDECAR_NOT_INJECTED
+        message = (
+            "spec.network is tailscale, but the operator adds the tailscale sidecar only to "
+            "pods it runs (spec.workload); this agent is not on the tailnet."
+        )
+    updated = ConditionSet(conditions, generation=generation, now=now)
+    updated.set(MeshAgentCondition.TAILNET_CONNECTED, "False", reason, message)
+    return updated.items

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Final
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
 from agent_mesh.api.common import (
     AGE_COLUMN,
@@ -20,7 +20,7 @@ from agent_mesh.api.common import (
     MESSAGE_MAX_LENGTH,
     NAME_RULE,
     READY,
-    CelRule,
+    CelChecked,
     Condition,
     CrdDescriptor,
     DnsLabel,
@@ -29,7 +29,6 @@ from agent_mesh.api.common import (
     PrinterColumn,
     Timestamp,
     UniqueList,
-    cel,
     conditions_field,
     is_dns_label,
     observed_generation_field,
@@ -74,27 +73,12 @@ AGENT_REF_MESSAGE: Final = (
 )
 
 
-def _agent_ref(value: str) -> str:
-    if not is_dns_label(value):
-        raise ValueError(AGENT_REF_MESSAGE)
-    return value
-
-
-# Checked by CEL rather than a pattern in the CRD: users type it by hand, and the CEL
-# message says what it must name instead of printing a regular expression.
+# Checked by CEL rather than a pattern in the CRD (see CelChecked).
 AgentRef = Annotated[
     str,
-    Field(
-        max_length=DNS_LABEL_MAX_LENGTH,
-        json_schema_extra=cel(
-            CelRule(
-                rule=f"self.matches('{DNS_LABEL_PATTERN}')",
-                message=AGENT_REF_MESSAGE,
-                reason="FieldValueInvalid",
-            )
-        ),
+    CelChecked(
+        rule=f"self.matches('{DNS_LABEL_PATTERN}')", message=AGENT_REF_MESSAGE, accepts=is_dns_label
     ),
-    AfterValidator(_agent_ref),
 ]
 
 

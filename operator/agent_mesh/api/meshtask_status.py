@@ -8,7 +8,7 @@ from typing import Any
 
 from agent_mesh.api.meshtask import MeshTaskCondition, MeshTaskReason
 from agent_mesh.domain.clock import rfc3339
-from agent_mesh.domain.conditions import Condition, set_condition
+from agent_mesh.domain.conditions import Condition, ConditionSet
 from agent_mesh.domain.tasks import TaskPhase, TaskState
 
 
@@ -36,37 +36,31 @@ def task_conditions(
     state: TaskState, current: list[Condition], now: dt.datetime
 ) -> list[Condition]:
     C, R = MeshTaskCondition, MeshTaskReason
-    gen = state.generation
-
-    def put(
-        conds: list[Condition], type_: str, status: str, reason: str, msg: str
-    ) -> list[Condition]:
-        return set_condition(conds, type_, status, reason, msg, generation=gen, now=now)
-
-    conds = current
+    conditions = ConditionSet(current, generation=state.generation, now=now)
+    put = conditions.set
     phase = state.phase
     if phase is TaskPhase.PENDING:
         reason, message = state.waiting or (R.QUEUED.value, "Waiting in the queue for an agent.")
-        conds = put(conds, C.ASSIGNED, "False", reason, message)
-        conds = put(conds, C.READY, "False", R.IN_PROGRESS, "The task has not run yet.")
+        put(C.ASSIGNED, "False", reason, message)
+        put(C.READY, "False", R.IN_PROGRESS, "The task has not run yet.")
     elif phase in (TaskPhase.ASSIGNED, TaskPhase.RUNNING):
         agent = f"agent {state.agent_id} (attempt {state.attempt})"
-        conds = put(conds, C.ASSIGNED, "True", R.AGENT_SELECTED, f"Assigned to {agent}.")
+        put(C.ASSIGNED, "True", R.AGENT_SELECTED, f"Assigned to {agent}.")
         if phase is TaskPhase.RUNNING:
-            conds = put(conds, C.RUNNING, "True", R.AGENT_ACCEPTED, f"Sent to {agent}.")
-        conds = put(conds, C.READY, "False", R.IN_PROGRESS, f"Running on {agent}.")
+            put(C.RUNNING, "True", R.AGENT_ACCEPTED, f"Sent to {agent}.")
+        put(C.READY, "False", R.IN_PROGRESS, f"Running on {agent}.")
     elif phase is TaskPhase.COMPLETED:
         done = f"Completed by agent {state.agent_id} on attempt {state.attempt}."
-        conds = put(conds, C.RUNNING, "False", R.ATTEMPT_FINISHED, done)
-        conds = put(conds, C.SUCCEEDED, "True", R.RESULT_RECEIVED, done)
-        conds = put(conds, C.READY, "True", R.RESULT_RECEIVED, "status.result holds the result.")
+        put(C.RUNNING, "False", R.ATTEMPT_FINISHED, done)
+        put(C.SUCCEEDED, "True", R.RESULT_RECEIVED, done)
+        put(C.READY, "True", R.RESULT_RECEIVED, "status.result holds the result.")
     else:
         reason = state.waiting[0] if state.waiting else R.RETRIES_EXHAUSTED.value
         message = state.error or "The task ended without a result."
-        conds = put(conds, C.RUNNING, "False", R.ATTEMPT_FINISHED, message)
-        conds = put(conds, C.FAILED, "True", reason, message)
-        conds = put(conds, C.READY, "False", reason, message)
-    return conds
+        put(C.RUNNING, "False", R.ATTEMPT_FINISHED, message)
+        put(C.FAILED, "True", reason, message)
+        put(C.READY, "False", reason, message)
+    return conditions.items
 
 
 def _time(moment: dt.datetime | None) -> str | None:

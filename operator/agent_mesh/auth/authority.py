@@ -306,18 +306,14 @@ class Authority:
         AUTH_DECISIONS.labels(decision=verdict).inc()
         if decision.allowed and not self.settings.audit_allowed:
             return
-        self.audit.record(
-            "acl.decision",
+        self._audit_decision(
+            claims,
+            verdict,
+            call.action.value,
+            call.resource,
+            target,
+            decision.source,
             decision.reason,
-            decision=verdict,
-            agentId=claims.sub,
-            agentType=claims.agent_type,
-            namespace=claims.namespace,
-            action=call.action.value,
-            resource=call.resource,
-            targetNamespace=target,
-            policy=decision.source,
-            reason=decision.reason,
         )
         if not decision.allowed:
             raise ForbiddenError(decision.reason, code="AccessDenied")
@@ -331,20 +327,42 @@ class Authority:
             f"the token of agent {claims.namespace}/{claims.sub} cannot act for agent "
             f"{namespace}/{agent_id}"
         )
+        self.audit_identity_denial(claims, f"agents/{agent_id}", message, namespace)
+        raise ForbiddenError(message, code="NotYourAgent")
+
+    def audit_identity_denial(
+        self, claims: MeshClaims, resource: str, message: str, target_namespace: str | None = None
+    ) -> None:
+        """Audit a call refused because the caller is not the agent `resource` belongs to."""
+        self._audit_decision(
+            claims, "deny", "self", resource, target_namespace, "identity", message
+        )
+
+    def _audit_decision(
+        self,
+        claims: MeshClaims,
+        verdict: str,
+        action: str,
+        resource: str,
+        target_namespace: str | None,
+        policy: str,
+        reason: str,
+    ) -> None:
+        """One `acl.decision` record (runtime posts the denials as Events on the agent)."""
+        target = {"targetNamespace": target_namespace} if target_namespace is not None else {}
         self.audit.record(
             "acl.decision",
-            message,
-            decision="deny",
+            reason,
+            decision=verdict,
             agentId=claims.sub,
             agentType=claims.agent_type,
             namespace=claims.namespace,
-            action="self",
-            resource=f"agents/{agent_id}",
-            targetNamespace=namespace,
-            policy="identity",
-            reason=message,
+            action=action,
+            resource=resource,
+            **target,
+            policy=policy,
+            reason=reason,
         )
-        raise ForbiddenError(message, code="NotYourAgent")
 
     # --- issuance ------------------------------------------------------------------------
 
@@ -706,7 +724,7 @@ def _label_may_select(agent: AgentRecord, account: str, pod: str) -> None:
     """A pod's agentmesh.io/agent label picks only an agent that runs as the pod's own
     ServiceAccount: whoever may run pods under one ServiceAccount must not be able to
     claim every other agent of the namespace by labelling a pod."""
-    expected = agent.service_account or ("default" if agent.workload else None)
+    expected = agent.service_account
     if expected == account:
         return
     declared = (

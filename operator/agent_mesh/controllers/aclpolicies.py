@@ -38,29 +38,25 @@ async def apply_policy(
     namespace, name = meta["namespace"], meta["name"]
     agent_type = str(spec.get("agentType") or "")
     previous_type = (old or {}).get("agentType") if isinstance(old, dict) else None
+    invalid = conflicts_with = None
     try:
         policy = policy_from_spec(namespace, name, spec)
     except ValidationError as error:
         runtime.policies.remove(namespace, name)
-        changes = policy_status_patch(
-            status,
-            meta.get("generation"),
-            runtime.clock.now(),
-            agent_type=agent_type,
-            invalid=error.message,
-        )
+        invalid = error.message
         kopf.event(body, type="Warning", reason="InvalidPolicy", message=error.message)
         logger.warning("ACLPolicy %s/%s is invalid: %s", namespace, name, error.message)
     else:
         runtime.policies.upsert(namespace, name, _created(meta), policy)
-        standing = runtime.policies.standing(namespace, name)
-        changes = policy_status_patch(
-            status,
-            meta.get("generation"),
-            runtime.clock.now(),
-            agent_type=agent_type,
-            conflicts_with=standing.conflicts_with,
-        )
+        conflicts_with = runtime.policies.standing(namespace, name).conflicts_with
+    changes = policy_status_patch(
+        status,
+        meta.get("generation"),
+        runtime.clock.now(),
+        agent_type=agent_type,
+        invalid=invalid,
+        conflicts_with=conflicts_with,
+    )
     if changes:
         patch.status.update(changes)
     runtime.audit.record(

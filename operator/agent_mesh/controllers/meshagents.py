@@ -1,5 +1,7 @@
 """MeshAgent handlers: registration in status, the registry every mesh call checks
-identities against, external agents' credentials, and token revocation on deletion."""
+identities against, external agents' credentials, managed agents' children (StatefulSet,
+Service, the tailscale sidecar's RBAC) with the TailnetConnected condition, and token
+revocation on deletion."""
 
 from __future__ import annotations
 
@@ -8,16 +10,19 @@ from typing import Any
 import kopf
 
 from agent_mesh.api import GROUP, VERSION
-from agent_mesh.api.meshagent import agent_record
+from agent_mesh.api.meshagent import Network, agent_record
 from agent_mesh.api.meshagent_status import (
     credential_conditions,
     endpoint_patch,
     registration_patch,
+    tailnet_conditions,
 )
+from agent_mesh.config import OperatorConfig
 from agent_mesh.controllers.services import MeshServices
 from agent_mesh.domain.discovery import resolve_endpoint
 from agent_mesh.domain.egress import EgressClass
-from agent_mesh.domain.errors import ConflictError, EgressRefusedError
+from agent_mesh.domain.errors import ConflictError, EgressRefusedError, MeshError, ValidationError
+from agent_mesh.kube import workloads
 from agent_mesh.kube.credentials import ensure_credential
 
 CREDENTIAL_RETRY_SECONDS = 10
@@ -71,6 +76,22 @@ async def register(
         if refusal is not None:
             logger.warning("%s", refusal)
             kopf.event(body, type="Warning", reason="EndpointRefused", message=refusal[:1024])
+    config: OperatorConfig = memo.config
+    problem = (
+        await reconcile_workload(runtime, config, body, logger) if spec.get("workload") else None
+    )
+    before = changes.get("conditions", list(status.get("conditions") or []))
+    tailnet = tailnet_conditions(
+        before,
+        tailscale=(spec.get("network") or config.default_network) == Network.TAILSCALE.value,
+        managed=spec.get("workload") is not None,
+        configured=config.sidecar_settings() is not None,
+        problem=problem,
+        generation=meta.get("generation"),
+        now=now,
+    )
+    if tailnet != before:
+        changes["conditions"] = tailnet
     if spec.get("endpoint") and not status.get("credential"):
         old = changes.get("conditions", list(status.get("conditions") or []))
         try:
@@ -102,6 +123,31 @@ async def register(
             reason="Registered",
             message=f"Agent {agent_id} registered; waiting for its first heartbeat.",
         )
+
+
+async def reconcile_workload(
+    runtime: MeshServices, config: OperatorConfig, body: kopf.Body, logger: kopf.Logger
+) -> str | None:
+    """Apply a managed agent's children; why they were refused (also as a Warning Event),
+    or None. An apiserver failure raises, and kopf retries."""
+    try:
+        await workloads.reconcile(
+            runtime.api,
+            body,
+            default_network=config.default_network,
+            tailscale=config.sidecar_settings(),
+        )
+    except MeshError as refused:
+        if not isinstance(refused, ValidationError):
+            raise
+        problem = refused.message
+    except workloads.ChildRefused as refused:
+        problem = str(refused)
+    else:
+        return None
+    logger.warning("workload refused: %s", problem)
+    kopf.event(body, type="Warning", reason="WorkloadRefused", message=problem[:1024])
+    return problem
 
 
 async def endpoint_refusal(runtime: MeshServices, endpoint: str) -> str | None:

@@ -13,8 +13,6 @@ copied, so the wrapper's go.mod is derived from the real one rather than hard-co
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import hashlib
 import json
@@ -25,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +31,10 @@ from agent_mesh.devcluster.versions import (
     CONTAINERD_VERSION,
     COREDNS_VERSION,
     DEFAULT_ETCD_VERSION,
+    HEADSCALE_VERSION,
     KUBERNETES_VERSIONS,
+    TAILSCALE_VERSION,
+    cache_lock,
     cache_root,
     staging_version,
 )
@@ -222,24 +223,12 @@ def _build_etcd(go: str, version: str, out_dir: Path, say: Say) -> None:
         )
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One builder per cache: a second caller waits, then finds the binaries built."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _ensure(
     name: str, out_dir: Path, files: tuple[str, ...], build: Callable[[Path], None], say: Say
 ) -> None:
     if all((out_dir / f).is_file() for f in files):
         return
-    with _locked(out_dir.parent / f".{name}.lock"):
+    with cache_lock(out_dir.parent / f".{name}.lock"):
         if all((out_dir / f).is_file() for f in files):
             return
         staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out_dir.parent))
@@ -531,3 +520,103 @@ def cached_node_binaries() -> list[Path]:
     bin_root = cache_root() / "bin"
     patterns = ("kubernetes-node-*/*", "containerd-*/*", "coredns-*/coredns", "pause-*/pause")
     return [p for pattern in patterns for p in bin_root.glob(pattern) if p.is_file()]
+
+
+# -- the tailnet -------------------------------------------------------------------------
+
+_EXPECTED_TAILNET_BUILD = "about 5 minutes on 2 cores, once"
+TAILSCALE_COMMANDS = ("tailscaled", "tailscale", "containerboot")
+
+
+@dataclass(frozen=True)
+class TailnetBinaries:
+    """A tailnet's processes: Tailscale's daemon, CLI and container entrypoint; headscale."""
+
+    tailscaled: Path
+    tailscale: Path
+    containerboot: Path
+    headscale: Path
+    tailscale_version: str
+    headscale_version: str
+
+    @property
+    def tailscale_dir(self) -> Path:
+        """The directory containerboot needs on PATH (it runs tailscaled and tailscale)."""
+        return self.tailscaled.parent
+
+
+def _build_tailscale(go: str, version: str, out_dir: Path, say: Say) -> None:
+    stamps = f"-X tailscale.com/version.longStamp={version}"
+    stamps += f" -X tailscale.com/version.shortStamp={version}"
+    _build_wrapped(
+        go,
+        f"tailscale {version}",
+        out_dir,
+        requires=[f"tailscale.com/cmd/{c}@v{version}" for c in TAILSCALE_COMMANDS],
+        main=None,
+        targets={c: f"tailscale.com/cmd/{c}" for c in TAILSCALE_COMMANDS},
+        ldflags=f"-s -w {stamps}",
+        say=say,
+    )
+
+
+def _build_headscale(go: str, version: str, out_dir: Path, say: Say) -> None:
+    # `go install …@v<version>` fails (the proxy refuses the module's version list);
+    # `go get` of the exact version in a throwaway module works.
+    module = "github.com/juanfont/headscale"
+    _build_wrapped(
+        go,
+        f"headscale {version}",
+        out_dir,
+        requires=[f"{module}/cmd/headscale@v{version}"],
+        main=None,
+        targets={"headscale": f"{module}/cmd/headscale"},
+        ldflags="-s -w",
+        say=say,
+    )
+
+
+def tailnet_binary_dirs() -> tuple[Path, Path]:
+    """The cache directories of the pinned tailscale and headscale builds."""
+    bin_root = cache_root() / "bin"
+    return bin_root / f"tailscale-{TAILSCALE_VERSION}", bin_root / f"headscale-{HEADSCALE_VERSION}"
+
+
+def cached_tailnet_binaries() -> TailnetBinaries | None:
+    """The tailnet's binaries if all are cached, else None (nothing is built)."""
+    tailscale_dir, headscale_dir = tailnet_binary_dirs()
+    found = _tailnet(tailscale_dir, headscale_dir)
+    paths = (found.tailscaled, found.tailscale, found.containerboot, found.headscale)
+    return found if all(p.is_file() for p in paths) else None
+
+
+def ensure_tailnet_binaries(*, say: Say = _stderr_say) -> TailnetBinaries:
+    """Return the tailnet's cached binaries, building whatever is missing."""
+    tailscale_dir, headscale_dir = tailnet_binary_dirs()
+    wanted = {tailscale_dir: TAILSCALE_COMMANDS, headscale_dir: ("headscale",)}
+    missing = [d for d, files in wanted.items() if not all((d / f).is_file() for f in files)]
+    if missing:
+        say(
+            "agent-mesh: building the tailnet's binaries from Go modules "
+            f"({', '.join(d.name for d in missing)}): {_EXPECTED_TAILNET_BUILD}. "
+            f"Cache: {tailscale_dir.parent}"
+        )
+        go = _go()
+        builders: dict[Path, Callable[[Path], None]] = {
+            tailscale_dir: lambda d: _build_tailscale(go, TAILSCALE_VERSION, d, say),
+            headscale_dir: lambda d: _build_headscale(go, HEADSCALE_VERSION, d, say),
+        }
+        for directory in missing:  # one Go build at a time: each already uses every core
+            _ensure(directory.name, directory, wanted[directory], builders[directory], say)
+    return _tailnet(tailscale_dir, headscale_dir)
+
+
+def _tailnet(tailscale_dir: Path, headscale_dir: Path) -> TailnetBinaries:
+    return TailnetBinaries(
+        tailscaled=tailscale_dir / "tailscaled",
+        tailscale=tailscale_dir / "tailscale",
+        containerboot=tailscale_dir / "containerboot",
+        headscale=headscale_dir / "headscale",
+        tailscale_version=TAILSCALE_VERSION,
+        headscale_version=HEADSCALE_VERSION,
+    )

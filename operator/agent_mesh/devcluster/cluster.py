@@ -282,14 +282,10 @@ class ControlPlane:
         )
 
     def _check_alive(self, component: str) -> None:
-        child = self._children.get(component)
-        if child is not None and child.poll() is not None:
-            log = self.log_path(component)
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
-            raise DevClusterError(
-                f"{component} exited with code {child.returncode} while starting; "
-                f"last lines of {log}:\n{tail}"
-            )
+        child, log = self._children.get(component), self.log_path(component)
+        problem = processes.exit_report(component, child, log, "while starting")
+        if problem is not None:
+            raise DevClusterError(problem)
 
     def _wait_etcd(self, port: int, deadline: float) -> None:
         url = f"http://{LOOPBACK}:{port}/health"

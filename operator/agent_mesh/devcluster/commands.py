@@ -1,5 +1,7 @@
 """`agent-mesh dev up|down|kubeconfig|status|build`: a detached local cluster.
 
+`dev build --tailnet` also builds the local tailnet's binaries (Tailscale and headscale).
+
 `dev up` starts a node beside the control plane where the machine allows it (root, the
 kernel features, the Debian packages) and says plainly why not where it does not;
 `--no-node` keeps the control-plane-only start (about 3 s) for fast loops.
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from agent_mesh.devcluster import ControlPlane, DevClusterError, ensure_binaries, network
 from agent_mesh.devcluster import node as devnode
+from agent_mesh.devcluster.binaries import ensure_tailnet_binaries
 from agent_mesh.devcluster.cluster import LOOPBACK
 from agent_mesh.devcluster.ports import check_port_free
 from agent_mesh.devcluster.versions import KUBERNETES_VERSIONS, state_root
@@ -29,10 +32,13 @@ def run(
     port: int | None = None,
     kubernetes_version: str | None = None,
     node: bool = True,
+    tailnet: bool = False,
 ) -> int:
     directory = state_root() / "dev"
     existing = ControlPlane.load(directory)
     if action == "build":
+        if tailnet:
+            _build_tailnet()
         return _build(kubernetes_version, node)
     if action == "up":
         return _up(directory, existing, port, kubernetes_version, node)
@@ -60,6 +66,15 @@ def run(
     else:
         print(found.describe())
     return 0
+
+
+def _build_tailnet() -> None:
+    """The local tailnet's binaries: only the tests marked tailscale need them (they build
+    them on first use too), so `dev build` makes them only when asked."""
+    tailnet = ensure_tailnet_binaries(say=_say)
+    _say(f"Tailscale {tailnet.tailscale_version}, headscale {tailnet.headscale_version}")
+    for path in (tailnet.tailscaled, tailnet.tailscale, tailnet.containerboot, tailnet.headscale):
+        print(path)
 
 
 def _build(kubernetes_version: str | None, node: bool) -> int:

@@ -98,13 +98,7 @@ def wait_ready(ctr: Path, directory: Path, alive: object, deadline: float) -> No
     while True:
         if callable(alive):
             alive()
-        proc = subprocess.run(
-            [str(ctr), "--address", str(socket(directory)), "version"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=10,
-        )
+        proc = _ctr(ctr, directory, "version", timeout=10)
         if proc.returncode == 0:
             return
         last = proc.stderr.strip()
@@ -115,44 +109,29 @@ def wait_ready(ctr: Path, directory: Path, alive: object, deadline: float) -> No
 
 def import_image(ctr: Path, directory: Path, image: Image) -> None:
     """Import an image archive into the CRI namespace, unpacked for the overlay snapshotter."""
-    proc = subprocess.run(
-        [
-            str(ctr),
-            "--address",
-            str(socket(directory)),
-            "--namespace",
-            NAMESPACE,
-            "images",
-            "import",
-            "--snapshotter",
-            "overlayfs",
-            str(image.archive),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
+    images = ("--namespace", NAMESPACE, "images")
+    archive = str(image.archive)
+    proc = _ctr(
+        ctr, directory, *images, "import", "--snapshotter", "overlayfs", archive, timeout=600
     )
     if proc.returncode != 0:
         raise ContainerdError(f"importing {image.name} from {image.archive} failed: {proc.stderr}")
-    listed = subprocess.run(
-        [
-            str(ctr),
-            "--address",
-            str(socket(directory)),
-            "--namespace",
-            NAMESPACE,
-            "images",
-            "ls",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    ).stdout.split()
+    listed = _ctr(ctr, directory, *images, "ls", "--quiet", timeout=60).stdout.split()
     if image.name not in listed:
         raise ContainerdError(
             f"{image.archive} was imported but containerd lists no {image.name} "
             f"(it has: {', '.join(listed) or 'nothing'})"
         )
+
+
+def _ctr(
+    ctr: Path, directory: Path, *args: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """`ctr` on this containerd's socket, its output captured; the caller judges the code."""
+    return subprocess.run(
+        [str(ctr), "--address", str(socket(directory)), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )

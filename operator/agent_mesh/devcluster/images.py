@@ -18,7 +18,6 @@ image, so nothing is rebuilt until its inputs change.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -29,11 +28,11 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent_mesh.devcluster.versions import cache_root
+from agent_mesh.devcluster.versions import cache_lock, cache_root
 
 Say = Callable[[str], None]
 
@@ -83,17 +82,6 @@ def _digest(*parts: bytes | str) -> str:
 
 def images_dir() -> Path:
     return cache_root() / "images"
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def repository_root() -> Path | None:
@@ -259,34 +247,35 @@ class ImageCache:
         key = _digest(binary.read_bytes())
         name = f"{PAUSE_IMAGE}:{key}"
         archive = self.dir / f"pause-{key}.tar"
-        if archive.is_file():
-            return Image(name, archive)
-        with _locked(self.dir / ".lock"):
-            if archive.is_file():
-                return Image(name, archive)
-            b = self.buildah
-            container = b("from", "scratch", label="pause image")
-            try:
-                b("copy", "--chmod", "0755", container, str(binary), "/pause", label="pause")
-                b(
-                    "config",
-                    "--os",
-                    "linux",
-                    "--arch",
-                    "amd64",
-                    "--entrypoint",
-                    '["/pause"]',
-                    "--user",
-                    "65535:65535",
-                    container,
-                    label="pause image",
-                )
-                b("commit", "-q", "--rm", container, name, label="pause image")
-            except ImageError:
-                b("rm", container, label="pause image cleanup")
-                raise
+
+        def build() -> None:
+            self._from_scratch(
+                name,
+                "pause image",
+                add=("copy", "--chmod", "0755", str(binary), "/pause"),
+                config=("--entrypoint", '["/pause"]', "--user", "65535:65535"),
+            )
             self._export(name, archive)
+
+        self._built_once(archive.is_file, build)
         return Image(name, archive)
+
+    def _from_scratch(
+        self, name: str, label: str, *, add: tuple[str, ...], config: tuple[str, ...]
+    ) -> None:
+        """Commit `name`: a scratch image with one copy or add (`add`: the buildah verb
+        and its flags, then source and destination) and a linux/amd64 `config`; the
+        working container is removed when a step fails."""
+        b = self.buildah
+        *verb, source, destination = add
+        container = b("from", "scratch", label=label)
+        try:
+            b(*verb, container, source, destination, label=label)
+            b("config", "--os", "linux", "--arch", "amd64", *config, container, label=label)
+            b("commit", "-q", "--rm", container, name, label=label)
+        except ImageError:
+            b("rm", container, label=f"{label} cleanup")
+            raise
 
     # -- the Python base -----------------------------------------------------------------
 
@@ -300,14 +289,11 @@ class ImageCache:
         key = self.base_key()
         name = f"{BASE_IMAGE}:{key}"
         facts_file = self.dir / f"python-base-{key}.json"
-        if facts_file.is_file() and self.buildah.has(name):
-            return name, json.loads(facts_file.read_text())
-        with _locked(self.dir / ".lock"):
-            if facts_file.is_file() and self.buildah.has(name):
-                return name, json.loads(facts_file.read_text())
-            facts = self._build_base(name)
-            facts_file.write_text(json.dumps(facts))
-        return name, facts
+        self._built_once(
+            lambda: facts_file.is_file() and self.buildah.has(name),
+            lambda: facts_file.write_text(json.dumps(self._build_base(name))),
+        )
+        return name, json.loads(facts_file.read_text())
 
     def _build_base(self, name: str) -> dict[str, str]:
         if shutil.which("mmdebstrap") is None:
@@ -336,29 +322,19 @@ class ImageCache:
                 tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
                 raise ImageError(f"mmdebstrap of the Python base failed:\n{tail}")
             python, glibc = facts_out.read_text().split()
-            b = self.buildah
-            container = b("from", "scratch", label="Python base")
-            try:
-                b("add", "--quiet", container, str(tarball), "/", label="Python base")
-                b(
-                    "config",
-                    "--os",
-                    "linux",
-                    "--arch",
-                    "amd64",
+            self._from_scratch(
+                name,
+                "Python base",
+                add=("add", "--quiet", str(tarball), "/"),
+                config=(
                     "--env",
                     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     "--env",
                     "LANG=C.UTF-8",
                     "--cmd",
                     "python3",
-                    container,
-                    label="Python base",
-                )
-                b("commit", "-q", "--rm", container, name, label="Python base")
-            except ImageError:
-                b("rm", container, label="Python base cleanup")
-                raise
+                ),
+            )
         self.say(f"  [images] Python {python} base built in {time.monotonic() - started:.0f} s")
         return {"python": python, "glibc": glibc}
 
@@ -370,46 +346,46 @@ class ImageCache:
         reqs = requirements(root / "pyproject.toml")
         key = _digest(python, glibc, *reqs)
         directory = self.dir / f"wheels-{key}"
-        if directory.is_dir():
-            return directory, key
-        with _locked(self.dir / ".lock"):
-            if directory.is_dir():
-                return directory, key
-            self.say(f"  [images] fetching the project's dependencies as wheels (Python {python})")
-            staging = Path(tempfile.mkdtemp(prefix=".wheels-", dir=self.dir))
-            abi = "cp" + python.replace(".", "")
-            argv = [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--dest",
-                str(staging),
-                "--only-binary=:all:",
-                "--python-version",
-                python,
-                "--implementation",
-                "cp",
-                "--abi",
-                abi,
-                "--abi",
-                "abi3",
-                "--abi",
-                "none",
-                *[arg for p in wheel_platforms(glibc) for arg in ("--platform", p)],
-                *reqs,
-            ]
-            env = {k: v for k, v in os.environ.items() if k != "PIP_FIND_LINKS"}
-            proc = subprocess.run(
-                argv, capture_output=True, text=True, check=False, timeout=900, env=env
-            )
-            if proc.returncode != 0:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise ImageError(f"pip download of the project's wheels failed:\n{proc.stderr}")
-            staging.rename(directory)
+        self._built_once(
+            directory.is_dir, lambda: self._download_wheels(directory, python, glibc, reqs)
+        )
         return directory, key
+
+    def _download_wheels(self, directory: Path, python: str, glibc: str, reqs: list[str]) -> None:
+        self.say(f"  [images] fetching the project's dependencies as wheels (Python {python})")
+        staging = Path(tempfile.mkdtemp(prefix=".wheels-", dir=self.dir))
+        abi = "cp" + python.replace(".", "")
+        argv = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--dest",
+            str(staging),
+            "--only-binary=:all:",
+            "--python-version",
+            python,
+            "--implementation",
+            "cp",
+            "--abi",
+            abi,
+            "--abi",
+            "abi3",
+            "--abi",
+            "none",
+            *[arg for p in wheel_platforms(glibc) for arg in ("--platform", p)],
+            *reqs,
+        ]
+        env = {k: v for k, v in os.environ.items() if k != "PIP_FIND_LINKS"}
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, check=False, timeout=900, env=env
+        )
+        if proc.returncode != 0:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ImageError(f"pip download of the project's wheels failed:\n{proc.stderr}")
+        staging.rename(directory)
 
     # -- the project's image -------------------------------------------------------------
 
@@ -434,57 +410,68 @@ class ImageCache:
         key = project_key(root, base.rsplit(":", 1)[1], wheels_key)
         name = f"{PROJECT_IMAGE}:{key}"
         archive = self.dir / f"agent-mesh-{key}.tar"
-        if archive.is_file():
-            return Image(name, archive)
-        with _locked(self.dir / ".lock"):
-            if archive.is_file():
-                return Image(name, archive)
-            self.say(f"  [images] building the project's image from {root / 'Dockerfile'}")
-            started = time.monotonic()
-            with tempfile.TemporaryDirectory(prefix="agent-mesh-context-", dir=self.dir) as tmp:
-                context = Path(tmp)
-                for file in _PROJECT_FILES:
-                    shutil.copy2(root / file, context / file)
-                for tree in _PROJECT_TREES:
-                    shutil.copytree(
-                        root / tree,
-                        context / tree,
-                        symlinks=True,  # the package's links to examples/ stay links
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"),
-                    )
-                self.buildah(
-                    "bud",
-                    "--quiet",
-                    "--network",
-                    "none",
-                    "--isolation",
-                    "oci",
-                    "--runtime",
-                    shutil.which("runc") or "runc",
-                    "--runtime-flag",
-                    f"root={self._run_dir / 'runc'}",
-                    "--pull-never",
-                    "--layers=false",
-                    "--volume",
-                    f"{wheel_dir}:/wheelhouse:ro",
-                    "--build-arg",
-                    f"PYTHON_IMAGE={base}",
-                    "--build-arg",
-                    "PIP_NO_INDEX=1",
-                    "--build-arg",
-                    "PIP_FIND_LINKS=/wheelhouse",
-                    "--tag",
-                    name,
-                    str(context),
-                    label="the project's image (Dockerfile)",
-                )
-            self._export(name, archive)
-            self.buildah("rmi", name, label="drop the exported image from buildah's storage")
-            self._prune(keep=archive)
-            self.say(f"  [images] project image built in {time.monotonic() - started:.0f} s")
+        self._built_once(
+            archive.is_file, lambda: self._build_project(root, base, wheel_dir, name, archive)
+        )
         return Image(name, archive)
 
+    def _build_project(
+        self, root: Path, base: str, wheel_dir: Path, name: str, archive: Path
+    ) -> None:
+        self.say(f"  [images] building the project's image from {root / 'Dockerfile'}")
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="agent-mesh-context-", dir=self.dir) as tmp:
+            context = Path(tmp)
+            for file in _PROJECT_FILES:
+                shutil.copy2(root / file, context / file)
+            for tree in _PROJECT_TREES:
+                shutil.copytree(
+                    root / tree,
+                    context / tree,
+                    symlinks=True,  # the package's links to examples/ stay links
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"),
+                )
+            self.buildah(
+                "bud",
+                "--quiet",
+                "--network",
+                "none",
+                "--isolation",
+                "oci",
+                "--runtime",
+                shutil.which("runc") or "runc",
+                "--runtime-flag",
+                f"root={self._run_dir / 'runc'}",
+                "--pull-never",
+                "--layers=false",
+                "--volume",
+                f"{wheel_dir}:/wheelhouse:ro",
+                "--build-arg",
+                f"PYTHON_IMAGE={base}",
+                "--build-arg",
+                "PIP_NO_INDEX=1",
+                "--build-arg",
+                "PIP_FIND_LINKS=/wheelhouse",
+                "--tag",
+                name,
+                str(context),
+                label="the project's image (Dockerfile)",
+            )
+        self._export(name, archive)
+        self.buildah("rmi", name, label="drop the exported image from buildah's storage")
+        self._prune(keep=archive)
+        self.say(f"  [images] project image built in {time.monotonic() - started:.0f} s")
+
     # -- internals -----------------------------------------------------------------------
+
+    def _built_once(self, ready: Callable[[], bool], build: Callable[[], object]) -> None:
+        """`build` unless `ready()`, under the cache lock: a second builder waits for the
+        first, then finds it built."""
+        if ready():
+            return
+        with cache_lock(self.dir / ".lock"):
+            if not ready():
+                build()
 
     def _export(self, name: str, archive: Path) -> None:
         partial = archive.with_suffix(".partial")

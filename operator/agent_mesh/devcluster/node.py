@@ -527,14 +527,10 @@ class Node:
         )
 
     def _check_alive(self, component: str) -> None:
-        child = self._children.get(component)
-        if child is not None and child.poll() is not None:
-            log = self.log_path(component)
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
-            raise DevClusterError(
-                f"{component} exited with code {child.returncode} while the node started; "
-                f"last lines of {log}:\n{tail}"
-            )
+        child, log = self._children.get(component), self.log_path(component)
+        problem = processes.exit_report(component, child, log, "while the node started")
+        if problem is not None:
+            raise DevClusterError(problem)
 
     def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -44,6 +44,20 @@ def spawn(
         log.close()
 
 
+def exit_report(
+    component: str, child: subprocess.Popen[bytes] | None, log_path: Path, during: str
+) -> str | None:
+    """Why `child` stopped `during` a start, with the last lines of its log; None while
+    it runs (or when there is no child)."""
+    if child is None or child.poll() is None:
+        return None
+    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
+    return (
+        f"{component} exited with code {child.returncode} {during}; "
+        f"last lines of {log_path}:\n{tail}"
+    )
+
+
 def runs_binary(pid: int, binary: Path) -> bool:
     """True when `pid` is alive and executes `binary` (guards against pid reuse)."""
     try:

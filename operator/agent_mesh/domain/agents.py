@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from agent_mesh.domain.health import HealthStatus
 
@@ -45,6 +45,8 @@ class AgentRecord:
     max_concurrent_tasks: int = DEFAULT_MAX_CONCURRENT_TASKS
     version: str | None = None
     workload: bool = False
+    network: str | None = None
+    """spec.network as written (None: the operator's default)."""
     # status as last read from the apiserver: seeds health after an operator restart
     last_seen: dt.datetime | None = None
     health: HealthStatus | None = None
@@ -112,10 +114,10 @@ class AgentRegistry:
 
     def _unindex(self, record: AgentRecord) -> None:
         ns, agent_id = record.namespace, record.agent_id
-        _discard(self._in_namespace, ns, agent_id)
-        _discard(self._of_type, (ns, record.agent_type), agent_id)
+        discard_member(self._in_namespace, ns, agent_id)
+        discard_member(self._of_type, (ns, record.agent_type), agent_id)
         for capability in record.capabilities:
-            _discard(self._with_capability, (ns, capability), agent_id)
+            discard_member(self._with_capability, (ns, capability), agent_id)
 
     def candidates(
         self, namespace: str, capabilities: Iterable[str] = (), agent_type: str | None = None
@@ -177,9 +179,11 @@ class AgentRegistry:
 
 
 _EMPTY: frozenset[str] = frozenset()
+K = TypeVar("K")
 
 
-def _discard(index: dict[Any, set[str]], key: Any, agent_id: str) -> None:
+def discard_member(index: dict[K, set[str]], key: K, agent_id: str) -> None:
+    """Take `agent_id` out of the set at `key`; an emptied set goes (indexes hold none)."""
     members = index.get(key)
     if members is not None:
         members.discard(agent_id)

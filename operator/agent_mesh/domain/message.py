@@ -76,24 +76,15 @@ class Message(WireModel):
 
     def reply(self, payload: Any, *, clock: Clock | None = None) -> Message:
         """The response to this request, addressed back to its sender."""
-        return Message.new(
-            MessageType.RESPONSE,
-            self.to,
-            self.sender,
-            payload,
-            correlation_id=self.message_id,
-            clock=clock,
-        )
+        return self._answer(MessageType.RESPONSE, payload, clock)
 
     def chunk(self, payload: Any, *, clock: Clock | None = None) -> Message:
         """A stream chunk answering this request."""
+        return self._answer(MessageType.STREAM, payload, clock)
+
+    def _answer(self, type_: MessageType, payload: Any, clock: Clock | None) -> Message:
         return Message.new(
-            MessageType.STREAM,
-            self.to,
-            self.sender,
-            payload,
-            correlation_id=self.message_id,
-            clock=clock,
+            type_, self.to, self.sender, payload, correlation_id=self.message_id, clock=clock
         )
 
     def to_wire(self) -> dict[str, Any]:

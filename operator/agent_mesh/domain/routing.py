@@ -26,7 +26,7 @@ from enum import StrEnum
 from itertools import chain, islice
 from typing import Final, Protocol
 
-from agent_mesh.domain.agents import AgentRecord
+from agent_mesh.domain.agents import AgentRecord, discard_member
 from agent_mesh.domain.health import HealthStatus
 from agent_mesh.domain.task_reasons import MeshTaskReason
 
@@ -355,8 +355,8 @@ class _Namespace:
             pool.discard(agent)
         agent.pools = []
         for capability in agent.caps:
-            _discard(self.holders, capability, agent.agent_id)
-        _discard(self.of_type, agent.agent_type, agent.agent_id)
+            discard_member(self.holders, capability, agent.agent_id)
+        discard_member(self.of_type, agent.agent_type, agent.agent_id)
         del self.agents[agent.agent_id]
         if self.by_name.get(agent.name) is agent:
             del self.by_name[agent.name]
@@ -394,14 +394,6 @@ class _Namespace:
         pool = self.pools.pop(shape)
         for agent_id in pool.members:
             self.agents[agent_id].pools.remove(pool)
-
-
-def _discard(index: dict[str, set[str]], key: str, agent_id: str) -> None:
-    members = index.get(key)
-    if members is not None:
-        members.discard(agent_id)
-        if not members:
-            del index[key]
 
 
 def _fits(agent: _Agent, task: TaskDemand) -> bool:

@@ -12,7 +12,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_mesh.domain.errors import UnavailableError, ValidationError
-from agent_mesh.kube.errors import unavailable
+from agent_mesh.kube.errors import operator_namespace_missing, unavailable
 from agent_mesh.kube.keystore import MANAGED_LABELS
 from agent_mesh.pki import CA_BUNDLE_KEY, CA_SECRET
 from agent_mesh.pki.certs import KeyPair
@@ -93,12 +93,7 @@ class SecretCaStore:
             if error.status == 409:
                 return False
             if error.status == 404 and existing is None:
-                raise UnavailableError(
-                    f"namespace {self.namespace} does not exist: create it, or point "
-                    "--operator-namespace (AGENT_MESH_OPERATOR_NAMESPACE) at one that does",
-                    field="operatorNamespace",
-                    code="OperatorNamespaceMissing",
-                ) from error
+                raise operator_namespace_missing(self.namespace) from error
             raise unavailable(f"writing Secret {self.namespace}/{self.name}", error) from error
         return True
 

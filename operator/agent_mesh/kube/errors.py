@@ -12,3 +12,13 @@ def unavailable(doing: str, error: ApiException) -> UnavailableError:
     return UnavailableError(
         f"{doing} failed: {error.status} {error.reason}", code="KubernetesUnavailable"
     )
+
+
+def operator_namespace_missing(namespace: str) -> UnavailableError:
+    """Creating the operator's own Secret found no namespace to put it in."""
+    return UnavailableError(
+        f"namespace {namespace} does not exist: create it, or point "
+        "--operator-namespace (AGENT_MESH_OPERATOR_NAMESPACE) at one that does",
+        field="operatorNamespace",
+        code="OperatorNamespaceMissing",
+    )

@@ -18,7 +18,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_mesh.auth.keys import KeyRing
 from agent_mesh.domain.errors import UnavailableError
-from agent_mesh.kube.errors import unavailable
+from agent_mesh.kube.errors import operator_namespace_missing, unavailable
 
 KEYS_SECRET: Final = "agent-mesh-signing-keys"  # noqa: S105  (a Secret name)
 ROTATE_ANNOTATION: Final = "agentmesh.io/rotate"
@@ -120,12 +120,7 @@ class SecretKeyStore:
                 if create_error.status == 409:  # created by another writer meanwhile
                     return False
                 if create_error.status == 404:
-                    raise UnavailableError(
-                        f"namespace {self.namespace} does not exist: create it, or point "
-                        "--operator-namespace (AGENT_MESH_OPERATOR_NAMESPACE) at one that does",
-                        field="operatorNamespace",
-                        code="OperatorNamespaceMissing",
-                    ) from create_error
+                    raise operator_namespace_missing(self.namespace) from create_error
                 raise unavailable(
                     f"creating Secret {self.namespace}/{self.name}", create_error
                 ) from create_error

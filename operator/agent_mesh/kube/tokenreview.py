@@ -50,22 +50,22 @@ class ApiTokenReviewer:
         return ReviewedToken(username=user.username or "", extra=dict(user.extra or {}))
 
     async def pod_agent_label(self, namespace: str, pod: str) -> str | None:
-        try:
-            found = await self._core.read_namespaced_pod(pod, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise unavailable(f"reading pod {namespace}/{pod}", error) from error
-        labels = found.metadata.labels or {}
-        value = labels.get(AGENT_LABEL)
+        found = await self._pod(namespace, pod)
+        if found is None:
+            return None
+        value = (found.metadata.labels or {}).get(AGENT_LABEL)
         return str(value) if value else None
 
     async def pod_ip(self, namespace: str, pod: str) -> str | None:
+        found = await self._pod(namespace, pod)
+        status = found.status if found is not None else None
+        return str(status.pod_ip) if status is not None and status.pod_ip else None
+
+    async def _pod(self, namespace: str, pod: str) -> Any:
+        """The pod, or None when it does not exist; other failures are UnavailableError."""
         try:
-            found = await self._core.read_namespaced_pod(pod, namespace)
+            return await self._core.read_namespaced_pod(pod, namespace)
         except ApiException as error:
             if error.status == 404:
                 return None
             raise unavailable(f"reading pod {namespace}/{pod}", error) from error
-        status = found.status
-        return str(status.pod_ip) if status is not None and status.pod_ip else None

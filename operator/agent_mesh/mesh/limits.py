@@ -82,15 +82,10 @@ class AbuseGuard:
         if request.path in UNLIMITED_PATHS:
             return
         source = _source(request)
-        wait = self._failures.wait(source)
-        if wait:
-            self._refuse(
-                FAILURES_PER_SOURCE,
-                source,
-                wait,
-                f"too many failed authentications from {source}",
-                source=source,
-            )
+        message = f"too many failed authentications from {source}"
+        self._enforce(
+            FAILURES_PER_SOURCE, source, self._failures.wait(source), message, source=source
+        )
 
     def failed(self, request: web.Request) -> None:
         """After a route answered 401: one failure for the source."""
@@ -99,31 +94,23 @@ class AbuseGuard:
     def token_exchange(self, request: web.Request) -> None:
         """At `POST /v1/token`, before the body is read."""
         source = _source(request)
-        wait = self._token_sources.take(source)
-        if wait:
-            self._refuse(
-                TOKEN_PER_SOURCE,
-                source,
-                wait,
-                f"too many token requests from {source}",
-                source=source,
-            )
+        message = f"too many token requests from {source}"
+        self._enforce(
+            TOKEN_PER_SOURCE, source, self._token_sources.take(source), message, source=source
+        )
 
     def token_issue(self, namespace: str, agent_id: str) -> None:
         """Before a token is signed for a caller proven to be `namespace/agent_id`."""
         key = f"{namespace}/{agent_id}"
+        message = f"too many tokens issued to agent {key}"
         wait = self._token_agents.take(key)
-        if wait:
-            self._refuse(
-                TOKEN_PER_AGENT,
-                key,
-                wait,
-                f"too many tokens issued to agent {key}",
-                namespace=namespace,
-                agentId=agent_id,
-            )
+        self._enforce(TOKEN_PER_AGENT, key, wait, message, namespace=namespace, agentId=agent_id)
 
-    def _refuse(self, limit: str, key: str, wait: float, message: str, **fields: str) -> None:
+    def _enforce(self, limit: str, key: str, wait: float, message: str, **fields: str) -> None:
+        """Nothing when the bucket had room (`wait` 0); else count, audit (at most once
+        per REPORT_SECONDS per key, with how many were suppressed) and refuse with 429."""
+        if not wait:
+            return
         self._refused[limit].inc()
         retry = retry_after_seconds(wait)
         now = self._clock()

@@ -105,18 +105,7 @@ async def report(request: web.Request) -> web.Response:
             f"task {key} has already ended", field="attempt", code="StaleAttempt"
         ) from None
     except ForbiddenError as denied:
-        authority.audit.record(
-            "acl.decision",
-            denied.message,
-            decision="deny",
-            agentId=claims.sub,
-            agentType=claims.agent_type,
-            namespace=claims.namespace,
-            action="self",
-            resource=f"tasks/{key}",
-            policy="identity",
-            reason=denied.message,
-        )
+        authority.audit_identity_denial(claims, f"tasks/{key}", denied.message)
         raise
     return web.json_response({"accepted": True, **_brief(answer_of(state))})
 

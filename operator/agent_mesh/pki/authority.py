@@ -14,6 +14,7 @@ from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from agent_mesh.pki import certs
@@ -116,12 +117,7 @@ class CertificateAuthority:
         constraints = _extension(cert, x509.BasicConstraints)
         if constraints is None or not constraints.ca:
             raise CertificateError("ca.crt is not a CA certificate (basicConstraints CA:FALSE)")
-        try:
-            key = load_pem_private_key(pair.key_pem, password=None)
-        except (ValueError, TypeError) as error:
-            raise CertificateError(
-                f"ca.key is not an unencrypted PEM private key: {error}"
-            ) from error
+        key = _private_key(pair.key_pem, "ca.key")
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise CertificateError("ca.key must be an EC private key (P-256)")
         if key.public_key() != cert.public_key():
@@ -165,12 +161,7 @@ def check_serving_pair(pair: KeyPair, source: str) -> Validity:
     """A certificate and key that belong together (e.g. from cert-manager's tls.crt and
     tls.key); raises CertificateError naming `source` otherwise."""
     cert = _certificate(pair.cert_pem, f"{source} tls.crt")
-    try:
-        key = load_pem_private_key(pair.key_pem, password=None)
-    except (ValueError, TypeError) as error:
-        raise CertificateError(
-            f"{source} tls.key is not an unencrypted PEM private key: {error}"
-        ) from error
+    key = _private_key(pair.key_pem, f"{source} tls.key")
     if key.public_key() != cert.public_key():
         raise CertificateError(f"{source} tls.key does not belong to tls.crt")
     return Validity(cert.not_valid_before_utc, cert.not_valid_after_utc)
@@ -181,6 +172,13 @@ def _certificate(pem: bytes, what: str) -> x509.Certificate:
         return x509.load_pem_x509_certificate(pem)
     except ValueError as error:
         raise CertificateError(f"{what} is not a PEM certificate: {error}") from error
+
+
+def _private_key(pem: bytes, what: str) -> PrivateKeyTypes:
+    try:
+        return load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as error:
+        raise CertificateError(f"{what} is not an unencrypted PEM private key: {error}") from error
 
 
 def _extension(

@@ -1,0 +1,26 @@
+"""The local tailnet for the tests marked tailscale: built on first use, and skipped with
+the reason where it cannot run (it needs root) — except in CI, where that is a failure."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent_mesh.devcluster.binaries import ensure_tailnet_binaries
+from agent_mesh.devcluster.tailnet import LocalTailnet
+
+
+@contextlib.contextmanager
+def local_tailnet(directory: Path, *, trace: bool = True) -> Iterator[LocalTailnet]:
+    """headscale and its nodes, every process traced (nothing may leave the machine)."""
+    if os.geteuid() != 0:
+        reason = "the local tailnet needs root (a mount namespace per tailscaled)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with LocalTailnet(ensure_tailnet_binaries(), directory, trace=trace) as running:
+        yield running
