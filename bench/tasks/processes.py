@@ -48,8 +48,8 @@ def start_operator(
     webhooks: bool,
     shim: dict[str, str] | None = None,
 ) -> OperatorProcess:
-    """`python -m agent_mesh operator` watching `namespace`, as tests/conftest.py starts it;
-    with `shim`, run by operator_shim.py with those settings (environment) instead."""
+    """`python -m agent_mesh operator` watching `namespace`, as tests/support/operators.py
+    starts it; with `shim`, run by operator_shim.py with those settings (environment) instead."""
     command = [sys.executable]
     profile = os.environ.get("AGENT_MESH_BENCH_CPROFILE")
     if profile:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent_mesh.testing.demo import NAMESPACE
-from tests.integration.test_devcluster_harness import _processes_under
+from tests.support.processes import processes_under
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,4 +67,4 @@ def test_demo_brings_up_a_mesh_prints_the_agents_and_cleans_up(tmp_path: Path) -
         assert "using the cluster in KUBECONFIG" in proc.stderr
     else:
         assert "control plane ready in" in proc.stderr
-    assert not _processes_under(tmp_path), "the demo left processes running"
+    assert not processes_under(tmp_path), "the demo left processes running"

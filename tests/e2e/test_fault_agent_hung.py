@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.agentprocs import AgentProcess, launch, register, wait_ready
-from tests.conftest import Cluster, OperatorProcess, stop_operator, wait_for
-from tests.e2e.conftest import own_operator
-from tests.e2e.test_tasks import create_task, healthy, start_worker, wait_phase
+from agent_mesh.testing import OperatorProcess
+from tests.e2e.conftest import OWN_FAMILY
+from tests.support.agents import AgentProcess, start_worker, worker_pair
+from tests.support.cluster import Cluster
+from tests.support.operators import own_operator
+from tests.support.tasks import create_task, fails_over, healthy, wait_phase
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.fault_agent_hung
 
@@ -65,59 +68,45 @@ def _t(stamp: str) -> dt.datetime:
 
 
 def test_an_agent_frozen_mid_task_loses_it_when_unreachable_without_using_a_retry(
-    cluster: Cluster, crds: object, own_ns: str, processes: dict[str, AgentProcess], tmp_path: Path
+    cluster: Cluster, crds: object, own_ns: str, agents: dict[str, AgentProcess], tmp_path: Path
 ) -> None:
     """SIGSTOP: the agent holds the task, neither answers nor beats. Its health, not a
     timeout, moves the task: unreachable, it fails over to the other agent."""
-    operator = own_operator(
+    frozen: list[AgentProcess] = []
+
+    def freeze(agent_id: str) -> None:
+        frozen.append(agents[agent_id])
+        os.kill(agents[agent_id].pid, signal.SIGSTOP)
+
+    with own_operator(
         cluster,
         tmp_path / "operator.log",
+        OWN_FAMILY,
         extra_env={
             "AGENT_MESH_HEALTH_DEGRADED_SECONDS": "4",
             "AGENT_MESH_HEALTH_UNREACHABLE_SECONDS": "8",
             "AGENT_MESH_HEALTH_SWEEP_SECONDS": "0.25",
         },
-    )
-    frozen: AgentProcess | None = None
-    try:
-        for agent_id in ("first", "second"):
-            url, credential = register(cluster, own_ns, agent_id, "worker", ["echo"])
-            processes[agent_id] = launch(
-                "echo_worker.py",
+    ) as operator:
+        try:
+            worker_pair(
+                cluster,
                 operator,
                 own_ns,
-                agent_id,
-                url,
-                credential,
+                agents,
                 tmp_path,
-                extra_env={"AGENT_MESH_HEARTBEAT_SECONDS": "1"},  # well inside the 4 s
+                {"AGENT_MESH_HEARTBEAT_SECONDS": "1"},  # well inside the 4 s
             )
-        for agent in processes.values():
-            wait_ready(agent)
-        wait_for("both agents healthy", lambda: healthy(cluster, own_ns) == 2)
-        create_task(
-            cluster,
-            own_ns,
-            "held",
-            taskType="sleep",
-            requiredCapabilities=["echo"],
-            retries=0,
-            timeoutSeconds=120,  # far beyond the failover: the timeout must not move it
-            payload={"seconds": 5},
-        )
-        doomed = wait_phase(cluster, own_ns, "held", {"Running"})["agentId"]
-        survivor = "second" if doomed == "first" else "first"
-        frozen = processes[doomed]
-        os.kill(frozen.pid, signal.SIGSTOP)
-        status = wait_phase(cluster, own_ns, "held", {"Completed", "Failed", "TimedOut"}, 90)
-        assert status["phase"] == "Completed", status  # retries: 0, yet it completed
-        assert status["agentId"] == survivor
-        assert [(a["agentId"], a["outcome"]) for a in status["attempts"]] == [
-            (doomed, "Unreachable"),
-            (survivor, "Succeeded"),
-        ]
-        assert "became unreachable" in status["attempts"][0]["error"], status
-    finally:
-        if frozen is not None:
-            os.kill(frozen.pid, signal.SIGCONT)  # so that its stop is a clean one
-        stop_operator(operator)
+            status = fails_over(
+                cluster,
+                own_ns,
+                "held",
+                freeze,
+                within=90,
+                timeoutSeconds=120,  # far beyond the failover: the timeout must not move it
+                payload={"seconds": 5},
+            )
+            assert "became unreachable" in status["attempts"][0]["error"], status
+        finally:
+            for agent in frozen:
+                os.kill(agent.pid, signal.SIGCONT)  # so that its stop is a clean one

@@ -5,18 +5,19 @@ cluster: none is lost and none runs twice, by the agents' own logs."""
 from __future__ import annotations
 
 import re
-import signal
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.agentprocs import AgentProcess
-from tests.conftest import Cluster, stop_operator, wait_for
-from tests.e2e.conftest import own_operator, workers
-from tests.e2e.test_tasks import create_task, task_status
-from tests.meshhelpers import GROUP, VERSION
+from agent_mesh.api.common import GROUP, VERSION
+from tests.e2e.conftest import OWN_FAMILY
+from tests.support.agents import AgentProcess, workers
+from tests.support.cluster import Cluster
+from tests.support.operators import own_operator, start_own_operator
+from tests.support.tasks import create_tasks, task_status
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.fault_operator_killed
 
@@ -27,34 +28,29 @@ def phases(cluster: Cluster, ns: str) -> Counter[str]:
 
 
 def test_operator_killed_with_200_tasks_in_flight_loses_none_and_runs_none_twice(
-    cluster: Cluster, crds: Any, own_ns: str, processes: dict[str, AgentProcess], tmp_path: Path
+    cluster: Cluster, crds: Any, own_ns: str, agents: dict[str, AgentProcess], tmp_path: Path
 ) -> None:
-    first = own_operator(cluster, tmp_path / "operator-1.log")
+    first = start_own_operator(cluster, tmp_path / "operator-1.log", OWN_FAMILY)
     try:
-        workers(cluster, first, own_ns, processes, tmp_path, count=4, slots=50)
+        workers(cluster, first, own_ns, agents, tmp_path, count=4, slots=50)
         names = [f"t{i:03d}" for i in range(200)]
-        for name in names:
-            create_task(
-                cluster,
-                own_ns,
-                name,
-                taskType="sleep",
-                requiredCapabilities=["echo"],
-                payload={"seconds": 5},
-            )
+        create_tasks(
+            cluster,
+            own_ns,
+            names,
+            taskType="sleep",
+            requiredCapabilities=["echo"],
+            payload={"seconds": 5},
+        )
         wait_for("150 tasks running", lambda: phases(cluster, own_ns)["Running"] >= 150, timeout=60)
     finally:
-        first.process.send_signal(signal.SIGKILL)
-        first.process.wait(timeout=10)
+        first.kill()
     in_flight = phases(cluster, own_ns)
     assert in_flight["Running"] >= 150, in_flight
-    second = own_operator(cluster, tmp_path / "operator-2.log")
-    try:
+    with own_operator(cluster, tmp_path / "operator-2.log", OWN_FAMILY):
         wait_for(
             "every task to end", lambda: phases(cluster, own_ns)["Completed"] == 200, timeout=120
         )
-    finally:
-        stop_operator(second)
     for name in names:
         status = task_status(cluster, own_ns, name)
         assert [a["outcome"] for a in status["attempts"]][-1] == "Succeeded", (name, status)
@@ -67,7 +63,7 @@ def test_operator_killed_with_200_tasks_in_flight_loses_none_and_runs_none_twice
     }
     ran = Counter(
         match
-        for agent in processes.values()
+        for agent in agents.values()
         for match in re.findall(r"task (\S+) attempt \d+: sleeping", agent.logs())
     )
     twice = {

@@ -9,56 +9,20 @@ from typing import Any
 
 import pytest
 
+from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.devcluster.ports import free_port
-from tests.agentprocs import AgentProcess, launch, register, wait_ready
-from tests.conftest import Cluster, OperatorProcess, wait_for
-from tests.meshhelpers import GROUP, VERSION, credential_of
-
-
-def create_task(cluster: Cluster, namespace: str, name: str, **spec: Any) -> None:
-    cluster.custom.create_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        "meshtasks",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "MeshTask",
-            "metadata": {"name": name},
-            "spec": spec,
-        },
-    )
-
-
-def task_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
-    body = cluster.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "meshtasks", name)
-    return dict(body.get("status") or {})
-
-
-def wait_phase(
-    cluster: Cluster, namespace: str, name: str, phases: set[str], timeout: float = 60
-) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        status = task_status(cluster, namespace, name)
-        return status if status.get("phase") in phases else None
-
-    return dict(wait_for(f"task {name} to reach {phases}", reached, timeout=timeout))
-
-
-def start_worker(
-    cluster: Cluster,
-    operator: OperatorProcess,
-    ns: str,
-    running: dict[str, AgentProcess],
-    log_dir: Path,
-    agent_id: str,
-    capabilities: list[str],
-) -> AgentProcess:
-    url, credential = register(cluster, ns, agent_id, "worker", capabilities)
-    agent = launch("echo_worker.py", operator, ns, agent_id, url, credential, log_dir)
-    running[agent_id] = agent
-    wait_ready(agent)
-    return agent
+from agent_mesh.testing import OperatorProcess, credential_of
+from tests.support.agents import AgentProcess, launch, register, start_worker, worker_pair
+from tests.support.cluster import Cluster
+from tests.support.tasks import (
+    create_task,
+    create_tasks,
+    fails_over,
+    healthy,
+    task_status,
+    wait_phase,
+)
+from tests.support.waiting import wait_for
 
 
 @pytest.mark.smoke
@@ -116,15 +80,14 @@ def test_each_strategy_distributes_as_specified(
 
     # least-loaded: with w0 busy on long tasks pinned to it, new work avoids it
     busy = [f"busy-{i}" for i in range(3)]
-    for name in busy:
-        create_task(
-            cluster,
-            ns,
-            name,
-            taskType="sleep",
-            payload={"seconds": 8},
-            agentSelector={"agentRef": "w0"},
-        )
+    create_tasks(
+        cluster,
+        ns,
+        busy,
+        taskType="sleep",
+        payload={"seconds": 8},
+        agentSelector={"agentRef": "w0"},
+    )
     wait_for(
         "w0 to be busy",
         lambda: all(task_status(cluster, ns, n).get("phase") == "Running" for n in busy),
@@ -140,23 +103,11 @@ def echo_tasks(cluster: Cluster, ns: str, prefix: str, count: int, strategy: str
     """Create `count` echo tasks routed by `strategy`, wait for them all to complete;
     which agent ran each."""
     names = [f"{prefix}-{i}" for i in range(count)]
-    for name in names:
-        create_task(
-            cluster,
-            ns,
-            name,
-            taskType="echo",
-            requiredCapabilities=["echo"],
-            strategy=strategy,
-            payload=name,
-        )
+    create_tasks(
+        cluster, ns, names, taskType="echo", requiredCapabilities=["echo"], strategy=strategy
+    )
     finish_all(cluster, ns, names)
     return agent_of_each(cluster, ns, names)
-
-
-def healthy(cluster: Cluster, ns: str) -> int:
-    items = cluster.custom.list_namespaced_custom_object(GROUP, VERSION, ns, "meshagents")
-    return sum(1 for i in items["items"] if i.get("status", {}).get("healthStatus") == "healthy")
 
 
 def test_critical_tasks_start_before_earlier_low_ones_when_agents_are_saturated(
@@ -171,7 +122,7 @@ def test_critical_tasks_start_before_earlier_low_ones_when_agents_are_saturated(
         GROUP, VERSION, ns, "meshagents", "solo", {"spec": {"maxConcurrentTasks": 1}}
     )
     agents["solo"] = launch("echo_worker.py", operator, ns, "solo", url, credential, tmp_path)
-    wait_ready(agents["solo"])
+    agents["solo"].wait_ready()
     wait_for("solo healthy", lambda: healthy(cluster, ns) == 1)
     create_task(
         cluster,
@@ -184,24 +135,14 @@ def test_critical_tasks_start_before_earlier_low_ones_when_agents_are_saturated(
     wait_phase(cluster, ns, "blocker", {"Running"})
     low = [f"low-{i}" for i in range(2)]
     critical = [f"critical-{i}" for i in range(2)]
-    for name in low:
-        create_task(
+    for names, priority in ((low, "low"), (critical, "critical")):  # the low ones first
+        create_tasks(
             cluster,
             ns,
-            name,
+            names,
             taskType="sleep",
             requiredCapabilities=["echo"],
-            priority="low",
-            payload={"seconds": 1},
-        )
-    for name in critical:
-        create_task(
-            cluster,
-            ns,
-            name,
-            taskType="sleep",
-            requiredCapabilities=["echo"],
-            priority="critical",
+            priority=priority,
             payload={"seconds": 1},
         )
     finish_all(cluster, ns, ["blocker", *low, *critical], timeout=60)
@@ -217,15 +158,14 @@ def test_a_task_no_agent_can_serve_waits_naming_the_capability_then_runs(
     tmp_path: Path,
 ) -> None:
     names = ["klingon", "klingon-2", "klingon-3"]
-    for name in names:
-        create_task(
-            cluster,
-            ns,
-            name,
-            taskType="echo",
-            requiredCapabilities=["translate-tlh"],
-            payload="Qapla'",
-        )
+    create_tasks(
+        cluster,
+        ns,
+        names,
+        taskType="echo",
+        requiredCapabilities=["translate-tlh"],
+        payload="Qapla'",
+    )
 
     def waiting(name: str) -> dict[str, Any] | None:
         status = task_status(cluster, ns, name)
@@ -267,7 +207,7 @@ def test_kubectl_apply_samples_then_the_sample_task_completes(
             "summarizer.py", operator, ns, name, f"http://127.0.0.1:{port}", credential, tmp_path
         )
     for agent in agents.values():
-        wait_ready(agent)
+        agent.wait_ready()
     status = wait_phase(cluster, ns, "summarize-release-notes", {"Completed"})
     assert status["result"] == ["agent-mesh turns a cluster into a mesh of cooperating AI agents."]
     table = cluster.kubectl("get", "meshtasks", "-n", ns).stdout
@@ -283,27 +223,13 @@ def test_a_task_whose_agent_is_deleted_mid_task_fails_over_without_using_a_retry
 ) -> None:
     """`kubectl delete meshagent` while the agent holds a task: the task goes to another
     agent at once (not at its timeout), using no retry."""
-    for agent_id in ("first", "second"):
-        start_worker(cluster, operator, ns, agents, tmp_path, agent_id, ["echo"])
-    wait_for("both agents healthy", lambda: healthy(cluster, ns) == 2)
-    create_task(
+    worker_pair(cluster, operator, ns, agents, tmp_path)
+    status = fails_over(
         cluster,
         ns,
         "orphan",
-        taskType="sleep",
-        requiredCapabilities=["echo"],
-        retries=0,
+        lambda deleted: cluster.kubectl("delete", "meshagent", deleted, "-n", ns),
         timeoutSeconds=120,  # far beyond the failover: the timeout must not move it
         payload={"seconds": 5},
     )
-    deleted = wait_phase(cluster, ns, "orphan", {"Running"})["agentId"]
-    survivor = "second" if deleted == "first" else "first"
-    cluster.kubectl("delete", "meshagent", deleted, "-n", ns)
-    status = wait_phase(cluster, ns, "orphan", {"Completed", "Failed", "TimedOut"})
-    assert status["phase"] == "Completed", status  # retries: 0, yet it completed
-    assert status["agentId"] == survivor
-    assert [(a["agentId"], a["outcome"]) for a in status["attempts"]] == [
-        (deleted, "Unreachable"),
-        (survivor, "Succeeded"),
-    ]
     assert "was deleted" in status["attempts"][0]["error"], status

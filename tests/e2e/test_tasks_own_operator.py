@@ -8,15 +8,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tests.agentprocs import AgentProcess
-from tests.conftest import (
-    Cluster,
-    stop_operator,
-    wait_for,
-)
-from tests.e2e.conftest import own_operator, workers
-from tests.e2e.test_tasks import create_task, task_status, wait_phase
-from tests.meshhelpers import GROUP, VERSION
+from tests.e2e.conftest import OWN_FAMILY
+from tests.support.agents import AgentProcess, workers
+from tests.support.cluster import Cluster
+from tests.support.operators import own_operator
+from tests.support.tasks import agent_status, create_task, create_tasks, task_status, wait_phase
+from tests.support.waiting import wait_for
 
 PLUGIN = '''
 class LastByName:
@@ -28,7 +25,7 @@ class LastByName:
 
 
 def test_a_strategy_installed_as_an_entry_point_is_used_when_a_task_names_it(
-    cluster: Cluster, crds: Any, own_ns: str, processes: dict[str, AgentProcess], tmp_path: Path
+    cluster: Cluster, crds: Any, own_ns: str, agents: dict[str, AgentProcess], tmp_path: Path
 ) -> None:
     site = tmp_path / "site"
     dist = site / "mesh_test_strategies-0.1.dist-info"
@@ -40,36 +37,27 @@ def test_a_strategy_installed_as_an_entry_point_is_used_when_a_task_names_it(
     (dist / "entry_points.txt").write_text(
         "[agent_mesh.strategies]\nlast-by-name = mesh_test_strategies:LastByName\n"
     )
-    operator = own_operator(
-        cluster,
-        tmp_path / "operator.log",
-        {  # the plug-in's site added to the path, not replacing it (where agent_mesh may be)
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
-            "AGENT_MESH_STATUS_WRITE_SECONDS": "1",
-        },
-    )
-    try:
-        workers(cluster, operator, own_ns, processes, tmp_path, count=3)
+    # the plug-in's site added to the path, not replacing it (where agent_mesh may be)
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    env = {"PYTHONPATH": path, "AGENT_MESH_STATUS_WRITE_SECONDS": "1"}
+    with own_operator(cluster, tmp_path / "operator.log", OWN_FAMILY, extra_env=env) as operator:
+        workers(cluster, operator, own_ns, agents, tmp_path, count=3)
         names = [f"p{i}" for i in range(4)]
-        for name in names:
-            create_task(
-                cluster,
-                own_ns,
-                name,
-                taskType="echo",
-                requiredCapabilities=["echo"],
-                strategy="last-by-name",
-                payload=name,
-            )
+        create_tasks(
+            cluster,
+            own_ns,
+            names,
+            taskType="echo",
+            requiredCapabilities=["echo"],
+            strategy="last-by-name",
+        )
         for name in names:
             status = wait_phase(cluster, own_ns, name, {"Completed", "Failed", "TimedOut"})
             assert status["phase"] == "Completed" and status["agentId"] == "w2", status
 
         # analytics: w2 ran all four; its MeshAgent status counts them
         def counted() -> dict[str, Any] | None:
-            status = cluster.custom.get_namespaced_custom_object(
-                GROUP, VERSION, own_ns, "meshagents", "w2"
-            ).get("status", {})
+            status = agent_status(cluster, own_ns, "w2")
             return status if status.get("completedTasks") == 4 else None
 
         analytics = wait_for("w2's completedTasks to reach 4", counted, timeout=20)
@@ -82,5 +70,3 @@ def test_a_strategy_installed_as_an_entry_point_is_used_when_a_task_names_it(
                 for c in task_status(cluster, own_ns, "unknown").get("conditions", [])
             ),
         )
-    finally:
-        stop_operator(operator)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.support.venvs import ROOT
 
 CHART = ROOT / "charts" / "agent-mesh"
 

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from agent_mesh.devcluster import manifests
-from tests.conftest import ROOT
 from tests.helm.conftest import CHART, env_of, only, render, run_helm
+from tests.support.venvs import ROOT
 
 VALUE_SETS: dict[str, list[str]] = {
     "defaults": [],

@@ -14,9 +14,11 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.conftest import ROOT, SESSION, Cluster, temporary_namespace
 from tests.helm.conftest import only, render
 from tests.helm.test_chart import VALUE_SETS
+from tests.support.cluster import Cluster
+from tests.support.namespaces import SESSION, temporary_namespace
+from tests.support.venvs import ROOT
 
 # Objects of CRDs this cluster does not have (cert-manager, the Prometheus operator):
 # their rendering is checked in test_chart.py, not here.

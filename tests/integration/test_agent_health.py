@@ -7,54 +7,34 @@ import itertools
 import os
 import signal
 import threading
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 from kubernetes import client, watch
 
-from tests.conftest import (
-    SESSION,
-    Cluster,
-    OperatorProcess,
-    ensure_namespace,
-    start_operator,
-    stop_operator,
-    wait_for,
+from agent_mesh.api.common import GROUP, VERSION
+from agent_mesh.testing import OperatorProcess
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import apply_agent, call, error_of, token_of
+from tests.support.namespaces import family, namespace_fixture
+from tests.support.operators import own_operator_fixture
+from tests.support.waiting import wait_for
+
+HEALTH_FAMILY = family("amh")
+
+
+fast_operator = own_operator_fixture(
+    HEALTH_FAMILY,
+    {
+        "AGENT_MESH_HEALTH_DEGRADED_SECONDS": "2",
+        "AGENT_MESH_HEALTH_UNREACHABLE_SECONDS": "4",
+        "AGENT_MESH_HEALTH_SWEEP_SECONDS": "0.25",
+        "AGENT_MESH_STATUS_WRITE_SECONDS": "30",
+    },
 )
-from tests.meshhelpers import GROUP, VERSION, apply_agent, call, error_of, token_of
-
-PREFIX = f"amh-{SESSION}-"
 
 
-@pytest.fixture(scope="module")
-def fast_operator(
-    cluster: Cluster, crds: object, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    operator = start_operator(
-        cluster,
-        tmp_path_factory.mktemp("health") / "operator.log",
-        "--no-webhooks",
-        watch=f"{PREFIX}*",
-        operator_namespace=f"{PREFIX}system",
-        extra_env={
-            "AGENT_MESH_HEALTH_DEGRADED_SECONDS": "2",
-            "AGENT_MESH_HEALTH_UNREACHABLE_SECONDS": "4",
-            "AGENT_MESH_HEALTH_SWEEP_SECONDS": "0.25",
-            "AGENT_MESH_STATUS_WRITE_SECONDS": "30",
-        },
-    )
-    yield operator
-    stop_operator(operator)
-
-
-@pytest.fixture
-def ns(cluster: Cluster) -> Iterator[str]:
-    name = ensure_namespace(cluster, f"{PREFIX}{uuid.uuid4().hex[:8]}")
-    yield name
-    client.CoreV1Api(cluster.api).delete_namespace(name, propagation_policy="Background")
+ns = namespace_fixture(HEALTH_FAMILY)
 
 
 def _status(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:

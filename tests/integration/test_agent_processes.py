@@ -12,7 +12,6 @@ import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,48 +19,19 @@ import httpx
 import jwt
 import pytest
 
+from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.domain.errors import DispatchError
 from agent_mesh.domain.message import Message, MessageType
-from agent_mesh.sdk import MeshClient, TokenSource
+from agent_mesh.sdk import MeshClient
+from agent_mesh.testing import OperatorProcess, manifest
 from agent_mesh.transport.client import TransportConfig
-from tests.agentprocs import SETTINGS, AgentProcess, fleet, launch, register, wait_ready
-from tests.conftest import (
-    TEST_NAMESPACE_PREFIX,
-    Cluster,
-    OperatorProcess,
-    temporary_namespace,
-    wait_for,
-    wait_for_async,
-)
-from tests.meshhelpers import GROUP, VERSION, call, external_agent, token_for_agent, token_of
+from tests.support.agents import SETTINGS, Mesh, launch, register, running_mesh
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import call, send_message, token_for_agent, token_of
+from tests.support.namespaces import TEST_NAMESPACE_PREFIX, fresh_namespace
+from tests.support.waiting import wait_for, wait_for_async
 
 MONITORS = 20
-
-
-@dataclass
-class Mesh:
-    namespace: str
-    agents: dict[str, AgentProcess]
-    operator: OperatorProcess
-    cluster: Cluster
-
-    def client(
-        self, agent_id: str, agent_type: str, config: TransportConfig | None = None
-    ) -> MeshClient:
-        credential = external_agent(self.cluster, self.namespace, agent_id, agent_type)
-        tokens = TokenSource(
-            self.operator.mesh_url,
-            namespace=self.namespace,
-            agent_id=agent_id,
-            credential=credential,
-            ca_file=self.operator.ca_file,
-        )
-        return MeshClient(tokens, config=config)
-
-    def token_for(self, agent_id: str, agent_type: str, *, to: str) -> str:
-        """A new agent's token for calling agent `to` (exchanged, as MeshClient does)."""
-        token = token_of(self.cluster, self.operator, self.namespace, agent_id, agent_type)
-        return token_for_agent(self.operator, token, self.namespace, to)
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +40,7 @@ def mesh(
 ) -> Iterator[Mesh]:
     """One namespace with the example agents running: echo, summarizer, critic (with the
     sample ACLPolicy that lets it call workers) and 20 monitors."""
-    name = f"{TEST_NAMESPACE_PREFIX}procs-{uuid.uuid4().hex[:6]}"
-    with temporary_namespace(cluster, name) as namespace:
+    with fresh_namespace(cluster, f"{TEST_NAMESPACE_PREFIX}procs-") as namespace:
         samples = Path(__file__).resolve().parents[2] / "config" / "samples"
         cluster.kubectl("apply", "-n", namespace, "-f", str(samples / "aclpolicy-critic.yaml"))
         wait_for(
@@ -92,14 +61,14 @@ def mesh(
             ("critic.py", "critic", "critic", ["critique"]),
             *[("monitor.py", f"monitor-{i:02d}", "monitor", ["observe"]) for i in range(MONITORS)],
         ]
-        with fleet(cluster, operator, namespace, plan, logs) as agents:
-            yield Mesh(namespace, agents, operator, cluster)
+        with running_mesh(cluster, operator, namespace, plan, logs) as mesh:
+            yield mesh
 
 
 @pytest.fixture
 async def conductor(mesh: Mesh) -> AsyncIterator[MeshClient]:
     """An orchestrator calling from the test process."""
-    async with mesh.client(f"conductor-{uuid.uuid4().hex[:6]}", "orchestrator") as client_:
+    async with mesh.client("orchestrator", f"conductor-{uuid.uuid4().hex[:6]}") as client_:
         yield client_
 
 
@@ -228,7 +197,7 @@ def test_calls_without_a_valid_token_are_refused(mesh: Mesh, path: str, token: s
 
 
 async def test_a_monitor_cannot_execute_or_broadcast(mesh: Mesh) -> None:
-    async with mesh.client("watcher", "monitor", TransportConfig(retries=0)) as watcher:
+    async with mesh.client("monitor", "watcher", TransportConfig(retries=0)) as watcher:
         with pytest.raises(DispatchError) as refused:
             await watcher.request({"x": 1}, to="echo")
         assert refused.value.code == "AccessDenied"
@@ -257,11 +226,7 @@ def test_a_worker_cannot_call_admin_operations_or_other_agents(mesh: Mesh) -> No
     assert discovery.status_code == 403
     message = Message.new(MessageType.REQUEST, "grunt", "echo", {"x": 1})
     to_echo = token_for_agent(mesh.operator, token, mesh.namespace, "echo")
-    response = httpx.post(
-        f"{mesh.agents['echo'].url}/v1/messages",
-        headers={"Authorization": f"Bearer {to_echo}"},
-        json=message.to_wire(),
-    )
+    response = send_message(mesh.agents["echo"].url, to_echo, message)
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "AccessDenied"
 
@@ -276,11 +241,7 @@ def test_a_revoked_token_is_refused_by_agents_within_their_sync_interval(
     message = Message.new(MessageType.REQUEST, "victim", "echo", "hi")
 
     def echo_status() -> int:
-        return httpx.post(
-            f"{mesh.agents['echo'].url}/v1/messages",
-            headers={"Authorization": f"Bearer {victim}"},
-            json=message.to_wire(),
-        ).status_code
+        return send_message(mesh.agents["echo"].url, victim, message).status_code
 
     assert echo_status() == 200
     jti = jwt.decode(victim, options={"verify_signature": False})["jti"]
@@ -301,11 +262,7 @@ def test_an_acl_policy_reaches_running_agents(mesh: Mesh) -> None:
     message = Message.new(MessageType.REQUEST, "scout", "echo", "hi")
 
     def echo_status() -> int:
-        return httpx.post(
-            f"{mesh.agents['echo'].url}/v1/messages",
-            headers={"Authorization": f"Bearer {token}"},
-            json=message.to_wire(),
-        ).status_code
+        return send_message(mesh.agents["echo"].url, token, message).status_code
 
     assert echo_status() == 403
     mesh.cluster.custom.create_namespaced_custom_object(
@@ -313,16 +270,15 @@ def test_an_acl_policy_reaches_running_agents(mesh: Mesh) -> None:
         VERSION,
         mesh.namespace,
         "aclpolicies",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "ACLPolicy",
-            "metadata": {"name": "scout"},
-            "spec": {
+        manifest(
+            "ACLPolicy",
+            "scout",
+            {
                 "agentType": "scout",
                 "allowedActions": ["execute"],
                 "allowedResources": ["agents"],
             },
-        },
+        ),
     )
     # the operator takes the policy from its watch; the agents pull it on their next sync
     sync = float(SETTINGS["AGENT_MESH_POLICY_SYNC_SECONDS"])
@@ -350,7 +306,7 @@ def test_stopping_an_agent_drains_it(mesh: Mesh, tmp_path: Path) -> None:
         extra_env={"AGENT_MESH_DRAIN_SECONDS": "60"},  # the drain waits for the task
     )
     try:
-        wait_ready(agent)
+        agent.wait_ready()
         token = mesh.token_for("rollout", "orchestrator", to="leaving")
 
         def run(uid: str, seconds: float) -> httpx.Response:

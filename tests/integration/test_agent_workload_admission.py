@@ -12,7 +12,7 @@ from kubernetes import client, utils
 
 from agent_mesh.tailscale.sidecar import SidecarSettings
 from agent_mesh.workloads.objects import AgentObjects, build
-from tests.conftest import Cluster
+from tests.support.cluster import Cluster
 
 pytestmark = pytest.mark.tailscale
 

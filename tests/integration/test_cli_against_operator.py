@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.commands import EXIT_FAILED, EXIT_STILL_RUNNING, EXIT_TIMED_OUT
-from tests.agentprocs import AgentProcess, launch, register, wait_ready
-from tests.conftest import Cluster, OperatorProcess, wait_for
-from tests.meshhelpers import GROUP, VERSION
+from agent_mesh.testing import AgentProcess, OperatorProcess
+from tests.support.agents import launch, register
+from tests.support.cluster import Cluster
+from tests.support.waiting import wait_for
 
 
 def agent_mesh(
@@ -37,7 +39,7 @@ def echo(
     url, credential = register(cluster, namespace, "echo-1", "worker", ["echo"])
     agent = launch("echo_worker.py", operator, namespace, "echo-1", url, credential, tmp_path)
     try:
-        wait_ready(agent)
+        agent.wait_ready(60)
 
         def healthy() -> bool:
             body = cluster.read_meshagent(namespace, "echo-1") or {}

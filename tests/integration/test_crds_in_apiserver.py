@@ -9,46 +9,42 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.conftest import Cluster
+from agent_mesh.testing import manifest
+from tests.support.cluster import Cluster
 
 GROUP, VERSION = "agentmesh.io", "v1alpha1"
 
 
 def _agent(name: str = "worker-1", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "MeshAgent",
-        "metadata": {"name": name},
-        "spec": {"agentType": "worker", "capabilities": ["summarize"], **spec},
-    }
+    return manifest(
+        "MeshAgent", name, {"agentType": "worker", "capabilities": ["summarize"], **spec}
+    )
 
 
 def _task(name: str = "t1", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "MeshTask",
-        "metadata": {"name": name},
-        "spec": {
+    return manifest(
+        "MeshTask",
+        name,
+        {
             "taskType": "summarize",
             "requiredCapabilities": ["summarize"],
             "payload": {"text": "hi"},
             **spec,
         },
-    }
+    )
 
 
 def _policy(name: str = "p1", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ACLPolicy",
-        "metadata": {"name": name},
-        "spec": {
+    return manifest(
+        "ACLPolicy",
+        name,
+        {
             "agentType": "researcher",
             "allowedActions": ["read"],
             "allowedResources": ["tasks"],
             **spec,
         },
-    }
+    )
 
 
 PLURALS = {"MeshAgent": "meshagents", "MeshTask": "meshtasks", "ACLPolicy": "aclpolicies"}

@@ -10,19 +10,18 @@ from typing import Any
 
 from kubernetes import client
 
-from tests.conftest import Cluster, OperatorProcess, wait_for
-from tests.meshhelpers import GROUP, VERSION, apply_agent, credential_of, error_of, exchange
+from agent_mesh.api.common import GROUP, VERSION
+from agent_mesh.testing import OperatorProcess, credential_of
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import apply_agent, error_of, exchange
+from tests.support.tasks import wait_agent_condition
+from tests.support.waiting import wait_for
 
 
 def _agent(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
     return cluster.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
         GROUP, VERSION, namespace, "meshagents", name
     )
-
-
-def _condition(cluster: Cluster, namespace: str, name: str, type_: str) -> dict[str, Any] | None:
-    conditions = _agent(cluster, namespace, name).get("status", {}).get("conditions", [])
-    return next((c for c in conditions if c["type"] == type_), None)
 
 
 def _plant(
@@ -48,14 +47,7 @@ def test_a_credential_secret_the_agent_does_not_own_is_refused_and_left_untouche
 ) -> None:
     _plant(cluster, namespace, "ext", "planted-by-someone")
     apply_agent(cluster, namespace, "ext", "worker", endpoint="http://127.0.0.1:9")
-    refused = wait_for(
-        "CredentialIssued=False",
-        lambda: (
-            (c := _condition(cluster, namespace, "ext", "CredentialIssued"))
-            and c["status"] == "False"
-            and c
-        ),
-    )
+    refused = wait_agent_condition(cluster, namespace, "ext", "CredentialIssued", status="False")
     assert refused["reason"] == "CredentialSecretNotOwned"
     assert f"Secret {namespace}/ext-mesh-credential exists but is not owned" in refused["message"]
     events = wait_for(
@@ -76,14 +68,7 @@ def test_a_credential_secret_the_agent_does_not_own_is_refused_and_left_untouche
     assert planted.status_code == 401
     # once the Secret is gone, the operator issues the agent's own
     client.CoreV1Api(cluster.api).delete_namespaced_secret("ext-mesh-credential", namespace)
-    wait_for(
-        "CredentialIssued=True",
-        lambda: (
-            (c := _condition(cluster, namespace, "ext", "CredentialIssued"))
-            and c["status"] == "True"
-        ),
-        timeout=60,
-    )
+    wait_agent_condition(cluster, namespace, "ext", "CredentialIssued", timeout=60, status="True")
     credential = credential_of(cluster, namespace, "ext")
     assert credential != "planted-by-someone"
     assert exchange(operator, namespace, "ext", credential).status_code == 200

@@ -13,12 +13,15 @@ from typing import Any
 
 import httpx
 import pytest
-from kubernetes import client
 
+from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.domain.message import Message, MessageType
-from tests.agentprocs import AgentProcess, launch, register, wait_ready
-from tests.conftest import TEST_NAMESPACE_PREFIX, Cluster, OperatorProcess, wait_for
-from tests.meshhelpers import GROUP, VERSION, call, error_of, token_for_agent, token_of
+from agent_mesh.testing import OperatorProcess, manifest
+from tests.support.agents import AgentProcess, Plan, fleet
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import call, error_of, send_message, token_for_agent, token_of
+from tests.support.namespaces import TEST_NAMESPACE_PREFIX, fresh_namespace
+from tests.support.waiting import wait_for
 
 
 @dataclass
@@ -33,12 +36,7 @@ class Namespaces:
 
 def apply_policy(cluster: Cluster, namespace: str, name: str, **spec: Any) -> None:
     """Create or replace ACLPolicy `name` and wait until the operator has it in force."""
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ACLPolicy",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
+    body = manifest("ACLPolicy", name, spec)
     cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "aclpolicies", body)
 
     def in_force() -> bool:
@@ -55,41 +53,32 @@ def apply_policy(cluster: Cluster, namespace: str, name: str, **spec: Any) -> No
 def spaces(
     cluster: Cluster, operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Namespaces]:
-    core = client.CoreV1Api(cluster.api)
-    suffix = uuid.uuid4().hex[:6]
-    a, b = f"{TEST_NAMESPACE_PREFIX}team-a-{suffix}", f"{TEST_NAMESPACE_PREFIX}team-b-{suffix}"
-    for name in (a, b):
-        core.create_namespace({"metadata": {"name": name}})
-    # A's orchestrators and workers reach B (and the workers every namespace) on A's say-so
-    apply_policy(
-        cluster,
-        a,
-        "orchestrator",
-        agentType="orchestrator",
-        allowedActions=["*"],
-        allowedResources=["*"],
-        namespaces=[b],
-    )
-    apply_policy(
-        cluster,
-        a,
-        "worker",
-        agentType="worker",
-        allowedActions=["*"],
-        allowedResources=["*"],
-        namespaces=["*"],
-    )
-    url, credential = register(cluster, b, "echo", "worker", ["echo"])
-    echo = launch(
-        "echo_worker.py", operator, b, "echo", url, credential, tmp_path_factory.mktemp("b")
-    )
-    try:
-        wait_ready(echo)
-        yield Namespaces(a, b, echo, cluster, operator)
-    finally:
-        echo.stop()
-        for name in (a, b):
-            core.delete_namespace(name, propagation_policy="Background")
+    with (
+        fresh_namespace(cluster, f"{TEST_NAMESPACE_PREFIX}team-a-") as a,
+        fresh_namespace(cluster, f"{TEST_NAMESPACE_PREFIX}team-b-") as b,
+    ):
+        # A's orchestrators and workers reach B (and the workers every namespace) on A's say-so
+        apply_policy(
+            cluster,
+            a,
+            "orchestrator",
+            agentType="orchestrator",
+            allowedActions=["*"],
+            allowedResources=["*"],
+            namespaces=[b],
+        )
+        apply_policy(
+            cluster,
+            a,
+            "worker",
+            agentType="worker",
+            allowedActions=["*"],
+            allowedResources=["*"],
+            namespaces=["*"],
+        )
+        echo_plan: Plan = [("echo_worker.py", "echo", "worker", ["echo"])]
+        with fleet(cluster, operator, b, echo_plan, tmp_path_factory.mktemp("b")) as in_b:
+            yield Namespaces(a, b, in_b["echo"], cluster, operator)
 
 
 def submit_durable(spaces: Namespaces, token: str) -> httpx.Response:
@@ -115,12 +104,7 @@ def message_echo(spaces: Namespaces, sender: str, token: str) -> httpx.Response:
     one addressed to it (the exchange does not judge reach: B's echo agent's Gate does)."""
     message = Message.new(MessageType.REQUEST, sender, "echo", {"hi": "from team-a"})
     to_echo = token_for_agent(spaces.operator, token, spaces.b, "echo")
-    return httpx.post(
-        f"{spaces.echo.url}/v1/messages",
-        headers={"Authorization": f"Bearer {to_echo}"},
-        json=message.to_wire(),
-        timeout=10,
-    )
+    return send_message(spaces.echo.url, to_echo, message)
 
 
 def test_cross_namespace_reach_without_consent_is_refused_and_with_consent_allowed(

@@ -12,16 +12,11 @@ import httpx
 import pytest
 from kubernetes import client
 
-from tests.conftest import Cluster, OperatorProcess, wait_for
-from tests.meshhelpers import (
-    GROUP,
-    VERSION,
-    call,
-    credential_of,
-    error_of,
-    exchange,
-    external_agent,
-)
+from agent_mesh.api.common import GROUP, VERSION
+from agent_mesh.testing import OperatorProcess, credential_of
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import call, error_of, exchange, external_agent
+from tests.support.waiting import wait_for
 
 
 def _patch_spec(cluster: Cluster, namespace: str, name: str, **spec: Any) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from agent_mesh.devcluster.processes import alive
-from tests.conftest import wait_for
+from tests.support.processes import processes_under
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("KUBECONFIG")),
@@ -21,21 +22,6 @@ pytestmark = pytest.mark.skipif(
         "binaries `make` does not build when a cluster is given (make binaries)"
     ),
 )
-
-
-def _processes_under(directory: Path) -> list[int]:
-    """Pids whose command line mentions `directory` (etcd and the apiserver do)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if str(directory).encode() in cmdline and alive(int(proc.name)):
-            found.append(int(proc.name))
-    return found
 
 
 def _mesh(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -72,11 +58,11 @@ def test_dev_up_without_a_node_status_kubeconfig_down(tmp_path: Path) -> None:
         )
         server = json.loads(version.stdout)["serverVersion"]
         assert server["gitVersion"].startswith("v1.") and server["minor"].isdigit()
-        assert _processes_under(tmp_path), "dev up left nothing running"
+        assert processes_under(tmp_path), "dev up left nothing running"
     finally:
         down = _mesh("dev", "down", env=env)
     assert down.returncode == 0
-    wait_for("dev down to stop etcd and the apiserver", lambda: not _processes_under(tmp_path))
+    wait_for("dev down to stop etcd and the apiserver", lambda: not processes_under(tmp_path))
     assert _mesh("dev", "kubeconfig", env=env).returncode == 1
 
 
@@ -95,7 +81,7 @@ def test_a_killed_test_run_leaves_no_control_plane_behind(tmp_path: Path) -> Non
     try:
         assert parent.stdout is not None
         assert parent.stdout.readline().strip() == "ready"
-        children = [pid for pid in _processes_under(tmp_path) if pid != parent.pid]
+        children = [pid for pid in processes_under(tmp_path) if pid != parent.pid]
         assert len(children) == 2  # etcd and kube-apiserver
     except BaseException:
         parent.kill()  # its children follow it (the behaviour under test)

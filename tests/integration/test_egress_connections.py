@@ -29,7 +29,7 @@ from agent_mesh.sdk.meshapi import call_mesh
 from agent_mesh.transport.batching import BatchingTransport
 from agent_mesh.transport.client import Outcome, Transport, TransportConfig
 from agent_mesh.transport.egress import EgressGuard
-from tests.egressseams import Connects, MapResolver, record_connects
+from tests.support.egress_seams import Connects, MapResolver, record_connects
 
 METADATA = "169.254.169.254"
 CALLER, DECLARED = EgressClass.CALLER, EgressClass.DECLARED

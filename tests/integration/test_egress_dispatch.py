@@ -1,6 +1,6 @@
 """Where the operator dispatches, in process: the mesh API, the authority, the health
 monitor and the coordinator on loopback, agents as loopback servers, and the seams of
-tests/egressseams.py (names resolve where the test says; only loopback is dialled).
+tests/support/egress_seams.py (names resolve where the test says; only loopback is dialled).
 
 A heartbeat's endpoint is the caller's word: it is used only when it is the agent's
 spec.endpoint or the IP of the pod its token was issued to. spec.endpoint itself is
@@ -8,8 +8,6 @@ checked again at each dispatch, since its name may resolve elsewhere by then."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,27 +17,21 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from agent_mesh.auth.audit import AuditLog
-from agent_mesh.auth.authority import Authority, AuthSettings, ReviewedToken, credential_hash
+from agent_mesh.auth.authority import ReviewedToken, credential_hash
 from agent_mesh.auth.memory import (
-    MemoryKeyStore,
-    MemoryRevocationStore,
     StaticTokenReviewer,
-    registry_fetcher,
 )
-from agent_mesh.coordinator import Coordinator
-from agent_mesh.domain.acl import PolicyIndex
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import SystemClock
 from agent_mesh.domain.egress import EgressPolicy
-from agent_mesh.domain.health import HealthStatus, HealthTracker
-from agent_mesh.health.monitor import HealthMonitor
+from agent_mesh.domain.health import HealthStatus
 from agent_mesh.mesh.callbacks import CallbackNotifier
 from agent_mesh.mesh.fastpath import FastPath
-from agent_mesh.mesh.server import create_app
 from agent_mesh.transport.client import Transport, TransportConfig
 from agent_mesh.transport.egress import EgressGuard
-from tests.conftest import wait_for_async
-from tests.egressseams import Connects, MapResolver, record_connects
+from tests.support.egress_seams import Connects, MapResolver, record_connects
+from tests.support.memory_mesh import fast_path_served, memory_authority
+from tests.support.waiting import wait_for_async
 
 CREDENTIAL = "egress-credential"
 NS = "ns"
@@ -159,47 +151,16 @@ async def mesh(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Mesh]:
         registry.upsert(record)
     audit = AuditLog(clock=clock)
     reviewer = StaticTokenReviewer()
-    authority = Authority(
-        AuthSettings(),
-        registry=registry,
-        policies=PolicyIndex(),
-        keys=MemoryKeyStore(),
-        revocation_store=MemoryRevocationStore(),
-        reviewer=reviewer,
-        fetch_agent=registry_fetcher(registry),
-        audit=audit,
-        clock=clock,
-    )
-    await authority.start()
+    authority = await memory_authority(registry, clock, audit, reviewer=reviewer)
     resolver = MapResolver({"metadata.internal.example": [["169.254.169.254"]]})
     guard = EgressGuard(EgressPolicy(allow_loopback=True), resolver)
-    monitor = HealthMonitor(HealthTracker(), registry, None, None, clock)
-    coordinator = Coordinator(
-        registry=registry,
-        tracker=monitor.tracker,
-        authority=authority,
-        audit=audit,
-        clock=clock,
+    async with fast_path_served(
+        authority,
+        agents,
+        lambda coordinator: FastPath(coordinator, callbacks=CallbackNotifier(guard=guard)),
         transport=Transport(TransportConfig(retries=0), guard=guard),
-    )
-    for record in agents:
-        coordinator.agent_seen(record)
-    fast = FastPath(coordinator, callbacks=CallbackNotifier(guard=guard))
-    client = TestClient(
-        TestServer(
-            create_app(authority, monitor, monitor.tracker, 1 << 20, fast_path=fast),
-            host="127.0.0.1",
-        )
-    )
-    await client.start_server()
-    running = asyncio.create_task(coordinator.run())
-    yield Mesh(client, declared, elsewhere, reviewer, connects)
-    running.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await running
-    await client.close()
-    await fast.close()
-    await coordinator.close()
+    ) as (client, _):
+        yield Mesh(client, declared, elsewhere, reviewer, connects)
     await declared.server.close()
     await elsewhere.server.close()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,17 +20,18 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from kubernetes import client
 
-from tests.conftest import (
-    SESSION,
+from agent_mesh.api.common import GROUP, VERSION
+from agent_mesh.testing import OperatorProcess
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import apply_agent, call, error_of, token_of
+from tests.support.namespaces import (
     TEST_NAMESPACE_PREFIX,
-    Cluster,
-    OperatorProcess,
     ensure_namespace,
-    start_operator,
-    stop_operator,
-    wait_for,
+    family,
+    namespace_fixture,
 )
-from tests.meshhelpers import GROUP, VERSION, apply_agent, call, error_of, token_of
+from tests.support.operators import own_operator_fixture
+from tests.support.waiting import wait_for
 
 METADATA = "169.254.169.254"
 
@@ -142,7 +143,8 @@ def test_spec_endpoint_at_the_metadata_address_is_refused_by_admission(
 
 # --- an operator with loopback refused, as in a cluster ------------------------------------
 
-STRICT_PREFIX = f"ame-{SESSION}-"
+STRICT_FAMILY = family("ame")
+NO_LOOPBACK = {"AGENT_MESH_EGRESS_ALLOW_LOOPBACK": "false"}
 
 
 @dataclass
@@ -151,25 +153,13 @@ class Strict:
     namespace: str
 
 
+strict_operator = own_operator_fixture(STRICT_FAMILY, NO_LOOPBACK)
+strict_namespace = namespace_fixture(STRICT_FAMILY, scope="module")
+
+
 @pytest.fixture(scope="module")
-def strict(
-    cluster: Cluster, crds: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Strict]:
-    logs = tmp_path_factory.mktemp("egress-strict")
-    own = start_operator(
-        cluster,
-        logs / "operator.log",
-        "--no-webhooks",
-        watch=f"{STRICT_PREFIX}*",
-        operator_namespace=f"{STRICT_PREFIX}system",
-        extra_env={"AGENT_MESH_EGRESS_ALLOW_LOOPBACK": "false"},
-    )
-    namespace = ensure_namespace(cluster, f"{STRICT_PREFIX}{uuid.uuid4().hex[:6]}")
-    try:
-        yield Strict(own, namespace)
-    finally:
-        stop_operator(own)
-        client.CoreV1Api(cluster.api).delete_namespace(namespace, propagation_policy="Background")
+def strict(strict_operator: OperatorProcess, strict_namespace: str) -> Strict:
+    return Strict(strict_operator, strict_namespace)
 
 
 def test_with_loopback_off_a_callback_name_resolving_to_loopback_is_refused(

@@ -14,7 +14,7 @@ from kubernetes_asyncio import client as aclient
 from kubernetes_asyncio import config as aconfig
 
 from agent_mesh.kube.events import EventPoster, ObjectRef
-from tests.conftest import Cluster
+from tests.support.cluster import Cluster
 
 
 @pytest.fixture

@@ -18,72 +18,34 @@ import pytest
 from aiohttp import web
 from kubernetes import client
 
+from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.devcluster.ports import free_port
 from agent_mesh.domain.errors import ForbiddenError, ValidationError
-from agent_mesh.sdk import MeshClient, TaskSpec, TokenSource
-from tests.agentprocs import AgentProcess, fleet, launch, register, wait_ready
-from tests.conftest import (
-    SESSION,
-    TEST_NAMESPACE_PREFIX,
-    Cluster,
-    OperatorProcess,
-    ensure_namespace,
-    start_operator,
-    stop_operator,
-    temporary_namespace,
-    wait_for_async,
-)
-from tests.meshhelpers import (
-    GROUP,
-    VERSION,
+from agent_mesh.sdk import MeshClient, TaskSpec
+from agent_mesh.testing import OperatorProcess
+from tests.support.agents import Mesh, mesh_fixture, running_mesh
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import (
     call,
     error_of,
     exchange,
     external_agent,
     token_for_agent,
-    token_of,
 )
+from tests.support.namespaces import (
+    family,
+    fresh_namespace,
+)
+from tests.support.operators import own_operator
+from tests.support.stand_ins import serving
+from tests.support.waiting import wait_for_async
 
 WORKERS = ("echo-1", "echo-2")
+PLAN = [("echo_worker.py", agent_id, "worker", ["echo"]) for agent_id in WORKERS]
 
 
-@dataclass
-class Mesh:
-    namespace: str
-    agents: dict[str, AgentProcess]
-    operator: OperatorProcess
-    cluster: Cluster
-
-    def client(self, agent_type: str) -> MeshClient:
-        agent_id = f"{agent_type}-{uuid.uuid4().hex[:6]}"
-        credential = external_agent(self.cluster, self.namespace, agent_id, agent_type)
-        tokens = TokenSource(
-            self.operator.mesh_url,
-            namespace=self.namespace,
-            agent_id=agent_id,
-            credential=credential,
-            ca_file=self.operator.ca_file,
-        )
-        return MeshClient(tokens)
-
-    def token(self, agent_type: str) -> str:
-        name = f"{agent_type}-{uuid.uuid4().hex[:6]}"
-        return token_of(self.cluster, self.operator, self.namespace, name, agent_type)
-
-
-@pytest.fixture(scope="module")
-def mesh(
-    cluster: Cluster, operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Mesh]:
-    """A namespace with two echo workers running (capability echo)."""
-    name = f"{TEST_NAMESPACE_PREFIX}fast-{uuid.uuid4().hex[:6]}"
-    plan = [("echo_worker.py", agent_id, "worker", ["echo"]) for agent_id in WORKERS]
-    logs = tmp_path_factory.mktemp("fastpath-agents")
-    with (
-        temporary_namespace(cluster, name) as namespace,
-        fleet(cluster, operator, namespace, plan, logs) as agents,
-    ):
-        yield Mesh(namespace, agents, operator, cluster)
+mesh = mesh_fixture("fast-", PLAN)
+"""A namespace with two echo workers running (capability echo)."""
 
 
 @pytest.fixture
@@ -245,22 +207,17 @@ async def late(mesh: Mesh) -> AsyncIterator[LateAgent]:
 
     app = web.Application()
     app.router.add_post("/v1/tasks", tasks)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    token = exchange(mesh.operator, mesh.namespace, agent_id, credential).json()["token"]
-    beat = call(
-        mesh.operator,
-        "POST",
-        f"/v1/agents/{mesh.namespace}/{agent_id}/heartbeat",
-        token,
-        json={"activeTasks": 0},
-    )
-    assert beat.status_code == 200, beat.text
-    try:
+    async with serving(app, port):
+        token = exchange(mesh.operator, mesh.namespace, agent_id, credential).json()["token"]
+        beat = call(
+            mesh.operator,
+            "POST",
+            f"/v1/agents/{mesh.namespace}/{agent_id}/heartbeat",
+            token,
+            json={"activeTasks": 0},
+        )
+        assert beat.status_code == 200, beat.text
         yield LateAgent(agent_id, token, taken)
-    finally:
-        await runner.cleanup()
 
 
 async def test_an_agent_that_took_a_task_with_202_reports_its_result(
@@ -275,26 +232,18 @@ async def test_an_agent_that_took_a_task_with_202_reports_its_result(
     async with httpx.AsyncClient(
         base_url=mesh.operator.mesh_url, timeout=10, verify=mesh.operator.tls
     ) as http:
-        other = mesh.token("worker")
-        refused = await http.post(
-            path,
-            json={"attempt": 1, "result": "forged"},
-            headers={"Authorization": f"Bearer {other}"},
-        )
+
+        async def report(token: str, attempt: int, result: Any) -> httpx.Response:
+            body = {"attempt": attempt, "result": result}
+            return await http.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
+
+        refused = await report(mesh.token("worker"), 1, "forged")
         assert refused.status_code == 403
         assert refused.json()["error"]["code"] == "NotYourTask"
-        stale = await http.post(
-            path,
-            json={"attempt": 2, "result": "late"},
-            headers={"Authorization": f"Bearer {late.token}"},
-        )
+        stale = await report(late.token, 2, "late")
         assert stale.status_code == 409
         assert stale.json()["error"]["code"] == "StaleAttempt"
-        accepted = await http.post(
-            path,
-            json={"attempt": 1, "result": {"a": 42}},
-            headers={"Authorization": f"Bearer {late.token}"},
-        )
+        accepted = await report(late.token, 1, {"a": 42})
         assert accepted.status_code == 200, accepted.text
     answer = await conductor.task(str(submitted.id))
     assert answer.completed and answer.result == {"a": 42} and answer.agent_id == late.agent_id
@@ -313,17 +262,11 @@ async def test_the_callback_url_is_called_with_each_answer(conductor: MeshClient
 
     app = web.Application()
     app.router.add_post("/done", hook)
-    port = free_port()
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serving(app) as base:
         submitted = await conductor.submit_many(
-            [echo(1), echo(2)], wait=False, callback_url=f"http://127.0.0.1:{port}/done"
+            [echo(1), echo(2)], wait=False, callback_url=f"{base}/done"
         )
         got = [await asyncio.wait_for(received.get(), 30) for _ in submitted]
-    finally:
-        await runner.cleanup()
     assert {a["id"] for a in got} == {a.id for a in submitted}
     assert sorted(a["result"] for a in got) == [1, 2]
     assert {a["phase"] for a in got} == {"Completed"}
@@ -364,7 +307,7 @@ async def test_the_sdk_agent_runs_a_batch_in_one_call(mesh: Mesh) -> None:
 
 # --- an operator with batched dispatch ----------------------------------------------------
 
-BATCH_PREFIX = f"amb-{SESSION}-"
+BATCH_FAMILY = family("amb")
 
 
 @pytest.fixture(scope="module")
@@ -373,30 +316,13 @@ def batched(
 ) -> Iterator[Mesh]:
     """An operator of its own with AGENT_MESH_BATCH_DISPATCH on, and two echo workers."""
     logs = tmp_path_factory.mktemp("batched")
-    own = start_operator(
-        cluster,
-        logs / "operator.log",
-        "--no-webhooks",
-        watch=f"{BATCH_PREFIX}*",
-        operator_namespace=f"{BATCH_PREFIX}system",
-        extra_env={"AGENT_MESH_BATCH_DISPATCH": "true"},
-    )
-    namespace = ensure_namespace(cluster, f"{BATCH_PREFIX}{uuid.uuid4().hex[:6]}")
-    agents: dict[str, AgentProcess] = {}
-    try:
-        for agent_id in WORKERS:
-            url, credential = register(cluster, namespace, agent_id, "worker", ["echo"])
-            agents[agent_id] = launch(
-                "echo_worker.py", own, namespace, agent_id, url, credential, logs
-            )
-        for agent in agents.values():
-            wait_ready(agent)
-        yield Mesh(namespace, agents, own, cluster)
-    finally:
-        for agent in agents.values():
-            agent.stop()
-        stop_operator(own)
-        client.CoreV1Api(cluster.api).delete_namespace(namespace, propagation_policy="Background")
+    batching = {"AGENT_MESH_BATCH_DISPATCH": "true"}
+    with (
+        own_operator(cluster, logs / "operator.log", BATCH_FAMILY, extra_env=batching) as own,
+        fresh_namespace(cluster, BATCH_FAMILY) as namespace,
+        running_mesh(cluster, own, namespace, PLAN, logs) as mesh,
+    ):
+        yield mesh
 
 
 def _dispatch_calls(operator: OperatorProcess) -> float:

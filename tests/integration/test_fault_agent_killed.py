@@ -5,39 +5,30 @@ unreachable after its retries, and every other monitor hears the event."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from agent_mesh.sdk import MeshClient
 from agent_mesh.transport.client import Outcome
-from tests.agentprocs import fleet
-from tests.conftest import TEST_NAMESPACE_PREFIX, Cluster, OperatorProcess, temporary_namespace
-from tests.integration.test_agent_processes import MONITORS, Mesh
+from tests.support.agents import Mesh, mesh_fixture
+
+MONITORS = 20
 
 pytestmark = pytest.mark.fault_agent_killed
 
 
-@pytest.fixture(scope="module")
-def mesh(
-    cluster: Cluster, operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Mesh]:
-    """20 monitors (examples/monitor.py) in a namespace of their own: what this file
-    kills is no other file's fleet."""
-    name = f"{TEST_NAMESPACE_PREFIX}killed-{uuid.uuid4().hex[:6]}"
-    plan = [("monitor.py", f"monitor-{i:02d}", "monitor", ["observe"]) for i in range(MONITORS)]
-    logs = tmp_path_factory.mktemp("agents")
-    with (
-        temporary_namespace(cluster, name) as namespace,
-        fleet(cluster, operator, namespace, plan, logs) as agents,
-    ):
-        yield Mesh(namespace, agents, operator, cluster)
+mesh = mesh_fixture(
+    "killed-", [("monitor.py", f"monitor-{i:02d}", "monitor", ["observe"]) for i in range(MONITORS)]
+)
+"""20 monitors (examples/monitor.py) in a namespace of their own: what this file kills is
+no other file's fleet."""
 
 
 @pytest.fixture
 async def conductor(mesh: Mesh) -> AsyncIterator[MeshClient]:
     """An orchestrator calling from the test process."""
-    async with mesh.client(f"conductor-{uuid.uuid4().hex[:6]}", "orchestrator") as client_:
+    async with mesh.client("orchestrator", f"conductor-{uuid.uuid4().hex[:6]}") as client_:
         yield client_
 
 

@@ -7,9 +7,7 @@ machine's own."""
 
 from __future__ import annotations
 
-import http.server
 import ipaddress
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from agent_mesh.devcluster.ports import free_port
 from agent_mesh.devcluster.tailnet import LocalTailnet, TailnetNode, headscale_config
 from agent_mesh.tailscale.sidecar import serve_config
-from tests.conftest import wait_for
-from tests.tailnethelpers import local_tailnet
+from tests.support.stand_ins import answering
+from tests.support.tailnet import local_tailnet
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.tailscale, pytest.mark.timeout(900)]  # a cold build takes minutes
 
@@ -32,26 +30,11 @@ def tailnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTailnet]:
         yield running
 
 
-class _Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = f"hello from the agent, Host {self.headers['Host']}".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: object) -> None:
-        pass
-
-
 @pytest.fixture
 def agent_port() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Hello)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    """A stand-in agent: the server a tailnet node serves."""
+    with answering(lambda host: f"hello from the agent, Host {host}") as port:
+        yield port
 
 
 def _get(via: TailnetNode, url: str) -> tuple[int, str]:

@@ -7,7 +7,6 @@ plainly that the agent is not on the tailnet yet (control plane only: no pod run
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,18 +16,15 @@ from kubernetes import client
 
 from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.testing import OperatorProcess
-from tests.conftest import (
-    SESSION,
-    Cluster,
-    ensure_namespace,
-    start_operator,
-    stop_operator,
-    wait_for,
-)
+from tests.support.cluster import Cluster
+from tests.support.namespaces import family, fresh_namespace
+from tests.support.operators import own_operator
+from tests.support.tasks import wait_agent_condition
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.tailscale
 
-PREFIX = f"amk-{SESSION}-"  # apart from the session operator's amt-{SESSION}-*
+CHILDREN_FAMILY = family("amm")  # apart from the session operator's, which would act too
 TAILNET = {
     "AGENT_MESH_TAILSCALE_TAILNET_DOMAIN": "tailnet.test",
     "AGENT_MESH_TAILSCALE_LOGIN_SERVER": "http://10.244.0.1:8080",
@@ -50,21 +46,12 @@ class Operated:
 def operated(
     cluster: Cluster, crds: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operated]:
-    logs = tmp_path_factory.mktemp("children")
-    own = start_operator(
-        cluster,
-        logs / "operator.log",
-        "--no-webhooks",
-        watch=f"{PREFIX}*",
-        operator_namespace=f"{PREFIX}system",
-        extra_env=TAILNET,
-    )
-    namespace = ensure_namespace(cluster, f"{PREFIX}{uuid.uuid4().hex[:6]}")
-    try:
+    log = tmp_path_factory.mktemp("children") / "operator.log"
+    with (
+        fresh_namespace(cluster, CHILDREN_FAMILY) as namespace,
+        own_operator(cluster, log, CHILDREN_FAMILY, extra_env=TAILNET) as own,
+    ):
         yield Operated(own, namespace)
-    finally:
-        stop_operator(own)
-        client.CoreV1Api(cluster.api).delete_namespace(namespace, propagation_policy="Background")
 
 
 def _create(cluster: Cluster, namespace: str, name: str, **spec: Any) -> dict[str, Any]:
@@ -93,16 +80,6 @@ def _read(read: Any, *args: str) -> Any:
         if error.status == 404:
             return None
         raise
-
-
-def _condition(cluster: Cluster, namespace: str, name: str, type_: str) -> dict[str, Any] | None:
-    agent = cluster.custom.get_namespaced_custom_object(
-        GROUP, VERSION, namespace, "meshagents", name
-    )
-    for item in (agent.get("status") or {}).get("conditions") or []:
-        if item["type"] == type_:
-            return dict(item)
-    return None
 
 
 def _children(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
@@ -174,9 +151,7 @@ def test_managed_tailscale_agent_gets_every_child_owned_by_it_field_by_field(
     served = json.loads(kids["configmap"].data["serve.json"])
     assert list(served["Web"]) == [f"agent-mesh-{ns}-summ.tailnet.test:8081"]
 
-    connected = wait_for(
-        "TailnetConnected", lambda: _condition(cluster, ns, "summ", "TailnetConnected")
-    )
+    connected = wait_agent_condition(cluster, ns, "summ", "TailnetConnected")
     assert (connected["status"], connected["reason"]) == ("False", "SidecarNotReady")
     assert "does not read its device into status.tailscale yet" in connected["message"]
 
@@ -245,13 +220,8 @@ def test_agent_leaving_the_tailnet_loses_its_sidecar_rbac_and_says_so(
     apps = client.AppsV1Api(cluster.api)
     pod = apps.read_namespaced_stateful_set("leaver", ns).spec.template.spec
     assert [c.name for c in pod.containers] == ["agent"]
-    condition = wait_for(
-        "TailnetNotUsed",
-        lambda: (
-            (c := _condition(cluster, ns, "leaver", "TailnetConnected"))
-            and c["reason"] == "TailnetNotUsed"
-            and c
-        ),
+    condition = wait_agent_condition(
+        cluster, ns, "leaver", "TailnetConnected", reason="TailnetNotUsed"
     )
     assert condition["status"] == "False"
 
@@ -261,9 +231,7 @@ def test_tailscale_agent_the_operator_does_not_run_is_not_silently_on_the_tailne
 ) -> None:
     ns = operated.namespace
     _create(cluster, ns, "outsider", network="tailscale")
-    condition = wait_for(
-        "TailnetConnected", lambda: _condition(cluster, ns, "outsider", "TailnetConnected")
-    )
+    condition = wait_agent_condition(cluster, ns, "outsider", "TailnetConnected")
     assert (condition["status"], condition["reason"]) == ("False", "SidecarNotInjected")
 
 
@@ -273,13 +241,8 @@ def test_workload_the_builders_refuse_is_reported_in_the_condition_and_an_event(
     ns = operated.namespace
     clash = {"containers": [{"name": "tailscale", "image": "x:1"}]}
     _create(cluster, ns, "clash", network="tailscale", workload={"spec": clash})
-    condition = wait_for(
-        "WorkloadRefused",
-        lambda: (
-            (c := _condition(cluster, ns, "clash", "TailnetConnected"))
-            and c["reason"] == "WorkloadRefused"
-            and c
-        ),
+    condition = wait_agent_condition(
+        cluster, ns, "clash", "TailnetConnected", reason="WorkloadRefused"
     )
     assert "a container is named tailscale" in condition["message"]
     core = client.CoreV1Api(cluster.api)

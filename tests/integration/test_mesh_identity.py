@@ -10,17 +10,22 @@ import httpx
 import pytest
 from kubernetes import client
 
-from tests.conftest import Cluster, OperatorProcess, wait_for
-from tests.meshhelpers import (
-    GROUP,
-    VERSION,
+from agent_mesh.api.common import GROUP, VERSION
+from agent_mesh.testing import OperatorProcess, manifest
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import (
     apply_agent,
     call,
     error_of,
     exchange,
+    exchange_service_account,
     external_agent,
+    refusal,
     token_of,
 )
+from tests.support.operators import log_records
+from tests.support.tasks import agent_status
+from tests.support.waiting import wait_for
 
 
 def _heartbeat(operator: OperatorProcess, namespace: str, agent: str, token: str) -> httpx.Response:
@@ -117,12 +122,7 @@ def test_pod_exchanges_its_service_account_token_through_tokenreview(
     )
     pod = _service_account_pod(cluster, namespace, "worker-sa", "worker-pod-0", "worker-pod")
     sa_token = _pod_token(cluster, namespace, "worker-sa", pod, "agent-mesh")
-    response = httpx.post(
-        f"{operator.mesh_url}/v1/token",
-        json={"serviceAccountToken": sa_token},
-        timeout=10,
-        verify=operator.tls,
-    )
+    response = exchange_service_account(operator, sa_token)
     assert response.status_code == 200, response.text
     claims = call(operator, "GET", "/v1/whoami", response.json()["token"]).json()
     # type and capabilities come from the MeshAgent, not from the request
@@ -139,28 +139,16 @@ def test_service_account_token_for_another_audience_is_refused(
     apply_agent(cluster, namespace, "worker-aud", "worker")
     pod = _service_account_pod(cluster, namespace, "aud-sa", "worker-aud-0", "worker-aud")
     sa_token = _pod_token(cluster, namespace, "aud-sa", pod, "vault")
-    response = httpx.post(
-        f"{operator.mesh_url}/v1/token",
-        json={"serviceAccountToken": sa_token},
-        timeout=10,
-        verify=operator.tls,
-    )
-    assert response.status_code == 401
-    assert error_of(response)["field"] == "serviceAccountToken"
+    refused = refusal(exchange_service_account(operator, sa_token), 401)
+    assert refused["field"] == "serviceAccountToken"
 
 
 def test_tokenreview_invalid_service_account_token_is_refused(
     operator: OperatorProcess,
 ) -> None:
     forged = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6eDp5In0.c2ln"
-    response = httpx.post(
-        f"{operator.mesh_url}/v1/token",
-        json={"serviceAccountToken": forged},
-        timeout=10,
-        verify=operator.tls,
-    )
-    assert response.status_code == 401
-    assert error_of(response)["code"] == "TokenReviewFailed"
+    refused = refusal(exchange_service_account(operator, forged), 401)
+    assert refused["code"] == "TokenReviewFailed"
 
 
 def test_service_account_not_bound_to_any_agent_gets_no_token(
@@ -168,14 +156,8 @@ def test_service_account_not_bound_to_any_agent_gets_no_token(
 ) -> None:
     pod = _service_account_pod(cluster, namespace, "stray-sa", "stray-0", None)
     sa_token = _pod_token(cluster, namespace, "stray-sa", pod, "agent-mesh")
-    response = httpx.post(
-        f"{operator.mesh_url}/v1/token",
-        json={"serviceAccountToken": sa_token},
-        timeout=10,
-        verify=operator.tls,
-    )
-    assert response.status_code == 403
-    assert error_of(response)["code"] == "NotBoundToAgent"
+    refused = refusal(exchange_service_account(operator, sa_token), 403)
+    assert refused["code"] == "NotBoundToAgent"
 
 
 def test_workload_service_account_maps_to_its_agent(
@@ -192,22 +174,11 @@ def test_workload_service_account_maps_to_its_agent(
     # (an agent that asks earlier gets 403 NotBoundToAgent and asks again).
     wait_for(
         "the operator to register MeshAgent managed",
-        lambda: (
-            cluster.custom.get_namespaced_custom_object(
-                "agentmesh.io", "v1alpha1", namespace, "meshagents", "managed"
-            )
-            .get("status", {})
-            .get("registeredAt")
-        ),
+        lambda: agent_status(cluster, namespace, "managed").get("registeredAt"),
     )
     pod = _service_account_pod(cluster, namespace, "managed-sa", "managed-0", None)
     sa_token = _pod_token(cluster, namespace, "managed-sa", pod, "agent-mesh")
-    response = httpx.post(
-        f"{operator.mesh_url}/v1/token",
-        json={"serviceAccountToken": sa_token},
-        timeout=10,
-        verify=operator.tls,
-    )
+    response = exchange_service_account(operator, sa_token)
     assert response.status_code == 200, response.text
     assert response.json()["agentId"] == "managed"
 
@@ -241,15 +212,7 @@ def test_agent_a_token_cannot_heartbeat_for_agent_b_and_is_audited(
 
 
 def _audit_lines(operator: OperatorProcess) -> list[dict[str, Any]]:
-    out = []
-    for line in operator.logs().splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if entry.get("logger") == "agent_mesh.audit":
-            out.append(entry)
-    return out
+    return [r for r in log_records(operator) if r.get("logger") == "agent_mesh.audit"]
 
 
 def test_deleted_agent_token_is_refused_even_after_recreation(
@@ -267,13 +230,7 @@ def test_deleted_agent_token_is_refused_even_after_recreation(
     apply_agent(cluster, namespace, "short-lived", "worker", endpoint="http://127.0.0.1:9")
     wait_for(
         "the re-created agent to be registered",
-        lambda: (
-            cluster.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, "meshagents", "short-lived"
-            )
-            .get("status", {})
-            .get("credential")
-        ),
+        lambda: agent_status(cluster, namespace, "short-lived").get("credential"),
     )
     refused = call(operator, "GET", "/v1/whoami", token)
     assert refused.status_code == 401
@@ -334,16 +291,15 @@ def test_custom_type_needs_a_policy_and_policy_status_reports_conflicts(
     assert call(operator, "GET", "/v1/audit", researcher).status_code == 403
 
     def policy(name: str, actions: list[str]) -> dict[str, Any]:
-        return {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "ACLPolicy",
-            "metadata": {"name": name},
-            "spec": {
+        return manifest(
+            "ACLPolicy",
+            name,
+            {
                 "agentType": "researcher",
                 "allowedActions": actions,
                 "allowedResources": ["audit"],
             },
-        }
+        )
 
     cluster.custom.create_namespaced_custom_object(
         GROUP, VERSION, namespace, "aclpolicies", policy("first", ["read"])

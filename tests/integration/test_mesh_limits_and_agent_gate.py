@@ -12,69 +12,49 @@ import asyncio
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import jwt
-import pytest
 from kubernetes import client
 
 from agent_mesh.devcluster.ports import free_port
 from agent_mesh.domain.clock import parse_rfc3339
 from agent_mesh.sdk.agent import Agent, TaskContext
 from agent_mesh.sdk.identity import TokenSource
-from tests.conftest import (
-    SESSION,
-    Cluster,
-    OperatorProcess,
-    ensure_namespace,
-    start_operator,
-    stop_operator,
-    wait_for_async,
-)
-from tests.meshhelpers import (
+from agent_mesh.testing import OperatorProcess, credential_of
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import (
     call,
-    credential_of,
     error_of,
     exchange,
     external_agent,
     token_for_agent,
     token_of,
+    token_source,
 )
+from tests.support.namespaces import family, namespace_fixture
+from tests.support.operators import own_operator_fixture
+from tests.support.waiting import wait_for_async
 
-PREFIX = f"aml-{SESSION}-"
+LIMITS_FAMILY = family("aml")
 KEY_OVERLAP_SECONDS = 6
 
 
-@pytest.fixture(scope="module")
-def limited_operator(
-    cluster: Cluster, crds: object, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    system = ensure_namespace(cluster, f"{PREFIX}sys")
-    operator = start_operator(
-        cluster,
-        tmp_path_factory.mktemp("limited") / "operator.log",
-        "--no-webhooks",
-        watch=f"{PREFIX}*",
-        operator_namespace=system,
-        extra_env={
-            "AGENT_MESH_TOKEN_EXCHANGE_BURST_PER_AGENT": "3",
-            "AGENT_MESH_TOKEN_EXCHANGE_RATE_PER_AGENT": "0.05",
-            "AGENT_MESH_KEY_CHECK_SECONDS": "0.5",
-            "AGENT_MESH_KEY_OVERLAP_SECONDS": str(KEY_OVERLAP_SECONDS),
-        },
-    )
-    yield operator
-    stop_operator(operator)
+limited_operator = own_operator_fixture(
+    LIMITS_FAMILY,
+    {
+        "AGENT_MESH_TOKEN_EXCHANGE_BURST_PER_AGENT": "3",
+        "AGENT_MESH_TOKEN_EXCHANGE_RATE_PER_AGENT": "0.05",
+        "AGENT_MESH_KEY_CHECK_SECONDS": "0.5",
+        "AGENT_MESH_KEY_OVERLAP_SECONDS": str(KEY_OVERLAP_SECONDS),
+    },
+)
 
 
-@pytest.fixture
-def own_namespace(cluster: Cluster) -> Iterator[str]:
-    name = ensure_namespace(cluster, f"{PREFIX}{uuid.uuid4().hex[:8]}")
-    yield name
-    client.CoreV1Api(cluster.api).delete_namespace(name, propagation_policy="Background")
+own_namespace = namespace_fixture(LIMITS_FAMILY)
 
 
 # --- the operator's limits -------------------------------------------------------------
@@ -213,6 +193,18 @@ def _echo_agent(tokens: TokenSource, port: int) -> Agent:
     return agent
 
 
+def _agent_and_caller(
+    cluster: Cluster, operator: OperatorProcess, namespace: str, agent_id: str
+) -> tuple[int, str, str]:
+    """A free port, the credential of worker `agent_id` registered at it, and what a caller
+    sends that agent: an orchestrator's token addressed to it alone."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    credential = external_agent(cluster, namespace, agent_id, "worker", endpoint=endpoint)
+    boss = token_of(cluster, operator, namespace, "boss", "orchestrator")
+    return port, credential, token_for_agent(operator, boss, namespace, agent_id)
+
+
 async def _post_task(url: str, token: str) -> httpx.Response:
     body = {"taskUid": uuid.uuid4().hex, "attempt": 1, "taskType": "echo", "payload": "hi"}
     async with httpx.AsyncClient(timeout=10) as http:
@@ -232,25 +224,10 @@ async def _wait_ready(url: str) -> None:
 async def test_an_agent_answers_503_until_its_first_sync_and_serves_once_loaded(
     cluster: Cluster, limited_operator: OperatorProcess, own_namespace: str
 ) -> None:
-    port = free_port()
-    credential = external_agent(
-        cluster, own_namespace, "gated", "worker", endpoint=f"http://127.0.0.1:{port}"
-    )
-    boss = token_for_agent(  # what a caller sends the agent: addressed to it alone
-        limited_operator,
-        token_of(cluster, limited_operator, own_namespace, "boss", "orchestrator"),
-        own_namespace,
-        "gated",
-    )
+    port, credential, boss = _agent_and_caller(cluster, limited_operator, own_namespace, "gated")
     relay = Relay(limited_operator.mesh_url)  # cut: the agent cannot reach the mesh yet
     await relay.start()
-    tokens = TokenSource(
-        relay.url,
-        namespace=own_namespace,
-        agent_id="gated",
-        credential=credential,
-        ca_file=limited_operator.ca_file,
-    )
+    tokens = token_source(limited_operator, own_namespace, "gated", credential, url=relay.url)
     try:
         async with serving(_echo_agent(tokens, port), port) as url:
             refused = await _post_task(url, boss)  # a valid token, and still refused
@@ -279,24 +256,9 @@ def _retire_time(operator: OperatorProcess, kid: str) -> dt.datetime | None:
 async def test_a_running_agent_refuses_a_token_whose_key_passed_its_retire_time(
     cluster: Cluster, limited_operator: OperatorProcess, own_namespace: str
 ) -> None:
-    port = free_port()
-    credential = external_agent(
-        cluster, own_namespace, "rotating", "worker", endpoint=f"http://127.0.0.1:{port}"
-    )
-    boss = token_for_agent(
-        limited_operator,
-        token_of(cluster, limited_operator, own_namespace, "boss", "orchestrator"),
-        own_namespace,
-        "rotating",
-    )
+    port, credential, boss = _agent_and_caller(cluster, limited_operator, own_namespace, "rotating")
     old_kid = jwt.get_unverified_header(boss)["kid"]
-    tokens = TokenSource(
-        limited_operator.mesh_url,
-        namespace=own_namespace,
-        agent_id="rotating",
-        credential=credential,
-        ca_file=limited_operator.ca_file,
-    )
+    tokens = token_source(limited_operator, own_namespace, "rotating", credential)
     async with serving(_echo_agent(tokens, port), port) as url:
         await _wait_ready(url)
         assert (await _post_task(url, boss)).status_code == 200

@@ -12,8 +12,7 @@ import base64
 import datetime as dt
 import socket
 import ssl
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from kubernetes import client
 from kubernetes_asyncio import client as aclient
 from kubernetes_asyncio import config as aconfig
 
+from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.domain.errors import UnavailableError, ValidationError
 from agent_mesh.kube.ca_bundle import CaBundlePublisher
 from agent_mesh.kube.ca_secret import CertManagerSecret, SecretCaStore
@@ -30,27 +30,20 @@ from agent_mesh.pki.authority import serving_names
 from agent_mesh.pki.certs import KeyPair, issue, make_ca
 from agent_mesh.pki.owner import CertificateOwner
 from agent_mesh.sdk import TokenSource
-from tests.agentprocs import launch, register, wait_ready
-from tests.conftest import (
-    SESSION,
-    Cluster,
-    OperatorProcess,
-    start_operator,
-    stop_operator,
-    temporary_namespace,
-    wait_for,
-)
-from tests.meshhelpers import GROUP, VERSION, apply_agent, external_agent
+from agent_mesh.testing import OperatorProcess, manifest
+from tests.support.agents import launch, register
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import apply_agent, external_agent
+from tests.support.namespaces import family, namespace_fixture
+from tests.support.operators import own_operator
+from tests.support.tasks import agent_status
+from tests.support.waiting import wait_for
 
 # Operators of this file's own watch their own namespace family, apart from the session's.
-PREFIX = f"amc-{SESSION}-"
+TLS_FAMILY = family("amc")
 
-
-@pytest.fixture
-def system_namespace(cluster: Cluster) -> Iterator[str]:
-    """A fresh operator namespace: no CA Secret in it yet."""
-    with temporary_namespace(cluster, f"{PREFIX}sys-{uuid.uuid4().hex[:6]}") as name:
-        yield name
+system_namespace = namespace_fixture(f"{TLS_FAMILY}sys-")
+"""A fresh operator namespace: no CA Secret in it yet."""
 
 
 @pytest.fixture
@@ -88,12 +81,10 @@ def test_sdk_agent_exchanges_its_token_and_beats_over_verified_https(
     url, credential = register(cluster, namespace, "tls-echo", "worker", ["echo"])
     agent = launch("echo_worker.py", operator, namespace, "tls-echo", url, credential, tmp_path)
     try:
-        wait_ready(agent)  # ready: token exchanged, keys and policies pulled over https
+        agent.wait_ready()  # ready: token exchanged, keys and policies pulled over https
 
         def healthy() -> bool:
-            status = cluster.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, "meshagents", "tls-echo"
-            ).get("status", {})
+            status = agent_status(cluster, namespace, "tls-echo")
             return status.get("healthStatus") == "healthy"
 
         wait_for("the agent's heartbeat over https to make it healthy", healthy)
@@ -130,21 +121,15 @@ async def test_client_trusting_another_ca_is_refused_with_a_certificate_error(
 def test_serving_certificate_names_the_service_and_the_configured_addresses(
     cluster: Cluster, crds: object, system_namespace: str, tmp_path: Path
 ) -> None:
-    operator = start_operator(
-        cluster,
-        tmp_path / "operator.log",
-        "--no-webhooks",
-        watch=f"{PREFIX}*",
-        operator_namespace=system_namespace,
-        extra_env={
-            "AGENT_MESH_SERVICE_NAME": "mesh-api",
-            "AGENT_MESH_TLS_EXTRA_SANS": "mesh.example.test,10.0.0.7,*.tail1234.ts.net",
-        },
-    )
-    try:
+    names = {
+        "AGENT_MESH_SERVICE_NAME": "mesh-api",
+        "AGENT_MESH_TLS_EXTRA_SANS": "mesh.example.test,10.0.0.7,*.tail1234.ts.net",
+    }
+    log = tmp_path / "operator.log"
+    with own_operator(
+        cluster, log, TLS_FAMILY, system=system_namespace, extra_env=names
+    ) as operator:
         served = _served_certificate(operator.mesh_port, operator.tls)
-    finally:
-        stop_operator(operator)
     san = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == [
         "localhost",
@@ -229,17 +214,14 @@ async def test_a_cert_manager_secret_is_served_and_its_renewal_picked_up(
     cluster: Cluster, kube: aclient.ApiClient, namespace: str
 ) -> None:
     def certificate() -> tuple[KeyPair, bytes]:
+        """A new CA and leaf, written to Secret mesh-tls as cert-manager writes them."""
         ca, ca_key = make_ca("cert-manager-ca")
         leaf = issue(ca, ca_key, "agent-mesh", dns_names=("localhost",), server=True)
+        data = {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem, "ca.crt": ca.cert_pem}
+        _tls_secret(cluster, namespace, "mesh-tls", data)
         return leaf, ca.cert_pem
 
     leaf, bundle = certificate()
-    _tls_secret(
-        cluster,
-        namespace,
-        "mesh-tls",
-        {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem, "ca.crt": bundle},
-    )
     owner = CertificateOwner(
         serving_names(["127.0.0.1"], service="agent-mesh", namespace=namespace),
         clock=lambda: dt.datetime.now(dt.UTC),
@@ -250,12 +232,6 @@ async def test_a_cert_manager_secret_is_served_and_its_renewal_picked_up(
     assert owner.serving.pair == leaf and owner.bundle == bundle
 
     renewed, new_bundle = certificate()
-    _tls_secret(
-        cluster,
-        namespace,
-        "mesh-tls",
-        {"tls.crt": renewed.cert_pem, "tls.key": renewed.key_pem, "ca.crt": new_bundle},
-    )
     assert await owner.check()
     assert owner.serving.pair == renewed and owner.bundle == new_bundle
 
@@ -305,13 +281,7 @@ def test_ca_bundle_configmap_appears_in_an_agent_namespace_and_is_written_once(
     apply_agent(cluster, namespace, "second", "worker")
     wait_for(
         "the second agent to register",
-        lambda: (
-            cluster.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, "meshagents", "second"
-            )
-            .get("status", {})
-            .get("registeredAt")
-        ),
+        lambda: agent_status(cluster, namespace, "second").get("registeredAt"),
     )
     again = _bundle_configmap(cluster, namespace)
     assert again is not None
@@ -363,12 +333,9 @@ def test_the_apiserver_calls_the_webhook_trusting_the_operator_ca(
         )
 
     wait_for("the webhook's caBundle to be the operator's CA", registered_with_our_ca)
-    task = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "MeshTask",
-        "metadata": {"name": "too-big"},
-        "spec": {"taskType": "echo", "payload": {"text": "x" * (300 * 1024)}},
-    }
+    task = manifest(
+        "MeshTask", "too-big", {"taskType": "echo", "payload": {"text": "x" * (300 * 1024)}}
+    )
     with pytest.raises(client.ApiException) as refused:
         cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "meshtasks", task)
     assert "spec.payload" in refused.value.body  # the webhook's own message: it was called

@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Cluster, wait_for
+from agent_mesh.testing import manifest
+from tests.support.cluster import Cluster
+from tests.support.waiting import wait_for
 
 GROUP, VERSION = "agentmesh.io", "v1alpha1"
 
@@ -57,12 +59,7 @@ spec:
 
 
 def test_a_spec_change_is_observed(cluster: Cluster, operator: Any, namespace: str) -> None:
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "MeshAgent",
-        "metadata": {"name": "critic"},
-        "spec": {"agentType": "critic", "capabilities": ["review"]},
-    }
+    body = manifest("MeshAgent", "critic", {"agentType": "critic", "capabilities": ["review"]})
     cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "meshagents", body)
     first = wait_for(
         "registration",
@@ -92,12 +89,7 @@ def test_a_spec_change_is_observed(cluster: Cluster, operator: Any, namespace: s
 def test_registration_is_announced_as_an_event(
     cluster: Cluster, operator: Any, namespace: str
 ) -> None:
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "MeshAgent",
-        "metadata": {"name": "monitor"},
-        "spec": {"agentType": "monitor", "agentId": "mon-1"},
-    }
+    body = manifest("MeshAgent", "monitor", {"agentType": "monitor", "agentId": "mon-1"})
     cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "meshagents", body)
 
     def event() -> str:

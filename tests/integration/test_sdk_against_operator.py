@@ -8,11 +8,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.domain.errors import AuthError
 from agent_mesh.sdk.heartbeat import send_heartbeat
-from agent_mesh.sdk.identity import TokenSource
-from tests.conftest import Cluster, OperatorProcess, wait_for_async
-from tests.meshhelpers import GROUP, VERSION, call, external_agent, token_of
+from agent_mesh.testing import OperatorProcess
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import call, external_agent, token_of, token_source
+from tests.support.waiting import wait_for_async
 
 
 def _health(cluster: Cluster, namespace: str, name: str) -> Any:
@@ -24,13 +26,7 @@ async def test_sdk_agent_gets_a_token_beats_and_renews_after_revocation(
     cluster: Cluster, operator: OperatorProcess, namespace: str
 ) -> None:
     credential = external_agent(cluster, namespace, "sdk-worker", "worker")
-    source = TokenSource(
-        operator.mesh_url,
-        namespace=namespace,
-        agent_id="sdk-worker",
-        credential=credential,
-        ca_file=operator.ca_file,
-    )
+    source = token_source(operator, namespace, "sdk-worker", credential)
     first = await source.token()
     assert await source.token() == first  # cached until renewal is due
     assert source.identity is not None and source.identity.agent_type == "worker"
@@ -52,13 +48,7 @@ async def test_sdk_agent_gets_a_token_beats_and_renews_after_revocation(
 async def test_wrong_credential_raises_with_the_servers_code(
     operator: OperatorProcess, namespace: str
 ) -> None:
-    source = TokenSource(
-        operator.mesh_url,
-        namespace=namespace,
-        agent_id="nobody",
-        credential="x",
-        ca_file=operator.ca_file,
-    )
+    source = token_source(operator, namespace, "nobody", "x")
     with pytest.raises(AuthError) as caught:
         await source.token()
     assert caught.value.code == "CredentialInvalid"

@@ -5,6 +5,7 @@ concurrency limit, sync and async handlers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,10 +16,11 @@ from agent_mesh.auth.tokens import MeshClaims
 from agent_mesh.devcluster.ports import free_port
 from agent_mesh.domain.message import BROADCAST, Message, MessageType
 from agent_mesh.sdk.agent import Agent, TaskContext
-from agent_mesh.sdk.identity import TokenSource
+from agent_mesh.testing import OperatorProcess
 from agent_mesh.transport.client import Outcome, Transport
-from tests.conftest import Cluster, OperatorProcess, wait_for_async
-from tests.meshhelpers import external_agent, token_for_agent, token_of
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import external_agent, token_for_agent, token_of, token_source
+from tests.support.waiting import wait_for_async
 
 runs: list[str] = []
 gates: list[asyncio.Event] = []  # one per test: an Event belongs to one event loop
@@ -37,13 +39,7 @@ async def worker(
     gates.append(asyncio.Event())
     gate().set()
     credential = external_agent(cluster, namespace, "sdk-w", "worker", capabilities=["echo"])
-    tokens = TokenSource(
-        operator.mesh_url,
-        namespace=namespace,
-        agent_id="sdk-w",
-        credential=credential,
-        ca_file=operator.ca_file,
-    )
+    tokens = token_source(operator, namespace, "sdk-w", credential)
     await tokens.token()
     port = free_port()
     agent = Agent(
@@ -190,17 +186,26 @@ async def test_unknown_task_type_names_the_field(
     assert response.json()["error"]["field"] == "taskType"
 
 
+@contextlib.asynccontextmanager
+async def sending(token: str) -> AsyncIterator[Transport]:
+    """A Transport sending `token` with every message, closed after the block."""
+
+    async def current() -> str:
+        return token
+
+    transport = Transport(token=current)
+    try:
+        yield transport
+    finally:
+        await transport.close()
+
+
 async def test_request_response_and_events_through_the_transport(
     cluster: Cluster, operator: OperatorProcess, worker: tuple[str, str]
 ) -> None:
     url, ns = worker
     boss = caller(cluster, operator, ns, "boss5", "orchestrator")
-
-    async def token() -> str:
-        return boss
-
-    transport = Transport(token=token)
-    try:
+    async with sending(boss) as transport:
         request = Message.new(MessageType.REQUEST, "boss5", "sdk-w", "ping")
         reply = await transport.request(url, request)
         assert reply.payload == {"pong": "ping", "from": "boss5"}
@@ -211,8 +216,6 @@ async def test_request_response_and_events_through_the_transport(
         forged = Message.new(MessageType.REQUEST, "someone-else", "sdk-w", "ping")
         refused = await transport.send(url, forged)
         assert refused.status == 403  # the envelope's from must be the token's subject
-    finally:
-        await transport.close()
 
 
 async def test_a_worker_cannot_broadcast_events_to_an_agent(
@@ -220,14 +223,7 @@ async def test_a_worker_cannot_broadcast_events_to_an_agent(
 ) -> None:
     url, ns = worker
     other = caller(cluster, operator, ns, "w-other", "worker")
-
-    async def token() -> str:
-        return other
-
-    transport = Transport(token=token)
-    try:
+    async with sending(other) as transport:
         event = Message.new(MessageType.EVENT, "w-other", BROADCAST, {"type": "x"})
         delivery = await transport.send(url, event)
-    finally:
-        await transport.close()
     assert delivery.status == 403  # workers have no write on events

@@ -5,7 +5,7 @@ the operator's CA), turns healthy and answers a MeshTask, and serves its own met
 `agent-mesh` command says what to install instead of failing with a traceback.
 
 Marked `packaging`: the venv is made from the package index once per dependency set
-(tests/venvs.py), after which each run only reinstalls the project's wheel.
+(tests/support/venvs.py), after which each run only reinstalls the project's wheel.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from __future__ import annotations
 import subprocess
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.agentprocs import launch, register, wait_ready
-from tests.conftest import Cluster, OperatorProcess, wait_for
-from tests.meshhelpers import GROUP, VERSION
-from tests.venvs import (
+from agent_mesh.testing import OperatorProcess
+from tests.support.agents import launch, register
+from tests.support.cluster import Cluster
+from tests.support.tasks import agent_status, create_task, wait_phase
+from tests.support.venvs import (
     ROOT,
     build_wheel,
     cached_venv,
@@ -31,6 +31,7 @@ from tests.venvs import (
     requirements,
     run,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.packaging
 
@@ -115,18 +116,6 @@ def test_the_cli_without_the_operator_extra_says_what_to_install(sdk_python: Pat
     assert "kopf" in result.stderr and "kubernetes_asyncio" in result.stderr
 
 
-def _meshagent_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
-    body = cluster.custom.get_namespaced_custom_object(
-        GROUP, VERSION, namespace, "meshagents", name
-    )
-    return dict(body.get("status") or {})
-
-
-def _meshtask_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
-    body = cluster.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "meshtasks", name)
-    return dict(body.get("status") or {})
-
-
 def test_echo_worker_from_the_sdk_only_venv_turns_healthy_and_answers_a_task(
     sdk_python: Path,
     cluster: Cluster,
@@ -147,39 +136,21 @@ def test_echo_worker_from_the_sdk_only_venv_turns_healthy_and_answers_a_task(
         python=(str(sdk_python), "-I"),  # -I: the venv's agent_mesh, not the tree's
     )
     try:
-        wait_ready(agent)
+        agent.wait_ready()
         wait_for(
             "echo-sdk to turn healthy",
-            lambda: (
-                _meshagent_status(cluster, namespace, "echo-sdk").get("healthStatus") == "healthy"
-            ),
+            lambda: agent_status(cluster, namespace, "echo-sdk").get("healthStatus") == "healthy",
             timeout=60,
         )
-        cluster.custom.create_namespaced_custom_object(
-            GROUP,
-            VERSION,
+        create_task(
+            cluster,
             namespace,
-            "meshtasks",
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "MeshTask",
-                "metadata": {"name": "hello-sdk"},
-                "spec": {
-                    "taskType": "echo",
-                    "requiredCapabilities": ["echo"],
-                    "payload": {"from": "an SDK-only install"},
-                },
-            },
+            "hello-sdk",
+            taskType="echo",
+            requiredCapabilities=["echo"],
+            payload={"from": "an SDK-only install"},
         )
-        status = wait_for(
-            "task hello-sdk to finish",
-            lambda: (
-                (s := _meshtask_status(cluster, namespace, "hello-sdk")).get("phase")
-                in ("Completed", "Failed", "TimedOut")
-                and s
-            ),
-            timeout=60,
-        )
+        status = wait_phase(cluster, namespace, "hello-sdk", {"Completed", "Failed", "TimedOut"})
         assert status["phase"] == "Completed", (status, agent.logs()[-3000:])
         assert status["result"] == {"from": "an SDK-only install"}
         assert status["agentId"] == "echo-sdk"

@@ -19,10 +19,12 @@ from agent_mesh.devcluster.ports import free_port
 from agent_mesh.domain.errors import DispatchError, NotFoundError, ValidationError
 from agent_mesh.domain.message import Message, MessageType
 from agent_mesh.domain.stream import NDJSON, StreamWriter, encode_frame
-from agent_mesh.sdk import Agent, MeshClient, StreamContext, TaskContext, TokenSource
+from agent_mesh.sdk import Agent, MeshClient, StreamContext, TaskContext
+from agent_mesh.testing import OperatorProcess
 from agent_mesh.transport.client import TransportConfig
-from tests.conftest import Cluster, OperatorProcess, wait_for_async
-from tests.meshhelpers import external_agent, token_for_agent, token_of
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import external_agent, token_for_agent, token_of, token_source
+from tests.support.waiting import wait_for_async
 
 Start = Callable[..., Awaitable[tuple[Agent, str]]]
 
@@ -46,13 +48,7 @@ async def start(
         credential = external_agent(
             cluster, namespace, agent_id, "worker", endpoint=url, capabilities=list(capabilities)
         )
-        tokens = TokenSource(
-            operator.mesh_url,
-            namespace=namespace,
-            agent_id=agent_id,
-            credential=credential,
-            ca_file=operator.ca_file,
-        )
+        tokens = token_source(operator, namespace, agent_id, credential)
         agent = Agent("worker", tokens=tokens, host="127.0.0.1", port=port, **kwargs)
         setup(agent)
         stop = asyncio.Event()
@@ -95,13 +91,7 @@ async def boss_client(
     cluster: Cluster, operator: OperatorProcess, namespace: str
 ) -> AsyncIterator[MeshClient]:
     credential = external_agent(cluster, namespace, "conductor", "orchestrator")
-    tokens = TokenSource(
-        operator.mesh_url,
-        namespace=namespace,
-        agent_id="conductor",
-        credential=credential,
-        ca_file=operator.ca_file,
-    )
+    tokens = token_source(operator, namespace, "conductor", credential)
     async with MeshClient(tokens) as mesh:
         yield mesh
 
@@ -261,13 +251,7 @@ async def test_stopping_finishes_short_tasks_and_hands_back_long_ones(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     credential = external_agent(cluster, namespace, "drainer", "worker", endpoint=url)
-    tokens = TokenSource(
-        operator.mesh_url,
-        namespace=namespace,
-        agent_id="drainer",
-        credential=credential,
-        ca_file=operator.ca_file,
-    )
+    tokens = token_source(operator, namespace, "drainer", credential)
     agent = Agent("worker", tokens=tokens, host="127.0.0.1", port=port, drain_seconds=1.0)
     started: list[str] = []
     both_started = asyncio.Event()
@@ -318,13 +302,7 @@ async def test_discovery_is_cached_for_its_ttl(
 ) -> None:
     now = [0.0]
     credential = external_agent(cluster, namespace, "looker", "orchestrator")
-    tokens = TokenSource(
-        operator.mesh_url,
-        namespace=namespace,
-        agent_id="looker",
-        credential=credential,
-        ca_file=operator.ca_file,
-    )
+    tokens = token_source(operator, namespace, "looker", credential)
     async with MeshClient(tokens, clock=lambda: now[0]) as mesh:
         assert await mesh.discover("cache-probe") == []
         await start("prober", lambda agent: None, capabilities=("cache-probe",))

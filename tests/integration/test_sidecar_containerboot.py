@@ -10,9 +10,7 @@ mount namespace of its own)."""
 from __future__ import annotations
 
 import base64
-import http.server
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,31 +28,19 @@ from agent_mesh.devcluster.tailnet import LocalTailnet, TailnetNode
 from agent_mesh.tailscale import sidecar
 from agent_mesh.tailscale.sidecar import SidecarSettings
 from agent_mesh.workloads.objects import build
-from tests.conftest import Cluster, wait_for
-from tests.tailnethelpers import local_tailnet
+from tests.support.cluster import Cluster
+from tests.support.stand_ins import answering
+from tests.support.tailnet import local_tailnet
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.tailscale, pytest.mark.timeout(900)]  # a cold build takes minutes
 
 
-class _Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"hello from the agent container"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: object) -> None:
-        pass
-
-
 @pytest.fixture
 def agent_port() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Hello)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    """A stand-in agent: the server a tailnet node serves."""
+    with answering(lambda _host: "hello from the agent container") as port:
+        yield port
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from kubernetes_asyncio import config as aconfig
 
 from agent_mesh.auth.keys import KeyRing
 from agent_mesh.kube.keystore import ROTATE_ANNOTATION, SecretKeyStore
-from tests.conftest import Cluster
+from tests.support.cluster import Cluster
 
 OVERLAP = dt.timedelta(minutes=10)
 

@@ -11,14 +11,12 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.conftest import (
-    TEST_NAMESPACE_PREFIX,
-    Cluster,
-    OperatorProcess,
-    temporary_namespace,
-    wait_for,
-)
-from tests.meshhelpers import GROUP, VERSION, apply_agent
+from agent_mesh.api.common import GROUP, VERSION
+from agent_mesh.testing import OperatorProcess
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import apply_agent
+from tests.support.namespaces import TEST_NAMESPACE_PREFIX, temporary_namespace
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.tailscale
 

@@ -9,18 +9,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
 import pytest
-from kubernetes import client
 
 from agent_mesh.domain.message import BROADCAST, Message, MessageType
-from tests.agentprocs import PROGRAMS, AgentProcess, launch, register, wait_ready
-from tests.conftest import TEST_NAMESPACE_PREFIX, Cluster, OperatorProcess, wait_for
-from tests.meshhelpers import call, error_of, exchange_for, token_for_agent, token_of
+from agent_mesh.testing import OperatorProcess
+from tests.support.agents import PROGRAMS, AgentProcess, Plan, fleet
+from tests.support.cluster import Cluster
+from tests.support.mesh_api import call, error_of, exchange_for, token_for_agent, token_of
+from tests.support.namespaces import TEST_NAMESPACE_PREFIX, fresh_namespace
+from tests.support.waiting import wait_for
 
 RECORDER = PROGRAMS / "recorder.py"
 TASK_TIMEOUT_SECONDS = 30
@@ -69,36 +70,23 @@ def task(uid: str, task_type: str = "echo") -> dict[str, Any]:
 def mesh(
     cluster: Cluster, operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Mesh]:
-    core = client.CoreV1Api(cluster.api)
-    suffix = uuid.uuid4().hex[:6]
-    home, away = f"{TEST_NAMESPACE_PREFIX}home-{suffix}", f"{TEST_NAMESPACE_PREFIX}away-{suffix}"
-    for namespace in (home, away):
-        core.create_namespace({"metadata": {"name": namespace}})
-    logs = tmp_path_factory.mktemp("replay")
-    for namespace in (home, away):
-        (logs / namespace).mkdir()
-    plan: list[tuple[str, str | Path, str, str, list[str], dict[str, str]]] = [
-        (home, RECORDER, "rec", "worker", ["record"], {}),
-        (home, "echo_worker.py", "echo", "worker", ["echo"], {}),
-        (home, RECORDER, "mon-1", "monitor", ["observe"], {"RECORDER_AGENT_TYPE": "monitor"}),
-        (home, RECORDER, "mon-2", "monitor", ["observe"], {"RECORDER_AGENT_TYPE": "monitor"}),
-        (away, "echo_worker.py", "echo", "worker", ["echo"], {}),
+    monitor = {"RECORDER_AGENT_TYPE": "monitor"}
+    at_home: Plan = [
+        (RECORDER, "rec", "worker", ["record"]),
+        ("echo_worker.py", "echo", "worker", ["echo"]),
+        (RECORDER, "mon-1", "monitor", ["observe"], monitor),
+        (RECORDER, "mon-2", "monitor", ["observe"], monitor),
     ]
-    agents: dict[tuple[str, str], AgentProcess] = {}
-    try:
-        for namespace, program, agent_id, agent_type, capabilities, env in plan:
-            url, credential = register(cluster, namespace, agent_id, agent_type, capabilities)
-            agents[(namespace, agent_id)] = launch(
-                program, operator, namespace, agent_id, url, credential, logs / namespace, env
-            )
-        for agent in agents.values():
-            wait_ready(agent)
+    away_: Plan = [("echo_worker.py", "echo", "worker", ["echo"])]
+    with (
+        fresh_namespace(cluster, f"{TEST_NAMESPACE_PREFIX}home-") as home,
+        fresh_namespace(cluster, f"{TEST_NAMESPACE_PREFIX}away-") as away,
+        fleet(cluster, operator, home, at_home, tmp_path_factory.mktemp("home")) as home_agents,
+        fleet(cluster, operator, away, away_, tmp_path_factory.mktemp("away")) as away_agents,
+    ):
+        agents = {(home, agent_id): agent for agent_id, agent in home_agents.items()}
+        agents |= {(away, agent_id): agent for agent_id, agent in away_agents.items()}
         yield Mesh(home, away, agents, operator, cluster)
-    finally:
-        for agent in agents.values():
-            agent.stop()
-        for namespace in (home, away):
-            core.delete_namespace(namespace, propagation_policy="Background")
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,12 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.devcluster.ports import free_port
-from tests.conftest import SESSION, Cluster, start_operator, stop_operator, wait_for
-from tests.meshhelpers import GROUP, VERSION
+from tests.support.cluster import Cluster
+from tests.support.namespaces import SESSION
+from tests.support.operators import start_operator
+from tests.support.waiting import wait_for
 
 
 def _webhooks(port: int, configuration: str) -> list[dict[str, Any]]:
@@ -110,7 +113,7 @@ def test_the_operator_fills_the_ca_bundle_of_a_configuration_it_does_not_own(
         finally:
             core.delete_namespace(watched)
     finally:
-        stop_operator(operator)
+        operator.stop()
     # the operator leaves a configuration it does not own in place when it stops
     assert admission.read_validating_webhook_configuration(configuration).webhooks
 

@@ -15,24 +15,20 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.conftest import (
-    SESSION,
-    Cluster,
-    OperatorProcess,
-    start_operator,
-    stop_operator,
-    wait_for,
-)
-from tests.meshhelpers import GROUP, VERSION
+from agent_mesh.api.common import GROUP, VERSION
+from agent_mesh.testing import OperatorProcess, manifest
+from tests.support.cluster import Cluster
+from tests.support.namespaces import SESSION, family
+from tests.support.operators import own_operator
+from tests.support.waiting import wait_for
 
 
 def _task(name: str, payload: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "MeshTask",
-        "metadata": {"name": name},
-        "spec": {"taskType": "summarize", "requiredCapabilities": ["x"], "payload": payload},
-    }
+    return manifest(
+        "MeshTask",
+        name,
+        {"taskType": "summarize", "requiredCapabilities": ["x"], "payload": payload},
+    )
 
 
 def _create_task(cluster: Cluster, namespace: str) -> None:
@@ -61,16 +57,13 @@ def _configuration(cluster: Cluster, name: str) -> Any:
         raise
 
 
-def _operator_with_webhook(cluster: Cluster, log: Path, configuration: str) -> OperatorProcess:
-    """An operator of its own, registering its webhook under `configuration` (not the
-    session operator's), ready once the apiserver calls it for MeshTasks."""
-    return start_operator(
-        cluster,
-        log,
-        watch=f"amw-{SESSION}-*",
-        operator_namespace=f"amw-{SESSION}-system",
-        extra_env={"AGENT_MESH_WEBHOOK_CONFIGURATION": configuration},
-    )
+def _operator_with_webhook(
+    cluster: Cluster, log: Path, configuration: str, *, killed: bool = False
+) -> contextlib.AbstractContextManager[OperatorProcess]:
+    """An operator of its own for the block, registering its webhook under `configuration`
+    (not the session operator's); stopped after it (`killed`: SIGKILLed)."""
+    env = {"AGENT_MESH_WEBHOOK_CONFIGURATION": configuration}
+    return own_operator(cluster, log, family("amw"), webhooks=True, extra_env=env, killed=killed)
 
 
 def _registered_at(cluster: Cluster, configuration: str) -> str | None:
@@ -123,12 +116,9 @@ def test_an_operator_stopped_cleanly_leaves_no_webhook_that_blocks_meshtask_writ
     configuration: str,
     tmp_path: Path,
 ) -> None:
-    own = _operator_with_webhook(cluster, tmp_path / "operator.log", configuration)
-    try:
+    with _operator_with_webhook(cluster, tmp_path / "operator.log", configuration) as own:
         wait_for("the webhook registration", lambda: _registered_at(cluster, configuration))
         assert _refusal(cluster, namespace) is None
-    finally:
-        stop_operator(own)
     assert own.process.returncode != -signal.SIGKILL, "the operator did not stop on SIGTERM"
 
     assert _configuration(cluster, configuration) is None
@@ -142,13 +132,9 @@ def test_after_a_hard_kill_meshtask_writes_are_refused_until_an_operator_starts_
     configuration: str,
     tmp_path: Path,
 ) -> None:
-    killed = _operator_with_webhook(cluster, tmp_path / "killed.log", configuration)
-    try:
+    with _operator_with_webhook(cluster, tmp_path / "killed.log", configuration, killed=True):
         stale = wait_for("the webhook registration", lambda: _registered_at(cluster, configuration))
         assert _refusal(cluster, namespace) is None
-    finally:
-        killed.process.kill()
-        killed.process.wait(timeout=10)
 
     # SIGKILL runs no cleanup: the registration stays and failurePolicy Fail holds
     refusal = _refusal(cluster, namespace)
@@ -157,13 +143,10 @@ def test_after_a_hard_kill_meshtask_writes_are_refused_until_an_operator_starts_
 
     # the recovery: start an operator (same configuration name); it takes the
     # registration over at its own address
-    again = _operator_with_webhook(cluster, tmp_path / "again.log", configuration)
-    try:
+    with _operator_with_webhook(cluster, tmp_path / "again.log", configuration):
         wait_for(
             "the registration to move to the new operator",
             lambda: _registered_at(cluster, configuration) not in (None, stale),
         )
         wait_for("a MeshTask write to go through", lambda: _refusal(cluster, namespace) is None)
-    finally:
-        stop_operator(again)
     assert _refusal(cluster, namespace) is None

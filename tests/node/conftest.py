@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from tests.conftest import Cluster, wait_for
+from tests.support.cluster import Cluster
+from tests.support.waiting import wait_for
 
 AUDIENCE = "agent-mesh"  # the operator's default service_account_audience
 

@@ -6,7 +6,6 @@ address, which is in its mesh API certificate."""
 from __future__ import annotations
 
 import contextlib
-import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,15 +13,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import (
-    OperatorProcess,
-    install_crds,
-    start_operator,
-    stop_operator,
-    wait_for,
-)
-from tests.meshhelpers import GROUP, VERSION, apply_agent
+from agent_mesh.api.common import GROUP, VERSION
+from agent_mesh.testing import OperatorProcess, manifest
 from tests.node.conftest import NodeCluster, echo_agent_pod, logs_of, pod_phase
+from tests.support.cluster import install_crds
+from tests.support.mesh_api import apply_agent
+from tests.support.operators import log_records, start_operator
+from tests.support.waiting import wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 HOST_ADDRESS = "10.244.0.1"  # the harness's address on the node's bridge
@@ -52,7 +49,7 @@ def node_operator(
         extra_env={"AGENT_MESH_TLS_EXTRA_SANS": HOST_ADDRESS},
     )
     yield operator
-    stop_operator(operator)
+    operator.stop()
 
 
 def test_echo_agent_pod_exchanges_its_projected_token_turns_healthy_and_completes_a_task(
@@ -116,12 +113,11 @@ def test_echo_agent_pod_exchanges_its_projected_token_turns_healthy_and_complete
         VERSION,
         node_namespace,
         "meshtasks",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "MeshTask",
-            "metadata": {"name": "hello"},
-            "spec": {"taskType": "echo", "requiredCapabilities": ["echo"], "payload": {"x": 1}},
-        },
+        manifest(
+            "MeshTask",
+            "hello",
+            {"taskType": "echo", "requiredCapabilities": ["echo"], "payload": {"x": 1}},
+        ),
     )
 
     def finished() -> dict[str, Any] | None:
@@ -148,11 +144,7 @@ def _operator_log_on_failure(operator: OperatorProcess) -> Iterator[None]:
 def _audited(operator: OperatorProcess, event: str, namespace: str) -> list[dict[str, Any]]:
     """The operator's audit records of `event` in `namespace` (from its JSON log)."""
     found = []
-    for line in operator.logs().splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
+    for entry in log_records(operator):
         fields = {**entry, **(entry.get("fields") or {})}
         if fields.get("event") == event and fields.get("namespace") == namespace:
             found.append(fields)

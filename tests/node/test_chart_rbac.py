@@ -22,19 +22,20 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.conftest import wait_for
-from tests.meshhelpers import GROUP, VERSION, apply_agent
-from tests.node.conftest import NodeCluster
-from tests.node.test_helm_install import (
+from agent_mesh.api.common import GROUP, VERSION
+from tests.node.chart_flow import (
     CHART,
-    _exists,
-    _helm,
-    _namespace,
-    _operator_pod,
-    _oversized_task_refusal,
-    _run_agent_and_task,
-    _webhook_refusal,
+    exists,
+    make_namespace,
+    operator_pod,
+    oversized_task_refusal,
+    run_agent_and_task,
+    run_helm,
+    webhook_refusal,
 )
+from tests.node.conftest import NodeCluster
+from tests.support.mesh_api import apply_agent
+from tests.support.waiting import wait_for
 
 pytestmark = [
     pytest.mark.rbac_proof,
@@ -132,19 +133,19 @@ def installed(node_cluster: NodeCluster) -> Iterator[Installed]:
 
     helm: Path = ensure_helm()
     suffix = uuid.uuid4().hex[:6]
-    release = _namespace(
+    release = make_namespace(
         node_cluster, f"proof-{suffix}", {"pod-security.kubernetes.io/enforce": "restricted"}
     )
-    agents = _namespace(node_cluster, f"proof-agents-{suffix}")
+    agents = make_namespace(node_cluster, f"proof-agents-{suffix}")
     repository, tag = node_cluster.image.rsplit(":", 1)
-    _helm(
+    run_helm(
         helm, node_cluster, "install", RELEASE, str(CHART), "-n", release,
         "--set", f"image.repository={repository},image.tag={tag},image.pullPolicy=Never",
         "--set", f"watchNamespaces={{{agents}}}",
         "--set", "livenessProbe.initialDelaySeconds=5,readinessProbe.periodSeconds=2",
     )  # fmt: skip
     yield Installed(node_cluster, release, agents)
-    _helm(helm, node_cluster, "uninstall", RELEASE, "-n", release)
+    run_helm(helm, node_cluster, "uninstall", RELEASE, "-n", release)
     for name in (agents, release):
         node_cluster.core.delete_namespace(name, propagation_policy="Background")
 
@@ -152,14 +153,14 @@ def installed(node_cluster: NodeCluster) -> Iterator[Installed]:
 def _restart_operator(installed: Installed, timeout: float) -> str | None:
     """Delete the operator pod; None once a new one is Ready, else why not."""
     cluster = installed.cluster
-    old = _operator_pod(cluster, installed.release)
+    old = operator_pod(cluster, installed.release)
     if old is not None:
         cluster.core.delete_namespaced_pod(
             old.metadata.name, installed.release, grace_period_seconds=1
         )
 
     def ready() -> bool:
-        pod = _operator_pod(cluster, installed.release)
+        pod = operator_pod(cluster, installed.release)
         if pod is None or (old is not None and pod.metadata.name == old.metadata.name):
             return False
         conditions = {c.type: c.status for c in (pod.status.conditions or [])}
@@ -188,13 +189,11 @@ def _flow(installed: Installed) -> str | None:
     if (why := _restart_operator(installed, timeout=60)) is not None:
         return why
     try:
-        wait_for("the webhook", lambda: _webhook_refusal(cluster, agents), timeout=30)
+        wait_for("the webhook", lambda: webhook_refusal(cluster, agents), timeout=30)
     except pytest.fail.Exception:
-        return f"the webhook never refused: {_oversized_task_refusal(cluster, agents)}"
+        return f"the webhook never refused: {oversized_task_refusal(cluster, agents)}"
     try:
-        task = _run_agent_and_task(
-            cluster, agents, installed.release, installed.mesh_url, within=45
-        )
+        task = run_agent_and_task(cluster, agents, installed.release, installed.mesh_url, within=45)
     except pytest.fail.Exception as failed:
         return f"agent and task: {str(failed).splitlines()[0]}"
     external = f"ext-{uuid.uuid4().hex[:4]}"
@@ -202,7 +201,7 @@ def _flow(installed: Installed) -> str | None:
     try:
         wait_for(
             "the external agent's credential Secret",
-            lambda: _exists(
+            lambda: exists(
                 lambda: cluster.core.read_namespaced_secret(f"{external}-mesh-credential", agents)
             ),
             timeout=20,
@@ -252,7 +251,7 @@ def _ttl_cleanup(installed: Installed) -> str | None:
         GROUP, VERSION, agents, "meshtasks", name
     )
     try:
-        wait_for("a finished task past its TTL to be deleted", lambda: not _exists(read), 40)
+        wait_for("a finished task past its TTL to be deleted", lambda: not exists(read), 40)
     except pytest.fail.Exception:
         return "a finished task past ttlSecondsAfterFinished was not deleted"
     return None

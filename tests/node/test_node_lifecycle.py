@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
 from tests.node.conftest import NodeHolder
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.node_lifecycle
 

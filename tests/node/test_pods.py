@@ -9,7 +9,6 @@ import uuid
 import pytest
 from kubernetes import client
 
-from tests.conftest import wait_for
 from tests.node.conftest import (
     NodeCluster,
     exec_python,
@@ -18,6 +17,7 @@ from tests.node.conftest import (
     python_pod,
     wait_pod,
 )
+from tests.support.waiting import wait_for
 
 NODE = "agent-mesh-node"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from tests.venvs import (
+from tests.support.venvs import (
     ROOT,
     build_wheel,
     cached_venv,

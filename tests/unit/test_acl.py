@@ -69,6 +69,14 @@ def index_with(*policies: tuple[str, str, dict[str, Any]]) -> PolicyIndex:
     return index
 
 
+def allow_all_but(**denied: list[str]) -> PolicyIndex:
+    """An index with one policy for type "bot": every action on every resource, but what
+    `denied` (deniedActions, deniedResources) takes back."""
+    return index_with(
+        (NS, "p", spec("bot", allowedActions=["*"], allowedResources=["*"], **denied))
+    )
+
+
 def admit(namespace: str = NS, **lists: list[str]) -> dict[str, Any]:
     """One spec.admit rule: admit(NS, agentTypes=["worker"], actions=[...], resources=[...])."""
     return {
@@ -219,25 +227,13 @@ def test_policy_for_returns_policy_then_default_then_none() -> None:
 
 @pytest.mark.parametrize("resource", ["tasks", "acl", "anything"])
 def test_denied_action_beats_allow_all_on_every_resource(resource: str) -> None:
-    index = index_with(
-        (
-            NS,
-            "p",
-            spec("bot", allowedActions=["*"], allowedResources=["*"], deniedActions=["execute"]),
-        )
-    )
+    index = allow_all_but(deniedActions=["execute"])
     assert not allowed(index, "bot", "execute", resource)
     assert allowed(index, "bot", "read", resource)
 
 
 def test_denied_resources_alone_deny_every_action_on_them() -> None:
-    index = index_with(
-        (
-            NS,
-            "p",
-            spec("bot", allowedActions=["*"], allowedResources=["*"], deniedResources=["acl"]),
-        )
-    )
+    index = allow_all_but(deniedResources=["acl"])
     for action in ACTIONS:
         assert not allowed(index, "bot", action, "acl")
         assert allowed(index, "bot", action, "tasks")
@@ -246,19 +242,7 @@ def test_denied_resources_alone_deny_every_action_on_them() -> None:
 
 
 def test_denied_actions_with_denied_resources_deny_only_those_pairs() -> None:
-    index = index_with(
-        (
-            NS,
-            "p",
-            spec(
-                "bot",
-                allowedActions=["*"],
-                allowedResources=["*"],
-                deniedActions=["write", "admin"],
-                deniedResources=["acl", "audit"],
-            ),
-        )
-    )
+    index = allow_all_but(deniedActions=["write", "admin"], deniedResources=["acl", "audit"])
     for action in ACTIONS:
         for resource in ["acl", "audit", "tasks"]:
             pair_denied = action in {"write", "admin"} and resource in {"acl", "audit"}
@@ -283,27 +267,13 @@ def test_wildcard_allowed_resource_covers_every_resource_for_listed_actions() ->
 
 
 def test_wildcard_denied_action_denies_everything() -> None:
-    index = index_with(
-        (NS, "p", spec("bot", allowedActions=["*"], allowedResources=["*"], deniedActions=["*"]))
-    )
+    index = allow_all_but(deniedActions=["*"])
     assert not any(allowed(index, "bot", a, r) for a in ACTIONS for r in RESOURCES)
     assert "(deniedActions *)" in index.decide("bot", NS, Action.READ, "tasks").reason
 
 
 def test_wildcard_denied_resource_with_denied_actions_denies_those_actions_everywhere() -> None:
-    index = index_with(
-        (
-            NS,
-            "p",
-            spec(
-                "bot",
-                allowedActions=["*"],
-                allowedResources=["*"],
-                deniedActions=["admin"],
-                deniedResources=["*"],
-            ),
-        )
-    )
+    index = allow_all_but(deniedActions=["admin"], deniedResources=["*"])
     assert not allowed(index, "bot", "admin", "tasks")
     assert allowed(index, "bot", "write", "tasks")
 

@@ -14,15 +14,13 @@ from agent_mesh.auth.authority import Authority, AuthSettings, credential_hash
 from agent_mesh.auth.memory import (
     MemoryKeyStore,
     MemoryRevocationStore,
-    StaticTokenReviewer,
-    registry_fetcher,
 )
 from agent_mesh.auth.revocation import ANY_NAMESPACE, IssuedLifetime, RevocationList
 from agent_mesh.auth.tokens import MeshClaims
-from agent_mesh.domain.acl import PolicyIndex
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import FakeClock
 from agent_mesh.domain.errors import AuthError, ValidationError
+from tests.support.memory_mesh import memory_authority
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, 0, 500_000, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
@@ -277,19 +275,14 @@ class Cluster:
 
     async def operator(self, lifetime: dt.timedelta) -> Authority:
         """An operator (re)started with `lifetime` as its token lifetime setting."""
-        authority = Authority(
-            AuthSettings(token_lifetime=lifetime, key_overlap=2 * DAY),
-            registry=self.registry,
-            policies=PolicyIndex(),
+        return await memory_authority(
+            self.registry,
+            self.clock,
+            AuditLog(clock=self.clock),
+            settings=AuthSettings(token_lifetime=lifetime, key_overlap=2 * DAY),
             keys=self.keys,
-            revocation_store=self.revocations,
-            reviewer=StaticTokenReviewer(),
-            fetch_agent=registry_fetcher(self.registry),
-            audit=AuditLog(clock=self.clock),
-            clock=self.clock,
+            revocations=self.revocations,
         )
-        await authority.start()
-        return authority
 
     def advance(self, delta: dt.timedelta) -> None:
         self.clock.advance(delta.total_seconds())

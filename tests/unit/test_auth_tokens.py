@@ -150,16 +150,21 @@ def test_hs256_keyed_with_the_public_key_is_refused(mesh: Mesh) -> None:
     assert mesh.refuse(f"{signing_input}.{b64(mac)}") == "AlgorithmNotAllowed"
 
 
+def signed_by(other: Mesh, algorithm: str, as_: Mesh) -> str:
+    """A token with the claims and key id of mesh `as_`, signed with `other`'s key."""
+    return jwt.encode(
+        as_.claims(),
+        other.ring.active.private_key,
+        algorithm=algorithm,
+        headers={"typ": TOKEN_TYPE, "kid": as_.ring.active.kid},
+    )
+
+
 def test_header_alg_other_than_the_keys_is_refused() -> None:
     mesh = Mesh("EdDSA")
     other = Mesh("ES256")
     # an ES256 signature presented under our EdDSA key's kid
-    token = jwt.encode(
-        mesh.claims(),
-        other.ring.active.private_key,
-        algorithm="ES256",
-        headers={"typ": TOKEN_TYPE, "kid": mesh.ring.active.kid},
-    )
+    token = signed_by(other, "ES256", as_=mesh)
     assert mesh.refuse(token) == "AlgorithmNotAllowed"
 
 
@@ -322,12 +327,7 @@ def test_token_signed_by_another_mesh_is_refused(mesh: Mesh) -> None:
 
 def test_token_of_another_mesh_relabelled_with_our_kid_is_refused(mesh: Mesh) -> None:
     other = Mesh()
-    token = jwt.encode(
-        mesh.claims(),
-        other.ring.active.private_key,
-        algorithm="EdDSA",
-        headers={"typ": TOKEN_TYPE, "kid": mesh.ring.active.kid},
-    )
+    token = signed_by(other, "EdDSA", as_=mesh)
     assert mesh.refuse(token) == "SignatureInvalid"
 
 
@@ -467,10 +467,16 @@ def test_a_cached_token_is_still_not_valid_before_nbf(decodes: list[str]) -> Non
     assert mesh.refuse(token) == "TokenNotYetValid"
 
 
-def test_a_cached_token_still_expires() -> None:
+def cached_token() -> tuple[Mesh, str]:
+    """A verifier that caches, and a token it has verified (so holds in its cache)."""
     mesh = Mesh(cache_size=16)
     token = mesh.token()
     assert mesh.verifier.verify(token)
+    return mesh, token
+
+
+def test_a_cached_token_still_expires() -> None:
+    mesh, token = cached_token()
     mesh.clock.advance(3600 + 31)
     assert mesh.refuse(token) == "TokenExpired"
 
@@ -484,9 +490,7 @@ def test_a_cached_token_can_still_be_revoked() -> None:
 
 
 def test_a_cached_token_dies_with_its_key() -> None:
-    mesh = Mesh(cache_size=16)
-    token = mesh.token()
-    assert mesh.verifier.verify(token)
+    mesh, token = cached_token()
     mesh.ring = mesh.ring.rotate(mesh.clock.now(), dt.timedelta(seconds=0))
     mesh.clock.advance(1)
     mesh.ring = mesh.ring.prune(mesh.clock.now())
@@ -494,9 +498,7 @@ def test_a_cached_token_dies_with_its_key() -> None:
 
 
 def test_a_cached_token_dies_at_its_keys_retirement_even_unpruned() -> None:
-    mesh = Mesh(cache_size=16)
-    token = mesh.token()
-    assert mesh.verifier.verify(token)
+    mesh, token = cached_token()
     mesh.ring = mesh.ring.rotate(mesh.clock.now(), dt.timedelta(minutes=5))
     mesh.clock.advance(4 * 60)
     assert mesh.verifier.verify(token)  # still in the overlap

@@ -20,6 +20,7 @@ from agent_mesh.domain.task_message import TaskRequest
 from agent_mesh.transport import batching
 from agent_mesh.transport.batching import BatchingTransport
 from agent_mesh.transport.client import Outcome, TransportConfig
+from tests.support.stand_ins import serving
 
 
 @dataclass
@@ -82,11 +83,8 @@ async def agent() -> AsyncIterator[Agent]:
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app.router.add_post("/v1/tasks/batch", batch)
     app.router.add_post("/v1/tasks", single)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield state
-    await runner.cleanup()
+    async with serving(app, port):
+        yield state
 
 
 @pytest.fixture

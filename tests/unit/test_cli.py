@@ -58,6 +58,12 @@ def busy_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
+def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """What `agent-mesh <argv>` writes to stderr; it must exit with EXIT_USAGE."""
+    assert main(list(argv)) == EXIT_USAGE
+    return capsys.readouterr().err
+
+
 def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["frobnicate"])
@@ -69,8 +75,7 @@ def test_missing_kubeconfig_names_the_flag_and_the_reason(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     missing = tmp_path / "nope.yaml"
-    assert main(["operator", "--kubeconfig", str(missing)]) == EXIT_USAGE
-    err = capsys.readouterr().err
+    err = usage_error(capsys, "operator", "--kubeconfig", str(missing))
     assert err.startswith("agent-mesh: error: ")
     assert f"--kubeconfig={missing}: cannot read it: No such file or directory" in err
 
@@ -81,8 +86,7 @@ def test_garbage_in_KUBECONFIG_is_named(
     bad = tmp_path / "bad"
     bad.write_text("just: [a, list")
     monkeypatch.setenv("KUBECONFIG", str(bad))
-    assert main(["operator"]) == EXIT_USAGE
-    assert f"KUBECONFIG={bad}: not valid YAML" in capsys.readouterr().err
+    assert f"KUBECONFIG={bad}: not valid YAML" in usage_error(capsys, "operator")
 
 
 def test_a_yaml_file_that_is_not_a_kubeconfig_is_refused(
@@ -90,27 +94,24 @@ def test_a_yaml_file_that_is_not_a_kubeconfig_is_refused(
 ) -> None:
     other = tmp_path / "values.yaml"
     other.write_text("replicas: 3\n")
-    assert main(["operator", "--kubeconfig", str(other)]) == EXIT_USAGE
-    assert "not a kubeconfig (no `clusters` list)" in capsys.readouterr().err
+    assert "not a kubeconfig (no `clusters` list)" in usage_error(
+        capsys, "operator", "--kubeconfig", str(other)
+    )
 
 
 def test_operator_refuses_a_port_in_use(
     capsys: pytest.CaptureFixture[str], kubeconfig: Path, busy_port: int
 ) -> None:
-    code = main(["operator", "--kubeconfig", str(kubeconfig), "--liveness-port", str(busy_port)])
-    assert code == EXIT_USAGE
-    assert f"--liveness-port: port {busy_port} on 127.0.0.1 is already in use" in (
-        capsys.readouterr().err
+    assert f"--liveness-port: port {busy_port} on 127.0.0.1 is already in use" in usage_error(
+        capsys, "operator", "--kubeconfig", str(kubeconfig), "--liveness-port", str(busy_port)
     )
 
 
 def test_operator_refuses_an_out_of_range_port(
     capsys: pytest.CaptureFixture[str], kubeconfig: Path
 ) -> None:
-    code = main(["operator", "--kubeconfig", str(kubeconfig), "--webhook-port", "70000"])
-    assert code == EXIT_USAGE
-    assert "--webhook-port: Input should be less than or equal to 65535 (got 70000)" in (
-        capsys.readouterr().err
+    assert "--webhook-port: Input should be less than or equal to 65535 (got 70000)" in usage_error(
+        capsys, "operator", "--kubeconfig", str(kubeconfig), "--webhook-port", "70000"
     )
 
 
@@ -118,9 +119,7 @@ def test_a_bad_setting_from_the_environment_is_named_by_its_variable(
     capsys: pytest.CaptureFixture[str], kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AGENT_MESH_TLS_EXTRA_SANS", "Bad_Name")  # a setting without a flag
-    code = main(["operator", "--kubeconfig", str(kubeconfig)])
-    assert code == EXIT_USAGE
-    err = capsys.readouterr().err
+    err = usage_error(capsys, "operator", "--kubeconfig", str(kubeconfig))
     assert "error: AGENT_MESH_TLS_EXTRA_SANS: Value error, 'Bad_Name' is neither" in err
     assert "--tls-extra-sans" not in err
 
@@ -129,8 +128,7 @@ def test_a_webhook_configuration_name_without_a_dot_is_refused_naming_its_variab
     capsys: pytest.CaptureFixture[str], kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AGENT_MESH_WEBHOOK_CONFIGURATION", "agentmesh")
-    assert main(["operator", "--kubeconfig", str(kubeconfig)]) == EXIT_USAGE
-    err = capsys.readouterr().err
+    err = usage_error(capsys, "operator", "--kubeconfig", str(kubeconfig))
     assert "error: AGENT_MESH_WEBHOOK_CONFIGURATION: String should match pattern" in err
 
 
@@ -138,13 +136,12 @@ def test_a_bad_setting_is_named_by_its_flag_when_the_flag_gave_it(
     capsys: pytest.CaptureFixture[str], kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AGENT_MESH_WEBHOOK_PORT", "70001")  # the flag wins over it
-    code = main(["operator", "--kubeconfig", str(kubeconfig), "--webhook-port", "70000"])
-    assert code == EXIT_USAGE
-    err = capsys.readouterr().err
+    err = usage_error(
+        capsys, "operator", "--kubeconfig", str(kubeconfig), "--webhook-port", "70000"
+    )
     assert "error: --webhook-port: Input should be less than or equal to 65535 (got 70000)" in err
 
-    assert main(["operator", "--kubeconfig", str(kubeconfig)]) == EXIT_USAGE
-    err = capsys.readouterr().err
+    err = usage_error(capsys, "operator", "--kubeconfig", str(kubeconfig))
     assert "error: AGENT_MESH_WEBHOOK_PORT: Input should be less than or equal to 65535" in err
 
 
@@ -152,9 +149,7 @@ def test_an_environment_list_that_is_not_json_is_named_with_the_form_it_needs(
     capsys: pytest.CaptureFixture[str], kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AGENT_MESH_NAMESPACES", "team-a")
-    code = main(["operator", "--kubeconfig", str(kubeconfig)])
-    assert code == EXIT_USAGE
-    err = capsys.readouterr().err
+    err = usage_error(capsys, "operator", "--kubeconfig", str(kubeconfig))
     assert "error: AGENT_MESH_NAMESPACES: not JSON" in err and '["a", "b"]' in err
 
 
@@ -168,25 +163,29 @@ def test_a_port_in_use_from_the_environment_is_named_by_its_variable(
 
     monkeypatch.setenv("AGENT_MESH_MESH_PORT", str(busy_port))
     liveness = str(free_port())  # checked first: a free one
-    code = main(
-        ["operator", "--kubeconfig", str(kubeconfig), "--no-webhooks", "--liveness-port", liveness]
-    )
-    assert code == EXIT_USAGE
-    assert f"AGENT_MESH_MESH_PORT: port {busy_port} on 127.0.0.1 is already in use" in (
-        capsys.readouterr().err
+    assert f"AGENT_MESH_MESH_PORT: port {busy_port} on 127.0.0.1 is already in use" in usage_error(
+        capsys,
+        "operator",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--no-webhooks",
+        "--liveness-port",
+        liveness,
     )
 
 
 def test_dev_up_refuses_a_port_in_use_before_building(
     capsys: pytest.CaptureFixture[str], busy_port: int
 ) -> None:
-    assert main(["dev", "up", "--port", str(busy_port)]) == EXIT_USAGE
-    assert f"--port: port {busy_port} on 127.0.0.1 is already in use" in capsys.readouterr().err
+    assert f"--port: port {busy_port} on 127.0.0.1 is already in use" in usage_error(
+        capsys, "dev", "up", "--port", str(busy_port)
+    )
 
 
 def test_dev_up_refuses_a_malformed_version(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["dev", "up", "--kubernetes-version", "latest"]) == EXIT_USAGE
-    assert "--kubernetes-version 'latest': expected 1.MINOR.PATCH" in capsys.readouterr().err
+    assert "--kubernetes-version 'latest': expected 1.MINOR.PATCH" in usage_error(
+        capsys, "dev", "up", "--kubernetes-version", "latest"
+    )
 
 
 def test_dev_kubeconfig_without_a_running_plane_says_how_to_start_one(

@@ -21,15 +21,7 @@ import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_mesh.auth.audit import AuditLog
-from agent_mesh.auth.authority import Authority, AuthSettings
-from agent_mesh.auth.memory import (
-    MemoryKeyStore,
-    MemoryRevocationStore,
-    StaticTokenReviewer,
-    registry_fetcher,
-)
 from agent_mesh.coordinator import Coordinator
-from agent_mesh.domain.acl import PolicyIndex
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import FakeClock, rfc3339
 from agent_mesh.domain.egress import EgressClass
@@ -39,7 +31,8 @@ from agent_mesh.domain.task_message import TaskRequest
 from agent_mesh.domain.tasks import TaskState
 from agent_mesh.kube.task_status import WriteResult
 from agent_mesh.transport.client import Delivery, Outcome
-from tests.conftest import wait_for_async
+from tests.support.memory_mesh import memory_authority
+from tests.support.waiting import wait_for_async
 
 NS = "ns"
 GRACE = dt.timedelta(seconds=30)
@@ -291,18 +284,7 @@ async def mesh(coalesce: float) -> AsyncIterator[Mesh]:
     clock = FakeClock()
     registry = AgentRegistry()
     audit = AuditLog(clock=clock)
-    authority = Authority(
-        AuthSettings(),
-        registry=registry,
-        policies=PolicyIndex(),
-        keys=MemoryKeyStore(),
-        revocation_store=MemoryRevocationStore(),
-        reviewer=StaticTokenReviewer(),
-        fetch_agent=registry_fetcher(registry),
-        audit=audit,
-        clock=clock,
-    )
-    await authority.start()
+    authority = await memory_authority(registry, clock, audit)
     log: list[str] = []
     writer = FakeStatusWriter(log)
     agents = FakeAgents(log)

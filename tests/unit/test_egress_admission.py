@@ -15,10 +15,10 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from agent_mesh.api.meshagent_status import endpoint_patch
 from agent_mesh.config import OperatorConfig
-from agent_mesh.controllers.admission import validate_meshagent
 from agent_mesh.controllers.meshagents import endpoint_refusal
 from agent_mesh.domain.egress import EgressPolicy
 from agent_mesh.transport.egress import EgressGuard
+from tests.support.admission import admission_refusal
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -28,15 +28,7 @@ def memo(**config: Any) -> kopf.Memo:
 
 
 def admission_error(endpoint: str, state: kopf.Memo) -> str | None:
-    spec = kopf.Spec({"spec": {"agentType": "worker", "endpoint": endpoint}})
-    try:
-        validate_meshagent(spec, memo=state)
-    except kopf.AdmissionError as error:
-        refused = error
-    else:
-        return None
-    assert refused.code == 422
-    return str(refused)
+    return admission_refusal({"spec": {"agentType": "worker", "endpoint": endpoint}}, state)
 
 
 def test_spec_endpoint_at_the_metadata_address_is_refused_with_a_clear_message() -> None:

@@ -1,5 +1,5 @@
 """A failing test's report carries the logs of the operator and agent processes it ran
-(tests/conftest.py pytest_runtest_makereport), shown by a pytest run of its own over
+(tests/support/reporting.py pytest_runtest_makereport), shown by a pytest run of its own over
 tests/programs/failing_with_logs.py; the run ends with the time per tier."""
 
 from __future__ import annotations
@@ -12,16 +12,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_a_failing_test_report_carries_the_logs_of_its_processes() -> None:
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "tests/programs/failing_with_logs.py",
-        ],
+def _pytest(*args: str) -> subprocess.CompletedProcess[str]:
+    """A pytest run of its own over `args`, from the repository root, as `make test` runs."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": f"{ROOT / 'operator'}{os.pathsep}{ROOT}"},
         capture_output=True,
@@ -29,6 +23,10 @@ def test_a_failing_test_report_carries_the_logs_of_its_processes() -> None:
         timeout=300,
         check=False,
     )
+
+
+def test_a_failing_test_report_carries_the_logs_of_its_processes() -> None:
+    run = _pytest("tests/programs/failing_with_logs.py")
     out = run.stdout
     assert run.returncode == 1, out + run.stderr
     assert "1 failed, 1 passed" in out, out
@@ -39,24 +37,7 @@ def test_a_failing_test_report_carries_the_logs_of_its_processes() -> None:
 
 
 def test_a_run_ends_with_each_tiers_time_against_its_budget() -> None:
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-o",
-            "tier_budget_seconds=unit = 0.001",
-            "tests/unit/test_retry.py",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": f"{ROOT / 'operator'}{os.pathsep}{ROOT}"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    run = _pytest("-o", "tier_budget_seconds=unit = 0.001", "tests/unit/test_retry.py")
     out = run.stdout
     assert run.returncode == 0, out + run.stderr
     summary = out[out.index("time per tier") :]

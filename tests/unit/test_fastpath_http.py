@@ -7,7 +7,6 @@ Every request error names its field; every refusal has its code."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import time
@@ -17,16 +16,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from agent_mesh.auth.audit import AuditLog
-from agent_mesh.auth.authority import Authority, AuthSettings, credential_hash
-from agent_mesh.auth.memory import (
-    MemoryKeyStore,
-    MemoryRevocationStore,
-    StaticTokenReviewer,
-    registry_fetcher,
-)
+from agent_mesh.auth.authority import credential_hash
 from agent_mesh.auth.tokens import TokenVerifier
 from agent_mesh.coordinator import Coordinator
 from agent_mesh.devcluster.ports import free_port
@@ -34,14 +27,14 @@ from agent_mesh.domain.acl import PolicyIndex, policy_from_spec
 from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import SystemClock
 from agent_mesh.domain.egress import EgressPolicy
-from agent_mesh.domain.health import HealthStatus, HealthTracker
-from agent_mesh.health.monitor import HealthMonitor
+from agent_mesh.domain.health import HealthStatus
 from agent_mesh.mesh.callbacks import CallbackNotifier
 from agent_mesh.mesh.fastpath import FastPath
-from agent_mesh.mesh.server import create_app
 from agent_mesh.mesh.task_results import ResultStore
 from agent_mesh.transport.egress import EgressGuard
-from tests.conftest import wait_for_async
+from tests.support.memory_mesh import fast_path_served, memory_authority
+from tests.support.stand_ins import serving
+from tests.support.waiting import wait_for_async
 
 CREDENTIAL = "fast-path-credential"
 NS = "ns"
@@ -157,72 +150,49 @@ class Mesh:
 @pytest.fixture
 async def mesh() -> AsyncIterator[Mesh]:
     stand_in = StandIn(f"http://127.0.0.1:{free_port()}")
-    runner = web.AppRunner(await _agent_app(stand_in), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", int(stand_in.url.rsplit(":", 1)[1])).start()
+    port = int(stand_in.url.rsplit(":", 1)[1])
+    async with serving(await _agent_app(stand_in), port):
+        clock = SystemClock()
+        registry = AgentRegistry()
+        agents = [
+            _record("w1", "worker", stand_in.url),
+            _record("w2", "worker", capabilities=("other",)),
+            _record("boss", "orchestrator", capabilities=()),
+            _record("mon", "monitor", capabilities=()),
+            _record("reader", "reader", capabilities=()),
+            _record("far", "orchestrator", capabilities=(), namespace="other"),
+        ]
+        for record in agents:
+            registry.upsert(record)
+        policies = PolicyIndex()
+        spec = {"agentType": "reader", "allowedActions": ["read"], "allowedResources": ["tasks"]}
+        policies.upsert(NS, "reader", dt.datetime.now(dt.UTC), policy_from_spec(NS, "reader", spec))
+        audit = AuditLog(clock=clock)
+        authority = await memory_authority(registry, clock, audit, policies=policies)
+        loopback = EgressGuard(EgressPolicy(allow_loopback=True))  # the callbacks' servers
+        built: list[FakeMeshTasks] = []
 
-    clock = SystemClock()
-    registry = AgentRegistry()
-    agents = [
-        _record("w1", "worker", stand_in.url),
-        _record("w2", "worker", capabilities=("other",)),
-        _record("boss", "orchestrator", capabilities=()),
-        _record("mon", "monitor", capabilities=()),
-        _record("reader", "reader", capabilities=()),
-        _record("far", "orchestrator", capabilities=(), namespace="other"),
-    ]
-    for record in agents:
-        registry.upsert(record)
-    policies = PolicyIndex()
-    spec = {"agentType": "reader", "allowedActions": ["read"], "allowedResources": ["tasks"]}
-    policies.upsert(NS, "reader", dt.datetime.now(dt.UTC), policy_from_spec(NS, "reader", spec))
-    audit = AuditLog(clock=clock)
-    authority = Authority(
-        AuthSettings(),
-        registry=registry,
-        policies=policies,
-        keys=MemoryKeyStore(),
-        revocation_store=MemoryRevocationStore(),
-        reviewer=StaticTokenReviewer(),
-        fetch_agent=registry_fetcher(registry),
-        audit=audit,
-        clock=clock,
-    )
-    await authority.start()
-    monitor = HealthMonitor(HealthTracker(), registry, None, None, clock)
-    coordinator = Coordinator(
-        registry=registry, tracker=monitor.tracker, authority=authority, audit=audit, clock=clock
-    )
-    for record in agents:
-        coordinator.agent_seen(record)
-    meshtasks = FakeMeshTasks(coordinator)
-    loopback = EgressGuard(EgressPolicy(allow_loopback=True))  # the callbacks' servers
-    fast = FastPath(
-        coordinator, meshtasks, ResultStore(max_entries=100), CallbackNotifier(guard=loopback)
-    )
-    app = create_app(authority, monitor, monitor.tracker, 1024 * 1024, fast_path=fast)
-    client = TestClient(TestServer(app, host="127.0.0.1"))
-    await client.start_server()
-    running = asyncio.create_task(coordinator.run())
-    tokens = {}
-    for record in agents:
-        response = await client.post(
-            "/v1/token",
-            json={
-                "namespace": record.namespace,
-                "agentId": record.agent_id,
-                "credential": CREDENTIAL,
-            },
-        )
-        tokens[record.agent_id] = (await response.json())["token"]
-    yield Mesh(client, coordinator, fast, stand_in, meshtasks, tokens)
-    running.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await running
-    await client.close()
-    await fast.close()
-    await coordinator.close()
-    await runner.cleanup()
+        def fast_path(coordinator: Coordinator) -> FastPath:
+            built.append(FakeMeshTasks(coordinator))
+            results = ResultStore(max_entries=100)
+            return FastPath(coordinator, built[0], results, CallbackNotifier(guard=loopback))
+
+        async with fast_path_served(authority, agents, fast_path, max_body_bytes=1024 * 1024) as (
+            client,
+            fast,
+        ):
+            tokens = {}
+            for record in agents:
+                response = await client.post(
+                    "/v1/token",
+                    json={
+                        "namespace": record.namespace,
+                        "agentId": record.agent_id,
+                        "credential": CREDENTIAL,
+                    },
+                )
+                tokens[record.agent_id] = (await response.json())["token"]
+            yield Mesh(client, fast.coordinator, fast, stand_in, built[0], tokens)
 
 
 def _task(**spec: Any) -> dict[str, Any]:
@@ -410,12 +380,8 @@ async def test_the_callback_receives_each_answer(mesh: Mesh) -> None:
 
     app = web.Application()
     app.router.add_post("/hook", hook)
-    port = free_port()
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        url = f"http://127.0.0.1:{port}/hook?run=7"
+    async with serving(app) as base:
+        url = f"{base}/hook?run=7"
         status, body = await mesh.post(
             "boss", {"tasks": [_task(payload=1), _task(payload=2)], "callbackUrl": url}
         )
@@ -424,8 +390,6 @@ async def test_the_callback_receives_each_answer(mesh: Mesh) -> None:
         assert {path for path, _ in got} == {"/hook?run=7"}
         assert sorted(answer["result"] for _, answer in got) == [1, 2]
         assert {answer["id"] for _, answer in got} == {t["id"] for t in body["tasks"]}
-    finally:
-        await runner.cleanup()
 
 
 async def test_a_callback_that_cannot_be_reached_does_not_fail_the_task(mesh: Mesh) -> None:

@@ -76,6 +76,16 @@ def setup(name: str = "worker") -> tuple[Apiserver, AgentRegistry, HealthMonitor
     return apiserver, registry, monitor, clock
 
 
+def first_beat(
+    registry: AgentRegistry, monitor: HealthMonitor, name: str = "worker"
+) -> AgentRecord:
+    """Agent `name` beats for the first time; its record as the registry holds it."""
+    record = registry.get(NS, name)
+    assert record is not None
+    monitor.beat(record, active_tasks=0, version=None, endpoint=None)
+    return record
+
+
 async def test_a_health_transition_is_written_despite_a_conflicting_write() -> None:
     apiserver, registry, monitor, _ = setup()
     # registration writes a condition the watch has not delivered yet: version 2
@@ -103,9 +113,7 @@ async def test_a_health_transition_is_written_despite_a_conflicting_write() -> N
 
 async def test_the_next_write_carries_the_version_its_own_write_produced() -> None:
     apiserver, registry, monitor, clock = setup()
-    record = registry.get(NS, "worker")
-    assert record is not None
-    monitor.beat(record, active_tasks=0, version=None, endpoint=None)
+    first_beat(registry, monitor)
     assert await monitor.flush() == 1
     clock.advance(61)
     assert [t.current for t in monitor.tracker.sweep(clock.now())] == [HealthStatus.DEGRADED]
@@ -118,9 +126,7 @@ async def test_the_next_write_carries_the_version_its_own_write_produced() -> No
 
 async def test_a_version_the_watch_delivers_replaces_the_adopted_one() -> None:
     apiserver, registry, monitor, clock = setup()
-    record = registry.get(NS, "worker")
-    assert record is not None
-    monitor.beat(record, active_tasks=0, version=None, endpoint=None)
+    first_beat(registry, monitor)
     assert await monitor.flush() == 1
     newer = apiserver.other_writer("worker", {})  # version 3, delivered by the watch
     registry.upsert(newer)
@@ -133,9 +139,7 @@ async def test_a_version_the_watch_delivers_replaces_the_adopted_one() -> None:
 
 async def test_a_deleted_agents_status_is_not_written_again() -> None:
     apiserver, registry, monitor, clock = setup()
-    record = registry.get(NS, "worker")
-    assert record is not None
-    monitor.beat(record, active_tasks=0, version=None, endpoint=None)
+    first_beat(registry, monitor)
     del apiserver.objects["worker"]  # deleted; the watch's DELETED is not here yet
 
     for _ in range(5):
@@ -151,9 +155,7 @@ async def test_a_write_that_keeps_conflicting_is_tried_a_bounded_number_of_times
     None
 ):
     apiserver, registry, monitor, _ = setup()
-    record = registry.get(NS, "worker")
-    assert record is not None
-    monitor.beat(record, active_tasks=0, version=None, endpoint=None)
+    first_beat(registry, monitor)
     apiserver.meddle = True
 
     assert await monitor.flush() == 0

@@ -6,22 +6,13 @@ records out."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
 from agent_mesh.domain.ratelimit import Rate
 from agent_mesh.mesh.limits import AbuseLimits
-from tests.memmesh import MemoryMesh, agent_record, start_memory_mesh
-
-
-class Ticks:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
+from tests.support.clocks import Ticks
+from tests.support.memory_mesh import MemoryMesh, agent_record, error_body, start_memory_mesh
 
 LIMITS = AbuseLimits(
     token_per_source=Rate(10, 1),
@@ -45,12 +36,6 @@ async def mesh(ticks: Ticks) -> AsyncIterator[MemoryMesh]:
     await mesh.client.close()
 
 
-async def _error(response: Any) -> dict[str, Any]:
-    body = await response.json()
-    assert set(body) == {"error"}, body
-    return body["error"]  # type: ignore[no-any-return]
-
-
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -64,7 +49,7 @@ async def test_token_requests_over_the_per_source_limit_get_429_with_retry_after
     refused = await mesh.exchange("w1")
     assert refused.status == 429
     assert refused.headers["Retry-After"] == "1"
-    error = await _error(refused)
+    error = await error_body(refused)
     assert error["code"] == "RateLimited"
     assert "too many token requests from 127.0.0.1" in error["message"]
     ticks.now += 1  # one token back at 1/s
@@ -85,7 +70,7 @@ async def test_tokens_for_one_agent_over_its_limit_get_429_while_others_get_thei
     refused = await mesh.exchange("w1")
     assert refused.status == 429
     assert refused.headers["Retry-After"] == "10"  # one token at 0.1/s
-    assert "too many tokens issued to agent ns/w1" in (await _error(refused))["message"]
+    assert "too many tokens issued to agent ns/w1" in (await error_body(refused))["message"]
     assert (await mesh.exchange("w2")).status == 200
     ticks.now += 10
     assert (await mesh.exchange("w1")).status == 200
@@ -109,7 +94,7 @@ async def test_a_source_with_too_many_failed_authentications_is_refused_before_a
     refused = await mesh.client.get("/v1/whoami", headers=_bearer(good))
     assert refused.status == 429  # even a good token: the source is refused, not the token
     assert refused.headers["Retry-After"] == "1"
-    assert "too many failed authentications" in (await _error(refused))["message"]
+    assert "too many failed authentications" in (await error_body(refused))["message"]
     assert (await mesh.exchange("w2")).status == 429  # token exchange too
     for probe in ("/healthz", "/readyz", "/.well-known/jwks.json", "/metrics"):
         assert (await mesh.client.get(probe)).status == 200, probe
@@ -181,7 +166,7 @@ async def test_a_deeply_nested_body_is_refused_with_400_not_a_recursion_error(
         "/v1/token", data=b"[" * 200_000, headers={"Content-Type": "application/json"}
     )
     assert response.status == 400
-    error = await _error(response)
+    error = await error_body(response)
     assert (error["code"], error["field"]) == ("JsonTooDeep", "body")
     assert "limit is 64" in error["message"]
 
@@ -190,10 +175,10 @@ async def test_json_depth_limit_is_configurable_and_counts_the_whole_body() -> N
     mesh = await start_memory_mesh([agent_record("w1", "worker")], max_json_depth=4)
     try:
         at_limit = await mesh.client.post("/v1/token", json={"agentId": [[[1]]]})
-        assert (await _error(at_limit))["code"] == "InvalidRequest"  # parsed, then validated
+        assert (await error_body(at_limit))["code"] == "InvalidRequest"  # parsed, then validated
         deeper = await mesh.client.post("/v1/token", json={"agentId": [[[[1]]]]})
         assert deeper.status == 400
-        assert (await _error(deeper))["code"] == "JsonTooDeep"
+        assert (await error_body(deeper))["code"] == "JsonTooDeep"
     finally:
         await mesh.client.close()
 

@@ -1,6 +1,6 @@
 """No test sleeps a fixed time and then asserts that something happened meanwhile: on a
 loaded machine the something may not have happened yet. Tests wait on a condition with a
-deadline instead (tests/conftest.py `wait_for`, `wait_for_async`).
+deadline instead (tests/support/waiting.py `wait_for`, `wait_for_async`).
 
 A sleep that is itself the behaviour under test (letting a lease or a TTL run out) says
 so with the marker comment `# sleep-is-the-test: <why>` on the sleep's line.

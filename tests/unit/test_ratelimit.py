@@ -5,26 +5,17 @@ from __future__ import annotations
 import pytest
 
 from agent_mesh.domain.ratelimit import Rate, TokenBuckets, retry_after_seconds
-
-
-class Ticks:
-    """A monotonic clock moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clocks import Ticks
 
 
 def test_a_key_gets_its_burst_then_is_told_how_long_to_wait() -> None:
-    buckets = TokenBuckets(Rate(3, 2), clock=Ticks())
+    buckets = TokenBuckets(Rate(3, 2), clock=Ticks(1000.0))
     assert [buckets.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
     assert buckets.take("a") == pytest.approx(0.5)  # one token at 2 per second
 
 
 def test_a_bucket_refills_at_its_rate_up_to_its_burst() -> None:
-    clock = Ticks()
+    clock = Ticks(1000.0)
     buckets = TokenBuckets(Rate(2, 1), clock=clock)
     buckets.take("a")
     buckets.take("a")
@@ -36,14 +27,14 @@ def test_a_bucket_refills_at_its_rate_up_to_its_burst() -> None:
 
 
 def test_keys_do_not_share_a_bucket() -> None:
-    buckets = TokenBuckets(Rate(1, 1), clock=Ticks())
+    buckets = TokenBuckets(Rate(1, 1), clock=Ticks(1000.0))
     assert buckets.take("a") == 0.0
     assert buckets.take("a") > 0
     assert buckets.take("b") == 0.0
 
 
 def test_wait_neither_takes_nor_remembers_a_key() -> None:
-    buckets = TokenBuckets(Rate(1, 1), clock=Ticks())
+    buckets = TokenBuckets(Rate(1, 1), clock=Ticks(1000.0))
     assert buckets.wait("a") == 0.0
     assert len(buckets) == 0
     buckets.take("a")
@@ -52,7 +43,7 @@ def test_wait_neither_takes_nor_remembers_a_key() -> None:
 
 
 def test_a_flood_of_new_keys_keeps_memory_bounded_and_forgets_the_stalest_first() -> None:
-    clock = Ticks()
+    clock = Ticks(1000.0)
     buckets = TokenBuckets(Rate(2, 0.001), max_keys=100, clock=clock)
     buckets.take("busy")
     buckets.take("busy")
@@ -66,7 +57,7 @@ def test_a_flood_of_new_keys_keeps_memory_bounded_and_forgets_the_stalest_first(
 
 
 def test_a_recently_used_key_survives_the_flood() -> None:
-    buckets = TokenBuckets(Rate(1, 0.001), max_keys=10, clock=Ticks())
+    buckets = TokenBuckets(Rate(1, 0.001), max_keys=10, clock=Ticks(1000.0))
     buckets.take("busy")
     for i in range(100):
         buckets.take(f"flood-{i}")
@@ -74,7 +65,7 @@ def test_a_recently_used_key_survives_the_flood() -> None:
 
 
 def test_a_burst_of_zero_is_no_limit() -> None:
-    buckets = TokenBuckets(Rate(0, 0), clock=Ticks())
+    buckets = TokenBuckets(Rate(0, 0), clock=Ticks(1000.0))
     assert all(buckets.take("a") == 0.0 for _ in range(10_000))
     assert len(buckets) == 0
 

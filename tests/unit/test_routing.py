@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from agent_mesh.domain.routing import (
 )
 from agent_mesh.runtime import plugins
 from agent_mesh.runtime.plugins import load_strategies
+from tests.support.routing import Cheapest, FakeEntryPoint, agent, task
 
 H, D, U, P = (
     HealthStatus.HEALTHY,
@@ -36,38 +37,6 @@ LEAST, ROUND, MATCH, RANDOM = (
     BuiltinStrategy.CAPABILITY_MATCH,
     BuiltinStrategy.RANDOM,
 )
-
-
-def agent(
-    agent_id: str,
-    *capabilities: str,
-    namespace: str = "ns",
-    agent_type: str = "worker",
-    health: HealthStatus | None = H,
-    limit: int = 10,
-    active: int = 0,
-    labels: Mapping[str, str] | None = None,
-    name: str | None = None,
-) -> AgentRecord:
-    return AgentRecord(
-        namespace=namespace,
-        name=name or agent_id,
-        uid=f"uid-{agent_id}",
-        agent_id=agent_id,
-        agent_type=agent_type,
-        capabilities=capabilities,
-        service_account=None,
-        credential_hash=None,
-        external=False,
-        max_concurrent_tasks=limit,
-        health=health,
-        active_tasks=active,
-        labels=dict(labels or {}),
-    )
-
-
-def task(*capabilities: str, namespace: str = "ns", **kw: Any) -> TaskDemand:
-    return TaskDemand(namespace, "t", frozenset(capabilities), **kw)
 
 
 def router_with(*records: AgentRecord, **kw: Any) -> Router:
@@ -411,16 +380,6 @@ def test_a_task_demand_accepts_lists() -> None:
 # -- plug-ins -------------------------------------------------------------------------
 
 
-class Cheapest:
-    """A plug-in: the candidate with the lowest 'cost' label."""
-
-    seen: list[list[str]] = []
-
-    def select(self, candidates: Sequence[Candidate], task: TaskDemand) -> str | None:
-        Cheapest.seen.append([c.agent_id for c in candidates])
-        return min(candidates, key=lambda c: int(c.labels.get("cost", "99"))).agent_id
-
-
 class ReturnsCandidate:
     def select(self, candidates: Sequence[Candidate], task: TaskDemand) -> Candidate:
         return candidates[-1]
@@ -439,18 +398,6 @@ class Stranger:
 class Declines:
     def select(self, candidates: Sequence[Candidate], task: TaskDemand) -> None:
         return None
-
-
-@dataclass
-class FakeEntryPoint:
-    name: str
-    target: Any
-    value: str = "plugin.module:Strategy"
-
-    def load(self) -> Any:
-        if isinstance(self.target, Exception):
-            raise self.target
-        return self.target
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from agent_mesh.config import OperatorConfig
 from agent_mesh.domain.clock import SystemClock
 from agent_mesh.runtime import plugins
 from agent_mesh.runtime.services import MeshRuntime
-from tests.unit.test_routing import Cheapest, FakeEntryPoint, agent, task
+from tests.support.routing import Cheapest, FakeEntryPoint, agent, task
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from agent_mesh.domain.errors import AuthError, ForbiddenError, UnavailableError
 from agent_mesh.sdk.agent import Agent, TaskContext
 from agent_mesh.sdk.gate import Gate
 from agent_mesh.sdk.identity import TokenSource
-from tests.memmesh import MemoryMesh, agent_record, start_memory_mesh
+from tests.support.memory_mesh import MemoryMesh, agent_record, start_memory_mesh
 
 
 @pytest.fixture
@@ -216,6 +216,20 @@ async def agent_client(mesh: MemoryMesh) -> AsyncIterator[tuple[Agent, TestClien
     await client.close()
 
 
+@pytest.fixture
+async def gated_client(
+    agent_client: tuple[Agent, TestClient],  # type: ignore[type-arg]
+) -> tuple[Agent, TestClient]:  # type: ignore[type-arg]
+    """agent_client with its gate loaded (keys, policies, revocations), as serve does."""
+    await agent_client[0].refresh_keys()
+    return agent_client
+
+
+async def _auth(mesh: MemoryMesh, caller: str) -> dict[str, str]:
+    """The Authorization header of `caller`, with a token addressed to this agent (ME)."""
+    return {"Authorization": _bearer(await mesh.token(caller, to=ME))}
+
+
 def _task(uid: str, payload: Any = "hi", attempt: int = 1) -> dict[str, Any]:
     return {"taskUid": uid, "attempt": attempt, "taskType": "echo", "payload": payload}
 
@@ -225,7 +239,7 @@ async def test_the_agent_answers_503_with_retry_after_and_is_not_ready_before_lo
     agent_client: tuple[Agent, TestClient],  # type: ignore[type-arg]
 ) -> None:
     agent, client = agent_client
-    headers = {"Authorization": _bearer(await mesh.token("boss", to=ME))}
+    headers = await _auth(mesh, "boss")
     refused = await client.post("/v1/tasks", json=_task("t1"), headers=headers)
     assert refused.status == 503
     assert int(refused.headers["Retry-After"]) >= 1
@@ -244,18 +258,17 @@ async def test_the_agent_answers_503_with_retry_after_and_is_not_ready_before_lo
 
 async def test_a_redelivered_result_goes_to_another_caller_only_with_read_results(
     mesh: MemoryMesh,
-    agent_client: tuple[Agent, TestClient],  # type: ignore[type-arg]
+    gated_client: tuple[Agent, TestClient],  # type: ignore[type-arg]
 ) -> None:
-    agent, client = agent_client
-    await agent.refresh_keys()
-    boss = {"Authorization": _bearer(await mesh.token("boss", to=ME))}
+    _, client = gated_client
+    boss = await _auth(mesh, "boss")
     first = await client.post("/v1/tasks", json=_task("t1", "secret plan"), headers=boss)
     assert (await first.json())["result"] == {"echo": "secret plan", "runs": 1}
     # the same caller redelivering gets the first result, and nothing runs twice
     again = await client.post("/v1/tasks", json=_task("t1", "ignored"), headers=boss)
     assert (await again.json())["result"] == {"echo": "secret plan", "runs": 1}
     # a caller that may execute tasks but not read results cannot fish for it by uid
-    runner = {"Authorization": _bearer(await mesh.token("runner", to=ME))}
+    runner = await _auth(mesh, "runner")
     fishing = await client.post("/v1/tasks", json=_task("t1", "mine"), headers=runner)
     assert fishing.status == 403
     error = (await fishing.json())["error"]
@@ -267,17 +280,16 @@ async def test_a_redelivered_result_goes_to_another_caller_only_with_read_result
     batch = await client.post("/v1/tasks/batch", json={"tasks": [_task("t1")]}, headers=runner)
     assert (await batch.json())["results"][0]["status"] == 403
     # a caller that may read results gets the first result (nothing runs again)
-    boss2 = {"Authorization": _bearer(await mesh.token("boss2", to=ME))}
+    boss2 = await _auth(mesh, "boss2")
     shared = await client.post("/v1/tasks", json=_task("t1", "x"), headers=boss2)
     assert (await shared.json())["result"] == {"echo": "secret plan", "runs": 1}
 
 
 async def test_a_deeply_nested_body_to_the_agent_is_refused_with_400(
     mesh: MemoryMesh,
-    agent_client: tuple[Agent, TestClient],  # type: ignore[type-arg]
+    gated_client: tuple[Agent, TestClient],  # type: ignore[type-arg]
 ) -> None:
-    agent, client = agent_client
-    await agent.refresh_keys()
+    _, client = gated_client
     headers = {
         "Authorization": _bearer(await mesh.token("boss", to=ME)),
         "Content-Type": "text/plain",
@@ -292,10 +304,9 @@ async def test_a_deeply_nested_body_to_the_agent_is_refused_with_400(
 
 async def test_a_message_for_another_agent_is_refused_even_after_a_refused_token(
     mesh: MemoryMesh,
-    agent_client: tuple[Agent, TestClient],  # type: ignore[type-arg]
+    gated_client: tuple[Agent, TestClient],  # type: ignore[type-arg]
 ) -> None:
-    agent, client = agent_client
-    await agent.refresh_keys()
+    agent, client = gated_client
     agent.tokens.invalidate()  # as after a 401: the agent's own identity is unknown a while
     boss = await mesh.token("boss", to=ME)
     message = {

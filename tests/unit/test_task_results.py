@@ -5,18 +5,11 @@ from __future__ import annotations
 
 from agent_mesh.mesh.callbacks import split_url
 from agent_mesh.mesh.task_results import ResultStore
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clocks import Ticks
 
 
 def test_an_answer_is_kept_for_its_ttl_only() -> None:
-    clock = Clock()
+    clock = Ticks()
     store = ResultStore(ttl_seconds=600, clock=clock)
     store.put("a", "ns", b'{"id":"a"}')
     clock.now = 599
@@ -28,14 +21,14 @@ def test_an_answer_is_kept_for_its_ttl_only() -> None:
 
 
 def test_the_oldest_answers_go_first_past_the_count() -> None:
-    store = ResultStore(max_entries=3, clock=Clock())
+    store = ResultStore(max_entries=3, clock=Ticks())
     for key in "abcd":
         store.put(key, "ns", b"x")
     assert [k for k in "abcd" if store.get(k)] == ["b", "c", "d"]
 
 
 def test_the_oldest_answers_go_first_past_the_bytes() -> None:
-    store = ResultStore(max_bytes=10, clock=Clock())
+    store = ResultStore(max_bytes=10, clock=Ticks())
     store.put("a", "ns", b"12345")
     store.put("b", "ns", b"12345")
     assert store.size_bytes == 10
@@ -45,7 +38,7 @@ def test_the_oldest_answers_go_first_past_the_bytes() -> None:
 
 
 def test_expired_answers_are_dropped_when_others_arrive() -> None:
-    clock = Clock()
+    clock = Ticks()
     store = ResultStore(ttl_seconds=10, clock=clock)
     store.put("old", "ns", b"123")
     clock.now = 11
@@ -54,7 +47,7 @@ def test_expired_answers_are_dropped_when_others_arrive() -> None:
 
 
 def test_putting_a_key_again_replaces_its_answer() -> None:
-    store = ResultStore(clock=Clock())
+    store = ResultStore(clock=Ticks())
     store.put("a", "ns", b"123")
     store.put("a", "ns", b"45")
     kept = store.get("a")

@@ -6,7 +6,8 @@ addressed to itself; and the operator's health events, one short-lived token per
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pydantic
@@ -27,26 +28,39 @@ from agent_mesh.sdk.gate import Gate
 from agent_mesh.sdk.identity import TokenSource
 from agent_mesh.sdk.recipients import RecipientTokens
 from agent_mesh.transport.client import Delivery, Outcome, Transport
-from tests.unit import test_mesh_http
-from tests.unit.test_mesh_http import CREDENTIAL, Mesh, _agent, _error
+from tests.support.clocks import Ticks
+from tests.support.memory_mesh import (
+    CREDENTIAL,
+    MemoryMesh,
+    agent_record,
+    error_body,
+    memory_mesh_fixture,
+)
 
-mesh = test_mesh_http.mesh  # the same fixture: the mesh API on loopback, auth state in memory
+mesh = memory_mesh_fixture(
+    lambda: (
+        [agent_record(a, "worker") for a in ("w1", "w2")] + [agent_record("boss", "orchestrator")]
+    ),
+    max_body_bytes=4096,
+    whole_second=False,
+)
+"""The mesh API on loopback over the authority's state in memory: two workers and a boss."""
 
 
-async def exchange(mesh: Mesh, subject: str, **body: Any) -> Any:
+async def exchange(mesh: MemoryMesh, subject: str, **body: Any) -> Any:
     return await mesh.client.post(
         "/v1/token", json={"grantType": GRANT_TOKEN_EXCHANGE, "subjectToken": subject, **body}
     )
 
 
-def claims_at(mesh: Mesh, token: str, audience: str) -> MeshClaims:
+def claims_at(mesh: MemoryMesh, token: str, audience: str) -> MeshClaims:
     verifier = TokenVerifier(
         mesh.authority.keyring, mesh.clock, mesh.authority.revocations, audience=audience
     )
     return verifier.verify(token)
 
 
-def source(mesh: Mesh, agent_id: str) -> TokenSource:
+def source(mesh: MemoryMesh, agent_id: str) -> TokenSource:
     url = str(mesh.client.make_url("")).rstrip("/")
     return TokenSource(url, namespace="ns", agent_id=agent_id, credential=CREDENTIAL)
 
@@ -55,7 +69,7 @@ def source(mesh: Mesh, agent_id: str) -> TokenSource:
 
 
 async def test_exchange_issues_a_short_lived_token_for_the_recipient_carrying_the_caller(
-    mesh: Mesh,
+    mesh: MemoryMesh,
 ) -> None:
     response = await exchange(mesh, await mesh.token("w1"), audience="ns/w2")
     assert response.status == 200, await response.text()
@@ -75,76 +89,76 @@ async def test_exchange_issues_a_short_lived_token_for_the_recipient_carrying_th
     assert (record["agentId"], record["audiences"]) == ("w1", ["ns/w2"])
 
 
-async def test_a_recipient_token_is_refused_by_the_mesh_api(mesh: Mesh) -> None:
+async def test_a_recipient_token_is_refused_by_the_mesh_api(mesh: MemoryMesh) -> None:
     body = await (await exchange(mesh, await mesh.token("w1"), audience="ns/w2")).json()
     headers = {"Authorization": f"Bearer {body['accessToken']}"}
     response = await mesh.client.get("/v1/whoami", headers=headers)
     assert response.status == 401
-    error = await _error(response)
+    error = await error_body(response)
     assert (error["code"], error["field"]) == ("WrongAudience", "aud")
 
 
-async def test_exchange_refuses_an_unknown_recipient(mesh: Mesh) -> None:
+async def test_exchange_refuses_an_unknown_recipient(mesh: MemoryMesh) -> None:
     response = await exchange(mesh, await mesh.token("w1"), audience="ns/nobody")
     assert response.status == 400
-    error = await _error(response)
+    error = await error_body(response)
     assert (error["code"], error["field"]) == ("RecipientUnknown", "audience")
     (record,) = mesh.authority.audit.recent(event="token.exchanged")
     assert record["refused"] == ["ns/nobody"]
 
 
-async def test_exchange_refuses_a_recipient_token_as_subject(mesh: Mesh) -> None:
+async def test_exchange_refuses_a_recipient_token_as_subject(mesh: MemoryMesh) -> None:
     """No chaining: what an agent received cannot be turned into tokens for others."""
     first = await (await exchange(mesh, await mesh.token("w1"), audience="ns/w2")).json()
     response = await exchange(mesh, first["accessToken"], audience="ns/boss")
     assert response.status == 401
-    error = await _error(response)
+    error = await error_body(response)
     assert (error["code"], error["field"]) == ("WrongAudience", "subjectToken")
     assert "cannot be exchanged again" in error["message"]
     refused = mesh.authority.audit.recent(event="token.refused")
     assert refused and refused[0]["code"] == "WrongAudience"
 
 
-async def test_exchange_refuses_the_operators_dispatch_token_as_subject(mesh: Mesh) -> None:
+async def test_exchange_refuses_the_operators_dispatch_token_as_subject(mesh: MemoryMesh) -> None:
     dispatch = mesh.authority.operator_token("ns", "w1", 330)
     response = await exchange(mesh, dispatch, audience="ns/w2")
     assert response.status == 401
-    assert (await _error(response))["code"] == "WrongAudience"
+    assert (await error_body(response))["code"] == "WrongAudience"
 
 
 @pytest.mark.parametrize(
     "grant", ["client_credentials", "urn:ietf:params:oauth:grant-type:jwt-bearer", None]
 )
-async def test_exchange_refuses_another_grant_type(mesh: Mesh, grant: str | None) -> None:
+async def test_exchange_refuses_another_grant_type(mesh: MemoryMesh, grant: str | None) -> None:
     body: dict[str, Any] = {"subjectToken": await mesh.token("w1"), "audience": "ns/w2"}
     if grant is not None:
         body["grantType"] = grant
     response = await mesh.client.post("/v1/token", json=body)
     assert response.status == 400
-    error = await _error(response)
+    error = await error_body(response)
     assert (error["code"], error["field"]) == ("UnsupportedGrantType", "grantType")
 
 
 @pytest.mark.parametrize("body", [{}, {"audiences": []}])
-async def test_exchange_needs_an_audience(mesh: Mesh, body: dict[str, Any]) -> None:
+async def test_exchange_needs_an_audience(mesh: MemoryMesh, body: dict[str, Any]) -> None:
     response = await exchange(mesh, await mesh.token("w1"), **body)
     assert response.status == 400
-    error = await _error(response)
+    error = await error_body(response)
     assert (error["code"], error["field"]) == ("AudienceMissing", "audience")
 
 
-async def test_exchange_refuses_more_than_256_audiences(mesh: Mesh) -> None:
+async def test_exchange_refuses_more_than_256_audiences(mesh: MemoryMesh) -> None:
     audiences = [f"ns/a{i}" for i in range(257)]
     response = await exchange(mesh, await mesh.token("w1"), audiences=audiences)
     assert response.status == 400
-    error = await _error(response)
+    error = await error_body(response)
     assert (error["code"], error["field"]) == ("TooManyAudiences", "audiences")
 
 
-async def test_exchange_refuses_audience_and_audiences_together(mesh: Mesh) -> None:
+async def test_exchange_refuses_audience_and_audiences_together(mesh: MemoryMesh) -> None:
     response = await exchange(mesh, await mesh.token("w1"), audience="ns/w2", audiences=["ns/boss"])
     assert response.status == 400
-    assert (await _error(response))["field"] == "audiences"
+    assert (await error_body(response))["field"] == "audiences"
 
 
 @pytest.mark.parametrize(
@@ -158,36 +172,38 @@ async def test_exchange_refuses_audience_and_audiences_together(mesh: Mesh) -> N
     ],
 )
 async def test_exchange_refuses_a_malformed_request_naming_the_field(
-    mesh: Mesh, body: dict[str, Any], field: str
+    mesh: MemoryMesh, body: dict[str, Any], field: str
 ) -> None:
     response = await exchange(mesh, await mesh.token("w1"), **body)
     assert response.status == 400
-    assert (await _error(response))["field"] == field
+    assert (await error_body(response))["field"] == field
 
 
-async def test_exchange_refuses_an_invalid_subject_token_naming_it(mesh: Mesh) -> None:
+async def test_exchange_refuses_an_invalid_subject_token_naming_it(mesh: MemoryMesh) -> None:
     garbage = await exchange(mesh, "not.a.token", audience="ns/w2")
     assert garbage.status == 401
-    assert (await _error(garbage))["field"] == "subjectToken"
+    assert (await error_body(garbage))["field"] == "subjectToken"
     old = await mesh.token("w1")
     mesh.clock.advance(3600 + 31)
     expired = await exchange(mesh, old, audience="ns/w2")
-    error = await _error(expired)
+    error = await error_body(expired)
     assert (error["code"], error["field"]) == ("TokenExpired", "subjectToken")
 
 
-async def test_exchange_refuses_the_token_of_a_revoked_or_deleted_agent(mesh: Mesh) -> None:
+async def test_exchange_refuses_the_token_of_a_revoked_or_deleted_agent(
+    mesh: MemoryMesh,
+) -> None:
     token = await mesh.token("w1")
     await mesh.authority.revoke_agent("ns", "w1", actor="test")
     revoked = await exchange(mesh, token, audience="ns/w2")
-    assert (await _error(revoked))["code"] == "TokenRevoked"
+    assert (await error_body(revoked))["code"] == "TokenRevoked"
     gone = await mesh.token("w2")
     mesh.registry.remove("ns", "w2")
     deleted = await exchange(mesh, gone, audience="ns/boss")
-    assert (await _error(deleted))["code"] == "AgentUnknown"
+    assert (await error_body(deleted))["code"] == "AgentUnknown"
 
 
-async def test_a_batch_exchange_answers_each_recipient_on_its_own(mesh: Mesh) -> None:
+async def test_a_batch_exchange_answers_each_recipient_on_its_own(mesh: MemoryMesh) -> None:
     response = await exchange(
         mesh, await mesh.token("boss"), audiences=["ns/w1", "ns/ghost", "ns/w2", "ns/w1"]
     )
@@ -201,7 +217,7 @@ async def test_a_batch_exchange_answers_each_recipient_on_its_own(mesh: Mesh) ->
     assert "accessToken" not in items[1]
 
 
-async def test_a_recipient_token_never_outlives_the_token_it_came_from(mesh: Mesh) -> None:
+async def test_a_recipient_token_never_outlives_the_token_it_came_from(mesh: MemoryMesh) -> None:
     subject = await mesh.token("w1")
     mesh.clock.advance(3600 - 100)
     body = await (await exchange(mesh, subject, audience="ns/w2")).json()
@@ -211,20 +227,20 @@ async def test_a_recipient_token_never_outlives_the_token_it_came_from(mesh: Mes
 # --- the SDK: recipient tokens, cached and renewed --------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+@contextlib.asynccontextmanager
+async def closed_after(recipients: RecipientTokens) -> AsyncIterator[RecipientTokens]:
+    """`recipients` for the block, closed after it."""
+    try:
+        yield recipients
+    finally:
+        await recipients.close()
 
 
 async def test_recipient_tokens_are_cached_per_recipient_and_renewed_at_80_percent(
-    mesh: Mesh,
+    mesh: MemoryMesh,
 ) -> None:
-    clock = Clock()
-    recipients = RecipientTokens(source(mesh, "boss"), clock=clock)
-    try:
+    clock = Ticks(1000.0)
+    async with closed_after(RecipientTokens(source(mesh, "boss"), clock=clock)) as recipients:
         first = await recipients.token_for("ns", "w1")
         assert await recipients.token_for("ns", "w1") == first
         other = await recipients.token_for("ns", "w2")
@@ -238,13 +254,10 @@ async def test_recipient_tokens_are_cached_per_recipient_and_renewed_at_80_perce
         renewed = await recipients.token_for("ns", "w1")
         assert renewed != first
         assert recipients.exchanges == 3
-    finally:
-        await recipients.close()
 
 
-async def test_a_broadcast_asks_once_for_every_recipient_not_cached(mesh: Mesh) -> None:
-    recipients = RecipientTokens(source(mesh, "boss"))
-    try:
+async def test_a_broadcast_asks_once_for_every_recipient_not_cached(mesh: MemoryMesh) -> None:
+    async with closed_after(RecipientTokens(source(mesh, "boss"))) as recipients:
         cached = await recipients.token_for("ns", "w1")
         grants = await recipients.tokens_for([("ns", "w1"), ("ns", "w2"), ("ns", "ghost")])
         assert recipients.exchanges == 2
@@ -254,49 +267,42 @@ async def test_a_broadcast_asks_once_for_every_recipient_not_cached(mesh: Mesh) 
         assert isinstance(ghost, ValidationError) and ghost.code == "RecipientUnknown"
         with pytest.raises(ValidationError):
             await recipients.token_for("ns", "ghost")
-    finally:
-        await recipients.close()
 
 
-async def test_concurrent_calls_to_one_recipient_share_one_exchange(mesh: Mesh) -> None:
-    recipients = RecipientTokens(source(mesh, "boss"))
-    try:
+async def test_concurrent_calls_to_one_recipient_share_one_exchange(mesh: MemoryMesh) -> None:
+    async with closed_after(RecipientTokens(source(mesh, "boss"))) as recipients:
         tokens = await asyncio.gather(*(recipients.token_for("ns", "w1") for _ in range(20)))
         assert len(set(tokens)) == 1
         assert recipients.exchanges == 1
-    finally:
-        await recipients.close()
 
 
-async def test_a_forgotten_token_is_exchanged_again(mesh: Mesh) -> None:
-    recipients = RecipientTokens(source(mesh, "boss"))
-    try:
+async def test_a_forgotten_token_is_exchanged_again(mesh: MemoryMesh) -> None:
+    async with closed_after(RecipientTokens(source(mesh, "boss"))) as recipients:
         await recipients.token_for("ns", "w1")
         recipients.forget("ns", "w1")
         await recipients.token_for("ns", "w1")
         assert recipients.exchanges == 2
-    finally:
-        await recipients.close()
 
 
-async def test_a_revoked_subject_token_is_renewed_and_the_exchange_retried(mesh: Mesh) -> None:
+async def test_a_revoked_subject_token_is_renewed_and_the_exchange_retried(
+    mesh: MemoryMesh,
+) -> None:
     tokens = source(mesh, "boss")
-    recipients = RecipientTokens(tokens)
-    try:
+    async with closed_after(RecipientTokens(tokens)) as recipients:
         old = await tokens.token()
         jti = claims_at(mesh, old, "agent-mesh").jti
         await mesh.authority.revoke_token(jti, actor="test", namespace="ns")
         token = await recipients.token_for("ns", "w1")
         assert claims_at(mesh, token, "ns/w1").sub == "boss"
         assert await tokens.token() != old
-    finally:
-        await recipients.close()
 
 
 # --- the agent's gate -------------------------------------------------------------------
 
 
-async def test_the_gate_takes_only_tokens_addressed_to_its_own_agent(mesh: Mesh) -> None:
+async def test_the_gate_takes_only_tokens_addressed_to_its_own_agent(
+    mesh: MemoryMesh,
+) -> None:
     gate = Gate(source(mesh, "w1"))
     await gate.sync()
     boss = await mesh.token("boss")
@@ -343,9 +349,11 @@ class CapturingTransport(Transport):
         return {name: Delivery(name, Outcome.OK, 1, status=202) for name in targets}
 
 
-async def test_health_events_carry_a_short_lived_token_per_monitor(mesh: Mesh) -> None:
+async def test_health_events_carry_a_short_lived_token_per_monitor(mesh: MemoryMesh) -> None:
     for agent_id in ("mon-a", "mon-b"):
-        mesh.registry.upsert(_agent(agent_id, "monitor", endpoint=f"http://127.0.0.1:9/{agent_id}"))
+        mesh.registry.upsert(
+            agent_record(agent_id, "monitor", endpoint=f"http://127.0.0.1:9/{agent_id}")
+        )
     transport = CapturingTransport()
     broadcaster = HealthBroadcaster(mesh.registry, mesh.monitor.tracker, mesh.authority, transport)
     await broadcaster({"namespace": "ns", "agentId": "w1", "health": "healthy"})

@@ -48,18 +48,22 @@ class ExternalAgent:
     credential: str
 
 
+def manifest(
+    kind: str, name: str, spec: dict[str, Any], namespace: str | None = None
+) -> dict[str, Any]:
+    """An object of agent-mesh's API (MeshAgent, MeshTask, ACLPolicy, ...) named `name`
+    (in `namespace`, when given); `spec` in the API's own (camelCase) field names."""
+    metadata = {"name": name, **({"namespace": namespace} if namespace is not None else {})}
+    return {"apiVersion": API_VERSION, "kind": kind, "metadata": metadata, "spec": spec}
+
+
 def meshagent_manifest(
     namespace: str, name: str, agent_type: str | None = None, **spec: Any
 ) -> dict[str, Any]:
     """A MeshAgent; `spec` in the API's own (camelCase) field names. Without `agent_type`
     it only carries `spec` (to merge into an agent that exists)."""
     body = {**({"agentType": agent_type} if agent_type is not None else {}), **spec}
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "MeshAgent",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": body,
-    }
+    return manifest("MeshAgent", name, body, namespace)
 
 
 def register_external_agent(

@@ -23,7 +23,7 @@ from typing import Any
 
 from packaging.requirements import Requirement
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "agent-mesh"
 SOURCES = ("pyproject.toml", "README.md", "operator")
 PIP_TIMEOUT = 900.0

@@ -1,4 +1,6 @@
-"""Helpers for tests that talk to a running operator's mesh API as agents do."""
+"""The mesh API of a running operator as an external agent sees it: the agent registered,
+its credential exchanged for tokens (its own, and one addressed to another agent), calls
+with a token, and the error body of a refusal."""
 
 from __future__ import annotations
 
@@ -7,9 +9,10 @@ from typing import Any
 import httpx
 
 from agent_mesh import testing
-from tests.conftest import Cluster, OperatorProcess
-
-GROUP, VERSION = "agentmesh.io", "v1alpha1"
+from agent_mesh.domain.message import Message
+from agent_mesh.sdk import TokenSource
+from agent_mesh.testing import OperatorProcess
+from tests.support.cluster import Cluster
 
 
 def apply_agent(cluster: Cluster, namespace: str, name: str, agent_type: str, **spec: Any) -> None:
@@ -26,19 +29,37 @@ def external_agent(
     ).credential
 
 
-def credential_of(cluster: Cluster, namespace: str, name: str) -> str:
-    return testing.credential_of(cluster, namespace, name)
+def post_token(operator: OperatorProcess, body: dict[str, Any]) -> httpx.Response:
+    """POST /v1/token with `body`: any of its grants, as a client sends it."""
+    return call(operator, "POST", "/v1/token", None, json=body)
+
+
+def token_source(
+    operator: OperatorProcess, namespace: str, agent_id: str, credential: str, url: str = ""
+) -> TokenSource:
+    """What an external agent holds: a TokenSource exchanging `credential` with the mesh API
+    of `operator` (at `url` when something stands between), trusting its CA bundle."""
+    return TokenSource(
+        url or operator.mesh_url,
+        namespace=namespace,
+        agent_id=agent_id,
+        credential=credential,
+        ca_file=operator.ca_file,
+    )
 
 
 def exchange(
     operator: OperatorProcess, namespace: str, agent_id: str, credential: str
 ) -> httpx.Response:
-    return httpx.post(
-        f"{operator.mesh_url}/v1/token",
-        json={"namespace": namespace, "agentId": agent_id, "credential": credential},
-        timeout=10,
-        verify=operator.tls,
+    """An external agent's credential for its mesh-API token."""
+    return post_token(
+        operator, {"namespace": namespace, "agentId": agent_id, "credential": credential}
     )
+
+
+def exchange_service_account(operator: OperatorProcess, sa_token: str) -> httpx.Response:
+    """A pod's ServiceAccount token for the mesh-API token of the agent bound to it."""
+    return post_token(operator, {"serviceAccountToken": sa_token})
 
 
 def token_of(
@@ -67,7 +88,7 @@ def exchange_for(operator: OperatorProcess, token: str, *audiences: str) -> http
         body["audience"] = audiences[0]
     else:
         body["audiences"] = list(audiences)
-    return httpx.post(f"{operator.mesh_url}/v1/token", json=body, timeout=10, verify=operator.tls)
+    return post_token(operator, body)
 
 
 def token_for_agent(operator: OperatorProcess, token: str, namespace: str, agent_id: str) -> str:
@@ -90,6 +111,29 @@ def call(
         verify=operator.tls,
         **kwargs,
     )
+
+
+def send_message(url: str, token: str, message: Message) -> httpx.Response:
+    """POST `message` straight to the agent serving at `url`, with `token` (one addressed
+    to that agent), as a caller without the SDK does."""
+    return httpx.post(
+        f"{url}/v1/messages",
+        headers={"Authorization": f"Bearer {token}"},
+        json=message.to_wire(),
+        timeout=10,
+    )
+
+
+def refusal(response: httpx.Response, status: int) -> dict[str, Any]:
+    """The error body of `response`, which must be a refusal with `status`."""
+    assert response.status_code == status, response.text
+    return error_of(response)
+
+
+def jwks_kids(operator: OperatorProcess) -> set[str]:
+    """The key ids the operator's JWKS lists."""
+    keys = call(operator, "GET", "/.well-known/jwks.json", None).json()["keys"]
+    return {k["kid"] for k in keys}
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:
