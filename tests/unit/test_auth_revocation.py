@@ -386,3 +386,28 @@ async def test_a_credential_issued_before_the_watch_brought_its_hash_is_accepted
     assert claims.sub == "w" and verdict(authority, token) == "accepted"
     with pytest.raises(AuthError):  # a wrong credential is still wrong
         await authority.exchange_credential("ns", "w", "guess")
+
+
+async def test_a_stale_credential_hash_in_the_registry_is_checked_with_the_apiserver() -> None:
+    """A stale watch event put back a copy of the MeshAgent with the hash of an earlier
+    credential: the agent's current credential is checked against the apiserver's copy,
+    and the registry takes that copy."""
+    cluster = Cluster()
+    authority = await cluster.operator(HOUR)
+    known = cluster.registry.get("ns", "w")
+    assert known is not None
+    cluster.registry.upsert(dataclasses.replace(known, credential_hash="0" * 64))
+    asked: list[tuple[str, str]] = []
+
+    async def apiserver(namespace: str, agent_id: str) -> AgentRecord | None:
+        asked.append((namespace, agent_id))
+        return known if (namespace, agent_id) == ("ns", "w") else None
+
+    authority._fetch_agent = apiserver
+    token, claims = await authority.exchange_credential("ns", "w", CREDENTIAL)
+    assert claims.sub == "w" and verdict(authority, token) == "accepted"
+    assert asked == [("ns", "w")]
+    assert cluster.registry.get("ns", "w") == known
+    with pytest.raises(AuthError):  # a wrong credential is still wrong, after one more look
+        await authority.exchange_credential("ns", "w", "guess")
+    assert len(asked) == 2

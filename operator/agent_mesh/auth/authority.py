@@ -466,14 +466,23 @@ class Authority:
     ) -> tuple[str, MeshClaims]:
         """An external agent's credential (from the Secret the operator made) → JWT."""
         agent = await self.find_agent(namespace, agent_id)
-        if agent is not None and agent.external and agent.credential_hash is None:
-            # The credential was just issued and its hash is in status, but the watch has
-            # not brought it yet: ask the apiserver rather than refuse the agent's first try.
+        presented = credential_hash(credential)
+        if (
+            agent is not None
+            and agent.external
+            and (
+                agent.credential_hash is None
+                or not hmac.compare_digest(agent.credential_hash, presented)
+            )
+        ):
+            # The registry can lag the apiserver: a credential just issued whose hash the
+            # watch has not brought yet, or a stale watch event that put an older copy
+            # back. Ask the apiserver once before refusing (failed attempts are rate
+            # limited by the abuse guard, so this cannot be used to flood it).
             fresh = await self._fetch_agent(namespace, agent_id)
-            if fresh is not None and fresh.credential_hash is not None:
+            if fresh is not None and fresh.credential_hash not in (None, agent.credential_hash):
                 self.registry.upsert(fresh)
                 agent = fresh
-        presented = credential_hash(credential)
         retired = self._retired.get((namespace, agent_id), ())
         if (
             agent is None
