@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from agent_mesh.devcluster.binaries import TailnetBinaries
+from agent_mesh.devcluster.network import POD_CIDR, SERVICE_CIDR
 from agent_mesh.devcluster.ports import free_port
 from agent_mesh.devcluster.processes import spawn, terminate
 
@@ -364,10 +365,12 @@ class LocalTailnet:
 
     def beyond_this_machine(self) -> dict[str, list[str]]:
         """With `trace`: per process, the addresses it connected or sent to that are
-        neither loopback nor one of this machine's interface addresses (empty lists: none)."""
+        neither loopback, nor one of this machine's interface addresses, nor in the local
+        node's pod and Service ranges (a node brought up or down while the tailnet ran
+        changes the interfaces, not what is on this machine); empty lists: none."""
         own = machine_addresses()
         return {
-            process: sorted(a for a in addresses if a not in own and not _is_loopback(a))
+            process: sorted(a for a in addresses if a not in own and not _on_this_machine(a))
             for process, addresses in self.destinations().items()
         }
 
@@ -441,8 +444,13 @@ def machine_addresses() -> set[str]:
     return {a["local"] for i in json.loads(shown.stdout) for a in i.get("addr_info", [])}
 
 
-def _is_loopback(address: str) -> bool:
-    return ipaddress.ip_address(address).is_loopback
+_NODE_NETWORKS: Final = (ipaddress.ip_network(POD_CIDR), ipaddress.ip_network(SERVICE_CIDR))
+
+
+def _on_this_machine(address: str) -> bool:
+    """Loopback, or the local node's bridge, pods and Services (devcluster.network)."""
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or any(ip in network for network in _NODE_NETWORKS)
 
 
 def _socket_path() -> Path:
