@@ -2,10 +2,13 @@
 spec.workload and network tailscale gets its StatefulSet, headless Service, ServiceAccount,
 the sidecar's state Secret, serve ConfigMap, Role and RoleBinding, each owned by it; a
 deleted child comes back; a spec change reaches the children; and TailnetConnected says
-plainly that the agent is not on the tailnet yet (control plane only: no pod runs)."""
+what the operator reads of the sidecar: its device from the state Secret, its health from
+the pod's container status (control plane only: the test writes both, as containerboot
+and the kubelet would)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import Iterator
@@ -177,8 +180,8 @@ def test_managed_tailscale_agent_gets_every_child_owned_by_it_field_by_field(
     connected = wait_for(
         "TailnetConnected", lambda: _condition(cluster, ns, "summ", "TailnetConnected")
     )
-    assert (connected["status"], connected["reason"]) == ("False", "SidecarNotReady")
-    assert "does not read its device into status.tailscale yet" in connected["message"]
+    assert (connected["status"], connected["reason"]) == ("False", "AgentPodMissing")
+    assert "through its Service" in connected["message"]
 
 
 def test_deleted_children_come_back(cluster: Cluster, operated: Operated) -> None:
@@ -293,3 +296,105 @@ def test_workload_the_builders_refuse_is_reported_in_the_condition_and_an_event(
         ),
     )
     assert _read(client.AppsV1Api(cluster.api).read_namespaced_stateful_set, "clash", ns) is None
+
+
+def _agent(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = cluster.custom.get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "meshagents", name
+    )
+    return found
+
+
+def _sidecar_status(core: client.CoreV1Api, ns: str, pod: str, **container: Any) -> None:
+    """What the kubelet reports for the pod's containers (the agent's always running)."""
+    statuses = [
+        {
+            "name": "agent",
+            "ready": True,
+            "restartCount": 0,
+            "image": "a",
+            "imageID": "",
+            "state": {"running": {}},
+        },
+        {"name": "tailscale", "restartCount": 0, "image": "t", "imageID": "", **container},
+    ]
+    core.patch_namespaced_pod_status(pod, ns, {"status": {"containerStatuses": statuses}})
+
+
+def test_device_and_sidecar_health_reach_status_endpoint_and_wide_output(
+    cluster: Cluster, operated: Operated
+) -> None:
+    ns = operated.namespace
+    _create(cluster, ns, "ident", network="tailscale", port=8081, workload={"spec": POD})
+    core = client.CoreV1Api(cluster.api)
+    wait_for("the state Secret", lambda: _read(core.read_namespaced_secret, "ident-tailscale", ns))
+    fqdn = f"agent-mesh-{ns}-ident.tailnet.test"
+    ips = ["100.64.0.9", "fd7a:115c:a1e0::9"]
+    # what containerboot writes once the device is up (with the trailing dot)
+    device = {"device_id": "nodeid-9", "device_fqdn": f"{fqdn}.", "device_ips": json.dumps(ips)}
+    core.patch_namespaced_secret(
+        "ident-tailscale",
+        ns,
+        {"data": {k: base64.b64encode(v.encode()).decode() for k, v in device.items()}},
+    )
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "ident-0",
+            "labels": {"agentmesh.io/agent": "ident", "app.kubernetes.io/managed-by": "agent-mesh"},
+        },
+        "spec": {
+            "serviceAccountName": "ident",
+            "automountServiceAccountToken": False,
+            "nodeSelector": {"kind": "agents"},
+            "containers": [
+                {"name": "agent", "image": "a:1"},
+                {"name": "tailscale", "image": "t:1"},
+            ],
+        },
+    }
+    wait_for("the ServiceAccount", lambda: _read(core.read_namespaced_service_account, "ident", ns))
+    core.create_namespaced_pod(ns, pod)
+    _sidecar_status(core, ns, "ident-0", ready=True, state={"running": {}})
+
+    def connected(status: str, reason: str) -> dict[str, Any] | None:
+        c = _condition(cluster, ns, "ident", "TailnetConnected")
+        return c if c and (c["status"], c["reason"]) == (status, reason) else None
+
+    up = wait_for("TailnetConnected=True", lambda: connected("True", "TailnetDeviceReady"))
+    assert fqdn in up["message"]
+    status = _agent(cluster, ns, "ident")["status"]
+    assert status["tailscale"] == {
+        "hostname": f"agent-mesh-{ns}-ident",
+        "dnsName": fqdn,
+        "ips": ips,
+        "deviceId": "nodeid-9",
+    }
+    assert status["endpoint"] == f"http://{fqdn}:8081"
+    wide = cluster.kubectl("get", "meshagents", "ident", "-n", ns, "-o", "wide").stdout
+    header, row = wide.splitlines()
+    assert "ENDPOINT" in header and "TAILNET" in header
+    assert f"http://{fqdn}:8081" in row.split() and fqdn in row.split()
+
+    # the serve configuration gained the IP-keyed entries
+    def served() -> dict[str, Any]:
+        config = core.read_namespaced_config_map("ident-tailscale-serve", ns)
+        web: dict[str, Any] = json.loads(config.data["serve.json"])["Web"]
+        return web
+
+    wait_for("the serve entries by tailnet IP", lambda: "100.64.0.9.tailnet.test:8081" in served())
+
+    # the sidecar dies: the Secret keeps its device, the verdict does not
+    _sidecar_status(
+        core, ns, "ident-0", ready=False, state={"terminated": {"reason": "Error", "exitCode": 1}}
+    )
+    down = wait_for("TailnetConnected=False", lambda: connected("False", "SidecarNotRunning"))
+    assert "exit code 1" in down["message"]
+    status = _agent(cluster, ns, "ident")["status"]
+    assert status["endpoint"] == f"http://ident.{ns}.svc:8081"
+    assert status["tailscale"]["dnsName"] == fqdn
+
+    _sidecar_status(core, ns, "ident-0", ready=True, state={"running": {}})
+    wait_for("TailnetConnected=True again", lambda: connected("True", "TailnetDeviceReady"))
+    assert _agent(cluster, ns, "ident")["status"]["endpoint"] == f"http://{fqdn}:8081"

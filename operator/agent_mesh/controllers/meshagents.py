@@ -19,6 +19,7 @@ from agent_mesh.api.meshagent_status import (
 )
 from agent_mesh.config import OperatorConfig
 from agent_mesh.controllers.services import MeshServices
+from agent_mesh.controllers.tailnet import identity_changes, observation, on_tailnet
 from agent_mesh.domain.discovery import resolve_endpoint
 from agent_mesh.domain.egress import EgressClass
 from agent_mesh.domain.errors import ConflictError, EgressRefusedError, MeshError, ValidationError
@@ -42,6 +43,7 @@ async def track(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         if removed is not None:
             runtime.health.gone(removed)
             runtime.coordinator.agent_gone(removed.namespace, removed.agent_id)
+            runtime.devices.forget(removed.namespace, removed.name)
             await deregister(runtime, removed.namespace, removed.agent_id, removed.name)
     else:
         record = agent_record(body)
@@ -81,6 +83,8 @@ async def register(
         await reconcile_workload(runtime, config, body, logger) if spec.get("workload") else None
     )
     before = changes.get("conditions", list(status.get("conditions") or []))
+    settings = on_tailnet(body, config)
+    seen = await observation(runtime, settings, body) if settings and not problem else None
     tailnet = tailnet_conditions(
         before,
         tailscale=(spec.get("network") or config.default_network) == Network.TAILSCALE.value,
@@ -89,9 +93,12 @@ async def register(
         problem=problem,
         generation=meta.get("generation"),
         now=now,
+        observed=seen.condition if seen else None,
     )
     if tailnet != before:
         changes["conditions"] = tailnet
+    if seen is not None:
+        changes.update(identity_changes(body, seen, tailnet))
     if spec.get("endpoint") and not status.get("credential"):
         old = changes.get("conditions", list(status.get("conditions") or []))
         try:

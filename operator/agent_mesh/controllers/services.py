@@ -16,6 +16,7 @@ from agent_mesh.domain.agents import AgentRegistry
 from agent_mesh.domain.clock import Clock
 from agent_mesh.health.monitor import HealthMonitor
 from agent_mesh.kube.ca_bundle import CaBundlePublisher
+from agent_mesh.kube.tailnet_devices import DeviceCache
 from agent_mesh.transport.egress import EgressGuard
 
 
@@ -30,3 +31,4 @@ class MeshServices(Protocol):
     health: HealthMonitor
     coordinator: Coordinator
     ca_bundles: CaBundlePublisher
+    devices: DeviceCache

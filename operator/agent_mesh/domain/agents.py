@@ -55,6 +55,8 @@ class AgentRecord:
     failed_tasks: int = field(default=0, compare=False)
     avg_execution_ms: float | None = field(default=None, compare=False)
     status_endpoint: str | None = None
+    tailnet_endpoint: str | None = None
+    """A managed agent connected to the tailnet: its MagicDNS URL (status.tailscale)."""
     conditions: tuple[Mapping[str, Any], ...] = field(default=(), compare=False)
     labels: Mapping[str, str] = field(default_factory=dict, compare=False)
     """metadata.labels: what a task's agentSelector.labels matches."""

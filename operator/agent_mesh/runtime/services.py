@@ -32,6 +32,7 @@ from agent_mesh.kube.cluster_network import apiserver_addresses, service_cidrs
 from agent_mesh.kube.events import EventPoster, ObjectRef
 from agent_mesh.kube.keystore import SecretKeyStore
 from agent_mesh.kube.revocationstore import ConfigMapRevocationStore
+from agent_mesh.kube.tailnet_devices import DeviceCache
 from agent_mesh.kube.task_status import TaskStatusWriter
 from agent_mesh.kube.tasks import MeshTaskApi
 from agent_mesh.kube.tokenreview import ApiTokenReviewer
@@ -182,6 +183,7 @@ class MeshRuntime:
         )
         self.tls = certificate_owner(cfg, api, clock)
         self.ca_bundles = CaBundlePublisher(api)
+        self.devices = DeviceCache(api, clock)
         if cfg.mesh_tls:
             self.tls.listeners.append(self._publish_bundle)
         self.server = MeshServer(
