@@ -395,6 +395,7 @@ class OperatorConfig(BaseSettings):
             tailnet_domain=self.tailscale_tailnet_domain,
             login_server=self.tailscale_login_server,
             auth_secret=self.tailscale_auth_secret,
+            auth_namespace=self.operator_namespace,
         )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -63,11 +63,27 @@ def operated(
         extra_env=TAILNET,
     )
     namespace = ensure_namespace(cluster, f"{PREFIX}{uuid.uuid4().hex[:6]}")
+    _auth_key(cluster, "first-key")
     try:
         yield Operated(own, namespace)
     finally:
         stop_operator(own)
         client.CoreV1Api(cluster.api).delete_namespace(namespace, propagation_policy="Background")
+
+
+def _auth_key(cluster: Cluster, key: str) -> None:
+    """The auth key's source Secret in the operator's namespace (created or replaced)."""
+    body = {
+        "metadata": {"name": "agent-mesh-tailscale-auth"},
+        "stringData": {"authkey": key},
+    }
+    core = client.CoreV1Api(cluster.api)
+    try:
+        core.create_namespaced_secret(f"{PREFIX}system", body)
+    except client.ApiException as error:
+        if error.status != 409:
+            raise
+        core.replace_namespaced_secret("agent-mesh-tailscale-auth", f"{PREFIX}system", body)
 
 
 def _create(cluster: Cluster, namespace: str, name: str, **spec: Any) -> dict[str, Any]:
@@ -116,6 +132,7 @@ def _children(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
         "service": (core.read_namespaced_service, name),
         "serviceaccount": (core.read_namespaced_service_account, name),
         "secret": (core.read_namespaced_secret, f"{name}-tailscale"),
+        "authsecret": (core.read_namespaced_secret, f"{name}-tailscale-auth"),
         "configmap": (core.read_namespaced_config_map, f"{name}-tailscale-serve"),
         "role": (rbac.read_namespaced_role, f"{name}-tailscale"),
         "rolebinding": (rbac.read_namespaced_role_binding, f"{name}-tailscale"),
@@ -398,3 +415,60 @@ def test_device_and_sidecar_health_reach_status_endpoint_and_wide_output(
     _sidecar_status(core, ns, "ident-0", ready=True, state={"running": {}})
     wait_for("TailnetConnected=True again", lambda: connected("True", "TailnetDeviceReady"))
     assert _agent(cluster, ns, "ident")["status"]["endpoint"] == f"http://{fqdn}:8081"
+
+
+def test_auth_key_is_copied_into_the_agent_namespace_and_follows_its_source(
+    cluster: Cluster, operated: Operated
+) -> None:
+    ns = operated.namespace
+    _create(cluster, ns, "keyed", network="tailscale", workload={"spec": POD})
+    core = client.CoreV1Api(cluster.api)
+
+    def copied() -> str | None:
+        found = _read(core.read_namespaced_secret, "keyed-tailscale-auth", ns)
+        data = (found.data if found else None) or {}
+        return base64.b64decode(data["authkey"]).decode() if "authkey" in data else None
+
+    assert wait_for("the copy", copied) == "first-key"
+    sts = client.AppsV1Api(cluster.api).read_namespaced_stateful_set("keyed", ns)
+    env = {e.name: e.value_from for e in sts.spec.template.spec.containers[1].env}
+    assert env["TS_AUTHKEY"].secret_key_ref.name == "keyed-tailscale-auth"
+    try:
+        _auth_key(cluster, "rotated-key")
+        # the periodic refresh (30 s) brings the copy up to the source
+        wait_for("the rotated key", lambda: copied() == "rotated-key", timeout=75)
+    finally:
+        _auth_key(cluster, "first-key")
+
+
+def test_missing_auth_key_refuses_the_workload_with_the_reason(
+    cluster: Cluster, operated: Operated, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    logs = tmp_path_factory.mktemp("nokey")
+    prefix = f"amn-{SESSION}-"
+    own = start_operator(
+        cluster,
+        logs / "operator.log",
+        "--no-webhooks",
+        watch=f"{prefix}*",
+        operator_namespace=f"{prefix}system",
+        extra_env=TAILNET,
+    )
+    ns = ensure_namespace(cluster, f"{prefix}{uuid.uuid4().hex[:6]}")
+    try:
+        _create(cluster, ns, "keyless", network="tailscale", workload={"spec": POD})
+        condition = wait_for(
+            "WorkloadRefused",
+            lambda: (
+                (c := _condition(cluster, ns, "keyless", "TailnetConnected"))
+                and c["reason"] == "WorkloadRefused"
+                and c
+            ),
+        )
+        assert f"{prefix}system/agent-mesh-tailscale-auth" in condition["message"]
+        assert "does not exist" in condition["message"]
+        apps = client.AppsV1Api(cluster.api)
+        assert _read(apps.read_namespaced_stateful_set, "keyless", ns) is None
+    finally:
+        stop_operator(own)
+        client.CoreV1Api(cluster.api).delete_namespace(ns, propagation_policy="Background")

@@ -79,10 +79,16 @@ def identity_changes(
 
 
 async def refresh(
-    runtime: MeshServices, config: OperatorConfig, meshagent: Mapping[str, Any]
+    runtime: MeshServices,
+    config: OperatorConfig,
+    meshagent: Mapping[str, Any],
+    *,
+    retry_refused: bool = False,
 ) -> None:
     """Write the agent's tailnet identity and TailnetConnected if they changed (retried on
-    a conflicting write); re-apply its children when its tailnet IPs changed."""
+    a conflicting write); re-apply its children when its tailnet IPs changed. An agent
+    whose workload was refused keeps that verdict unless `retry_refused` (its children
+    were just applied)."""
     settings = on_tailnet(meshagent, config)
     if settings is None:
         return
@@ -94,8 +100,9 @@ async def refresh(
         status = current.get("status") or {}
         before = list(status.get("conditions") or [])
         held = get_condition(before, MeshAgentCondition.TAILNET_CONNECTED.value)
-        if held is not None and held.get("reason") == MeshAgentReason.WORKLOAD_REFUSED.value:
-            return  # the spec's problem: the register handler says so until the spec changes
+        refused = held is not None and held.get("reason") == MeshAgentReason.WORKLOAD_REFUSED
+        if refused and not retry_refused:
+            return  # the register handler or the timer says so until the children apply
         seen = await observation(runtime, settings, current)
         meta = current.get("metadata") or {}
         conditions = tailnet_conditions(
@@ -180,10 +187,22 @@ async def agent_pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> No
 
 @kopf.timer(GROUP, VERSION, "meshagents", interval=REFRESH_SECONDS, initial_delay=REFRESH_SECONDS)
 async def periodic_refresh(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    """Catch what the watches missed, at the cache's pace."""
-    if on_tailnet(body, memo.config) is None:
+    """Catch what the watches missed, at the cache's pace; bring the agent's copy of the
+    auth key up to its source (a rotated key reaches every agent within 30 s)."""
+    runtime: MeshServices = memo.runtime
+    config: OperatorConfig = memo.config
+    settings = on_tailnet(body, config)
+    if settings is None:
         return
+    meta = body.get("metadata") or {}
     try:
-        await refresh(memo.runtime, memo.config, body)
+        if await workloads.auth_key_stale(runtime.api, meta["namespace"], meta["name"], settings):
+            await workloads.reconcile(
+                runtime.api, body, default_network=config.default_network, tailscale=settings
+            )
+            logger.info("auth key copied to %s", sidecar.auth_secret_name(meta["name"]))
+        await refresh(runtime, config, body, retry_refused=True)
+    except workloads.ChildRefused as refused:
+        logger.warning("workload refused: %s", refused)
     except MeshError as error:
         logger.warning("tailnet status not refreshed: %s", error.message)
