@@ -39,6 +39,15 @@ class OperatorConfig(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _tailnet_proxy_needs_the_domain(self) -> Self:
+        if self.tailnet_proxy and not self.tailscale_tailnet_domain:
+            raise ValueError(
+                "tailnet_proxy (AGENT_MESH_TAILNET_PROXY) needs tailscale_tailnet_domain "
+                "(AGENT_MESH_TAILSCALE_TAILNET_DOMAIN): it is used only for names under it"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _ordered_thresholds(self) -> Self:
         if self.health_unreachable_seconds <= self.health_degraded_seconds:
             raise ValueError(
@@ -357,6 +366,17 @@ class OperatorConfig(BaseSettings):
             "MagicDNS suffix of the tailnet (<tailnet>.ts.net, or headscale's "
             "dns.base_domain). Unset: agents with network tailscale get no sidecar and say "
             "so in their TailnetConnected condition."
+        ),
+    )
+    tailnet_proxy: str | None = Field(
+        None,
+        max_length=64,
+        pattern=r"^http://(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|\[::1\]):\d{1,5}$",
+        description=(
+            "Outbound HTTP proxy of the operator's own tailscaled on loopback (its "
+            "--outbound-http-proxy-listen, e.g. http://127.0.0.1:1055): endpoints under the "
+            "tailnet domain are reached through it, every other endpoint directly. Needs "
+            "AGENT_MESH_TAILSCALE_TAILNET_DOMAIN. Unset: tailnet names are not dialled."
         ),
     )
     tailscale_login_server: str | None = Field(

@@ -36,6 +36,9 @@ TAILNET = {
     "AGENT_MESH_TAILSCALE_TAILNET_DOMAIN": "tailnet.test",
     "AGENT_MESH_TAILSCALE_LOGIN_SERVER": "http://10.244.0.1:8080",
     "AGENT_MESH_TAILSCALE_IMAGE": "localhost/tailscale:v1.86.5",
+    # endpoints become MagicDNS URLs only for an operator that can dial them (no call is
+    # made here: no agent runs)
+    "AGENT_MESH_TAILNET_PROXY": "http://127.0.0.1:9",
 }
 POD = {
     "containers": [{"name": "agent", "image": "localhost/agent-mesh:test"}],

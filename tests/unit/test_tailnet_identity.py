@@ -13,6 +13,8 @@ import pytest
 
 from agent_mesh.api.meshagent import agent_record
 from agent_mesh.api.meshagent_status import tailnet_conditions
+from agent_mesh.config import OperatorConfig
+from agent_mesh.controllers.tailnet import identity_changes
 from agent_mesh.domain.discovery import endpoint_class, resolve_endpoint
 from agent_mesh.domain.egress import EgressClass
 from agent_mesh.tailscale.device import Device, SidecarState, device_from_secret, sidecar_state
@@ -152,8 +154,10 @@ def test_observed_verdict_becomes_the_condition() -> None:
     assert (condition["status"], condition["reason"]) == ("True", "TailnetDeviceReady")
 
 
-def _meshagent(connected: str | None, dns_name: str | None = FQDN) -> dict[str, Any]:
-    status: dict[str, Any] = {}
+def _meshagent(
+    connected: str | None, dns_name: str | None = FQDN, endpoint: str | None = None
+) -> dict[str, Any]:
+    status: dict[str, Any] = {"endpoint": endpoint or f"http://{FQDN}:8081"}
     if dns_name:
         status["tailscale"] = {"dnsName": dns_name, "ips": IPS}
     if connected:
@@ -187,3 +191,34 @@ def test_endpoint_is_the_magicdns_url_while_connected_else_the_service() -> None
     assert resolve_endpoint(agent_record(_meshagent("False")), None) == service
     assert resolve_endpoint(agent_record(_meshagent(None)), None) == service
     assert resolve_endpoint(agent_record(_meshagent("True", dns_name=None)), None) == service
+    # the operator wrote the Service as the endpoint (it cannot dial the tailnet)
+    assert resolve_endpoint(agent_record(_meshagent("True", endpoint=service)), None) == service
+
+
+@pytest.mark.parametrize(
+    ("proxy", "endpoint"),
+    [("http://127.0.0.1:1055", f"http://{FQDN}:8081"), (None, "http://summ.prod.svc:8081")],
+)
+def test_status_endpoint_is_the_tailnet_url_only_when_the_operator_can_dial_it(
+    proxy: str | None, endpoint: str
+) -> None:
+    config = OperatorConfig(tailscale_tailnet_domain="tailnet.test", tailnet_proxy=proxy)
+    seen = observe(FQDN, device_from_secret(_secret()), sidecar_state(RUNNING_READY))
+    body = _meshagent(None, dns_name=None, endpoint="http://summ.prod.svc:8081")
+    conditions = tailnet_conditions(
+        [],
+        tailscale=True,
+        managed=True,
+        configured=True,
+        problem=None,
+        generation=1,
+        now=NOW,
+        observed=seen.condition,
+    )
+    changes = identity_changes(body, seen, conditions, config)
+    assert changes["tailscale"]["dnsName"] == FQDN
+    assert changes.get("endpoint", body["status"]["endpoint"]) == endpoint
+    dead = observe(FQDN, device_from_secret(_secret()), sidecar_state(None))
+    connected_before = {**body, "status": {**body["status"], "endpoint": f"http://{FQDN}:8081"}}
+    back = identity_changes(connected_before, dead, [], config)
+    assert back["endpoint"] == "http://summ.prod.svc:8081"

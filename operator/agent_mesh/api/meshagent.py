@@ -507,8 +507,8 @@ def agent_record(body: Mapping[str, Any]) -> AgentRecord:
 def _tailnet_endpoint(
     spec: MeshAgentSpec, status: MeshAgentStatus, raw_status: Mapping[str, Any]
 ) -> str | None:
-    """http://<MagicDNS name>:<port> while TailnetConnected is True (the operator writes
-    both from the sidecar's health and the device's expected name), else None."""
+    """status.endpoint when it is the device's MagicDNS URL and TailnetConnected is True:
+    the operator writes it so only when it can dial the tailnet (its tailnet proxy)."""
     connected = get_condition(
         raw_status.get("conditions") or [], MeshAgentCondition.TAILNET_CONNECTED.value
     )
@@ -516,4 +516,5 @@ def _tailnet_endpoint(
         return None
     if status.tailscale is None or not status.tailscale.dns_name or spec.workload is None:
         return None
-    return f"http://{status.tailscale.dns_name.rstrip('.')}:{spec.port}"
+    url = f"http://{status.tailscale.dns_name.rstrip('.')}:{spec.port}"
+    return url if status.endpoint == url else None

@@ -98,7 +98,7 @@ async def register(
     if tailnet != before:
         changes["conditions"] = tailnet
     if seen is not None:
-        changes.update(identity_changes(body, seen, tailnet))
+        changes.update(identity_changes(body, seen, tailnet, config))
     if spec.get("endpoint") and not status.get("credential"):
         old = changes.get("conditions", list(status.get("conditions") or []))
         try:

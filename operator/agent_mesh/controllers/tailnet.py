@@ -20,7 +20,7 @@ from agent_mesh.api.meshagent import MeshAgentCondition, MeshAgentReason, Networ
 from agent_mesh.api.meshagent_status import tailnet_conditions
 from agent_mesh.config import OperatorConfig
 from agent_mesh.controllers.services import MeshServices
-from agent_mesh.domain.agents import AGENT_LABEL
+from agent_mesh.domain.agents import AGENT_LABEL, DEFAULT_PORT
 from agent_mesh.domain.conditions import get_condition
 from agent_mesh.domain.discovery import resolve_endpoint
 from agent_mesh.domain.errors import MeshError
@@ -32,7 +32,7 @@ from agent_mesh.kube.tailnet_devices import pod_name
 from agent_mesh.tailscale import sidecar
 from agent_mesh.tailscale.names import fqdn
 from agent_mesh.tailscale.sidecar import SidecarSettings
-from agent_mesh.workloads.tailnet import Observation, observe, tailscale_status
+from agent_mesh.workloads.tailnet import Observation, observe, tailnet_endpoint, tailscale_status
 
 REFRESH_SECONDS: Final = 30.0
 _ATTEMPTS: Final = 3
@@ -63,15 +63,25 @@ async def observation(
 
 
 def identity_changes(
-    meshagent: Mapping[str, Any], seen: Observation, conditions: list[dict[str, Any]]
+    meshagent: Mapping[str, Any],
+    seen: Observation,
+    conditions: list[dict[str, Any]],
+    config: OperatorConfig,
 ) -> dict[str, Any]:
     """`status.tailscale` and `status.endpoint` as they follow from `seen` and the
-    TailnetConnected condition in `conditions`; only what changes."""
+    TailnetConnected condition in `conditions`; only what changes. The endpoint is the
+    MagicDNS URL only when the operator can dial the tailnet (AGENT_MESH_TAILNET_PROXY)."""
     status = dict(meshagent.get("status") or {})
     changes: dict[str, Any] = {}
     if seen.device is not None and status.get("tailscale") != tailscale_status(seen.device):
         changes["tailscale"] = tailscale_status(seen.device)
-    after = {**meshagent, "status": {**status, **changes, "conditions": conditions}}
+    port = int((meshagent.get("spec") or {}).get("port") or DEFAULT_PORT)
+    dial = seen.connected and seen.device is not None and config.tailnet_proxy is not None
+    wanted = tailnet_endpoint(seen.device.fqdn, port) if dial and seen.device else None
+    after = {
+        **meshagent,
+        "status": {**status, **changes, "conditions": conditions, "endpoint": wanted},
+    }
     endpoint = resolve_endpoint(agent_record(after), None)
     if endpoint and endpoint != status.get("endpoint"):
         changes["endpoint"] = endpoint
@@ -115,7 +125,7 @@ async def refresh(
             now=runtime.clock.now(),
             observed=seen.condition,
         )
-        changes = identity_changes(current, seen, conditions)
+        changes = identity_changes(current, seen, conditions, config)
         if conditions != before:
             changes["conditions"] = conditions
         if not changes:

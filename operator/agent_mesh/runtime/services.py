@@ -110,7 +110,11 @@ def _dispatch_transport(cfg: OperatorConfig, guard: EgressGuard) -> Transport:
     """The coordinator's transport (the router bounds work per agent; the pool only has to
     keep up with it), batching when configured."""
     config = TransportConfig(
-        max_connections_per_agent=100, retries=0, response_max_bytes=cfg.response_max_bytes
+        max_connections_per_agent=100,
+        retries=0,
+        response_max_bytes=cfg.response_max_bytes,
+        tailnet_proxy_url=cfg.tailnet_proxy,
+        tailnet_domain=cfg.tailscale_tailnet_domain,
     )
     if cfg.batch_dispatch:
         return BatchingTransport(config, guard=guard)
@@ -128,7 +132,10 @@ class MeshRuntime:
         self.policies = PolicyIndex()
         self.audit = AuditLog(clock=clock)
         self.events = EventPoster(api)
-        self.egress = EgressGuard(cfg.egress_policy())
+        self.egress = EgressGuard(
+            cfg.egress_policy(),
+            tailnet_domain=cfg.tailscale_tailnet_domain if cfg.tailnet_proxy else None,
+        )
         self.authority = Authority(
             auth_settings(cfg),
             registry=self.registry,
@@ -158,7 +165,11 @@ class MeshRuntime:
         # events are not worth waiting for: one try, a short timeout
         events_transport = Transport(
             TransportConfig(
-                timeout_seconds=5, retries=0, response_max_bytes=cfg.response_max_bytes
+                timeout_seconds=5,
+                retries=0,
+                response_max_bytes=cfg.response_max_bytes,
+                tailnet_proxy_url=cfg.tailnet_proxy,
+                tailnet_domain=cfg.tailscale_tailnet_domain,
             ),
             guard=self.egress,
         )
