@@ -7,11 +7,12 @@ import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Final, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agent_mesh.domain.egress import EgressPolicy
 from agent_mesh.tailscale.sidecar import SidecarSettings, image_error
+from agent_mesh.transport.control_server import ControlServer, Headscale
 
 _DNS_NAME: Final = re.compile(
     r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
@@ -37,6 +38,15 @@ class OperatorConfig(BaseSettings):
                 except ValueError:
                     raise ValueError(f"{item!r} is not a CIDR (for example 10.0.0.0/8)") from None
         return value
+
+    @model_validator(mode="after")
+    def _api_key_needs_the_server(self) -> Self:
+        if self.headscale_api_key is not None and not self.tailscale_login_server:
+            raise ValueError(
+                "headscale_api_key (AGENT_MESH_HEADSCALE_API_KEY) needs tailscale_login_server "
+                "(AGENT_MESH_TAILSCALE_LOGIN_SERVER): the headscale it is a key of"
+            )
+        return self
 
     @model_validator(mode="after")
     def _tailnet_proxy_needs_the_domain(self) -> Self:
@@ -379,6 +389,13 @@ class OperatorConfig(BaseSettings):
             "AGENT_MESH_TAILSCALE_TAILNET_DOMAIN. Unset: tailnet names are not dialled."
         ),
     )
+    headscale_api_key: SecretStr | None = Field(
+        None,
+        description=(
+            "API key of the headscale named by tailscale_login_server (headscale apikeys "
+            "create): with it, deleting a tailscale agent removes its device there."
+        ),
+    )
     tailscale_login_server: str | None = Field(
         None,
         max_length=2048,
@@ -405,6 +422,12 @@ class OperatorConfig(BaseSettings):
         if problem is not None:
             raise ValueError(problem)
         return value
+
+    def control_server(self) -> ControlServer | None:
+        """The control server the operator removes devices from; None without an API key."""
+        if self.headscale_api_key is None or not self.tailscale_login_server:
+            return None
+        return Headscale(self.tailscale_login_server, self.headscale_api_key.get_secret_value())
 
     def sidecar_settings(self) -> SidecarSettings | None:
         """The Tailscale settings the sidecar builders need; None without a tailnet domain."""

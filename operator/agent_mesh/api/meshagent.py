@@ -496,6 +496,11 @@ def agent_record(body: Mapping[str, Any]) -> AgentRecord:
         avg_execution_ms=status.avg_execution_ms,
         status_endpoint=status.endpoint or None,
         tailnet_endpoint=_tailnet_endpoint(spec, status, raw_status),
+        tailnet_device=(
+            (status.tailscale.device_id, status.tailscale.hostname)
+            if status.tailscale and status.tailscale.device_id and status.tailscale.hostname
+            else None
+        ),
         # as written: the status builders compare them with what they would write
         conditions=tuple(raw_status.get("conditions") or ()),
         labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},

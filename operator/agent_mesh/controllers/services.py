@@ -17,6 +17,7 @@ from agent_mesh.domain.clock import Clock
 from agent_mesh.health.monitor import HealthMonitor
 from agent_mesh.kube.ca_bundle import CaBundlePublisher
 from agent_mesh.kube.tailnet_devices import DeviceCache
+from agent_mesh.transport.control_server import ControlServer
 from agent_mesh.transport.egress import EgressGuard
 
 
@@ -32,3 +33,4 @@ class MeshServices(Protocol):
     coordinator: Coordinator
     ca_bundles: CaBundlePublisher
     devices: DeviceCache
+    control_server: ControlServer | None

@@ -195,6 +195,7 @@ class MeshRuntime:
         self.tls = certificate_owner(cfg, api, clock)
         self.ca_bundles = CaBundlePublisher(api)
         self.devices = DeviceCache(api, clock)
+        self.control_server = cfg.control_server()
         if cfg.mesh_tls:
             self.tls.listeners.append(self._publish_bundle)
         self.server = MeshServer(
@@ -258,6 +259,8 @@ class MeshRuntime:
         await self.health_events.close()
         await self.events.drain()
         await self.egress.close()
+        if self.control_server is not None:
+            await self.control_server.close()
         await self.api.close()
 
     async def _maintain_keys(self) -> None:
