@@ -30,7 +30,7 @@ from tests.tailnethelpers import local_tailnet
 
 pytestmark = [pytest.mark.tailscale, pytest.mark.timeout(900)]
 
-PREFIX = f"amr-{SESSION}-"
+PREFIX = f"amv-{SESSION}-"
 
 
 @pytest.fixture(scope="module")
