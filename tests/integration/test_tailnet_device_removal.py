@@ -124,6 +124,9 @@ def test_deleting_an_agent_removes_its_device_and_only_its_own(
     cluster: Cluster, crds: list[dict[str, Any]], tailnet: LocalTailnet, tmp_path: Path
 ) -> None:
     api_key = tailnet.headscale("apikeys", "create", "--expiration", "1h").strip().splitlines()[-1]
+    # the namespace first: an operator started before it sometimes never watched it (seen
+    # only in full-suite runs)
+    ns = ensure_namespace(cluster, f"{PREFIX}{uuid.uuid4().hex[:6]}")
     operator = start_operator(
         cluster,
         tmp_path / "operator.log",
@@ -142,7 +145,6 @@ def test_deleting_an_agent_removes_its_device_and_only_its_own(
         f"{PREFIX}system",
         {"metadata": {"name": "agent-mesh-tailscale-auth"}, "stringData": {"authkey": "k"}},
     )
-    ns = ensure_namespace(cluster, f"{PREFIX}{uuid.uuid4().hex[:6]}")
     try:
         gone = tailnet.join(f"agent-mesh-{ns}-gone")
         other = tailnet.join("someone-else")

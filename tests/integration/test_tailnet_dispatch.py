@@ -94,6 +94,9 @@ def test_a_meshtask_reaches_an_agent_through_the_tailnet_and_direct_still_works(
     with pytest.raises(socket.gaierror):  # MagicDNS names resolve only inside a tailscaled
         socket.getaddrinfo(fqdn, port)
 
+    # the namespace first: an operator started before it sometimes never watched it (seen
+    # only in full-suite runs)
+    ns = ensure_namespace(cluster, f"{PREFIX}{uuid.uuid4().hex[:6]}")
     operator = start_operator(
         cluster,
         tmp_path / "operator.log",
@@ -105,7 +108,6 @@ def test_a_meshtask_reaches_an_agent_through_the_tailnet_and_direct_still_works(
             "AGENT_MESH_TAILNET_PROXY": proxy_node.http_proxy,
         },
     )
-    ns = ensure_namespace(cluster, f"{PREFIX}{uuid.uuid4().hex[:6]}")
     agents = []
     try:
         endpoint = f"http://{fqdn}:{port}"
