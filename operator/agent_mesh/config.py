@@ -7,11 +7,12 @@ import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Final, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agent_mesh.domain.egress import EgressPolicy
 from agent_mesh.tailscale.sidecar import SidecarSettings, image_error
+from agent_mesh.transport.control_server import ControlServer, Headscale
 
 _DNS_NAME: Final = re.compile(
     r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
@@ -37,6 +38,24 @@ class OperatorConfig(BaseSettings):
                 except ValueError:
                     raise ValueError(f"{item!r} is not a CIDR (for example 10.0.0.0/8)") from None
         return value
+
+    @model_validator(mode="after")
+    def _api_key_needs_the_server(self) -> Self:
+        if self.headscale_api_key is not None and not self.tailscale_login_server:
+            raise ValueError(
+                "headscale_api_key (AGENT_MESH_HEADSCALE_API_KEY) needs tailscale_login_server "
+                "(AGENT_MESH_TAILSCALE_LOGIN_SERVER): the headscale it is a key of"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _tailnet_proxy_needs_the_domain(self) -> Self:
+        if self.tailnet_proxy and not self.tailscale_tailnet_domain:
+            raise ValueError(
+                "tailnet_proxy (AGENT_MESH_TAILNET_PROXY) needs tailscale_tailnet_domain "
+                "(AGENT_MESH_TAILSCALE_TAILNET_DOMAIN): it is used only for names under it"
+            )
+        return self
 
     @model_validator(mode="after")
     def _ordered_thresholds(self) -> Self:
@@ -370,6 +389,24 @@ class OperatorConfig(BaseSettings):
             "so in their TailnetConnected condition."
         ),
     )
+    tailnet_proxy: str | None = Field(
+        None,
+        max_length=64,
+        pattern=r"^http://(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|\[::1\]):\d{1,5}$",
+        description=(
+            "Outbound HTTP proxy of the operator's own tailscaled on loopback (its "
+            "--outbound-http-proxy-listen, e.g. http://127.0.0.1:1055): endpoints under the "
+            "tailnet domain are reached through it, every other endpoint directly. Needs "
+            "AGENT_MESH_TAILSCALE_TAILNET_DOMAIN. Unset: tailnet names are not dialled."
+        ),
+    )
+    headscale_api_key: SecretStr | None = Field(
+        None,
+        description=(
+            "API key of the headscale named by tailscale_login_server (headscale apikeys "
+            "create): with it, deleting a tailscale agent removes its device there."
+        ),
+    )
     tailscale_login_server: str | None = Field(
         None,
         max_length=2048,
@@ -397,6 +434,12 @@ class OperatorConfig(BaseSettings):
             raise ValueError(problem)
         return value
 
+    def control_server(self) -> ControlServer | None:
+        """The control server the operator removes devices from; None without an API key."""
+        if self.headscale_api_key is None or not self.tailscale_login_server:
+            return None
+        return Headscale(self.tailscale_login_server, self.headscale_api_key.get_secret_value())
+
     def sidecar_settings(self) -> SidecarSettings | None:
         """The Tailscale settings the sidecar builders need; None without a tailnet domain."""
         if self.tailscale_tailnet_domain is None:
@@ -406,6 +449,7 @@ class OperatorConfig(BaseSettings):
             tailnet_domain=self.tailscale_tailnet_domain,
             login_server=self.tailscale_login_server,
             auth_secret=self.tailscale_auth_secret,
+            auth_namespace=self.operator_namespace,
         )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"

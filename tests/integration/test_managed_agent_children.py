@@ -2,10 +2,13 @@
 spec.workload and network tailscale gets its StatefulSet, headless Service, ServiceAccount,
 the sidecar's state Secret, serve ConfigMap, Role and RoleBinding, each owned by it; a
 deleted child comes back; a spec change reaches the children; and TailnetConnected says
-plainly that the agent is not on the tailnet yet (control plane only: no pod runs)."""
+what the operator reads of the sidecar: its device from the state Secret, its health from
+the pod's container status (control plane only: the test writes both, as containerboot
+and the kubelet would)."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +22,6 @@ from agent_mesh.testing import OperatorProcess
 from tests.support.cluster import Cluster
 from tests.support.namespaces import family, fresh_namespace
 from tests.support.operators import own_operator
-from tests.support.tasks import wait_agent_condition
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.tailscale
@@ -29,6 +31,9 @@ TAILNET = {
     "AGENT_MESH_TAILSCALE_TAILNET_DOMAIN": "tailnet.test",
     "AGENT_MESH_TAILSCALE_LOGIN_SERVER": "http://10.244.0.1:8080",
     "AGENT_MESH_TAILSCALE_IMAGE": "localhost/tailscale:v1.86.5",
+    # endpoints become MagicDNS URLs only for an operator that can dial them (no call is
+    # made here: no agent runs)
+    "AGENT_MESH_TAILNET_PROXY": "http://127.0.0.1:9",
 }
 POD = {
     "containers": [{"name": "agent", "image": "localhost/agent-mesh:test"}],
@@ -51,7 +56,25 @@ def operated(
         fresh_namespace(cluster, CHILDREN_FAMILY) as namespace,
         own_operator(cluster, log, CHILDREN_FAMILY, extra_env=TAILNET) as own,
     ):
+        _auth_key(cluster, "first-key")
         yield Operated(own, namespace)
+
+
+def _auth_key(cluster: Cluster, key: str) -> None:
+    """The auth key's source Secret in the operator's namespace (created or replaced)."""
+    body = {
+        "metadata": {"name": "agent-mesh-tailscale-auth"},
+        "stringData": {"authkey": key},
+    }
+    core = client.CoreV1Api(cluster.api)
+    try:
+        core.create_namespaced_secret(f"{CHILDREN_FAMILY}system", body)
+    except client.ApiException as error:
+        if error.status != 409:
+            raise
+        core.replace_namespaced_secret(
+            "agent-mesh-tailscale-auth", f"{CHILDREN_FAMILY}system", body
+        )
 
 
 def _create(cluster: Cluster, namespace: str, name: str, **spec: Any) -> dict[str, Any]:
@@ -82,6 +105,16 @@ def _read(read: Any, *args: str) -> Any:
         raise
 
 
+def _condition(cluster: Cluster, namespace: str, name: str, type_: str) -> dict[str, Any] | None:
+    agent = cluster.custom.get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "meshagents", name
+    )
+    for item in (agent.get("status") or {}).get("conditions") or []:
+        if item["type"] == type_:
+            return dict(item)
+    return None
+
+
 def _children(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
     core, apps = client.CoreV1Api(cluster.api), client.AppsV1Api(cluster.api)
     rbac = client.RbacAuthorizationV1Api(cluster.api)
@@ -90,6 +123,7 @@ def _children(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
         "service": (core.read_namespaced_service, name),
         "serviceaccount": (core.read_namespaced_service_account, name),
         "secret": (core.read_namespaced_secret, f"{name}-tailscale"),
+        "authsecret": (core.read_namespaced_secret, f"{name}-tailscale-auth"),
         "configmap": (core.read_namespaced_config_map, f"{name}-tailscale-serve"),
         "role": (rbac.read_namespaced_role, f"{name}-tailscale"),
         "rolebinding": (rbac.read_namespaced_role_binding, f"{name}-tailscale"),
@@ -151,9 +185,11 @@ def test_managed_tailscale_agent_gets_every_child_owned_by_it_field_by_field(
     served = json.loads(kids["configmap"].data["serve.json"])
     assert list(served["Web"]) == [f"agent-mesh-{ns}-summ.tailnet.test:8081"]
 
-    connected = wait_agent_condition(cluster, ns, "summ", "TailnetConnected")
-    assert (connected["status"], connected["reason"]) == ("False", "SidecarNotReady")
-    assert "does not read its device into status.tailscale yet" in connected["message"]
+    connected = wait_for(
+        "TailnetConnected", lambda: _condition(cluster, ns, "summ", "TailnetConnected")
+    )
+    assert (connected["status"], connected["reason"]) == ("False", "AgentPodMissing")
+    assert "through its Service" in connected["message"]
 
 
 def test_deleted_children_come_back(cluster: Cluster, operated: Operated) -> None:
@@ -220,8 +256,13 @@ def test_agent_leaving_the_tailnet_loses_its_sidecar_rbac_and_says_so(
     apps = client.AppsV1Api(cluster.api)
     pod = apps.read_namespaced_stateful_set("leaver", ns).spec.template.spec
     assert [c.name for c in pod.containers] == ["agent"]
-    condition = wait_agent_condition(
-        cluster, ns, "leaver", "TailnetConnected", reason="TailnetNotUsed"
+    condition = wait_for(
+        "TailnetNotUsed",
+        lambda: (
+            (c := _condition(cluster, ns, "leaver", "TailnetConnected"))
+            and c["reason"] == "TailnetNotUsed"
+            and c
+        ),
     )
     assert condition["status"] == "False"
 
@@ -231,7 +272,9 @@ def test_tailscale_agent_the_operator_does_not_run_is_not_silently_on_the_tailne
 ) -> None:
     ns = operated.namespace
     _create(cluster, ns, "outsider", network="tailscale")
-    condition = wait_agent_condition(cluster, ns, "outsider", "TailnetConnected")
+    condition = wait_for(
+        "TailnetConnected", lambda: _condition(cluster, ns, "outsider", "TailnetConnected")
+    )
     assert (condition["status"], condition["reason"]) == ("False", "SidecarNotInjected")
 
 
@@ -241,8 +284,13 @@ def test_workload_the_builders_refuse_is_reported_in_the_condition_and_an_event(
     ns = operated.namespace
     clash = {"containers": [{"name": "tailscale", "image": "x:1"}]}
     _create(cluster, ns, "clash", network="tailscale", workload={"spec": clash})
-    condition = wait_agent_condition(
-        cluster, ns, "clash", "TailnetConnected", reason="WorkloadRefused"
+    condition = wait_for(
+        "WorkloadRefused",
+        lambda: (
+            (c := _condition(cluster, ns, "clash", "TailnetConnected"))
+            and c["reason"] == "WorkloadRefused"
+            and c
+        ),
     )
     assert "a container is named tailscale" in condition["message"]
     core = client.CoreV1Api(cluster.api)
@@ -256,3 +304,153 @@ def test_workload_the_builders_refuse_is_reported_in_the_condition_and_an_event(
         ),
     )
     assert _read(client.AppsV1Api(cluster.api).read_namespaced_stateful_set, "clash", ns) is None
+
+
+def _agent(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = cluster.custom.get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "meshagents", name
+    )
+    return found
+
+
+def _sidecar_status(core: client.CoreV1Api, ns: str, pod: str, **container: Any) -> None:
+    """What the kubelet reports for the pod's containers (the agent's always running)."""
+    statuses = [
+        {
+            "name": "agent",
+            "ready": True,
+            "restartCount": 0,
+            "image": "a",
+            "imageID": "",
+            "state": {"running": {}},
+        },
+        {"name": "tailscale", "restartCount": 0, "image": "t", "imageID": "", **container},
+    ]
+    core.patch_namespaced_pod_status(pod, ns, {"status": {"containerStatuses": statuses}})
+
+
+def test_device_and_sidecar_health_reach_status_endpoint_and_wide_output(
+    cluster: Cluster, operated: Operated
+) -> None:
+    ns = operated.namespace
+    _create(cluster, ns, "ident", network="tailscale", port=8081, workload={"spec": POD})
+    core = client.CoreV1Api(cluster.api)
+    wait_for("the state Secret", lambda: _read(core.read_namespaced_secret, "ident-tailscale", ns))
+    fqdn = f"agent-mesh-{ns}-ident.tailnet.test"
+    ips = ["100.64.0.9", "fd7a:115c:a1e0::9"]
+    # what containerboot writes once the device is up (with the trailing dot)
+    device = {"device_id": "nodeid-9", "device_fqdn": f"{fqdn}.", "device_ips": json.dumps(ips)}
+    core.patch_namespaced_secret(
+        "ident-tailscale",
+        ns,
+        {"data": {k: base64.b64encode(v.encode()).decode() for k, v in device.items()}},
+    )
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "ident-0",
+            "labels": {"agentmesh.io/agent": "ident", "app.kubernetes.io/managed-by": "agent-mesh"},
+        },
+        "spec": {
+            "serviceAccountName": "ident",
+            "automountServiceAccountToken": False,
+            "nodeSelector": {"kind": "agents"},
+            "containers": [
+                {"name": "agent", "image": "a:1"},
+                {"name": "tailscale", "image": "t:1"},
+            ],
+        },
+    }
+    wait_for("the ServiceAccount", lambda: _read(core.read_namespaced_service_account, "ident", ns))
+    core.create_namespaced_pod(ns, pod)
+    _sidecar_status(core, ns, "ident-0", ready=True, state={"running": {}})
+
+    def connected(status: str, reason: str) -> dict[str, Any] | None:
+        c = _condition(cluster, ns, "ident", "TailnetConnected")
+        return c if c and (c["status"], c["reason"]) == (status, reason) else None
+
+    up = wait_for("TailnetConnected=True", lambda: connected("True", "TailnetDeviceReady"))
+    assert fqdn in up["message"]
+    status = _agent(cluster, ns, "ident")["status"]
+    assert status["tailscale"] == {
+        "hostname": f"agent-mesh-{ns}-ident",
+        "dnsName": fqdn,
+        "ips": ips,
+        "deviceId": "nodeid-9",
+    }
+    assert status["endpoint"] == f"http://{fqdn}:8081"
+    wide = cluster.kubectl("get", "meshagents", "ident", "-n", ns, "-o", "wide").stdout
+    header, row = wide.splitlines()
+    assert "ENDPOINT" in header and "TAILNET" in header
+    assert f"http://{fqdn}:8081" in row.split() and fqdn in row.split()
+
+    # the serve configuration gained the IP-keyed entries
+    def served() -> dict[str, Any]:
+        config = core.read_namespaced_config_map("ident-tailscale-serve", ns)
+        web: dict[str, Any] = json.loads(config.data["serve.json"])["Web"]
+        return web
+
+    wait_for("the serve entries by tailnet IP", lambda: "100.64.0.9.tailnet.test:8081" in served())
+
+    # the sidecar dies: the Secret keeps its device, the verdict does not
+    _sidecar_status(
+        core, ns, "ident-0", ready=False, state={"terminated": {"reason": "Error", "exitCode": 1}}
+    )
+    down = wait_for("TailnetConnected=False", lambda: connected("False", "SidecarNotRunning"))
+    assert "exit code 1" in down["message"]
+    status = _agent(cluster, ns, "ident")["status"]
+    assert status["endpoint"] == f"http://ident.{ns}.svc:8081"
+    assert status["tailscale"]["dnsName"] == fqdn
+
+    _sidecar_status(core, ns, "ident-0", ready=True, state={"running": {}})
+    wait_for("TailnetConnected=True again", lambda: connected("True", "TailnetDeviceReady"))
+    assert _agent(cluster, ns, "ident")["status"]["endpoint"] == f"http://{fqdn}:8081"
+
+
+def test_auth_key_is_copied_into_the_agent_namespace_and_follows_its_source(
+    cluster: Cluster, operated: Operated
+) -> None:
+    ns = operated.namespace
+    _create(cluster, ns, "keyed", network="tailscale", workload={"spec": POD})
+    core = client.CoreV1Api(cluster.api)
+
+    def copied() -> str | None:
+        found = _read(core.read_namespaced_secret, "keyed-tailscale-auth", ns)
+        data = (found.data if found else None) or {}
+        return base64.b64decode(data["authkey"]).decode() if "authkey" in data else None
+
+    assert wait_for("the copy", copied) == "first-key"
+    sts = client.AppsV1Api(cluster.api).read_namespaced_stateful_set("keyed", ns)
+    env = {e.name: e.value_from for e in sts.spec.template.spec.containers[1].env}
+    assert env["TS_AUTHKEY"].secret_key_ref.name == "keyed-tailscale-auth"
+    try:
+        _auth_key(cluster, "rotated-key")
+        # the periodic refresh (30 s) brings the copy up to the source
+        wait_for("the rotated key", lambda: copied() == "rotated-key", timeout=75)
+    finally:
+        _auth_key(cluster, "first-key")
+
+
+def test_missing_auth_key_refuses_the_workload_with_the_reason(
+    cluster: Cluster, operated: Operated, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    nokey = family("amn")
+    log = tmp_path_factory.mktemp("nokey") / "operator.log"
+    with (
+        fresh_namespace(cluster, nokey) as ns,
+        own_operator(cluster, log, nokey, extra_env=TAILNET),
+    ):
+        _create(cluster, ns, "keyless", network="tailscale", workload={"spec": POD})
+        condition = wait_for(
+            "WorkloadRefused",
+            lambda: (
+                (c := _condition(cluster, ns, "keyless", "TailnetConnected"))
+                and c["reason"] == "WorkloadRefused"
+                and c
+            ),
+        )
+        assert f"{nokey}system/agent-mesh-tailscale-auth" in condition["message"]
+        assert "does not exist" in condition["message"]
+        apps = client.AppsV1Api(cluster.api)
+        assert _read(apps.read_namespaced_stateful_set, "keyless", ns) is None

@@ -65,6 +65,7 @@ RULES = [
     Rule("own", 0, "secrets, configmaps create"),
     Rule("own", 1, "secrets get update (signing keys, CA)"),
     Rule("own", 2, "configmaps get update (revocations, CA bundle)"),
+    Rule("own", 3, "secrets get (tailnet auth key)"),
     Rule("watched", 0, "meshagents, meshtasks, aclpolicies get list watch patch"),
     Rule("watched", 1, "meshtasks create delete"),
     Rule("watched", 2, "*/status patch"),
@@ -75,8 +76,8 @@ RULES = [
     Rule("watched", 7, "configmaps get update (CA bundle)"),
     Rule("watched", 8, "statefulsets list watch create patch"),
     Rule("watched", 9, "services, serviceaccounts list watch create patch"),
-    Rule("watched", 10, "secrets, configmaps list watch patch"),
-    Rule("watched", 11, "configmaps deletecollection"),
+    Rule("watched", 10, "secrets, configmaps list watch patch deletecollection"),
+    Rule("watched", 11, "pods list watch"),
     Rule("watched", 12, "roles, rolebindings list watch create patch deletecollection"),
     Rule("watched", 13, "events get"),
 ]
@@ -92,8 +93,10 @@ UNEXERCISED = {
     "warning, and only AGENT_MESH_EGRESS_SERVICE_CIDRS protects them)",
     "statefulsets list watch create patch": _MANAGED,
     "services, serviceaccounts list watch create patch": _MANAGED,
-    "secrets, configmaps list watch patch": _MANAGED,
-    "configmaps deletecollection": _MANAGED,
+    "secrets, configmaps list watch patch deletecollection": _MANAGED,
+    "pods list watch": "a tailscale agent's sidecar health read into status; " + _MANAGED,
+    "secrets get (tailnet auth key)": "the tailnet's auth key copied to tailscale agents; "
+    + _MANAGED,
     "roles, rolebindings list watch create patch deletecollection": _MANAGED,
     "events get": "the sidecar's Role grants get on Events, and a Role may grant only "
     "what its creator holds; " + _MANAGED,

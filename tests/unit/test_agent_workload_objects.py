@@ -75,10 +75,11 @@ SELECTOR = {"agentmesh.io/agent": "summarizer", "app.kubernetes.io/managed-by": 
 
 
 def test_every_child_is_owned_by_the_meshagent_in_its_namespace() -> None:
-    objects = build(_meshagent(), default_network="direct", tailscale=SETTINGS)
+    objects = build(_meshagent(), default_network="direct", tailscale=SETTINGS, auth_key="a2V5")
     kinds = [o["kind"] for o in objects.all()]
     assert kinds == [
-        "ServiceAccount", "Secret", "ConfigMap", "Role", "RoleBinding", "Service", "StatefulSet"
+        "ServiceAccount", "Secret", "Secret", "ConfigMap", "Role", "RoleBinding", "Service",
+        "StatefulSet",
     ]  # fmt: skip
     for child in objects.all():
         assert child["metadata"]["namespace"] == "research"
@@ -193,7 +194,7 @@ def test_sidecar_is_userspace_tailscale_with_its_own_secret_hostname_and_serve_c
     assert env["TS_KUBE_SECRET"] == "summarizer-tailscale"
     assert env["TS_HOSTNAME"] == "agent-mesh-research-sum-1"
     assert env["TS_AUTHKEY"] == {
-        "secretKeyRef": {"name": "agent-mesh-tailscale-auth", "key": "authkey"}
+        "secretKeyRef": {"name": "summarizer-tailscale-auth", "key": "authkey"}
     }
     assert env["TS_SERVE_CONFIG"] == "/etc/agent-mesh/tailscale/serve.json"
     assert env["TS_EXTRA_ARGS"] == "--login-server=http://10.244.0.1:8080"
@@ -350,3 +351,16 @@ def test_operator_config_gives_sidecar_settings_only_with_a_tailnet_domain() -> 
         "http://127.0.0.1:8080",
     )
     assert settings.image == "tailscale/tailscale:v1.86.5"
+
+
+def test_auth_key_is_copied_into_the_agents_own_secret_never_referenced_across_namespaces() -> None:
+    objects = build(_meshagent(), default_network="direct", tailscale=SETTINGS, auth_key="a2V5")
+    assert objects.auth_secret is not None
+    meta = objects.auth_secret["metadata"]
+    assert (meta["name"], meta["namespace"]) == ("summarizer-tailscale-auth", "research")
+    assert objects.auth_secret["data"] == {"authkey": "a2V5"}
+    assert meta["ownerReferences"] == [OWNER]
+    without = build(_meshagent(), default_network="direct", tailscale=SETTINGS)
+    assert without.auth_secret is None
+    direct = build(_meshagent("direct"), default_network="direct", tailscale=SETTINGS, auth_key="a")
+    assert direct.auth_secret is None

@@ -376,7 +376,10 @@ def _columns(kind: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(
     ("kind", "names"),
     [
-        ("MeshAgent", ["Type", "Health", "Active", "Capabilities", "Last Seen", "Endpoint", "Age"]),
+        (
+            "MeshAgent",
+            ["Type", "Health", "Active", "Capabilities", "Last Seen", "Endpoint", "Tailnet", "Age"],
+        ),
         ("MeshTask", ["Type", "Priority", "Phase", "Agent", "Attempt", "Age"]),
         ("ACLPolicy", ["Agent Type", "Accepted", "Age"]),
     ],
@@ -387,10 +390,12 @@ def test_printer_columns(kind: str, names: list[str]) -> None:
     assert _columns(kind)[-1]["type"] == "date"
 
 
-def test_endpoint_column_shows_only_in_wide_output() -> None:
+def test_endpoint_and_tailnet_columns_show_only_in_wide_output() -> None:
     by_name = {c["name"]: c for c in _columns("MeshAgent")}
-    assert by_name["Endpoint"]["priority"] == 1
-    assert all("priority" not in c for n, c in by_name.items() if n != "Endpoint")
+    assert by_name["Endpoint"]["priority"] == by_name["Tailnet"]["priority"] == 1
+    assert by_name["Tailnet"]["jsonPath"] == ".status.tailscale.dnsName"
+    wide = ("Endpoint", "Tailnet")
+    assert all("priority" not in c for n, c in by_name.items() if n not in wide)
     assert by_name["Last Seen"]["type"] == "date"
 
 

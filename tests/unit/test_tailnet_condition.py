@@ -29,7 +29,7 @@ def _tailnet(conditions: list[dict[str, Any]] | None = None, **kw: Any) -> list[
 @pytest.mark.parametrize(
     ("kw", "reason", "says"),
     [
-        ({}, "SidecarNotReady", "does not read its device into status.tailscale yet"),
+        ({}, "SidecarNotReady", "has not read its state yet"),
         ({"configured": False}, "TailnetNotConfigured", "AGENT_MESH_TAILSCALE_TAILNET_DOMAIN"),
         ({"managed": False}, "SidecarNotInjected", "only to pods it runs (spec.workload)"),
         ({"problem": "a container is named tailscale"}, "WorkloadRefused", "container"),

@@ -41,6 +41,7 @@ from agent_mesh.domain.acl import OPERATOR_SUBJECT
 from agent_mesh.domain.agents import DEFAULT_MAX_CONCURRENT_TASKS as DEFAULT_MAX_CONCURRENT_TASKS
 from agent_mesh.domain.agents import DEFAULT_PORT as DEFAULT_PORT
 from agent_mesh.domain.agents import AgentRecord
+from agent_mesh.domain.conditions import get_condition
 from agent_mesh.domain.health import HealthStatus as HealthStatus
 from agent_mesh.domain.wire import validate
 
@@ -97,6 +98,9 @@ class MeshAgentReason(StrEnum):
     TAILNET_NOT_USED = "TailnetNotUsed"
     TAILNET_NOT_CONFIGURED = "TailnetNotConfigured"
     SIDECAR_NOT_READY = "SidecarNotReady"
+    SIDECAR_NOT_RUNNING = "SidecarNotRunning"
+    AGENT_POD_MISSING = "AgentPodMissing"
+    TAILNET_NAME_MISMATCH = "TailnetNameMismatch"
     SIDECAR_NOT_INJECTED = "SidecarNotInjected"
     WORKLOAD_REFUSED = "WorkloadRefused"
     # CredentialIssued
@@ -474,6 +478,13 @@ MESHAGENT: Final = CrdDescriptor(
         PrinterColumn(
             "Endpoint", "string", ".status.endpoint", "URL the mesh reaches it at.", priority=1
         ),
+        PrinterColumn(
+            "Tailnet",
+            "string",
+            ".status.tailscale.dnsName",
+            "MagicDNS name of its Tailscale device.",
+            priority=1,
+        ),
         AGE_COLUMN,
     ),
     root_rules=(
@@ -537,9 +548,31 @@ def agent_record(body: Mapping[str, Any]) -> AgentRecord:
         failed_tasks=status.failed_tasks,
         avg_execution_ms=status.avg_execution_ms,
         status_endpoint=status.endpoint or None,
+        tailnet_endpoint=_tailnet_endpoint(spec, status, raw_status),
+        tailnet_device=(
+            (status.tailscale.device_id, status.tailscale.hostname)
+            if status.tailscale and status.tailscale.device_id and status.tailscale.hostname
+            else None
+        ),
         # as written: the status builders compare them with what they would write
         conditions=tuple(raw_status.get("conditions") or ()),
         labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
         generation=meta.get("generation"),
         resource_version=meta.get("resourceVersion"),
     )
+
+
+def _tailnet_endpoint(
+    spec: MeshAgentSpec, status: MeshAgentStatus, raw_status: Mapping[str, Any]
+) -> str | None:
+    """status.endpoint when it is the device's MagicDNS URL and TailnetConnected is True:
+    the operator writes it so only when it can dial the tailnet (its tailnet proxy)."""
+    connected = get_condition(
+        raw_status.get("conditions") or [], MeshAgentCondition.TAILNET_CONNECTED.value
+    )
+    if connected is None or connected.get("status") != "True":
+        return None
+    if status.tailscale is None or not status.tailscale.dns_name or spec.workload is None:
+        return None
+    url = f"http://{status.tailscale.dns_name.rstrip('.')}:{spec.port}"
+    return url if status.endpoint == url else None

@@ -130,10 +130,12 @@ def tailnet_conditions(
     problem: str | None,
     generation: int | None,
     now: dt.datetime,
+    observed: tuple[bool, str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """TailnetConnected for an agent whose network is tailscale: False, saying why, until
-    the operator reads the device from the sidecar (not built yet: never silently True).
-    An agent that left the tailnet gets TailnetNotUsed; others get no condition at all."""
+    """TailnetConnected for an agent whose network is tailscale: for a managed agent,
+    what the operator `observed` of its sidecar and device (connected, reason, message);
+    False, saying why, otherwise. An agent that left the tailnet gets TailnetNotUsed;
+    others get no condition at all."""
     if not tailscale:
         if get_condition(conditions, MeshAgentCondition.TAILNET_CONNECTED.value) is None:
             return conditions
@@ -148,12 +150,18 @@ def tailnet_conditions(
             "(AGENT_MESH_TAILSCALE_TAILNET_DOMAIN): no sidecar is added and the agent is "
             "not on the tailnet."
         )
+    elif managed and observed is not None:
+        connected, why, said = observed
+        judged = ConditionSet(conditions, generation=generation, now=now)
+        judged.set(
+            MeshAgentCondition.TAILNET_CONNECTED, "True" if connected else "False", why, said
+        )
+        return judged.items
     elif managed:
         reason = MeshAgentReason.SIDECAR_NOT_READY
         message = (
-            "The agent's pod has the tailscale sidecar, but the operator does not read its "
-            "device into status.tailscale yet: the mesh reaches the agent through its "
-            "Service, not over the tailnet."
+            "The agent's pod has the tailscale sidecar; the operator has not read its state "
+            "yet. The mesh reaches the agent through its Service meanwhile."
         )
     else:
         reason = MeshAgentReason.SIDECAR_NOT_INJECTED

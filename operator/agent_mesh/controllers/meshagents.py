@@ -5,6 +5,7 @@ revocation on deletion."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import kopf
@@ -19,12 +20,17 @@ from agent_mesh.api.meshagent_status import (
 )
 from agent_mesh.config import OperatorConfig
 from agent_mesh.controllers.services import MeshServices
+from agent_mesh.controllers.tailnet import identity_changes, observation, on_tailnet
+from agent_mesh.domain.agents import AgentRecord
 from agent_mesh.domain.clock import parse_rfc3339
 from agent_mesh.domain.discovery import resolve_endpoint
 from agent_mesh.domain.egress import EgressClass
 from agent_mesh.domain.errors import ConflictError, EgressRefusedError, MeshError, ValidationError
 from agent_mesh.kube import workloads
 from agent_mesh.kube.credentials import ensure_credential, record_credential, rotate_credential
+from agent_mesh.transport.control_server import ControlServerError
+
+logger = logging.getLogger(__name__)
 
 CREDENTIAL_RETRY_SECONDS = 10
 """How soon a refused credential Secret is looked at again."""
@@ -43,7 +49,10 @@ async def track(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         if removed is not None:
             runtime.health.gone(removed)
             runtime.coordinator.agent_gone(removed.namespace, removed.agent_id)
+            runtime.devices.forget(removed.namespace, removed.name)
             await deregister(runtime, removed.namespace, removed.agent_id, removed.name)
+            if removed.tailnet_device is not None:
+                await remove_device(runtime, removed)
     else:
         record = agent_record(body)
         runtime.ca_bundles.notice(record.namespace)  # the mesh CA bundle, for its pods
@@ -82,6 +91,8 @@ async def register(
         await reconcile_workload(runtime, config, body, logger) if spec.get("workload") else None
     )
     before = changes.get("conditions", list(status.get("conditions") or []))
+    settings = on_tailnet(body, config)
+    seen = await observation(runtime, settings, body) if settings and not problem else None
     tailnet = tailnet_conditions(
         before,
         tailscale=(spec.get("network") or config.default_network) == Network.TAILSCALE.value,
@@ -90,9 +101,12 @@ async def register(
         problem=problem,
         generation=meta.get("generation"),
         now=now,
+        observed=seen.condition if seen else None,
     )
     if tailnet != before:
         changes["conditions"] = tailnet
+    if seen is not None:
+        changes.update(identity_changes(body, seen, tailnet, config))
     if spec.get("endpoint") and not status.get("credential"):
         old = changes.get("conditions", list(status.get("conditions") or []))
         try:
@@ -237,6 +251,28 @@ async def endpoint_refusal(runtime: MeshServices, endpoint: str) -> str | None:
     except EgressRefusedError as error:
         return error.message
     return None
+
+
+async def remove_device(runtime: MeshServices, agent: AgentRecord) -> None:
+    """Remove a deleted agent's device from the control server (when the operator has its
+    API), so its name is free for the next agent. A failure is logged, not retried: no
+    finalizer holds the MeshAgent for it (the control server's own expiry is the backstop)."""
+    if runtime.control_server is None or agent.tailnet_device is None:
+        return
+    device_id, hostname = agent.tailnet_device
+    try:
+        outcome = await runtime.control_server.remove_device(device_id, hostname)
+    except ControlServerError as error:
+        logger.warning("device %s (%s) not removed: %s", device_id, hostname, error)
+        return
+    runtime.audit.record(
+        "agent.device_removed",
+        f"tailnet device {hostname} of agent {agent.ref}: {outcome}",
+        agentId=agent.agent_id,
+        namespace=agent.namespace,
+        deviceId=device_id,
+        outcome=str(outcome),
+    )
 
 
 async def deregister(runtime: MeshServices, namespace: str, agent_id: str, name: str) -> None:

@@ -16,6 +16,8 @@ from agent_mesh.domain.agents import AgentRegistry
 from agent_mesh.domain.clock import Clock
 from agent_mesh.health.monitor import HealthMonitor
 from agent_mesh.kube.ca_bundle import CaBundlePublisher
+from agent_mesh.kube.tailnet_devices import DeviceCache
+from agent_mesh.transport.control_server import ControlServer
 from agent_mesh.transport.egress import EgressGuard
 
 
@@ -30,3 +32,5 @@ class MeshServices(Protocol):
     health: HealthMonitor
     coordinator: Coordinator
     ca_bundles: CaBundlePublisher
+    devices: DeviceCache
+    control_server: ControlServer | None

@@ -55,6 +55,11 @@ class AgentRecord:
     failed_tasks: int = field(default=0, compare=False)
     avg_execution_ms: float | None = field(default=None, compare=False)
     status_endpoint: str | None = None
+    tailnet_endpoint: str | None = None
+    tailnet_device: tuple[str, str] | None = field(default=None, compare=False)
+    """(device id, host name) from status.tailscale: what to remove from the control
+    server when the agent is deleted."""
+    """A managed agent connected to the tailnet: its MagicDNS URL (status.tailscale)."""
     conditions: tuple[Mapping[str, Any], ...] = field(default=(), compare=False)
     labels: Mapping[str, str] = field(default_factory=dict, compare=False)
     """metadata.labels: what a task's agentSelector.labels matches."""

@@ -74,10 +74,13 @@ def view_of(record: AgentRecord, tracker: HealthTracker) -> AgentView:
 
 
 def resolve_endpoint(record: AgentRecord, reported: str | None) -> str | None:
-    """Where the mesh reaches the agent in direct mode: spec.endpoint (external agents),
-    the Service of an operator-run workload, else what the agent reported in heartbeats."""
+    """Where the mesh reaches the agent: spec.endpoint (external agents), the MagicDNS
+    name of a managed agent connected to the tailnet, the Service of an operator-run
+    workload (direct, or its sidecar down), else what the agent reported in heartbeats."""
     if record.endpoint:
         return record.endpoint
+    if record.tailnet_endpoint:
+        return record.tailnet_endpoint
     if record.workload:
         return f"http://{record.name}.{record.namespace}.svc:{record.port}"
     return reported or record.status_endpoint
@@ -90,6 +93,6 @@ def endpoint_class(record: AgentRecord, reported: str | None) -> EgressClass:
     operator's own (DERIVED)."""
     if record.endpoint:
         return EgressClass.DECLARED
-    if record.workload or reported:
+    if record.workload or record.tailnet_endpoint or reported:
         return EgressClass.DERIVED
     return EgressClass.DECLARED

@@ -191,6 +191,15 @@ class Target:
     address: IPAddress | None
 
 
+def in_tailnet(host: str, tailnet_domain: str | None) -> bool:
+    """Whether `host` is a MagicDNS name under `tailnet_domain` (None: no tailnet). Such
+    names resolve only in a tailscaled, to tailnet peers: the operator reaches them through
+    its tailnet proxy and never looks them up itself."""
+    if not tailnet_domain:
+        return False
+    return host.lower().rstrip(".").endswith("." + tailnet_domain.strip(".").lower())
+
+
 def target_of(url: str, what: str = "URL") -> Target:
     """Host and port as the HTTP client will read them (yarl, the parser aiohttp uses).
     EgressRefusedError for a URL that is not http(s) with a host, or a numeric shorthand."""

@@ -3,7 +3,9 @@ agent-mesh, forced), so one call creates a missing child, puts back a deleted on
 undoes a change made to a field the operator owns; an unchanged child is not written.
 
 The sidecar's state Secret is only ever created: once it exists it is the sidecar's (its
-device identity), and the operator never writes into it.
+device identity), and the operator never writes into it. The auth key is read from its
+source Secret in the operator's namespace and applied as the agent's own copy, so a pod
+never references another namespace and a rotated key reaches every agent.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ class ChildRefused(Exception):
     will not help. The message names the child and the apiserver's reason."""
 
 
+class AuthKeyMissing(ChildRefused):
+    """The auth key's source Secret (or its key) does not exist: nothing is applied, so no
+    pod is left failing on a Secret it cannot read."""
+
+
 def _patchers(api: client.ApiClient) -> Mapping[str, Patch]:
     core, apps, rbac = (
         client.CoreV1Api(api),
@@ -41,6 +48,7 @@ def _patchers(api: client.ApiClient) -> Mapping[str, Patch]:
     )
     return {
         "ServiceAccount": core.patch_namespaced_service_account,
+        "Secret": core.patch_namespaced_secret,
         "ConfigMap": core.patch_namespaced_config_map,
         "Service": core.patch_namespaced_service,
         "Role": rbac.patch_namespaced_role,
@@ -57,7 +65,7 @@ async def apply_children(api: client.ApiClient, objects: AgentObjects) -> None:
         meta = child["metadata"]
         what = f"{child['kind']} {meta['namespace']}/{meta['name']}"
         try:
-            if child["kind"] == "Secret":
+            if child is objects.state_secret:
                 await _create_once(api, child)
             else:
                 await patchers[child["kind"]](
@@ -93,7 +101,11 @@ async def reconcile(
 ) -> AgentObjects:
     """Bring a managed agent's children to what its MeshAgent says: ValidationError (from
     the builders, naming the field), ChildRefused, or UnavailableError."""
-    objects = build(meshagent, default_network=default_network, tailscale=tailscale)
+    network = (meshagent.get("spec") or {}).get("network") or default_network
+    key = None
+    if tailscale is not None and network == "tailscale":
+        key = await read_auth_key(api, tailscale)
+    objects = build(meshagent, default_network=default_network, tailscale=tailscale, auth_key=key)
     await apply_children(api, objects)
     if objects.role is None:
         meta = meshagent["metadata"]
@@ -101,16 +113,58 @@ async def reconcile(
     return objects
 
 
+async def read_auth_key(api: client.ApiClient, settings: SidecarSettings) -> str:
+    """The auth key, base64 as in its source Secret's data; AuthKeyMissing saying what to
+    create when there is none."""
+    where = f"Secret {settings.auth_namespace}/{settings.auth_secret}"
+    try:
+        found = await client.CoreV1Api(api).read_namespaced_secret(
+            settings.auth_secret, settings.auth_namespace
+        )
+    except ApiException as error:
+        if error.status != 404:
+            raise unavailable(f"reading {where}", error) from error
+        found = None
+    key = ((found.data if found is not None else None) or {}).get(sidecar.AUTH_KEY_FIELD)
+    if not key:
+        raise AuthKeyMissing(
+            f"the tailnet auth key {where}, key {sidecar.AUTH_KEY_FIELD}, does not exist: "
+            "create it (AGENT_MESH_TAILSCALE_AUTH_SECRET names it); the operator copies it "
+            "into the agent's namespace"
+        )
+    return str(key)
+
+
+async def auth_key_stale(
+    api: client.ApiClient, namespace: str, agent_name: str, settings: SidecarSettings
+) -> bool:
+    """Whether the agent's copy of the auth key differs from the source (or either is
+    missing): then the children need applying again."""
+    try:
+        key = await read_auth_key(api, settings)
+        copy = await client.CoreV1Api(api).read_namespaced_secret(
+            sidecar.auth_secret_name(agent_name), namespace
+        )
+    except AuthKeyMissing:
+        return True
+    except ApiException as error:
+        if error.status == 404:
+            return True
+        raise unavailable(f"reading {sidecar.auth_secret_name(agent_name)}", error) from error
+    return bool((copy.data or {}).get(sidecar.AUTH_KEY_FIELD) != key)
+
+
 async def remove_tailnet_children(api: client.ApiClient, namespace: str, agent_name: str) -> None:
     """An agent no longer on the tailnet: its sidecar's Role, RoleBinding and serve
-    ConfigMap go, if they are the operator's for this agent (by label). The state Secret
-    stays: its device may come back."""
+    ConfigMap and its copy of the auth key go, if they are the operator's for this agent
+    (by label). The state Secret stays: its device may come back."""
     core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
     labels = ",".join(f"{k}={v}" for k, v in selector(agent_name).items())
     deletes: list[tuple[Delete, str]] = [
         (rbac.delete_collection_namespaced_role_binding, sidecar.state_secret_name(agent_name)),
         (rbac.delete_collection_namespaced_role, sidecar.state_secret_name(agent_name)),
         (core.delete_collection_namespaced_config_map, sidecar.serve_config_name(agent_name)),
+        (core.delete_collection_namespaced_secret, sidecar.auth_secret_name(agent_name)),
     ]
     for delete, name in deletes:
         try:

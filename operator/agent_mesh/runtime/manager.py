@@ -20,6 +20,7 @@ from agent_mesh.controllers import (  # noqa: F401  (importing registers the han
     admission,
     meshagents,
     meshtasks,
+    tailnet,
     workloads,
 )
 from agent_mesh.controllers.services import MeshServices

@@ -32,6 +32,7 @@ from agent_mesh.kube.cluster_network import apiserver_addresses, service_cidrs
 from agent_mesh.kube.events import EventPoster, ObjectRef
 from agent_mesh.kube.keystore import SecretKeyStore
 from agent_mesh.kube.revocationstore import ConfigMapRevocationStore
+from agent_mesh.kube.tailnet_devices import DeviceCache
 from agent_mesh.kube.task_status import TaskStatusWriter
 from agent_mesh.kube.tasks import MeshTaskApi
 from agent_mesh.kube.tokenreview import ApiTokenReviewer
@@ -109,7 +110,11 @@ def _dispatch_transport(cfg: OperatorConfig, guard: EgressGuard) -> Transport:
     """The coordinator's transport (the router bounds work per agent; the pool only has to
     keep up with it), batching when configured."""
     config = TransportConfig(
-        max_connections_per_agent=100, retries=0, response_max_bytes=cfg.response_max_bytes
+        max_connections_per_agent=100,
+        retries=0,
+        response_max_bytes=cfg.response_max_bytes,
+        tailnet_proxy_url=cfg.tailnet_proxy,
+        tailnet_domain=cfg.tailscale_tailnet_domain,
     )
     if cfg.batch_dispatch:
         return BatchingTransport(config, guard=guard)
@@ -127,7 +132,10 @@ class MeshRuntime:
         self.policies = PolicyIndex()
         self.audit = AuditLog(clock=clock)
         self.events = EventPoster(api)
-        self.egress = EgressGuard(cfg.egress_policy())
+        self.egress = EgressGuard(
+            cfg.egress_policy(),
+            tailnet_domain=cfg.tailscale_tailnet_domain if cfg.tailnet_proxy else None,
+        )
         self.authority = Authority(
             auth_settings(cfg),
             registry=self.registry,
@@ -157,7 +165,11 @@ class MeshRuntime:
         # events are not worth waiting for: one try, a short timeout
         events_transport = Transport(
             TransportConfig(
-                timeout_seconds=5, retries=0, response_max_bytes=cfg.response_max_bytes
+                timeout_seconds=5,
+                retries=0,
+                response_max_bytes=cfg.response_max_bytes,
+                tailnet_proxy_url=cfg.tailnet_proxy,
+                tailnet_domain=cfg.tailscale_tailnet_domain,
             ),
             guard=self.egress,
         )
@@ -182,6 +194,8 @@ class MeshRuntime:
         )
         self.tls = certificate_owner(cfg, api, clock)
         self.ca_bundles = CaBundlePublisher(api)
+        self.devices = DeviceCache(api, clock)
+        self.control_server = cfg.control_server()
         if cfg.mesh_tls:
             self.tls.listeners.append(self._publish_bundle)
         self.server = MeshServer(
@@ -245,6 +259,8 @@ class MeshRuntime:
         await self.health_events.close()
         await self.events.drain()
         await self.egress.close()
+        if self.control_server is not None:
+            await self.control_server.close()
         await self.api.close()
 
     async def _maintain_keys(self) -> None:

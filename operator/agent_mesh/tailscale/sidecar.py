@@ -18,7 +18,7 @@ from agent_mesh.tailscale.names import fqdn, hostname
 
 CONTAINER_NAME: Final = "tailscale"
 AUTH_KEY_FIELD: Final = "authkey"
-"""Key of the auth key in the auth Secret (the same in every namespace it is copied to)."""
+"""Key of the auth key in the source Secret and in each agent's copy of it."""
 HEALTH_PORT: Final = 9002
 SERVE_CONFIG_DIR: Final = "/etc/agent-mesh/tailscale"
 SERVE_CONFIG_FILE: Final = "serve.json"
@@ -59,6 +59,8 @@ class SidecarSettings:
     login_server: str | None = None
     """Control server URL (a headscale); None: Tailscale's own."""
     auth_secret: str = "agent-mesh-tailscale-auth"  # noqa: S105  (a Secret's name)
+    """The source Secret of the auth key, in `auth_namespace`: copied to each agent."""
+    auth_namespace: str = "agent-mesh-system"
     resources: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: DEFAULT_RESOURCES)
 
     def __post_init__(self) -> None:
@@ -70,6 +72,12 @@ class SidecarSettings:
 def state_secret_name(agent_name: str) -> str:
     """The Secret holding the device's state (TS_KUBE_SECRET): `<MeshAgent name>-tailscale`."""
     return f"{agent_name}-tailscale"
+
+
+def auth_secret_name(agent_name: str) -> str:
+    """The agent's own copy of the auth key (`TS_AUTHKEY`), in its namespace: a pod can
+    only reference Secrets of its own namespace, and the source stays in the operator's."""
+    return f"{agent_name}-tailscale-auth"
 
 
 def serve_config_name(agent_name: str) -> str:
@@ -116,7 +124,9 @@ def environment(
         {"name": "TS_HOSTNAME", "value": hostname(namespace, agent_id)},
         {
             "name": "TS_AUTHKEY",
-            "valueFrom": {"secretKeyRef": {"name": settings.auth_secret, "key": AUTH_KEY_FIELD}},
+            "valueFrom": {
+                "secretKeyRef": {"name": auth_secret_name(agent_name), "key": AUTH_KEY_FIELD}
+            },
         },
         {"name": "TS_AUTH_ONCE", "value": "true"},
         {"name": "TS_SERVE_CONFIG", "value": f"{SERVE_CONFIG_DIR}/{SERVE_CONFIG_FILE}"},

@@ -170,7 +170,7 @@ class BatchingTransport(Transport):
                 data=body,
                 headers=headers,
                 timeout=timeout,
-                proxy=self.config.proxy_url,
+                proxy=self.proxy_for(endpoint),
                 allow_redirects=False,
             ) as response:
                 if response.status in _NO_BATCH_ROUTE:

@@ -8,6 +8,10 @@ Redirects are never followed (a 3xx is a failure: an agent has no reason to send
 following it would let a target pick where the next request goes). Response bodies are
 read up to `response_max_bytes`. With an EgressGuard, calls to URLs of a checked class
 (`egress=`) connect only to addresses its policy allows (transport/egress.py).
+
+Tailnet names (hosts under `tailnet_domain`, the MagicDNS suffix) are reached through
+`tailnet_proxy_url`, a tailscaled's outbound HTTP proxy on loopback: only it can resolve
+them. Every other endpoint (direct mode) is dialled as before, never through that proxy.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from typing import Any, Final
 import aiohttp
 import pydantic
 from aiohttp.http_exceptions import LineTooLong
+from yarl import URL
 
-from agent_mesh.domain.egress import EgressClass
+from agent_mesh.domain.egress import EgressClass, in_tailnet
 from agent_mesh.domain.errors import (
     DispatchError,
     EgressRefusedError,
@@ -78,6 +83,11 @@ class TransportConfig:
     proxy_url: str | None = None
     """An HTTP proxy every call goes through (for example a userspace tailnet proxy).
     Through a proxy the guard checks IP-literal hosts only: the proxy resolves names."""
+    tailnet_proxy_url: str | None = None
+    """The tailnet's outbound HTTP proxy (tailscaled --outbound-http-proxy-listen), used
+    for hosts under `tailnet_domain` only."""
+    tailnet_domain: str | None = None
+    """The tailnet's MagicDNS suffix (without dots at either end)."""
     response_max_bytes: int = RESPONSE_MAX_BYTES
     """Largest response body read (a reply, an error, one line of a batch answer); a
     larger one fails the call with ResponseTooLarge, unread."""
@@ -136,6 +146,13 @@ class Transport:
         if self.config.use_tls or self.config.ca_file:
             self._tls = ssl.create_default_context(cafile=self.config.ca_file)
 
+    def proxy_for(self, endpoint: str) -> str | None:
+        """The proxy a call to `endpoint` goes through: the tailnet's for a MagicDNS name,
+        else the configured one (usually none)."""
+        if self.config.tailnet_proxy_url and on_tailnet(endpoint, self.config.tailnet_domain):
+            return self.config.tailnet_proxy_url
+        return self.config.proxy_url
+
     def _session(
         self, endpoint: str, egress: EgressClass = EgressClass.DERIVED
     ) -> aiohttp.ClientSession:
@@ -145,14 +162,18 @@ class Transport:
         key = endpoint if guard is None else (endpoint, egress)
         session = self._sessions.get(key)
         if session is None or session.closed:
-            if self.config.use_tls and endpoint.startswith("http://"):
+            # the tailnet encrypts, and serve answers plain HTTP on the agent's port
+            tailnet = self.config.tailnet_proxy_url is not None and on_tailnet(
+                endpoint, self.config.tailnet_domain
+            )
+            if self.config.use_tls and endpoint.startswith("http://") and not tailnet:
                 endpoint_url = "https://" + endpoint.removeprefix("http://")
             else:
                 endpoint_url = endpoint
             resolver = None
             if guard is not None:
                 guard.check_literal(egress, endpoint_url, "endpoint")
-                if self.config.proxy_url is None:
+                if self.proxy_for(endpoint) is None:  # a proxy resolves the names itself
                     resolver = guard.resolver(egress)
             connector = aiohttp.TCPConnector(
                 limit=self.config.max_connections_per_agent,
@@ -275,7 +296,7 @@ class Transport:
                 path,
                 data=body,
                 headers=headers,
-                proxy=self.config.proxy_url,
+                proxy=self.proxy_for(endpoint),
                 timeout=client_timeout,
                 allow_redirects=False,
             ) as resp:
@@ -460,7 +481,7 @@ class Transport:
                 data=body(),
                 headers=headers,
                 timeout=timeout,
-                proxy=self.config.proxy_url,
+                proxy=self.proxy_for(endpoint),
                 allow_redirects=False,
             ) as response:
                 if 300 <= response.status < 400:
@@ -548,6 +569,15 @@ async def read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
         "response limit: not read",
         code="ResponseTooLarge",
     )
+
+
+def on_tailnet(endpoint: str, tailnet_domain: str | None) -> bool:
+    """Whether `endpoint`'s host is a MagicDNS name of the tailnet `tailnet_domain`."""
+    try:
+        host = URL(endpoint).host or ""
+    except ValueError:
+        return False
+    return in_tailnet(host, tailnet_domain)
 
 
 def redirect_refused(response: aiohttp.ClientResponse) -> str:

@@ -17,7 +17,7 @@ import socket
 from aiohttp import DefaultResolver
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from agent_mesh.domain.egress import EgressClass, EgressPolicy, Target, parse_ip_host
+from agent_mesh.domain.egress import EgressClass, EgressPolicy, Target, in_tailnet, parse_ip_host
 from agent_mesh.domain.errors import EgressRefusedError
 
 
@@ -27,9 +27,18 @@ class EgressGuard:
     `policy` may be replaced (once the cluster's addresses are known); connections made
     from then on use the new one."""
 
-    def __init__(self, policy: EgressPolicy, resolver: AbstractResolver | None = None) -> None:
+    def __init__(
+        self,
+        policy: EgressPolicy,
+        resolver: AbstractResolver | None = None,
+        tailnet_domain: str | None = None,
+    ) -> None:
         self.policy = policy
         self._inner = resolver
+        self.tailnet_domain = tailnet_domain
+        """Set when the operator reaches the tailnet through its proxy: names under this
+        MagicDNS suffix resolve only there (to tailnet peers), so `check` does not look
+        them up; their form is still checked, and IP literals as any other."""
 
     def _resolver(self) -> AbstractResolver:
         if self._inner is None:
@@ -50,6 +59,8 @@ class EgressGuard:
         target = self.policy.check_literal(egress, url, what)
         if target.address is not None or egress is EgressClass.DERIVED:
             return
+        if in_tailnet(target.host, self.tailnet_domain):
+            return  # the tailnet proxy resolves it, to a tailnet peer only
         try:
             found = await self._resolver().resolve(target.host, target.port, socket.AF_UNSPEC)
         except OSError as error:

@@ -1,7 +1,7 @@
 """The children of a managed agent, built from its MeshAgent: a one-replica StatefulSet,
 a headless Service, the ServiceAccount its pod runs as (when the workload names none) and,
-for `network: tailscale`, the sidecar's state Secret, serve ConfigMap, Role and
-RoleBinding. Every child is owned by the MeshAgent (garbage-collected with it).
+for `network: tailscale`, the sidecar's state Secret, its copy of the auth key, serve
+ConfigMap, Role and RoleBinding. Every child is owned by the MeshAgent (garbage-collected with it).
 
 The pod is the user's PodSpec as written (securityContext, resources, tolerations,
 affinity, nodeSelector, imagePullSecrets and the rest pass through), with defaults that
@@ -56,6 +56,8 @@ class AgentObjects:
     """Only when the pod runs as the operator's per-agent ServiceAccount."""
     state_secret: dict[str, Any] | None
     """Created empty, then the sidecar's: never overwritten once it exists."""
+    auth_secret: dict[str, Any] | None
+    """The agent's copy of the auth key (only when the key was given to the builder)."""
     serve_config: dict[str, Any] | None
     role: dict[str, Any] | None
     role_binding: dict[str, Any] | None
@@ -65,6 +67,7 @@ class AgentObjects:
         ordered = (
             self.service_account,
             self.state_secret,
+            self.auth_secret,
             self.serve_config,
             self.role,
             self.role_binding,
@@ -87,10 +90,12 @@ def build(
     *,
     default_network: str,
     tailscale: SidecarSettings | None,
+    auth_key: str | None = None,
 ) -> AgentObjects:
     """The children of a MeshAgent with spec.workload (the sidecar and its objects for
-    `network: tailscale` when the operator has Tailscale settings). ValidationError (naming
-    the field) when there is no workload, or it already uses a name the sidecar needs."""
+    `network: tailscale` when the operator has Tailscale settings; `auth_key`, base64 as
+    in the source Secret's data, for the agent's copy). ValidationError (naming the field)
+    when there is no workload, or it already uses a name the sidecar needs."""
     meta = meshagent.get("metadata") or {}
     name, namespace = str(meta.get("name") or ""), str(meta.get("namespace") or "")
     spec = validate(MeshAgentSpec, meshagent.get("spec") or {}, "spec")
@@ -143,7 +148,7 @@ def build(
     )
     service_account = None if account != name else owned.object("v1", "ServiceAccount", name, {})
     if settings is None:
-        return AgentObjects(statefulset, service, service_account, None, None, None, None)
+        return AgentObjects(statefulset, service, service_account, None, None, None, None, None)
     rbac_name = sidecar.state_secret_name(name)
     ips = ((meshagent.get("status") or {}).get("tailscale") or {}).get("ips") or []
     device = sidecar.device_fqdn(settings, namespace, agent_id)
@@ -154,6 +159,14 @@ def build(
         service_account,
         state_secret=owned.object(
             "v1", "Secret", sidecar.state_secret_name(name), {"type": "Opaque"}
+        ),
+        auth_secret=None
+        if auth_key is None
+        else owned.object(
+            "v1",
+            "Secret",
+            sidecar.auth_secret_name(name),
+            {"type": "Opaque", "data": {sidecar.AUTH_KEY_FIELD: auth_key}},
         ),
         serve_config=owned.object(
             "v1",

@@ -1,0 +1,218 @@
+"""Managed tailscale agents' tailnet identity into their status: `status.tailscale`, the
+endpoint and TailnetConnected, from the state Secret and the sidecar's container status.
+
+Refreshed when the state Secret or the agent's pod changes (watch events), and every 30 s
+from the device cache (kube/tailnet_devices.py, 30 s TTL). When the device's IPs change,
+the children are re-applied: the serve configuration has an entry per tailnet IP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import kopf
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from agent_mesh.api import GROUP, VERSION
+from agent_mesh.api.meshagent import MeshAgentCondition, MeshAgentReason, Network, agent_record
+from agent_mesh.api.meshagent_status import tailnet_conditions
+from agent_mesh.config import OperatorConfig
+from agent_mesh.controllers.services import MeshServices
+from agent_mesh.domain.agents import AGENT_LABEL, DEFAULT_PORT
+from agent_mesh.domain.conditions import get_condition
+from agent_mesh.domain.discovery import resolve_endpoint
+from agent_mesh.domain.errors import MeshError
+from agent_mesh.kube import workloads
+from agent_mesh.kube.agent_status import WriteResult
+from agent_mesh.kube.errors import unavailable
+from agent_mesh.kube.status_writer import StatusWriter
+from agent_mesh.kube.tailnet_devices import pod_name
+from agent_mesh.tailscale import sidecar
+from agent_mesh.tailscale.names import fqdn
+from agent_mesh.tailscale.sidecar import SidecarSettings
+from agent_mesh.workloads.tailnet import Observation, observe, tailnet_endpoint, tailscale_status
+
+REFRESH_SECONDS: Final = 30.0
+_ATTEMPTS: Final = 3
+_MANAGED: Final[dict[str, Any]] = {
+    "app.kubernetes.io/managed-by": "agent-mesh",
+    AGENT_LABEL: kopf.PRESENT,
+}
+
+
+def on_tailnet(meshagent: Mapping[str, Any], config: OperatorConfig) -> SidecarSettings | None:
+    """The sidecar settings when `meshagent` is a managed agent with the sidecar."""
+    spec = meshagent.get("spec") or {}
+    network = spec.get("network") or config.default_network
+    if not spec.get("workload") or network != Network.TAILSCALE.value:
+        return None
+    return config.sidecar_settings()
+
+
+async def observation(
+    runtime: MeshServices, settings: SidecarSettings, meshagent: Mapping[str, Any]
+) -> Observation:
+    """The agent's sidecar and device as the cache has them (at most 30 s old)."""
+    meta = meshagent.get("metadata") or {}
+    namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+    agent_id = (meshagent.get("spec") or {}).get("agentId") or name
+    device, state = await runtime.devices.get(namespace, name)
+    return observe(fqdn(namespace, agent_id, settings.tailnet_domain), device, state)
+
+
+def identity_changes(
+    meshagent: Mapping[str, Any],
+    seen: Observation,
+    conditions: list[dict[str, Any]],
+    config: OperatorConfig,
+) -> dict[str, Any]:
+    """`status.tailscale` and `status.endpoint` as they follow from `seen` and the
+    TailnetConnected condition in `conditions`; only what changes. The endpoint is the
+    MagicDNS URL only when the operator can dial the tailnet (AGENT_MESH_TAILNET_PROXY)."""
+    status = dict(meshagent.get("status") or {})
+    changes: dict[str, Any] = {}
+    if seen.device is not None and status.get("tailscale") != tailscale_status(seen.device):
+        changes["tailscale"] = tailscale_status(seen.device)
+    port = int((meshagent.get("spec") or {}).get("port") or DEFAULT_PORT)
+    dial = seen.connected and seen.device is not None and config.tailnet_proxy is not None
+    wanted = tailnet_endpoint(seen.device.fqdn, port) if dial and seen.device else None
+    after = {
+        **meshagent,
+        "status": {**status, **changes, "conditions": conditions, "endpoint": wanted},
+    }
+    endpoint = resolve_endpoint(agent_record(after), None)
+    if endpoint and endpoint != status.get("endpoint"):
+        changes["endpoint"] = endpoint
+    return changes
+
+
+async def refresh(
+    runtime: MeshServices,
+    config: OperatorConfig,
+    meshagent: Mapping[str, Any],
+    *,
+    retry_refused: bool = False,
+) -> None:
+    """Write the agent's tailnet identity and TailnetConnected if they changed (retried on
+    a conflicting write); re-apply its children when its tailnet IPs changed. An agent
+    whose workload was refused keeps that verdict unless `retry_refused` (its children
+    were just applied)."""
+    settings = on_tailnet(meshagent, config)
+    if settings is None:
+        return
+    writer = StatusWriter(runtime.api, "meshagents", 1)
+    current: Mapping[str, Any] | None = meshagent
+    for _ in range(_ATTEMPTS):
+        if current is None:
+            return
+        status = current.get("status") or {}
+        before = list(status.get("conditions") or [])
+        held = get_condition(before, MeshAgentCondition.TAILNET_CONNECTED.value)
+        refused = held is not None and held.get("reason") == MeshAgentReason.WORKLOAD_REFUSED
+        if refused and not retry_refused:
+            return  # the register handler or the timer says so until the children apply
+        seen = await observation(runtime, settings, current)
+        meta = current.get("metadata") or {}
+        conditions = tailnet_conditions(
+            before,
+            tailscale=True,
+            managed=True,
+            configured=True,
+            problem=None,
+            generation=meta.get("generation"),
+            now=runtime.clock.now(),
+            observed=seen.condition,
+        )
+        changes = identity_changes(current, seen, conditions, config)
+        if conditions != before:
+            changes["conditions"] = conditions
+        if not changes:
+            return
+        result, answer = await writer.patch_status(
+            meta["namespace"], meta["name"], changes, meta.get("resourceVersion")
+        )
+        if result is WriteResult.WRITTEN and answer is not None:
+            if "tailscale" in changes and changes["tailscale"]["ips"] != (
+                (status.get("tailscale") or {}).get("ips")
+            ):
+                await workloads.reconcile(
+                    runtime.api,
+                    answer,
+                    default_network=config.default_network,
+                    tailscale=config.sidecar_settings(),
+                )
+            return
+        current = answer
+
+
+async def _meshagent(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        found: dict[str, Any] = await client.CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "meshagents", name
+        )
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise unavailable(f"reading MeshAgent {namespace}/{name}", error) from error
+    return found
+
+
+async def _after_event(
+    runtime: MeshServices, config: OperatorConfig, namespace: str, name: str
+) -> None:
+    meshagent = await _meshagent(runtime.api, namespace, name)
+    if meshagent is not None and not (meshagent.get("metadata") or {}).get("deletionTimestamp"):
+        await refresh(runtime, config, meshagent)
+
+
+@kopf.on.event("v1", "secrets", labels=_MANAGED)
+async def state_secret_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """The sidecar wrote its device (or the Secret went): refresh the agent's status."""
+    meta = event["object"].get("metadata") or {}
+    agent = (meta.get("labels") or {}).get(AGENT_LABEL, "")
+    if meta.get("name") != sidecar.state_secret_name(agent):
+        return
+    runtime: MeshServices = memo.runtime
+    gone = event["type"] == "DELETED"
+    raw = event["object"].get("data")
+    data = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, Mapping) else {}
+    runtime.devices.notice_secret(meta.get("namespace", ""), agent, None if gone else data)
+    await _after_event(runtime, memo.config, meta.get("namespace", ""), agent)
+
+
+@kopf.on.event("v1", "pods", labels=_MANAGED)
+async def agent_pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """The agent's pod changed (its sidecar started, became ready, died): refresh."""
+    meta = event["object"].get("metadata") or {}
+    agent = (meta.get("labels") or {}).get(AGENT_LABEL, "")
+    if meta.get("name") != pod_name(agent):
+        return
+    runtime: MeshServices = memo.runtime
+    gone = event["type"] == "DELETED"
+    runtime.devices.notice_pod(meta.get("namespace", ""), agent, None if gone else event["object"])
+    await _after_event(runtime, memo.config, meta.get("namespace", ""), agent)
+
+
+@kopf.timer(GROUP, VERSION, "meshagents", interval=REFRESH_SECONDS, initial_delay=REFRESH_SECONDS)
+async def periodic_refresh(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Catch what the watches missed, at the cache's pace; bring the agent's copy of the
+    auth key up to its source (a rotated key reaches every agent within 30 s)."""
+    runtime: MeshServices = memo.runtime
+    config: OperatorConfig = memo.config
+    settings = on_tailnet(body, config)
+    if settings is None:
+        return
+    meta = body.get("metadata") or {}
+    try:
+        if await workloads.auth_key_stale(runtime.api, meta["namespace"], meta["name"], settings):
+            await workloads.reconcile(
+                runtime.api, body, default_network=config.default_network, tailscale=settings
+            )
+            logger.info("auth key copied to %s", sidecar.auth_secret_name(meta["name"]))
+        await refresh(runtime, config, body, retry_refused=True)
+    except workloads.ChildRefused as refused:
+        logger.warning("workload refused: %s", refused)
+    except MeshError as error:
+        logger.warning("tailnet status not refreshed: %s", error.message)
