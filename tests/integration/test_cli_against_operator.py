@@ -32,6 +32,13 @@ def agent_mesh(
     )
 
 
+def submit(
+    cluster: Cluster, namespace: str, task_type: str, *flags: str
+) -> subprocess.CompletedProcess[str]:
+    """`agent-mesh submit -n <namespace> -t <task_type> <flags>`."""
+    return agent_mesh(cluster, "submit", "-n", namespace, "-t", task_type, *flags)
+
+
 @pytest.fixture
 def echo(
     cluster: Cluster, operator: OperatorProcess, namespace: str, tmp_path: Path
@@ -54,12 +61,9 @@ def echo(
 def test_submit_prints_the_result_of_a_completed_task_and_exits_0(
     cluster: Cluster, namespace: str, echo: AgentProcess
 ) -> None:
-    done = agent_mesh(
+    done = submit(
         cluster,
-        "submit",
-        "-n",
         namespace,
-        "-t",
         "echo",
         "-c",
         "echo",
@@ -81,29 +85,15 @@ def test_submit_prints_the_result_of_a_completed_task_and_exits_0(
 def test_submit_exits_with_the_code_of_a_failed_or_timed_out_task(
     cluster: Cluster, namespace: str, echo: AgentProcess
 ) -> None:
-    failed = agent_mesh(
-        cluster,
-        "submit",
-        "-n",
-        namespace,
-        "-t",
-        "no-such-handler",
-        "-c",
-        "echo",
-        "--retries",
-        "0",
-        "--name",
-        "fails",
+    failed = submit(
+        cluster, namespace, "no-such-handler", "-c", "echo", "--retries", "0", "--name", "fails"
     )
     assert failed.returncode == EXIT_FAILED, failed.stderr
     assert failed.stdout == ""
     assert "meshtask/fails: Failed on agent echo-1 (attempt 1) - " in failed.stderr
-    timed_out = agent_mesh(
+    timed_out = submit(
         cluster,
-        "submit",
-        "-n",
         namespace,
-        "-t",
         "sleep",
         "-c",
         "echo",
@@ -123,12 +113,9 @@ def test_submit_exits_with_the_code_of_a_failed_or_timed_out_task(
 def test_submit_gives_up_waiting_but_leaves_the_task_running(
     cluster: Cluster, operator: OperatorProcess, namespace: str
 ) -> None:
-    waiting = agent_mesh(
+    waiting = submit(
         cluster,
-        "submit",
-        "-n",
         namespace,
-        "-t",
         "echo",
         "-c",
         "nobody-has-this",
@@ -140,16 +127,16 @@ def test_submit_gives_up_waiting_but_leaves_the_task_running(
     assert waiting.returncode == EXIT_STILL_RUNNING, waiting.stderr
     assert "Pending - NoCapableAgent" in waiting.stderr
     assert "still Pending after --wait-timeout 2 s; it keeps running" in waiting.stderr
-    no_wait = agent_mesh(cluster, "submit", "-n", namespace, "-t", "echo", "--no-wait")
+    no_wait = submit(cluster, namespace, "echo", "--no-wait")
     assert no_wait.returncode == 0 and no_wait.stdout.startswith("meshtask/echo-")
 
 
 def test_submit_refusals_name_the_field(cluster: Cluster, namespace: str) -> None:
-    refused = agent_mesh(cluster, "submit", "-n", namespace, "-t", "echo", "--retries", "99")
+    refused = submit(cluster, namespace, "echo", "--retries", "99")
     assert refused.returncode == 2
     assert "spec.retries: Input should be less than or equal to 20 (--retries)" in refused.stderr
     # The apiserver's own refusal (here: a namespace that does not exist) is one line too.
-    missing = agent_mesh(cluster, "submit", "-n", "amt-no-such-namespace", "-t", "echo")
+    missing = submit(cluster, "amt-no-such-namespace", "echo")
     assert missing.returncode == 1
     assert "creating a MeshTask in namespace amt-no-such-namespace:" in missing.stderr
     assert "Traceback" not in missing.stderr
@@ -158,10 +145,7 @@ def test_submit_refusals_name_the_field(cluster: Cluster, namespace: str) -> Non
 def test_agents_and_tasks_list_what_the_cluster_holds(
     cluster: Cluster, namespace: str, echo: AgentProcess
 ) -> None:
-    assert (
-        agent_mesh(cluster, "submit", "-n", namespace, "-t", "echo", "-c", "echo", "-q").returncode
-        == 0
-    )
+    assert submit(cluster, namespace, "echo", "-c", "echo", "-q").returncode == 0
     listed = agent_mesh(cluster, "agents", "-n", namespace)
     assert listed.returncode == 0, listed.stderr
     header, row = listed.stdout.splitlines()

@@ -92,23 +92,6 @@ def test_the_same_rotation_value_again_changes_nothing(
     assert _whoami(operator, token).status_code == 200
 
 
-def test_credential_rotation_without_an_endpoint_is_refused_naming_the_field(
-    cluster: Cluster, crds: Any, namespace: str
-) -> None:
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "MeshAgent",
-        "metadata": {"name": "in-pod"},
-        "spec": {"agentType": "worker", "credentialRotation": "1"},
-    }
-    with pytest.raises(client.ApiException) as info:
-        cluster.custom.create_namespaced_custom_object(
-            GROUP, VERSION, namespace, "meshagents", body
-        )
-    message = json.loads(info.value.body)["message"]
-    assert "spec.credentialRotation" in message and "needs spec.endpoint" in message
-
-
 def test_revoke_tokens_issued_before_refuses_older_tokens_and_not_newer_ones(
     cluster: Cluster, operator: OperatorProcess, namespace: str
 ) -> None:
@@ -132,21 +115,31 @@ def test_revoke_tokens_issued_before_refuses_older_tokens_and_not_newer_ones(
     )
 
 
-def test_revoke_tokens_issued_before_must_be_a_time(
-    cluster: Cluster, crds: Any, namespace: str
+@pytest.mark.parametrize(
+    ("field", "value", "rule"),
+    [
+        pytest.param(
+            "credentialRotation", "1", "needs spec.endpoint", id="rotation-without-endpoint"
+        ),
+        pytest.param("revokeTokensIssuedBefore", "yesterday", "date-time", id="revoke-not-a-time"),
+    ],
+)
+def test_a_bad_credential_field_is_refused_naming_the_field_and_the_rule(
+    cluster: Cluster, crds: Any, namespace: str, field: str, value: str, rule: str
 ) -> None:
+    """spec.credentialRotation needs spec.endpoint; spec.revokeTokensIssuedBefore is a time."""
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "MeshAgent",
         "metadata": {"name": "w"},
-        "spec": {"agentType": "worker", "revokeTokensIssuedBefore": "yesterday"},
+        "spec": {"agentType": "worker", field: value},
     }
     with pytest.raises(client.ApiException) as info:
         cluster.custom.create_namespaced_custom_object(
             GROUP, VERSION, namespace, "meshagents", body
         )
     message = json.loads(info.value.body)["message"]
-    assert "spec.revokeTokensIssuedBefore" in message and "date-time" in message
+    assert f"spec.{field}" in message and rule in message
 
 
 def test_a_rotation_into_a_secret_somebody_else_planted_is_refused_and_said(

@@ -5,7 +5,6 @@ the operator writes only its caBundle, against the real apiserver."""
 from __future__ import annotations
 
 import contextlib
-import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from agent_mesh.devcluster.ports import free_port
 from tests.support.cluster import Cluster
 from tests.support.namespaces import SESSION
 from tests.support.operators import start_operator
+from tests.support.tasks import OVERSIZED_PAYLOAD, task_refusal
 from tests.support.waiting import wait_for
 
 
@@ -52,21 +52,6 @@ def configuration(cluster: Cluster) -> Iterator[str]:
     yield name
     with contextlib.suppress(client.ApiException):
         client.AdmissionregistrationV1Api(cluster.api).delete_validating_webhook_configuration(name)
-
-
-def _write_oversized_task(cluster: Cluster, namespace: str) -> str | None:
-    """Why the apiserver refused an oversized MeshTask, or None when it took it."""
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "MeshTask",
-        "metadata": {"name": f"big-{uuid.uuid4().hex[:6]}"},
-        "spec": {"taskType": "t", "payload": {"text": "x" * (300 * 1024)}},
-    }
-    try:
-        cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "meshtasks", body)
-    except client.ApiException as error:
-        return f"{error.status} {json.loads(error.body or '{}').get('message', '')}"
-    return None
 
 
 def test_the_operator_fills_the_ca_bundle_of_a_configuration_it_does_not_own(
@@ -107,7 +92,9 @@ def test_the_operator_fills_the_ca_bundle_of_a_configuration_it_does_not_own(
         try:
             refusal = wait_for(
                 "the apiserver to call the webhook with the injected CA",
-                lambda: _write_oversized_task(cluster, watched),
+                lambda: task_refusal(
+                    cluster, watched, "big", taskType="t", payload=OVERSIZED_PAYLOAD
+                ),
             )
             assert refusal.startswith("422") and "spec.payload" in refusal, refusal
         finally:

@@ -20,6 +20,7 @@ from agent_mesh.testing import OperatorProcess, manifest
 from tests.support.cluster import Cluster
 from tests.support.namespaces import SESSION, family
 from tests.support.operators import own_operator
+from tests.support.tasks import task_refusal
 from tests.support.waiting import wait_for
 
 
@@ -31,20 +32,11 @@ def _task(name: str, payload: Any) -> dict[str, Any]:
     )
 
 
-def _create_task(cluster: Cluster, namespace: str) -> None:
-    cluster.custom.create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "meshtasks", _task(f"t-{uuid.uuid4().hex[:8]}", {})
-    )
-
-
 def _refusal(cluster: Cluster, namespace: str) -> str | None:
     """Why a MeshTask create is refused, or None when it goes through."""
-    try:
-        _create_task(cluster, namespace)
-    except client.ApiException as error:
-        body = json.loads(error.body or "{}")
-        return f"{error.status} {body.get('message', '')}"
-    return None
+    return task_refusal(
+        cluster, namespace, "t", taskType="summarize", requiredCapabilities=["x"], payload={}
+    )
 
 
 def _configuration(cluster: Cluster, name: str) -> Any:

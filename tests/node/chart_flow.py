@@ -5,7 +5,6 @@ the project's image completing a task."""
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from kubernetes import client
 from agent_mesh.api.common import GROUP, VERSION
 from tests.node.conftest import NodeCluster, echo_agent_pod, pod_phase
 from tests.support.mesh_api import apply_agent
+from tests.support.tasks import OVERSIZED_PAYLOAD, create_task, task_refusal
 from tests.support.venvs import ROOT
 from tests.support.waiting import wait_for
 
@@ -111,20 +111,7 @@ def crds_established(cluster: NodeCluster) -> bool:
 
 
 def oversized_task_refusal(cluster: NodeCluster, namespace: str) -> str | None:
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "MeshTask",
-        "metadata": {"name": f"big-{uuid.uuid4().hex[:6]}"},
-        "spec": {"taskType": "echo", "payload": {"text": "x" * (300 * 1024)}},
-    }
-    try:
-        cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "meshtasks", body)
-    except client.ApiException as error:
-        return f"{error.status} {json.loads(error.body or '{}').get('message', '')}"
-    cluster.custom.delete_namespaced_custom_object(
-        GROUP, VERSION, namespace, "meshtasks", body["metadata"]["name"]
-    )
-    return None
+    return task_refusal(cluster, namespace, "big", taskType="echo", payload=OVERSIZED_PAYLOAD)
 
 
 def assert_webhook_called(cluster: NodeCluster, agents: str, release: str) -> None:
@@ -177,17 +164,8 @@ def run_agent_and_task(
     core.create_namespaced_pod(agents, pod)
 
     task = f"hello-{uuid.uuid4().hex[:6]}"
-    cluster.custom.create_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        agents,
-        "meshtasks",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "MeshTask",
-            "metadata": {"name": task},
-            "spec": {"taskType": "echo", "requiredCapabilities": ["echo"], "payload": {"x": 1}},
-        },
+    create_task(
+        cluster, agents, task, taskType="echo", requiredCapabilities=["echo"], payload={"x": 1}
     )
 
     def finished() -> dict[str, Any] | None:

@@ -35,6 +35,7 @@ from tests.node.chart_flow import (
 )
 from tests.node.conftest import NodeCluster
 from tests.support.mesh_api import apply_agent
+from tests.support.tasks import create_task
 from tests.support.waiting import wait_for
 
 pytestmark = [
@@ -233,22 +234,14 @@ def _flow(installed: Installed) -> str | None:
 def _ttl_cleanup(installed: Installed) -> str | None:
     cluster, agents = installed.cluster, installed.agents
     name = f"ttl-{uuid.uuid4().hex[:4]}"
-    cluster.custom.create_namespaced_custom_object(
-        GROUP,
-        VERSION,
+    create_task(
+        cluster,
         agents,
-        "meshtasks",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "MeshTask",
-            "metadata": {"name": name},
-            "spec": {
-                "taskType": "echo",
-                "requiredCapabilities": ["echo"],
-                "payload": {},
-                "ttlSecondsAfterFinished": 1,
-            },
-        },
+        name,
+        taskType="echo",
+        requiredCapabilities=["echo"],
+        payload={},
+        ttlSecondsAfterFinished=1,
     )
     read = lambda: cluster.custom.get_namespaced_custom_object(  # noqa: E731
         GROUP, VERSION, agents, "meshtasks", name

@@ -3,8 +3,12 @@ the status of MeshAgents (each, and how many of a namespace report healthy)."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
+
+from kubernetes import client
 
 from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.testing import manifest
@@ -20,6 +24,22 @@ def create_task(cluster: Cluster, namespace: str, name: str, **spec: Any) -> Non
         "meshtasks",
         manifest("MeshTask", name, spec),
     )
+
+
+OVERSIZED_PAYLOAD: Final = {"text": "x" * (300 * 1024)}
+"""Over the webhook's limit on spec.payload; the CRD's schema alone takes it."""
+
+
+def task_refusal(cluster: Cluster, namespace: str, prefix: str, **spec: Any) -> str | None:
+    """Why the apiserver refuses a new MeshTask of `spec` (named `prefix`-<random>): its
+    status and message; None when it takes it (the task is then deleted again)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    try:
+        create_task(cluster, namespace, name, **spec)
+    except client.ApiException as error:
+        return f"{error.status} {json.loads(error.body or '{}').get('message', '')}"
+    cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "meshtasks", name)
+    return None
 
 
 def create_tasks(cluster: Cluster, namespace: str, names: list[str], **spec: Any) -> None:

@@ -3,18 +3,21 @@ account), the namespace its context names, and API errors as one line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_mesh.api import GROUP, VERSION
 from agent_mesh.commands import EXIT_USAGE, CommandError
 
-__all__ = ["GROUP", "VERSION", "Connection", "api_error", "connect", "unreachable"]
+__all__ = ["GROUP", "VERSION", "Connection", "api_error", "connect", "failures", "unreachable"]
 
 
 @dataclass
@@ -79,3 +82,15 @@ def api_error(doing: str, error: ApiException) -> CommandError:
 
 def unreachable(doing: str, error: Exception) -> CommandError:
     return CommandError(f"{doing}: cannot reach the apiserver ({error})")
+
+
+@contextlib.contextmanager
+def failures(doing: str, where: str) -> Iterator[None]:
+    """The apiserver refusing `doing` (`where`: in which namespaces) or out of reach, as
+    the CommandError the user reads."""
+    try:
+        yield
+    except ApiException as error:
+        raise api_error(f"{doing} in {where}", error) from None
+    except aiohttp.ClientError as error:
+        raise unreachable(doing, error) from None

@@ -9,10 +9,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TextIO
 
-import aiohttp
-from kubernetes_asyncio.client.exceptions import ApiException
-
-from agent_mesh.commands.kubeclient import GROUP, VERSION, api_error, connect, unreachable
+from agent_mesh.commands.kubeclient import GROUP, VERSION, connect, failures
 from agent_mesh.domain.clock import parse_rfc3339
 
 AGENT_COLUMNS: Final = ("NAME", "TYPE", "HEALTH", "ACTIVE", "CAPABILITIES", "ENDPOINT")
@@ -111,7 +108,8 @@ async def _list(
     connection = await connect(kubeconfig)
     ns = namespace or connection.namespace
     async with connection.api:
-        try:
+        where = "all namespaces" if all_namespaces else f"namespace {ns}"
+        with failures(f"listing {plural}", where):
             if all_namespaces:
                 found = await connection.custom.list_cluster_custom_object(
                     GROUP, VERSION, plural, field_selector=field_selector
@@ -120,11 +118,6 @@ async def _list(
                 found = await connection.custom.list_namespaced_custom_object(
                     GROUP, VERSION, ns, plural, field_selector=field_selector
                 )
-        except ApiException as error:
-            where = "all namespaces" if all_namespaces else f"namespace {ns}"
-            raise api_error(f"listing {plural} in {where}", error) from None
-        except aiohttp.ClientError as error:
-            raise unreachable(f"listing {plural}", error) from None
     items = sorted(
         found.get("items") or [],
         key=lambda i: (i["metadata"].get("namespace", ""), i["metadata"]["name"]),

@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-import aiohttp
 import yaml
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_mesh.api.meshtask import MeshTaskSpec
 from agent_mesh.commands import (
@@ -28,9 +26,8 @@ from agent_mesh.commands.kubeclient import (
     GROUP,
     VERSION,
     Connection,
-    api_error,
     connect,
-    unreachable,
+    failures,
 )
 from agent_mesh.domain.errors import ValidationError
 from agent_mesh.domain.wire import validate
@@ -189,14 +186,10 @@ async def submit(
     connection = await connect(kubeconfig)
     async with connection.api:
         namespace = manifest["metadata"].setdefault("namespace", connection.namespace)
-        try:
+        with failures("creating a MeshTask", f"namespace {namespace}"):
             created = await connection.custom.create_namespaced_custom_object(
                 GROUP, VERSION, namespace, "meshtasks", manifest
             )
-        except ApiException as error:
-            raise api_error(f"creating a MeshTask in namespace {namespace}", error) from None
-        except aiohttp.ClientError as error:
-            raise unreachable("creating a MeshTask", error) from None
         name = created["metadata"]["name"]
         ref = f"meshtask/{name} -n {namespace}"
         if not wait:
@@ -220,14 +213,10 @@ async def _follow(
     deadline = clock() + wait_timeout
     last = ""
     while True:
-        try:
+        with failures(f"reading meshtask/{name}", namespace):
             task = await connection.custom.get_namespaced_custom_object(
                 GROUP, VERSION, namespace, "meshtasks", name
             )
-        except ApiException as error:
-            raise api_error(f"reading meshtask/{name} in {namespace}", error) from None
-        except aiohttp.ClientError as error:
-            raise unreachable(f"reading meshtask/{name}", error) from None
         line = describe(task)
         if line != last and not quiet:
             print(f"  {line}", file=err)

@@ -21,6 +21,7 @@ from agent_mesh.api.meshagent_status import (
 from agent_mesh.config import OperatorConfig
 from agent_mesh.controllers.services import MeshServices
 from agent_mesh.controllers.tailnet import identity_changes, observation, on_tailnet
+from agent_mesh.controllers.workloads import apply_children
 from agent_mesh.domain.agents import AgentRecord
 from agent_mesh.domain.clock import parse_rfc3339
 from agent_mesh.domain.discovery import resolve_endpoint
@@ -146,12 +147,7 @@ async def reconcile_workload(
     """Apply a managed agent's children; why they were refused (also as a Warning Event),
     or None. An apiserver failure raises, and kopf retries."""
     try:
-        await workloads.reconcile(
-            runtime.api,
-            body,
-            default_network=config.default_network,
-            tailscale=config.sidecar_settings(),
-        )
+        await apply_children(runtime, config, body)
     except MeshError as refused:
         if not isinstance(refused, ValidationError):
             raise

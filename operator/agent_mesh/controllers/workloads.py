@@ -5,6 +5,7 @@ children when one goes. Changes to a child are undone at the MeshAgent's next re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final
 
 import kopf
@@ -30,6 +31,19 @@ MANAGED: Final[dict[str, Any]] = {  # a label value, or kopf.PRESENT
 }
 
 
+async def apply_children(
+    runtime: MeshServices, config: OperatorConfig, meshagent: Mapping[str, Any]
+) -> None:
+    """Bring a managed agent's children to what its MeshAgent says, with the operator's
+    defaults (network, Tailscale sidecar); raises as `workloads.reconcile` does."""
+    await workloads.reconcile(
+        runtime.api,
+        meshagent,
+        default_network=config.default_network,
+        tailscale=config.sidecar_settings(),
+    )
+
+
 async def child_event(event: kopf.RawEvent, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     if event["type"] != "DELETED":
         return
@@ -40,12 +54,7 @@ async def child_event(event: kopf.RawEvent, memo: kopf.Memo, logger: kopf.Logger
     config: OperatorConfig = memo.config
     meta = event["object"].get("metadata") or {}
     try:
-        await workloads.reconcile(
-            runtime.api,
-            meshagent,
-            default_network=config.default_network,
-            tailscale=config.sidecar_settings(),
-        )
+        await apply_children(runtime, config, meshagent)
     except (ValidationError, workloads.ChildRefused) as refused:
         logger.warning("could not put back %s: %s", meta.get("name"), refused)
         return

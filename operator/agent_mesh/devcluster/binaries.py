@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -428,14 +428,28 @@ def _build_wrapped(
 def _build_containerd(go: str, version: str, out_dir: Path, say: Say) -> None:
     module = "github.com/containerd/containerd/v2"
     stamp = f"-s -w -X {module}/version.Version=v{version} -X {module}/version.Revision=module"
+    _build_commands(go, "containerd", version, out_dir, module, _CONTAINERD_COMMANDS, stamp, say)
+
+
+def _build_commands(
+    go: str,
+    name: str,
+    version: str,
+    out_dir: Path,
+    module: str,
+    commands: Sequence[str],
+    ldflags: str,
+    say: Say,
+) -> None:
+    """Build the binaries `module`/cmd/<command> of `module` at `version`."""
     _build_wrapped(
         go,
-        f"containerd {version}",
+        f"{name} {version}",
         out_dir,
-        requires=[f"{module}/cmd/{c}@v{version}" for c in _CONTAINERD_COMMANDS],
+        requires=[f"{module}/cmd/{c}@v{version}" for c in commands],
         main=None,
-        targets={c: f"{module}/cmd/{c}" for c in _CONTAINERD_COMMANDS},
-        ldflags=stamp,
+        targets={c: f"{module}/cmd/{c}" for c in commands},
+        ldflags=ldflags,
         say=say,
     )
 
@@ -574,17 +588,10 @@ class TailnetBinaries:
 
 
 def _build_tailscale(go: str, version: str, out_dir: Path, say: Say) -> None:
-    stamps = f"-X tailscale.com/version.longStamp={version}"
+    stamps = f"-s -w -X tailscale.com/version.longStamp={version}"
     stamps += f" -X tailscale.com/version.shortStamp={version}"
-    _build_wrapped(
-        go,
-        f"tailscale {version}",
-        out_dir,
-        requires=[f"tailscale.com/cmd/{c}@v{version}" for c in TAILSCALE_COMMANDS],
-        main=None,
-        targets={c: f"tailscale.com/cmd/{c}" for c in TAILSCALE_COMMANDS},
-        ldflags=f"-s -w {stamps}",
-        say=say,
+    _build_commands(
+        go, "tailscale", version, out_dir, "tailscale.com", TAILSCALE_COMMANDS, stamps, say
     )
 
 
@@ -592,16 +599,7 @@ def _build_headscale(go: str, version: str, out_dir: Path, say: Say) -> None:
     # `go install …@v<version>` fails (the proxy refuses the module's version list);
     # `go get` of the exact version in a throwaway module works.
     module = "github.com/juanfont/headscale"
-    _build_wrapped(
-        go,
-        f"headscale {version}",
-        out_dir,
-        requires=[f"{module}/cmd/headscale@v{version}"],
-        main=None,
-        targets={"headscale": f"{module}/cmd/headscale"},
-        ldflags="-s -w",
-        say=say,
-    )
+    _build_commands(go, "headscale", version, out_dir, module, ["headscale"], "-s -w", say)
 
 
 def tailnet_binary_dirs() -> tuple[Path, Path]:

@@ -278,21 +278,15 @@ class LocalTailnet:
         resolv = directory / "resolv.conf"
         resolv.write_text(f"nameserver {LOOPBACK}\n")
         argv = [*local_resolver(resolv), *self._tracer(directory.name), *argv]
-        process = spawn(argv, directory / "tailscaled.log", detached=False, env=env)
-        node = TailnetNode(
+        node = self._start(
+            f"tailscaled {hostname}",
+            argv,
+            env,
             hostname=hostname,
             directory=directory,
-            tailscale=self.binaries.tailscale,
-            process=process,
-            http_proxy=f"http://{proxy}" if proxy else None,
             socket=socket,
-            traced=self.trace,
-        )
-        self.nodes.append(node)
-        _wait(
-            f"tailscaled {hostname} (log {node.log})",
-            lambda: _running(process, node.log) and node.socket.exists(),
-            timeout,
+            http_proxy=f"http://{proxy}" if proxy else None,
+            timeout=timeout,
         )
         node.cli(
             "up",
@@ -345,19 +339,44 @@ class LocalTailnet:
             *self._tracer(directory.name),
             str(self.binaries.containerboot),
         ]
-        process = spawn(argv, directory / "tailscaled.log", detached=False, env=full_env)
-        node = TailnetNode(
+        return self._start(
+            f"containerboot {name}",
+            argv,
+            full_env,
             hostname=env.get("TS_HOSTNAME", name),
+            directory=directory,
+            socket=socket,
+            http_proxy=None,
+            timeout=timeout,
+        )
+
+    def _start(
+        self,
+        what: str,
+        argv: list[str],
+        env: dict[str, str],
+        *,
+        hostname: str,
+        directory: Path,
+        socket: Path,
+        http_proxy: str | None,
+        timeout: float,
+    ) -> TailnetNode:
+        """Spawn `argv` (a tailscaled, or what runs one) as a node of this tailnet; back
+        once its process runs and its socket is there."""
+        process = spawn(argv, directory / "tailscaled.log", detached=False, env=env)
+        node = TailnetNode(
+            hostname=hostname,
             directory=directory,
             tailscale=self.binaries.tailscale,
             process=process,
-            http_proxy=None,
+            http_proxy=http_proxy,
             socket=socket,
             traced=self.trace,
         )
         self.nodes.append(node)
         _wait(
-            f"containerboot {name} (log {node.log})",
+            f"{what} (log {node.log})",
             lambda: _running(process, node.log) and node.socket.exists(),
             timeout,
         )

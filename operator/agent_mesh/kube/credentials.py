@@ -13,7 +13,7 @@ import datetime as dt
 import hmac
 import secrets
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -44,11 +44,7 @@ async def ensure_credential(
     (whoever may create Secrets can name any uid), so a value planted under a forged one
     is worth nothing."""
     meta = agent["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
-    secret_name = credential_secret_name(name)
-    core = client.CoreV1Api(api)
-    credential = secrets.token_urlsafe(32)
-    body = _secret_body(agent, credential)
+    namespace, name, secret_name, core, credential, body = _fresh(api, agent)
     try:
         await core.create_namespaced_secret(namespace, body)
     except ApiException as error:
@@ -81,11 +77,7 @@ async def rotate_credential(
     the new status.credential. A Secret the MeshAgent does not own is refused as in
     `ensure_credential`; a missing one is created."""
     meta = agent["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
-    secret_name = credential_secret_name(name)
-    core = client.CoreV1Api(api)
-    credential = secrets.token_urlsafe(32)
-    body = _secret_body(agent, credential)
+    namespace, name, secret_name, core, credential, body = _fresh(api, agent)
     try:
         existing = await core.read_namespaced_secret(secret_name, namespace)
     except ApiException as error:
@@ -109,6 +101,30 @@ async def rotate_credential(
     except ApiException as error:  # 409: changed (or created) since read; retried
         raise unavailable(f"writing Secret {namespace}/{secret_name}", error) from error
     return _credential_status(agent, credential, now)
+
+
+class _Fresh(NamedTuple):
+    """A new credential for an agent and the Secret body that holds it, not yet written."""
+
+    namespace: str
+    name: str
+    secret_name: str
+    core: client.CoreV1Api
+    credential: str
+    body: Any
+
+
+def _fresh(api: client.ApiClient, agent: dict[str, Any]) -> _Fresh:
+    meta = agent["metadata"]
+    credential = secrets.token_urlsafe(32)
+    return _Fresh(
+        meta["namespace"],
+        meta["name"],
+        credential_secret_name(meta["name"]),
+        client.CoreV1Api(api),
+        credential,
+        _secret_body(agent, credential),
+    )
 
 
 def _secret_body(agent: dict[str, Any], credential: str) -> Any:
