@@ -77,6 +77,19 @@ def _auth_key(cluster: Cluster, key: str) -> None:
         )
 
 
+def _refused(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    """The TailnetConnected condition once it says the workload was refused."""
+    found: dict[str, Any] = wait_for(
+        f"{name}'s TailnetConnected to say WorkloadRefused",
+        lambda: (
+            (c := _condition(cluster, namespace, name, "TailnetConnected"))
+            and c["reason"] == "WorkloadRefused"
+            and c
+        ),
+    )
+    return found
+
+
 def _create(cluster: Cluster, namespace: str, name: str, **spec: Any) -> dict[str, Any]:
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -284,14 +297,7 @@ def test_workload_the_builders_refuse_is_reported_in_the_condition_and_an_event(
     ns = operated.namespace
     clash = {"containers": [{"name": "tailscale", "image": "x:1"}]}
     _create(cluster, ns, "clash", network="tailscale", workload={"spec": clash})
-    condition = wait_for(
-        "WorkloadRefused",
-        lambda: (
-            (c := _condition(cluster, ns, "clash", "TailnetConnected"))
-            and c["reason"] == "WorkloadRefused"
-            and c
-        ),
-    )
+    condition = _refused(cluster, ns, "clash")
     assert "a container is named tailscale" in condition["message"]
     core = client.CoreV1Api(cluster.api)
     wait_for(
@@ -421,7 +427,9 @@ def test_auth_key_is_copied_into_the_agent_namespace_and_follows_its_source(
         return base64.b64decode(data["authkey"]).decode() if "authkey" in data else None
 
     assert wait_for("the copy", copied) == "first-key"
-    sts = client.AppsV1Api(cluster.api).read_namespaced_stateful_set("keyed", ns)
+    apps = client.AppsV1Api(cluster.api)
+    # the children are applied one by one: the copy comes before the StatefulSet
+    sts = wait_for("the StatefulSet", lambda: _read(apps.read_namespaced_stateful_set, "keyed", ns))
     env = {e.name: e.value_from for e in sts.spec.template.spec.containers[1].env}
     assert env["TS_AUTHKEY"].secret_key_ref.name == "keyed-tailscale-auth"
     try:
@@ -442,15 +450,33 @@ def test_missing_auth_key_refuses_the_workload_with_the_reason(
         own_operator(cluster, log, nokey, extra_env=TAILNET),
     ):
         _create(cluster, ns, "keyless", network="tailscale", workload={"spec": POD})
-        condition = wait_for(
-            "WorkloadRefused",
-            lambda: (
-                (c := _condition(cluster, ns, "keyless", "TailnetConnected"))
-                and c["reason"] == "WorkloadRefused"
-                and c
-            ),
-        )
+        condition = _refused(cluster, ns, "keyless")
         assert f"{nokey}system/agent-mesh-tailscale-auth" in condition["message"]
         assert "does not exist" in condition["message"]
         apps = client.AppsV1Api(cluster.api)
         assert _read(apps.read_namespaced_stateful_set, "keyless", ns) is None
+
+
+def test_a_spec_changed_while_the_agent_is_being_created_is_still_handled(
+    cluster: Cluster, operated: Operated
+) -> None:
+    """kopf folds a spec change that arrives while creation handlers run into the creation
+    (its record of the handled spec is written from the newest body): the operator still
+    brings the children and status to the new spec (observedGeneration says which)."""
+    ns = operated.namespace
+    _create(cluster, ns, "hasty", network="tailscale", workload={"spec": POD})
+    _patch_spec(cluster, ns, "hasty", {"network": "direct"})  # at once, mid-creation
+    apps = client.AppsV1Api(cluster.api)
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+
+    def on_the_new_spec() -> bool:
+        body = cluster.read_meshagent(ns, "hasty") or {}
+        sts = _read(apps.read_namespaced_stateful_set, "hasty", ns)
+        return bool(
+            (body.get("status") or {}).get("observedGeneration") == body["metadata"]["generation"]
+            and sts is not None
+            and [c.name for c in sts.spec.template.spec.containers] == ["agent"]
+            and _read(rbac.read_namespaced_role, "hasty-tailscale", ns) is None
+        )
+
+    wait_for("the children and status on the new spec", on_the_new_spec, timeout=45)

@@ -20,7 +20,7 @@ from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.devcluster.tailnet import LocalTailnet, TailnetNode
 from tests.support.cluster import Cluster
 from tests.support.namespaces import SESSION, ensure_namespace
-from tests.support.operators import start_operator
+from tests.support.operators import start_own_operator
 from tests.support.tailnet import local_tailnet
 from tests.support.waiting import wait_for
 
@@ -123,12 +123,10 @@ def test_deleting_an_agent_removes_its_device_and_only_its_own(
     # the namespace first: an operator started before it sometimes never watched it (seen
     # only in full-suite runs)
     ns = ensure_namespace(cluster, f"{PREFIX}{uuid.uuid4().hex[:6]}")
-    operator = start_operator(
+    operator = start_own_operator(
         cluster,
         tmp_path / "operator.log",
-        "--no-webhooks",
-        watch=f"{PREFIX}*",
-        operator_namespace=f"{PREFIX}system",
+        PREFIX,
         extra_env={
             "AGENT_MESH_TAILSCALE_TAILNET_DOMAIN": tailnet.domain,
             "AGENT_MESH_TAILSCALE_LOGIN_SERVER": tailnet.url,

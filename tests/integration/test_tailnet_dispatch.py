@@ -26,7 +26,7 @@ from agent_mesh.tailscale.sidecar import serve_config
 from tests.support.agents import launch
 from tests.support.cluster import Cluster
 from tests.support.namespaces import SESSION, ensure_namespace
-from tests.support.operators import start_operator
+from tests.support.operators import start_own_operator
 from tests.support.tailnet import local_tailnet
 from tests.support.waiting import wait_for
 
@@ -93,12 +93,10 @@ def test_a_meshtask_reaches_an_agent_through_the_tailnet_and_direct_still_works(
     # the namespace first: an operator started before it sometimes never watched it (seen
     # only in full-suite runs)
     ns = ensure_namespace(cluster, f"{PREFIX}{uuid.uuid4().hex[:6]}")
-    operator = start_operator(
+    operator = start_own_operator(
         cluster,
         tmp_path / "operator.log",
-        "--no-webhooks",
-        watch=f"{PREFIX}*",
-        operator_namespace=f"{PREFIX}system",
+        PREFIX,
         extra_env={
             "AGENT_MESH_TAILSCALE_TAILNET_DOMAIN": tailnet.domain,
             "AGENT_MESH_TAILNET_PROXY": proxy_node.http_proxy,

@@ -139,18 +139,23 @@ def test_a_renamed_device_is_never_dialled() -> None:
     assert "agent-mesh-prod-summ-1.tailnet.test" in seen.message
 
 
-def test_observed_verdict_becomes_the_condition() -> None:
-    seen = observe(FQDN, device_from_secret(_secret()), sidecar_state(RUNNING_READY))
-    (condition,) = tailnet_conditions(
+def _conditions(seen: Any, *, generation: int) -> list[dict[str, Any]]:
+    """The conditions a managed tailscale agent gets from what the operator observed."""
+    return tailnet_conditions(
         [],
         tailscale=True,
         managed=True,
         configured=True,
         problem=None,
-        generation=2,
+        generation=generation,
         now=NOW,
         observed=seen.condition,
     )
+
+
+def test_observed_verdict_becomes_the_condition() -> None:
+    seen = observe(FQDN, device_from_secret(_secret()), sidecar_state(RUNNING_READY))
+    (condition,) = _conditions(seen, generation=2)
     assert (condition["status"], condition["reason"]) == ("True", "TailnetDeviceReady")
 
 
@@ -205,16 +210,7 @@ def test_status_endpoint_is_the_tailnet_url_only_when_the_operator_can_dial_it(
     config = OperatorConfig(tailscale_tailnet_domain="tailnet.test", tailnet_proxy=proxy)
     seen = observe(FQDN, device_from_secret(_secret()), sidecar_state(RUNNING_READY))
     body = _meshagent(None, dns_name=None, endpoint="http://summ.prod.svc:8081")
-    conditions = tailnet_conditions(
-        [],
-        tailscale=True,
-        managed=True,
-        configured=True,
-        problem=None,
-        generation=1,
-        now=NOW,
-        observed=seen.condition,
-    )
+    conditions = _conditions(seen, generation=1)
     changes = identity_changes(body, seen, conditions, config)
     assert changes["tailscale"]["dnsName"] == FQDN
     assert changes.get("endpoint", body["status"]["endpoint"]) == endpoint

@@ -6,7 +6,8 @@ revocation on deletion."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 import kopf
 
@@ -159,6 +160,33 @@ async def reconcile_workload(
     logger.warning("workload refused: %s", problem)
     kopf.event(body, type="Warning", reason="WorkloadRefused", message=problem[:1024])
     return problem
+
+
+SPEC_CATCH_UP_SECONDS = 10
+"""How soon a spec change kopf folded into an unfinished creation is handled anyway."""
+
+
+def _spec_not_handled(body: kopf.Body, **_: Any) -> bool:
+    generation = (body.get("metadata") or {}).get("generation")
+    observed = (body.get("status") or {}).get("observedGeneration")
+    return observed is not None and generation is not None and generation != observed
+
+
+@kopf.timer(
+    GROUP,
+    VERSION,
+    "meshagents",
+    interval=SPEC_CATCH_UP_SECONDS,
+    initial_delay=SPEC_CATCH_UP_SECONDS,
+    when=_spec_not_handled,
+)
+async def catch_up(**kwargs: Any) -> None:
+    """kopf records a resource's handled spec when its creation handlers finish, from the
+    newest body: a spec changed while they ran (a `network` switched right after
+    `kubectl apply`) never reaches `register` as an update. The status's
+    observedGeneration says which spec was handled; a newer one is registered here."""
+    handler = cast(Callable[..., Awaitable[None]], register)  # kopf's decorators type it loosely
+    await handler(**kwargs)
 
 
 @kopf.on.resume(GROUP, VERSION, "meshagents")
