@@ -204,7 +204,22 @@ def _parser() -> argparse.ArgumentParser:
         type=positive,
         default=120.0,
         env="AGENT_MESH_DEMO_TIMEOUT",
-        help="seconds to wait for the agents' status (default 120)",
+        help="seconds to wait for each step: the agents' status, the task (default 120)",
+    )
+    setting(
+        demo,
+        "--processes",
+        action="store_true",
+        env="AGENT_MESH_DEMO_PROCESSES",
+        help="the quick process mode: the operator and the example agents as processes of "
+        "this machine, even where the chart mode (Helm chart, agents as pods) could run",
+    )
+    setting(
+        demo,
+        "--image",
+        env="AGENT_MESH_DEMO_IMAGE",
+        help="the project's image (repository:tag) the cluster in KUBECONFIG can pull: the "
+        "chart mode there (the local node uses its own)",
     )
     return parser
 
@@ -287,7 +302,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             from agent_mesh.testing import demo
 
             crds = list(crd_files().values())
-            return demo.run(once=args.once, samples=args.samples, timeout=args.timeout, crds=crds)
+            return demo.run(
+                once=args.once,
+                samples=args.samples,
+                timeout=args.timeout,
+                crds=crds,
+                processes=args.processes,
+                image=args.image,
+            )
     except (KubeconfigError, PortInUseError, ValueError) as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     except (BuildError, DevClusterError, ManifestError) as exc:
