@@ -129,6 +129,15 @@ def _parser() -> argparse.ArgumentParser:
         env="AGENT_MESH_MANIFESTS_CHART",
         help="default: ./charts/agent-mesh",
     )
+    setting(
+        manifests,
+        "--values-doc",
+        type=Path,
+        default=Path("docs/helm.md"),
+        env="AGENT_MESH_MANIFESTS_VALUES_DOC",
+        help="the doc whose marked values table --write regenerates from the chart's "
+        "values.schema.json and values.yaml (default: ./docs/helm.md)",
+    )
 
     dev = sub.add_parser("dev", help="a local cluster: control plane and, as root, a node")
     dev_sub = dev.add_subparsers(dest="dev_command", metavar="ACTION", required=True)
@@ -404,7 +413,7 @@ def _setting_name(field: str, flags: Mapping[str, Any], given: Mapping[str, Any]
 
 
 def _manifests(args: argparse.Namespace) -> int:
-    from agent_mesh.devcluster import manifests
+    from agent_mesh.devcluster import manifests, values_doc
     from agent_mesh.devcluster.binaries import ensure_helm
 
     if not (args.chart / "Chart.yaml").is_file():
@@ -413,6 +422,13 @@ def _manifests(args: argparse.Namespace) -> int:
     if args.write:
         for path in manifests.write_kustomize(files, args.dir):
             print(path)
+        if not args.values_doc.is_file():
+            raise CliError(f"--values-doc {args.values_doc}: no such file", EXIT_USAGE)
+        try:
+            values_doc.write(args.chart, args.values_doc)
+        except values_doc.ValuesDocError as exc:
+            raise CliError(f"--values-doc {exc}", EXIT_USAGE) from exc
+        print(args.values_doc)
         return 0
     sys.stdout.write("".join(f"# {name}\n{text}" for name, text in sorted(files.items())))
     return 0
