@@ -32,7 +32,7 @@ def test_every_leaf_value_with_its_type_range_and_default() -> None:
     )
     assert table.splitlines()[2:] == [
         "| `replicas` | integer 0..1 | `1` | a\\|b |",
-        "| `mode` | `x` \\| `y` | `\"x\"` |  |",
+        '| `mode` | `x` \\| `y` | `"x"` |  |',
         "| `ports.mesh` | integer | `8090` |  |",
         "| `extra` | object | see values.yaml |  |",
     ]
