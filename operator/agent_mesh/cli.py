@@ -418,16 +418,17 @@ def _manifests(args: argparse.Namespace) -> int:
 
     if not (args.chart / "Chart.yaml").is_file():
         raise CliError(f"--chart {args.chart}: no Chart.yaml there", EXIT_USAGE)
-    files = manifests.kustomize_files(manifests.render_chart(ensure_helm(), args.chart))
-    if args.write:
-        for path in manifests.write_kustomize(files, args.dir):
-            print(path)
+    if args.write:  # the doc first: a refusal changes nothing
         if not args.values_doc.is_file():
             raise CliError(f"--values-doc {args.values_doc}: no such file", EXIT_USAGE)
         try:
             values_doc.write(args.chart, args.values_doc)
         except values_doc.ValuesDocError as exc:
             raise CliError(f"--values-doc {exc}", EXIT_USAGE) from exc
+    files = manifests.kustomize_files(manifests.render_chart(ensure_helm(), args.chart))
+    if args.write:
+        for path in manifests.write_kustomize(files, args.dir):
+            print(path)
         print(args.values_doc)
         return 0
     sys.stdout.write("".join(f"# {name}\n{text}" for name, text in sorted(files.items())))

@@ -41,3 +41,29 @@ def test_every_leaf_value_with_its_type_range_and_default() -> None:
 def test_a_doc_without_the_markers_is_refused_naming_it() -> None:
     with pytest.raises(values_doc.ValuesDocError, match=r"docs/x\.md: needs the markers"):
         values_doc.with_table("# no table here\n", "| t |\n", "docs/x.md")
+
+
+def test_manifests_write_refuses_a_values_doc_it_cannot_update(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent_mesh import cli
+
+    chart = str(ROOT / "charts" / "agent-mesh")
+    missing = tmp_path / "missing.md"
+    assert cli.main(["manifests", "--write", "--chart", chart, "--values-doc", str(missing)]) == 2
+    assert f"--values-doc {missing}: no such file" in capsys.readouterr().err
+    unmarked = tmp_path / "unmarked.md"
+    unmarked.write_text("# values\n")
+    assert cli.main(["manifests", "--write", "--chart", chart, "--values-doc", str(unmarked)]) == 2
+    assert "needs the markers" in capsys.readouterr().err
+    assert unmarked.read_text() == "# values\n"
+
+
+def test_write_fills_the_marked_section_and_keeps_the_rest(tmp_path: Path) -> None:
+    doc = tmp_path / "helm.md"
+    doc.write_text(f"# Values\nbefore\n{values_doc.BEGIN}\nold\n{values_doc.END}\nafter\n")
+    assert values_doc.write(ROOT / "charts" / "agent-mesh", doc)
+    text = doc.read_text()
+    assert text.startswith("# Values\nbefore\n") and text.endswith(f"{values_doc.END}\nafter\n")
+    assert "| `replicas` | integer 0..1 | `1` |" in text and "\nold\n" not in text
+    assert not values_doc.write(ROOT / "charts" / "agent-mesh", doc)  # unchanged: no write
