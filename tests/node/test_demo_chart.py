@@ -80,8 +80,8 @@ def test_demo_once_installs_the_chart_runs_the_agents_as_pods_and_leaves_nothing
 
 @pytest.mark.parametrize(
     "moment",
-    ["the mesh is up", "waiting for the agents' pods"],
-    ids=["mesh-up", "while-the-pods-start"],
+    ["the mesh is up", "waiting for the agents' pods", "helm upgrade --install"],
+    ids=["mesh-up", "while-the-pods-start", "during-helm-install"],
 )
 def test_ctrl_c_on_the_demo_uninstalls_and_leaves_nothing(
     machine_node_free: None, tmp_path: Path, moment: str

@@ -1,12 +1,15 @@
-"""`make demo`: a local mesh in one command.
+"""`make demo`: a local mesh in one command, in one of two modes.
 
-Starts the local control plane (or uses $KUBECONFIG's cluster), installs the CRDs, runs the
-operator, applies the sample manifests (config/samples/), runs the example agents
+Chart mode, where a node can run (the local node: root and the Debian packages, as `agent-mesh
+dev up` needs; or $KUBECONFIG's cluster given --image): the operator installed by
+`helm upgrade --install` of charts/agent-mesh, the example agents as pods the operator runs
+(demo_chart), the sample task. Process mode otherwise, or with --processes: the local
+control plane (or $KUBECONFIG's cluster), the CRDs, the operator and the example agents
 (examples/) as local processes for the sample agents (they register, beat and take the
-sample task), and prints the agents and tasks; then keeps the mesh up until Ctrl-C (or
-tears it down at once with --once) and cleans up after itself. The processes are run by
-agent_mesh.testing; the samples and example agents are package data, so an installed
-wheel runs the demo as the source tree does.
+sample task). Either prints the agents and tasks, then keeps the mesh up until Ctrl-C (or
+tears it down at once with --once) and cleans up after itself; it says why it chose the
+mode it runs. The samples and example agents are package data, so an installed wheel runs
+the process mode as the source tree does (the chart mode needs the source tree's chart).
 
 It lives in the harness, not in devcluster: it runs an operator and agents, as the tests do,
 and the local cluster (devcluster: the control plane, kubectl, the kubeconfig check) sits
@@ -347,12 +350,12 @@ def _run_chart(*, once: bool, samples_dir: Path, timeout: float, image: str | No
             kubectl("create", "namespace", namespace, check=False)
         stack.callback(_delete_namespaces, kubectl)
         values = demo_chart.helm_values(image, NAMESPACE, pull_policy)
+        stack.callback(_uninstall, helm, kubeconfig, kubectl)  # also after a Ctrl-C mid-install
         with demo_chart.step(say, f"helm upgrade --install {RELEASE_NAME} {chart}"):
             demo_chart.helm(
                 helm, kubeconfig, "upgrade", "--install", RELEASE_NAME, str(chart),
                 "-n", OPERATOR_NAMESPACE, *values,
             )  # fmt: skip
-        stack.callback(_uninstall, helm, kubeconfig, kubectl)
         with demo_chart.step(say, "waiting for the operator's pod to be ready"):
             kubectl(
                 "rollout", "status", f"deployment/{RELEASE_NAME}", "-n", OPERATOR_NAMESPACE,
