@@ -107,7 +107,7 @@ crds: venv ## regenerate crds/*.yaml and the chart's copy from the API models
 	$(MESH) crds --write --dir crds
 	$(MESH) crds --write --dir charts/agent-mesh/crds
 
-manifests: crds ## regenerate config/{crd,rbac,manager,default} from the Helm chart
+manifests: crds ## regenerate config/{crd,rbac,manager,default} and docs/helm.md's values table from the Helm chart
 	$(MESH) manifests --write --dir config
 
 clean: ## remove the venv and caches (not the built binaries)

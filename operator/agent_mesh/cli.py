@@ -129,6 +129,15 @@ def _parser() -> argparse.ArgumentParser:
         env="AGENT_MESH_MANIFESTS_CHART",
         help="default: ./charts/agent-mesh",
     )
+    setting(
+        manifests,
+        "--values-doc",
+        type=Path,
+        default=Path("docs/helm.md"),
+        env="AGENT_MESH_MANIFESTS_VALUES_DOC",
+        help="the doc whose marked values table --write regenerates from the chart's "
+        "values.schema.json and values.yaml (default: ./docs/helm.md)",
+    )
 
     dev = sub.add_parser("dev", help="a local cluster: control plane and, as root, a node")
     dev_sub = dev.add_subparsers(dest="dev_command", metavar="ACTION", required=True)
@@ -204,7 +213,22 @@ def _parser() -> argparse.ArgumentParser:
         type=positive,
         default=120.0,
         env="AGENT_MESH_DEMO_TIMEOUT",
-        help="seconds to wait for the agents' status (default 120)",
+        help="seconds to wait for each step: the agents' status, the task (default 120)",
+    )
+    setting(
+        demo,
+        "--processes",
+        action="store_true",
+        env="AGENT_MESH_DEMO_PROCESSES",
+        help="the quick process mode: the operator and the example agents as processes of "
+        "this machine, even where the chart mode (Helm chart, agents as pods) could run",
+    )
+    setting(
+        demo,
+        "--image",
+        env="AGENT_MESH_DEMO_IMAGE",
+        help="the project's image (repository:tag) the cluster in KUBECONFIG can pull: the "
+        "chart mode there (the local node uses its own)",
     )
     return parser
 
@@ -287,7 +311,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             from agent_mesh.testing import demo
 
             crds = list(crd_files().values())
-            return demo.run(once=args.once, samples=args.samples, timeout=args.timeout, crds=crds)
+            return demo.run(
+                once=args.once,
+                samples=args.samples,
+                timeout=args.timeout,
+                crds=crds,
+                processes=args.processes,
+                image=args.image,
+            )
     except (KubeconfigError, PortInUseError, ValueError) as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     except (BuildError, DevClusterError, ManifestError) as exc:
@@ -382,15 +413,23 @@ def _setting_name(field: str, flags: Mapping[str, Any], given: Mapping[str, Any]
 
 
 def _manifests(args: argparse.Namespace) -> int:
-    from agent_mesh.devcluster import manifests
+    from agent_mesh.devcluster import manifests, values_doc
     from agent_mesh.devcluster.binaries import ensure_helm
 
     if not (args.chart / "Chart.yaml").is_file():
         raise CliError(f"--chart {args.chart}: no Chart.yaml there", EXIT_USAGE)
+    if args.write:  # the doc first: a refusal changes nothing
+        if not args.values_doc.is_file():
+            raise CliError(f"--values-doc {args.values_doc}: no such file", EXIT_USAGE)
+        try:
+            values_doc.write(args.chart, args.values_doc)
+        except values_doc.ValuesDocError as exc:
+            raise CliError(f"--values-doc {exc}", EXIT_USAGE) from exc
     files = manifests.kustomize_files(manifests.render_chart(ensure_helm(), args.chart))
     if args.write:
         for path in manifests.write_kustomize(files, args.dir):
             print(path)
+        print(args.values_doc)
         return 0
     sys.stdout.write("".join(f"# {name}\n{text}" for name, text in sorted(files.items())))
     return 0

@@ -1,6 +1,7 @@
-"""README command one: `make demo` (here `agent-mesh demo --once`): on a machine with no
-cluster it starts the local control plane; with KUBECONFIG set it runs on that cluster, as
-`make demo` does there."""
+"""README command one in its process mode: `make demo` (here `agent-mesh demo --once
+--processes`, which a machine without a node uses on its own): with no cluster it starts
+the local control plane; with KUBECONFIG set it runs on that cluster, as `make demo` does
+there. The chart mode is tested on the node (tests/node/test_demo_chart.py)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def test_demo_brings_up_a_mesh_prints_the_agents_and_cleans_up(tmp_path: Path) -
         # cluster; the demo's operator registers (and removes when it stops) one of its own
         env["AGENT_MESH_WEBHOOK_CONFIGURATION"] = f"demo-{uuid.uuid4().hex[:6]}.agentmesh.io"
     proc = subprocess.run(
-        [sys.executable, "-m", "agent_mesh", "demo", "--once"],
+        [sys.executable, "-m", "agent_mesh", "demo", "--once", "--processes"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -48,6 +49,7 @@ def test_demo_brings_up_a_mesh_prints_the_agents_and_cleans_up(tmp_path: Path) -
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "--processes: the operator and the agents run as processes" in proc.stderr
     agents_table, tasks_table, policies_table = (
         [line for line in block.splitlines() if line.strip()]
         for block in proc.stdout.split("\n\n")[:3]

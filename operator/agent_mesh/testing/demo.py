@@ -1,12 +1,15 @@
-"""`make demo`: a local mesh in one command.
+"""`make demo`: a local mesh in one command, in one of two modes.
 
-Starts the local control plane (or uses $KUBECONFIG's cluster), installs the CRDs, runs the
-operator, applies the sample manifests (config/samples/), runs the example agents
+Chart mode, where a node can run (the local node: root and the Debian packages, as `agent-mesh
+dev up` needs; or $KUBECONFIG's cluster given --image): the operator installed by
+`helm upgrade --install` of charts/agent-mesh, the example agents as pods the operator runs
+(demo_chart), the sample task. Process mode otherwise, or with --processes: the local
+control plane (or $KUBECONFIG's cluster), the CRDs, the operator and the example agents
 (examples/) as local processes for the sample agents (they register, beat and take the
-sample task), and prints the agents and tasks; then keeps the mesh up until Ctrl-C (or
-tears it down at once with --once) and cleans up after itself. The processes are run by
-agent_mesh.testing; the samples and example agents are package data, so an installed
-wheel runs the demo as the source tree does.
+sample task). Either prints the agents and tasks, then keeps the mesh up until Ctrl-C (or
+tears it down at once with --once) and cleans up after itself; it says why it chose the
+mode it runs. The samples and example agents are package data, so an installed wheel runs
+the process mode as the source tree does (the chart mode needs the source tree's chart).
 
 It lives in the harness, not in devcluster: it runs an operator and agents, as the tests do,
 and the local cluster (devcluster: the control plane, kubectl, the kubeconfig check) sits
@@ -16,10 +19,12 @@ below both and knows neither.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import shutil
 import signal
 import sys
+import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,7 @@ from agent_mesh.devcluster import ControlPlane, DevClusterError, ensure_binaries
 from agent_mesh.devcluster.kubeconfig import check_kubeconfig, configured_kubeconfig
 from agent_mesh.devcluster.kubectl import Kubectl, kubectl_path
 from agent_mesh.devcluster.versions import state_root
+from agent_mesh.testing import demo_chart
 
 NAMESPACE = "agent-mesh-demo"
 DEMO_AGENTS = {  # sample MeshAgent -> the example program that plays it
@@ -82,16 +88,59 @@ def _wait(what: str, ready: Callable[[], object], timeout: float) -> None:
     testing.wait_until(what, ready, timeout, interval=0.25)
 
 
-def run(*, once: bool, samples: Path | None, timeout: float, crds: Sequence[str]) -> int:
-    """`crds`: the CRD manifests to install (the CLI generates them from api/)."""
+def run(
+    *,
+    once: bool,
+    samples: Path | None,
+    timeout: float,
+    crds: Sequence[str],
+    processes: bool = False,
+    image: str | None = None,
+) -> int:
+    """`crds`: the CRD manifests to install (the CLI generates them from api/).
+    `processes`: the process mode even where the chart mode could run; `image`: the
+    project's image a KUBECONFIG cluster can pull (the chart mode there)."""
+    samples_dir = _samples_dir(samples)
     try:
-        return _run(once=once, samples=samples, timeout=timeout, crds=crds)
+        reason = None if processes else _chart_mode_refusal(image)
+        if processes:
+            say("--processes: the operator and the agents run as processes of this machine")
+        elif reason is None:
+            return _run_chart(once=once, samples_dir=samples_dir, timeout=timeout, image=image)
+        else:
+            say(f"process mode (the operator and agents as processes here): {reason}")
+        return _run(once=once, samples_dir=samples_dir, timeout=timeout, crds=crds)
     except testing.HarnessError as exc:  # the operator or an agent exited, or was late
         raise DevClusterError(str(exc)) from exc
 
 
-def _run(*, once: bool, samples: Path | None, timeout: float, crds: Sequence[str]) -> int:
-    samples_dir = _samples_dir(samples)
+def _chart_mode_refusal(image: str | None) -> str | None:
+    """Why the chart mode cannot run here, or None."""
+    if demo_chart.chart_dir() is None:
+        return "no charts/agent-mesh here (the chart mode runs from a source checkout)"
+    if configured_kubeconfig() is not None:
+        if image is None:
+            return (
+                "the cluster in KUBECONFIG has no way to get the project's image (set --image "
+                "[env AGENT_MESH_DEMO_IMAGE] to one it can pull for the chart mode)"
+            )
+        return None
+    from agent_mesh.devcluster import node as devnode
+
+    reason = devnode.unsupported_reason()
+    if reason is not None:
+        return f"this machine cannot run the local node: {reason}"
+    record = devnode.Record.load(devnode.node_dir())
+    live = [] if record is None else record.live_components()
+    if live:
+        return (
+            f"the machine's one node is in use ({', '.join(live)}; `agent-mesh dev down` "
+            "stops a node `agent-mesh dev up` started)"
+        )
+    return None
+
+
+def _run(*, once: bool, samples_dir: Path, timeout: float, crds: Sequence[str]) -> int:
     workdir = state_root() / "demo"
     with contextlib.ExitStack() as stack:
         existing = configured_kubeconfig()
@@ -114,6 +163,9 @@ def _run(*, once: bool, samples: Path | None, timeout: float, crds: Sequence[str
             kubeconfig, binary = plane.kubeconfig, str(binaries.kubectl)
         workdir.mkdir(parents=True, exist_ok=True)
         kubectl = DemoKubectl(binary, kubeconfig)
+        webhook_refusal = None if existing is None else _webhook_unreachable(kubectl)
+        if webhook_refusal is not None:
+            say(f"the operator runs without its admission webhook: {webhook_refusal}")
 
         say("installing the CRDs")
         kubectl(
@@ -145,6 +197,7 @@ def _run(*, once: bool, samples: Path | None, timeout: float, crds: Sequence[str
             log_path,
             watch=NAMESPACE,
             operator_namespace=OPERATOR_NAMESPACE,
+            webhooks=webhook_refusal is None,
             timeout=timeout,
         )
         stack.callback(operator.stop)
@@ -200,6 +253,31 @@ def _run(*, once: bool, samples: Path | None, timeout: float, crds: Sequence[str
     return 0
 
 
+def _webhook_unreachable(kubectl: DemoKubectl) -> str | None:
+    """Why the apiserver in KUBECONFIG cannot call a webhook on this machine's loopback
+    (the process mode's), or None: only a bare control plane on a loopback address (as
+    `agent-mesh dev up --no-node` runs) is known to share this machine's loopback; a
+    cluster with nodes (kind, k3d) runs its apiserver in a container or elsewhere."""
+    server = kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}")
+    host = urllib.parse.urlsplit(server.strip()).hostname or ""
+    if host != "localhost" and not _is_loopback(host):
+        return f"the apiserver ({server.strip()}) is not on this machine's loopback"
+    if kubectl("get", "nodes", "-o", "name").strip():
+        return (
+            "the cluster has nodes, so its apiserver likely runs in a container (kind, "
+            "k3d), which cannot reach this machine's loopback; the CRDs' schema "
+            "validation still applies"
+        )
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _start_demo_agents(
     kubectl: DemoKubectl,
     operator: testing.OperatorProcess,
@@ -235,3 +313,152 @@ def _wait_for_signal() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with contextlib.suppress(KeyboardInterrupt):
         signal.pause()
+
+
+def _run_chart(*, once: bool, samples_dir: Path, timeout: float, image: str | None) -> int:
+    """The chart mode: `helm upgrade --install` of charts/agent-mesh, the example agents as
+    pods the operator runs (MeshAgents with spec.workload), the sample task; on the way out
+    (--once, Ctrl-C, SIGTERM or an error) the namespaces' objects, the release and the
+    namespaces go, and the node this started stops."""
+    from agent_mesh.devcluster import node as devnode
+    from agent_mesh.devcluster.binaries import ensure_helm
+
+    chart = demo_chart.chart_dir()
+    assert chart is not None  # _chart_mode_refusal said so
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # cleans up as Ctrl-C does
+    with contextlib.ExitStack() as stack:
+        existing = configured_kubeconfig()
+        if existing is not None and image is not None:
+            kubeconfig = check_kubeconfig(existing, "KUBECONFIG")
+            say(f"chart mode on the cluster in KUBECONFIG ({kubeconfig}), image {image}")
+            binary = kubectl_path() or str(ensure_binaries().kubectl)
+            pull_policy = "IfNotPresent"
+        else:
+            with demo_chart.step(say, "chart mode: checking the binaries and the node's images"):
+                binaries = ensure_binaries()
+                node = devnode.prepare(binaries, state_root() / "demo" / "plane", detached=True)
+            with demo_chart.step(say, "chart mode: starting the control plane and the local node"):
+                node.start()
+            stack.callback(_stop_node, node)
+            kubeconfig, binary = node.kubeconfig, str(binaries.kubectl)
+            image, pull_policy = node.images[0].name, "Never"
+            say(f"the node runs the project's image {image} from its containerd")
+        kubectl = DemoKubectl(binary, kubeconfig)
+        helm = ensure_helm(say=say)
+
+        for namespace in (OPERATOR_NAMESPACE, NAMESPACE):  # before the operator: kopf lists once
+            kubectl("create", "namespace", namespace, check=False)
+        stack.callback(_delete_namespaces, kubectl)
+        values = demo_chart.helm_values(image, NAMESPACE, pull_policy)
+        stack.callback(_uninstall, helm, kubeconfig, kubectl)  # also after a Ctrl-C mid-install
+        with demo_chart.step(say, f"helm upgrade --install {RELEASE_NAME} {chart}"):
+            demo_chart.helm(
+                helm, kubeconfig, "upgrade", "--install", RELEASE_NAME, str(chart),
+                "-n", OPERATOR_NAMESPACE, *values,
+            )  # fmt: skip
+        with demo_chart.step(say, "waiting for the operator's pod to be ready"):
+            kubectl(
+                "rollout", "status", f"deployment/{RELEASE_NAME}", "-n", OPERATOR_NAMESPACE,
+                f"--timeout={int(timeout)}s",
+            )  # fmt: skip
+
+        objects, tasks = demo_chart.chart_manifests(
+            samples_dir, DEMO_AGENTS, image, pull_policy, OPERATOR_NAMESPACE
+        )
+        with demo_chart.step(say, f"applying {samples_dir} (the example agents as workloads)"):
+            demo_chart.wait(
+                "the webhook to admit the samples",
+                lambda: _applied(kubectl, objects),
+                timeout,
+            )
+        played = [
+            o["metadata"]["name"] for o in objects if o.get("spec", {}).get("workload") is not None
+        ]
+        with demo_chart.step(say, f"waiting for the agents' pods ({', '.join(played)})"):
+            demo_chart.wait(
+                "the agents' pods to run and the agents to become healthy",
+                lambda: _pods_healthy(kubectl, played),
+                timeout,
+            )
+        with demo_chart.step(say, "applying the sample task and waiting for it"):
+            for task in tasks:  # a task's spec is immutable: a second run replaces it
+                name = task["metadata"]["name"]
+                kubectl("delete", "meshtask", name, "-n", NAMESPACE, "--ignore-not-found")
+            demo_chart.apply(kubectl, NAMESPACE, tasks)
+            demo_chart.wait("the sample tasks to finish", lambda: _tasks_finished(kubectl), timeout)
+        print(kubectl("get", "meshagents,meshtasks", "-n", NAMESPACE), flush=True)
+        print(kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide"), flush=True)
+        if once:
+            say("--once: tearing the mesh down")
+            return 0
+        say(
+            f"the mesh is up. In another shell:\n    export KUBECONFIG={kubeconfig}\n"
+            f"    {binary} get meshagents,meshtasks,pods -n {NAMESPACE}\n"
+            "Press Ctrl-C to stop it (the release, the namespaces and the node go)."
+        )
+        _wait_for_signal()
+        say("stopping")
+    return 0
+
+
+RELEASE_NAME = demo_chart.RELEASE
+
+
+def _applied(kubectl: DemoKubectl, objects: list[dict[str, Any]]) -> bool:
+    """Applied, or False while the webhook's Service has no ready endpoint yet."""
+    try:
+        demo_chart.apply(kubectl, NAMESPACE, objects)
+    except DevClusterError as refused:
+        if "webhook" in str(refused):
+            return False
+        raise
+    return True
+
+
+def _pods_healthy(kubectl: DemoKubectl, agents: list[str]) -> bool:
+    pods = demo_chart.agent_pods(kubectl, NAMESPACE)
+    failed = [name for name, phase in pods.items() if phase in ("Failed", "Succeeded")]
+    if failed:
+        logs = kubectl("logs", "-n", NAMESPACE, failed[0], "--tail=30", check=False)
+        raise DevClusterError(f"agent pod {failed[0]} ended:\n{logs}")
+    items = json.loads(kubectl("get", "meshagents", "-n", NAMESPACE, "-o", "json"))["items"]
+    health = {i["metadata"]["name"]: i.get("status", {}).get("healthStatus") for i in items}
+    return all(health.get(name) == "healthy" for name in agents)
+
+
+def _tasks_finished(kubectl: DemoKubectl) -> bool:
+    items = json.loads(kubectl("get", "meshtasks", "-n", NAMESPACE, "-o", "json"))["items"]
+    return all(
+        i.get("status", {}).get("phase") in ("Completed", "Failed", "TimedOut") for i in items
+    )
+
+
+def _uninstall(helm: Path, kubeconfig: Path, kubectl: DemoKubectl) -> None:
+    """The mesh's objects first, while the operator runs to let go of them, then the
+    release (helm keeps the CRDs)."""
+    with demo_chart.step(say, "deleting the demo's MeshTasks and MeshAgents, helm uninstall"):
+        _delete_and_uninstall(helm, kubeconfig, kubectl)
+
+
+def _delete_and_uninstall(helm: Path, kubeconfig: Path, kubectl: DemoKubectl) -> None:
+    kubectl(
+        "delete", "meshtasks,meshagents,aclpolicies", "--all", "-n", NAMESPACE,
+        "--timeout=60s", check=False,
+    )  # fmt: skip
+    demo_chart.helm(
+        helm, kubeconfig, "uninstall", RELEASE_NAME, "-n", OPERATOR_NAMESPACE, "--wait",
+        check=False,
+    )  # fmt: skip
+
+
+def _delete_namespaces(kubectl: DemoKubectl) -> None:
+    with demo_chart.step(say, f"deleting the namespaces {NAMESPACE} and {OPERATOR_NAMESPACE}"):
+        kubectl(
+            "delete", "namespace", NAMESPACE, OPERATOR_NAMESPACE, "--ignore-not-found",
+            "--timeout=90s", check=False,
+        )  # fmt: skip
+
+
+def _stop_node(node: Any) -> None:
+    with demo_chart.step(say, "stopping the node and the control plane"):
+        node.stop()
