@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from agent_mesh.devcluster import node as devnode
-from tests.conftest import ROOT, wait_for
-from tests.integration.test_devcluster_harness import _processes_under
 from tests.node.conftest import NodeHolder
+from tests.support.processes import processes_under
+from tests.support.venvs import ROOT
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.node_lifecycle
 
@@ -49,7 +50,7 @@ def _demo(state: Path, *args: str) -> subprocess.Popen[str]:
 def _assert_nothing_left(state: Path) -> None:
     assert devnode.leftovers() == [], "the demo left part of the node behind"
     assert not devnode._stray_processes(), "the demo left node processes running"
-    assert not _processes_under(state), "the demo left processes running"
+    assert not processes_under(state), "the demo left processes running"
 
 
 def test_demo_once_installs_the_chart_runs_the_agents_as_pods_and_leaves_nothing(
@@ -144,4 +145,4 @@ def test_demo_on_a_kubeconfig_cluster_with_an_image_it_can_pull_uses_the_chart(
     ), proc.stderr
     assert "the operator runs without its admission webhook: " in proc.stderr, proc.stderr
     assert " Completed " in proc.stdout, proc.stdout
-    assert not _processes_under(tmp_path), "the demo left processes running"
+    assert not processes_under(tmp_path), "the demo left processes running"
