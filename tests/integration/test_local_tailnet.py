@@ -18,16 +18,9 @@ import pytest
 from agent_mesh.devcluster.tailnet import LocalTailnet, TailnetNode, headscale_config
 from agent_mesh.tailscale.sidecar import serve_config
 from tests.support.stand_ins import answering
-from tests.support.tailnet import local_tailnet
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.tailscale, pytest.mark.timeout(900)]  # a cold build takes minutes
-
-
-@pytest.fixture(scope="module")
-def tailnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTailnet]:
-    with local_tailnet(tmp_path_factory.mktemp("tailnet")) as running:
-        yield running
 
 
 @pytest.fixture

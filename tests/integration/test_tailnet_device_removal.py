@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +20,11 @@ from agent_mesh.devcluster.tailnet import LocalTailnet, TailnetNode
 from tests.support.cluster import Cluster
 from tests.support.namespaces import SESSION, ensure_namespace
 from tests.support.operators import start_own_operator
-from tests.support.tailnet import local_tailnet
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.tailscale, pytest.mark.timeout(900)]
 
 PREFIX = f"amv-{SESSION}-"
-
-
-@pytest.fixture(scope="module")
-def tailnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTailnet]:
-    with local_tailnet(tmp_path_factory.mktemp("tailnet")) as running:
-        yield running
 
 
 def _nodes(tailnet: LocalTailnet) -> dict[str, str]:

@@ -24,3 +24,10 @@ def local_tailnet(directory: Path, *, trace: bool = True) -> Iterator[LocalTailn
         pytest.skip(reason)
     with LocalTailnet(ensure_tailnet_binaries(), directory, trace=trace) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def tailnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTailnet]:
+    """One local tailnet for a module's tests (import it into the module to use it)."""
+    with local_tailnet(tmp_path_factory.mktemp("tailnet")) as running:
+        yield running
