@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,8 @@ from kubernetes import client
 from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.devcluster.tailnet import LocalTailnet, TailnetNode
 from tests.support.cluster import Cluster
-from tests.support.namespaces import SESSION, ensure_namespace
-from tests.support.operators import start_own_operator
+from tests.support.namespaces import SESSION
+from tests.support.operators import operator_with_namespace
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.tailscale, pytest.mark.timeout(900)]
@@ -112,10 +111,7 @@ def test_deleting_an_agent_removes_its_device_and_only_its_own(
     cluster: Cluster, crds: list[dict[str, Any]], tailnet: LocalTailnet, tmp_path: Path
 ) -> None:
     api_key = tailnet.headscale("apikeys", "create", "--expiration", "1h").strip().splitlines()[-1]
-    # the namespace first: an operator started before it sometimes never watched it (seen
-    # only in full-suite runs)
-    ns = ensure_namespace(cluster, f"{PREFIX}{uuid.uuid4().hex[:6]}")
-    operator = start_own_operator(
+    ns, operator = operator_with_namespace(
         cluster,
         tmp_path / "operator.log",
         PREFIX,

@@ -24,8 +24,8 @@ from agent_mesh.devcluster.tailnet import LocalTailnet
 from agent_mesh.tailscale.sidecar import serve_config
 from tests.support.agents import launch
 from tests.support.cluster import Cluster
-from tests.support.namespaces import SESSION, ensure_namespace
-from tests.support.operators import start_own_operator
+from tests.support.namespaces import SESSION
+from tests.support.operators import operator_with_namespace
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.tailscale, pytest.mark.timeout(900)]
@@ -82,10 +82,7 @@ def test_a_meshtask_reaches_an_agent_through_the_tailnet_and_direct_still_works(
     with pytest.raises(socket.gaierror):  # MagicDNS names resolve only inside a tailscaled
         socket.getaddrinfo(fqdn, port)
 
-    # the namespace first: an operator started before it sometimes never watched it (seen
-    # only in full-suite runs)
-    ns = ensure_namespace(cluster, f"{PREFIX}{uuid.uuid4().hex[:6]}")
-    operator = start_own_operator(
+    ns, operator = operator_with_namespace(
         cluster,
         tmp_path / "operator.log",
         PREFIX,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -152,3 +153,13 @@ def keys_operator(
         extra_env={**SHORT_WINDOWS, **(windows or {})},
         killed=killed,
     )
+
+
+def operator_with_namespace(
+    cluster: Cluster, log: Path, family: str, *, extra_env: dict[str, str] | None = None
+) -> tuple[str, OperatorProcess]:
+    """A fresh namespace of `family`, then an operator of the test's own watching it (in
+    that order: an operator started before the namespace existed sometimes never watched
+    it). The caller stops the operator and deletes the namespace."""
+    namespace = ensure_namespace(cluster, f"{family}{uuid.uuid4().hex[:6]}")
+    return namespace, start_own_operator(cluster, log, family, extra_env=extra_env)
