@@ -6,8 +6,7 @@ revocation on deletion."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -77,6 +76,12 @@ async def register(
     **_: Any,
 ) -> None:
     runtime: MeshServices = memo.runtime
+    # A step of registration, not a creation handler of its own: kopf records the handled
+    # spec when every creation handler is done, from the newest body, so a second handler
+    # (a second cycle) would let a spec changed meanwhile go unhandled.
+    await revoke_tokens(
+        body=body, spec=spec, status=status, meta=meta, patch=patch, logger=logger, memo=memo
+    )
     now = runtime.clock.now()
     changes = registration_patch(status, meta.get("generation"), now)
     endpoint = resolve_endpoint(agent_record(body), None)
@@ -162,33 +167,6 @@ async def reconcile_workload(
     return problem
 
 
-SPEC_CATCH_UP_SECONDS = 10
-"""How soon a spec change kopf folded into an unfinished creation is handled anyway."""
-
-
-def _spec_not_handled(body: kopf.Body, **_: Any) -> bool:
-    generation = (body.get("metadata") or {}).get("generation")
-    observed = (body.get("status") or {}).get("observedGeneration")
-    return observed is not None and generation is not None and generation != observed
-
-
-@kopf.timer(
-    GROUP,
-    VERSION,
-    "meshagents",
-    interval=SPEC_CATCH_UP_SECONDS,
-    initial_delay=SPEC_CATCH_UP_SECONDS,
-    when=_spec_not_handled,
-)
-async def catch_up(**kwargs: Any) -> None:
-    """kopf records a resource's handled spec when its creation handlers finish, from the
-    newest body: a spec changed while they ran (a `network` switched right after
-    `kubectl apply`) never reaches `register` as an update. The status's
-    observedGeneration says which spec was handled; a newer one is registered here."""
-    handler = cast(Callable[..., Awaitable[None]], register)  # kopf's decorators type it loosely
-    await handler(**kwargs)
-
-
 @kopf.on.resume(GROUP, VERSION, "meshagents")
 @kopf.on.update(GROUP, VERSION, "meshagents", field="spec.credentialRotation")
 async def rotate(
@@ -231,9 +209,6 @@ async def rotate(
     )
 
 
-@kopf.on.resume(GROUP, VERSION, "meshagents")
-@kopf.on.create(GROUP, VERSION, "meshagents")
-@kopf.on.update(GROUP, VERSION, "meshagents", field="spec.revokeTokensIssuedBefore")
 async def revoke_tokens(
     body: kopf.Body,
     spec: kopf.Spec,

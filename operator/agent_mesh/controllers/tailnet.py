@@ -2,12 +2,16 @@
 endpoint and TailnetConnected, from the state Secret and the sidecar's container status.
 
 Refreshed when the state Secret or the agent's pod changes (watch events), and every 30 s
-from the device cache (kube/tailnet_devices.py, 30 s TTL). When the device's IPs change,
+by one operator-wide loop (never a kopf timer: that would put a finalizer on every
+MeshAgent) from the device cache (kube/tailnet_devices.py, 30 s TTL). When the device's IPs change,
 the children are re-applied: the serve configuration has an entry per tailnet IP.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -35,6 +39,7 @@ from agent_mesh.tailscale.sidecar import SidecarSettings
 from agent_mesh.workloads.tailnet import Observation, observe, tailnet_endpoint, tailscale_status
 
 REFRESH_SECONDS: Final = 30.0
+logger = logging.getLogger(__name__)
 _ATTEMPTS: Final = 3
 _MANAGED: Final[dict[str, Any]] = {
     "app.kubernetes.io/managed-by": "agent-mesh",
@@ -195,12 +200,11 @@ async def agent_pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> No
     await _after_event(runtime, memo.config, meta.get("namespace", ""), agent)
 
 
-@kopf.timer(GROUP, VERSION, "meshagents", interval=REFRESH_SECONDS, initial_delay=REFRESH_SECONDS)
-async def periodic_refresh(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def refresh_agent(
+    runtime: MeshServices, config: OperatorConfig, body: Mapping[str, Any]
+) -> None:
     """Catch what the watches missed, at the cache's pace; bring the agent's copy of the
     auth key up to its source (a rotated key reaches every agent within 30 s)."""
-    runtime: MeshServices = memo.runtime
-    config: OperatorConfig = memo.config
     settings = on_tailnet(body, config)
     if settings is None:
         return
@@ -216,3 +220,42 @@ async def periodic_refresh(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger
         logger.warning("workload refused: %s", refused)
     except MeshError as error:
         logger.warning("tailnet status not refreshed: %s", error.message)
+
+
+async def refresh_all(runtime: MeshServices, config: OperatorConfig) -> None:
+    """One pass over the managed agents the registry knows (each read afresh)."""
+    for record in list(runtime.registry):
+        if not record.workload:
+            continue
+        try:
+            body = await _meshagent(runtime.api, record.namespace, record.name)
+        except MeshError as error:
+            logger.warning("tailnet status not refreshed: %s", error.message)
+            continue
+        if body is not None and not (body.get("metadata") or {}).get("deletionTimestamp"):
+            await refresh_agent(runtime, config, body)
+
+
+async def _refresh_forever(memo: kopf.Memo) -> None:
+    while True:
+        await asyncio.sleep(REFRESH_SECONDS)
+        runtime: MeshServices | None = memo.get("runtime")
+        if runtime is not None:
+            await refresh_all(runtime, memo.config)
+
+
+@kopf.on.startup()
+async def start_periodic_refresh(memo: kopf.Memo, **_: Any) -> None:
+    """One loop for the operator, not a kopf timer per MeshAgent: kopf puts its finalizer
+    on every object a timer runs for, so each MeshAgent would outlive an uninstalled
+    operator, stuck on it."""
+    memo.tailnet_refresh = asyncio.create_task(_refresh_forever(memo))
+
+
+@kopf.on.cleanup()
+async def stop_periodic_refresh(memo: kopf.Memo, **_: Any) -> None:
+    task: asyncio.Task[None] | None = memo.get("tailnet_refresh")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
