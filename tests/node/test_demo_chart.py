@@ -44,7 +44,15 @@ def _demo(state: Path, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a shell gives a command
+        # as a terminal starts it: SIGINT at its default even when this run was started in
+        # the background (a shell's `&` and nohup make children ignore SIGINT and SIGHUP)
+        preexec_fn=_default_signals,
     )
+
+
+def _default_signals() -> None:
+    for number in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(number, signal.SIG_DFL)
 
 
 def _assert_nothing_left(state: Path) -> None:
