@@ -19,10 +19,9 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
+from agent_mesh.testing.demo_chart import mesh_volumes
 from tests.support.cluster import Cluster
 from tests.support.waiting import wait_for
-
-AUDIENCE = "agent-mesh"  # the operator's default service_account_audience
 
 
 @dataclass
@@ -187,8 +186,8 @@ def logs_of(cluster: NodeCluster, namespace: str, pod: str) -> str:
 
 def echo_agent_pod(image: str, agent: str, mesh_url: str) -> dict[str, Any]:
     """The example echo worker as a pod running as ServiceAccount `echo`: it exchanges its
-    projected token (audience AUDIENCE) at `mesh_url`, verified with the operator's CA
-    bundle ConfigMap, and serves tasks at its pod IP. Needs the ConfigMap `echo-worker`
+    projected token (testing.demo_chart.mesh_volumes) at `mesh_url`, verified with the
+    operator's CA bundle ConfigMap, and serves tasks at its pod IP. Needs the ConfigMap `echo-worker`
     holding examples/echo_worker.py."""
     return {
         "metadata": {"name": f"{agent}-0", "labels": {"agentmesh.io/agent": agent}},
@@ -223,21 +222,7 @@ def echo_agent_pod(image: str, agent: str, mesh_url: str) -> dict[str, Any]:
             ],
             "volumes": [
                 {"name": "example", "configMap": {"name": "echo-worker"}},
-                {"name": "mesh-ca", "configMap": {"name": "agent-mesh-ca.crt"}},
-                {
-                    "name": "token",
-                    "projected": {
-                        "sources": [
-                            {
-                                "serviceAccountToken": {
-                                    "path": "token",
-                                    "audience": AUDIENCE,
-                                    "expirationSeconds": 3600,
-                                }
-                            }
-                        ]
-                    },
-                },
+                *mesh_volumes(),
             ],
         },
     }

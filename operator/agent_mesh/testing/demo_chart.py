@@ -118,25 +118,32 @@ def agent_workload(
                     ],
                 }
             ],
-            "volumes": [
-                {"name": "mesh-ca", "configMap": {"name": "agent-mesh-ca.crt"}},
-                {
-                    "name": "token",
-                    "projected": {
-                        "sources": [
-                            {
-                                "serviceAccountToken": {
-                                    "path": "token",
-                                    "audience": AUDIENCE,
-                                    "expirationSeconds": 3600,
-                                }
-                            }
-                        ]
-                    },
-                },
-            ],
+            "volumes": mesh_volumes(),
         }
     }
+
+
+def mesh_volumes() -> list[dict[str, Any]]:
+    """What an agent pod mounts to reach the mesh API: the CA bundle the operator publishes
+    in its namespace (at CA_MOUNT), and a projected ServiceAccount token for the mesh's
+    audience (at TOKEN_MOUNT) that the SDK exchanges for a mesh token."""
+    return [
+        {"name": "mesh-ca", "configMap": {"name": "agent-mesh-ca.crt"}},
+        {
+            "name": "token",
+            "projected": {
+                "sources": [
+                    {
+                        "serviceAccountToken": {
+                            "path": "token",
+                            "audience": AUDIENCE,
+                            "expirationSeconds": 3600,
+                        }
+                    }
+                ]
+            },
+        },
+    ]
 
 
 def chart_manifests(
