@@ -187,8 +187,8 @@ def logs_of(cluster: NodeCluster, namespace: str, pod: str) -> str:
 def echo_agent_pod(image: str, agent: str, mesh_url: str) -> dict[str, Any]:
     """The example echo worker as a pod running as ServiceAccount `echo`: it exchanges its
     projected token (testing.demo_chart.mesh_volumes) at `mesh_url`, verified with the
-    operator's CA bundle ConfigMap, and serves tasks at its pod IP. Needs the ConfigMap `echo-worker`
-    holding examples/echo_worker.py."""
+    operator's CA bundle ConfigMap, and serves tasks at its pod IP. Needs the ConfigMap
+    `echo-worker` holding examples/echo_worker.py."""
     return {
         "metadata": {"name": f"{agent}-0", "labels": {"agentmesh.io/agent": agent}},
         "spec": {
