@@ -66,14 +66,14 @@ async def start(
 async def wait_ready(url: str, ca_file: str | None = None) -> None:
     verify = ssl.create_default_context(cafile=ca_file) if ca_file else True
     async with httpx.AsyncClient(verify=verify) as http:
-        for _ in range(200):
+
+        async def ready() -> bool:
             try:
-                if (await http.get(f"{url}/readyz")).status_code == 200:
-                    return
+                return (await http.get(f"{url}/readyz")).status_code == 200
             except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.05)
-    pytest.fail(f"the agent at {url} did not become ready")
+                return False
+
+        await wait_for_async(f"the agent at {url} to be ready", ready, within=10, interval=0.05)
 
 
 Boss = Callable[[str], str]

@@ -328,10 +328,12 @@ async def test_a_task_no_agent_can_take_is_withdrawn_after_its_budget(mesh: Mesh
     status, body = await mesh.post("boss", {**task, "wait": False})
     assert status == 202 and body["phase"] == "Pending"
     mesh.fast.sweep(time.monotonic() + 2)
-    await asyncio.sleep(0)
-    status, got = await mesh.get("boss", body["id"])
-    assert status == 200
-    assert got["phase"] == "Failed"
+
+    async def answered_failed() -> dict[str, Any] | None:
+        status, got = await mesh.get("boss", body["id"])
+        return got if status == 200 and got.get("phase") == "Failed" else None
+
+    got = await wait_for_async("the withdrawn task's answer", answered_failed, within=5)
     assert "withdrawn" in got["error"] and "nobody-has-this" in got["error"]
     assert mesh.coordinator.get(body["id"]) is None
 
