@@ -158,8 +158,7 @@ def keys_operator(
 def operator_with_namespace(
     cluster: Cluster, log: Path, family: str, *, extra_env: dict[str, str] | None = None
 ) -> tuple[str, OperatorProcess]:
-    """A fresh namespace of `family`, then an operator of the test's own watching it (in
-    that order: an operator started before the namespace existed sometimes never watched
-    it). The caller stops the operator and deletes the namespace."""
+    """A fresh namespace of `family`, then an operator of the test's own watching it. The
+    caller stops the operator and deletes the namespace."""
     namespace = ensure_namespace(cluster, f"{family}{uuid.uuid4().hex[:6]}")
     return namespace, start_own_operator(cluster, log, family, extra_env=extra_env)

@@ -23,6 +23,19 @@ def test_the_message_the_coordinator_sends_is_what_the_sdk_parses() -> None:
     assert validate_json(TaskRequest, wire, "task request") == sent()
 
 
+def test_the_dispatch_message_is_the_model_pydantic_builds() -> None:
+    """TaskRequest.of skips model_construct's field loop: what it builds must still be,
+    to pydantic, the same model (equal, all fields set, copyable, dumped the same)."""
+    built = sent()
+    constructed = TaskRequest.model_construct(**built.__dict__)
+    validated = TaskRequest.model_validate(built.model_dump())
+    assert built == constructed == validated
+    assert built.model_fields_set == validated.model_fields_set == set(TaskRequest.model_fields)
+    assert built.model_dump(by_alias=True) == validated.model_dump(by_alias=True)
+    assert built.model_copy(update={"attempt": 3}).key == ("uid-1", 3)
+    assert built.model_extra is None
+
+
 def test_the_wire_keeps_its_camel_case_keys() -> None:
     assert json.loads(sent().to_json()) == {
         "taskUid": "uid-1",

@@ -50,14 +50,13 @@ class Tracked:
     reported_waiting: tuple[str, str] | None = None
     """The waiting reason last put in status, so that repeating it writes nothing."""
 
-    @property
-    def key(self) -> str:
-        return self.state.key
+    shape: Shape = field(init=False, repr=False)
+    """What routing depends on, from the task's demand (fixed at creation): computed once,
+    since the scheduler looks it up several times per task."""
 
-    @property
-    def shape(self) -> Shape:
+    def __post_init__(self) -> None:
         d = self.state.demand
-        return (
+        self.shape = (
             d.namespace,
             d.required_capabilities,
             d.agent_type,
@@ -65,6 +64,10 @@ class Tracked:
             d.agent_ref,
             d.strategy,
         )
+
+    @property
+    def key(self) -> str:
+        return self.state.key
 
     def stop_dispatch(self) -> None:
         """Cancel the dispatch in flight, if any: its answer no longer counts."""

@@ -39,14 +39,25 @@ class TaskRequest(WireModel):
         metadata: dict[str, str],
     ) -> TaskRequest:
         """The message for values the sender already holds checked: built without
-        validating them again (one per dispatch; the agent validates what it receives)."""
-        return cls.model_construct(
-            task_uid=task_uid,
-            attempt=attempt,
-            task_type=task_type,
-            payload=payload,
-            metadata=metadata,
+        validating them again (one per dispatch; the agent validates what it receives).
+        What `model_construct` does, minus its per-field loop (a quarter of its cost, on
+        the dispatch hot path): the fields, all set, no extras, no private attributes."""
+        message = _new(cls)
+        _set(
+            message,
+            "__dict__",
+            {
+                "task_uid": task_uid,
+                "attempt": attempt,
+                "task_type": task_type,
+                "payload": payload,
+                "metadata": metadata,
+            },
         )
+        _set(message, "__pydantic_fields_set__", set(_ALL_FIELDS))
+        _set(message, "__pydantic_extra__", None)
+        _set(message, "__pydantic_private__", None)
+        return message
 
     @property
     def key(self) -> tuple[str, int]:
@@ -56,6 +67,11 @@ class TaskRequest(WireModel):
     def to_json(self) -> str:
         """The message as sent: camelCase JSON."""
         return self.model_dump_json(by_alias=True)
+
+
+_new = TaskRequest.__new__
+_set = object.__setattr__
+_ALL_FIELDS: Final = frozenset(TaskRequest.model_fields)
 
 
 class TaskBatch(WireModel):

@@ -28,6 +28,7 @@ from agent_mesh.domain.errors import MeshError
 from agent_mesh.kube.client import api_client
 from agent_mesh.kube.webhook_ca import WebhookCaInjector
 from agent_mesh.pki.certs import write_private
+from agent_mesh.runtime.namespace_observation import observe_listed_namespaces
 from agent_mesh.runtime.services import MeshRuntime
 
 logger = logging.getLogger("agent_mesh.operator")
@@ -95,6 +96,8 @@ async def _operate(config: OperatorConfig, cert_dir: Path) -> None:
             "namespace": ",".join(config.namespaces) or "*",
         },
     )
+    if config.namespaces:
+        observe_listed_namespaces()
     await kopf.operator(
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,
