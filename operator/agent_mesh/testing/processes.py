@@ -125,6 +125,9 @@ def start_operator(
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
         "AGENT_MESH_EGRESS_ALLOW_LOOPBACK": "true",
+        # its scratch files (the webhook certificates) beside its log: an operator killed
+        # with SIGKILL cannot remove them, and they should not pile up in the system's /tmp
+        "TMPDIR": str(log.parent),
         **(extra_env or {}),
     }
     ca_file = log.with_name(f"{log.stem}-ca.crt") if mesh_tls else None
