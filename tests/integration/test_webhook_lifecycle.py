@@ -70,8 +70,13 @@ def configuration(cluster: Cluster) -> Any:
     name = f"amw-{SESSION}-{uuid.uuid4().hex[:6]}.agentmesh.io"
     yield name
     # whatever the test did, no webhook of its own may outlive it
-    with contextlib.suppress(client.ApiException):
-        client.AdmissionregistrationV1Api(cluster.api).delete_validating_webhook_configuration(name)
+    admission = client.AdmissionregistrationV1Api(cluster.api)
+    for delete in (
+        admission.delete_validating_webhook_configuration,
+        admission.delete_mutating_webhook_configuration,
+    ):
+        with contextlib.suppress(client.ApiException):
+            delete(name)
 
 
 def test_a_meshtask_update_that_grows_the_payload_is_refused(
@@ -114,6 +119,11 @@ def test_an_operator_stopped_cleanly_leaves_no_webhook_that_blocks_meshtask_writ
     assert own.process.returncode != -signal.SIGKILL, "the operator did not stop on SIGTERM"
 
     assert _configuration(cluster, configuration) is None
+    with pytest.raises(client.ApiException) as gone:  # the injection webhook's too
+        client.AdmissionregistrationV1Api(cluster.api).read_mutating_webhook_configuration(
+            configuration
+        )
+    assert gone.value.status == 404
     assert _refusal(cluster, namespace) is None
 
 

@@ -17,9 +17,7 @@ from typing import Any, Final
 
 import kopf
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
-from agent_mesh.api import GROUP, VERSION
 from agent_mesh.api.meshagent import MeshAgentCondition, MeshAgentReason, Network, agent_record
 from agent_mesh.api.meshagent_status import tailnet_conditions
 from agent_mesh.config import OperatorConfig
@@ -30,7 +28,7 @@ from agent_mesh.domain.discovery import resolve_endpoint
 from agent_mesh.domain.errors import MeshError
 from agent_mesh.kube import workloads
 from agent_mesh.kube.agent_status import WriteResult
-from agent_mesh.kube.errors import unavailable
+from agent_mesh.kube.agents import read_meshagent
 from agent_mesh.kube.status_writer import StatusWriter
 from agent_mesh.kube.tailnet_devices import pod_name
 from agent_mesh.tailscale import sidecar
@@ -153,15 +151,7 @@ async def refresh(
 
 
 async def _meshagent(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        found: dict[str, Any] = await client.CustomObjectsApi(api).get_namespaced_custom_object(
-            GROUP, VERSION, namespace, "meshagents", name
-        )
-    except ApiException as error:
-        if error.status == 404:
-            return None
-        raise unavailable(f"reading MeshAgent {namespace}/{name}", error) from error
-    return found
+    return await read_meshagent(api, namespace, name)
 
 
 async def _after_event(
