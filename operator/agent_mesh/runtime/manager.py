@@ -82,7 +82,11 @@ def webhook_server(
         validating, mutating = admission.webhooks(config, client_config)
         name = config.webhook_configuration
         await webhook_ca.register(runtime.api, "validating", name, validating)
-        await webhook_ca.register(runtime.api, "mutating", name, mutating)
+        if config.sidecar_settings() is None:
+            # nothing could be injected: labelled pods need not wait on this operator
+            await webhook_ca.unregister(runtime.api, "mutating", name)
+        else:
+            await webhook_ca.register(runtime.api, "mutating", name, mutating)
 
     return RegisteringWebhookServer(
         on_listening=register_here if config.webhook_registration == "self" else None,
