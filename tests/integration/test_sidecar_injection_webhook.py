@@ -9,6 +9,7 @@ documented one."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import uuid
@@ -223,6 +224,33 @@ def test_the_sidecars_objects_are_the_operators_and_bound_to_the_agents_account_
             and core.read_namespaced_config_map("worker-tailscale-serve", ns)
         ),
     )
+
+
+def test_a_rotated_auth_key_reaches_the_injected_agents_copy(
+    cluster: Cluster, injecting: Injecting
+) -> None:
+    core = client.CoreV1Api(cluster.api)
+    wait_for(
+        "the agent's copy of the auth key",
+        lambda: _copied_key(core, injecting.namespace) == b"k",
+    )
+    core.patch_namespaced_secret(
+        "agent-mesh-tailscale-auth", SYSTEM, {"stringData": {"authkey": "rotated"}}
+    )
+    # the operator's 30 s pass over the tailscale agents, injected ones included
+    wait_for(
+        "the copy to follow its source",
+        lambda: _copied_key(core, injecting.namespace) == b"rotated",
+        timeout=75,
+    )
+
+
+def _copied_key(core: client.CoreV1Api, namespace: str) -> bytes | None:
+    try:
+        copy = core.read_namespaced_secret("worker-tailscale-auth", namespace)
+    except client.ApiException:
+        return None
+    return base64.b64decode((copy.data or {}).get("authkey") or "")
 
 
 def test_an_update_or_a_re_creation_adds_no_second_sidecar(
