@@ -223,7 +223,10 @@ def test_the_injection_webhook_sees_only_labelled_pods_outside_system_namespaces
         }
     ]
     assert webhook["objectSelector"] == {
-        "matchExpressions": [{"key": "agentmesh.io/agent", "operator": "Exists"}]
+        "matchExpressions": [
+            {"key": "agentmesh.io/agent", "operator": "Exists"},
+            {"key": "app.kubernetes.io/managed-by", "operator": "NotIn", "values": ["agent-mesh"]},
+        ]
     }
     assert webhook["namespaceSelector"] == {
         "matchExpressions": [

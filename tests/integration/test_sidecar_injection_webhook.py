@@ -278,6 +278,18 @@ def test_an_unlabelled_pod_is_untouched(cluster: Cluster, injecting: Injecting) 
     assert warnings == []
 
 
+def test_a_managed_agents_pod_never_goes_through_the_webhook(
+    cluster: Cluster, injecting: Injecting
+) -> None:
+    # labelled as the operator's StatefulSets label their pods: the objectSelector leaves
+    # it out, so a managed agent's pod never waits on the operator (it has its sidecar)
+    pod = _pod("managed-0")
+    pod["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "agent-mesh"
+    created, warnings = _create(cluster, injecting.namespace, pod)
+    assert [c["name"] for c in created["spec"]["containers"]] == ["agent"]
+    assert warnings == []
+
+
 def test_a_pod_in_an_excluded_namespace_is_untouched(
     cluster: Cluster, injecting: Injecting
 ) -> None:
@@ -326,8 +338,9 @@ def test_the_registered_configuration_is_the_documented_one(
     assert [(r.api_groups, r.resources, r.operations) for r in webhook.rules] == [
         ([""], ["pods"], ["CREATE"])
     ]
-    assert [(e.key, e.operator) for e in webhook.object_selector.match_expressions] == [
-        ("agentmesh.io/agent", "Exists")
+    assert [(e.key, e.operator, e.values) for e in webhook.object_selector.match_expressions] == [
+        ("agentmesh.io/agent", "Exists", None),
+        ("app.kubernetes.io/managed-by", "NotIn", ["agent-mesh"]),
     ]
     (expression,) = webhook.namespace_selector.match_expressions
     assert (expression.key, expression.operator) == ("kubernetes.io/metadata.name", "NotIn")

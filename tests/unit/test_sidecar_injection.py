@@ -237,7 +237,10 @@ def test_the_registered_injection_webhook_skips_system_namespaces_and_times_out_
         }
     ]
     assert webhook["objectSelector"] == {
-        "matchExpressions": [{"key": "agentmesh.io/agent", "operator": "Exists"}]
+        "matchExpressions": [
+            {"key": "agentmesh.io/agent", "operator": "Exists"},
+            {"key": "app.kubernetes.io/managed-by", "operator": "NotIn", "values": ["agent-mesh"]},
+        ]
     }
     assert webhook["timeoutSeconds"] <= 5
     assert (webhook["failurePolicy"], webhook["reinvocationPolicy"]) == ("Fail", "Never")

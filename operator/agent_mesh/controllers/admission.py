@@ -46,6 +46,13 @@ SYSTEM_NAMESPACES: Final = ("kube-system", "kube-public", "kube-node-lease")
 """Never injected into (nor is the operator's own namespace): the webhook's failurePolicy
 is Fail, and the cluster's own pods, and the operator's, must start without the operator."""
 INJECTED_LABELS: Final[dict[str, Any]] = {AGENT_LABEL: kopf.PRESENT}
+INJECTED_POD_SELECTOR: Final = [
+    {"key": AGENT_LABEL, "operator": "Exists"},
+    # the operator's own StatefulSets' pods carry their sidecar already: they never wait
+    # on the webhook (NotIn also matches pods without the label)
+    {"key": "app.kubernetes.io/managed-by", "operator": "NotIn", "values": ["agent-mesh"]},
+]
+"""The pods the apiserver calls the injection webhook for."""
 
 
 def register() -> None:
@@ -156,7 +163,7 @@ def webhooks(
                     "scope": "Namespaced",
                 }
             ],
-            "objectSelector": {"matchExpressions": [{"key": AGENT_LABEL, "operator": "Exists"}]},
+            "objectSelector": {"matchExpressions": INJECTED_POD_SELECTOR},
             "namespaceSelector": {
                 "matchExpressions": [
                     {
