@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -107,7 +108,9 @@ class OperatorConfig(BaseSettings):
     )
     liveness_host: str = Field("127.0.0.1", description="Address of kopf's liveness endpoint.")
     liveness_port: int = Field(8080, ge=1, le=65535, description="Port of /healthz.")
-    webhooks: bool = Field(True, description="Serve the validating admission webhook.")
+    webhooks: bool = Field(
+        True, description="Serve the admission webhooks (validation, sidecar injection)."
+    )
     webhook_host: str = Field(
         "127.0.0.1",
         description="Address the webhook listens on and the apiserver calls it at (URL mode).",
@@ -117,17 +120,17 @@ class OperatorConfig(BaseSettings):
         "agentmesh.io",
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$",
         max_length=200,
-        description="Name of the ValidatingWebhookConfiguration the operator registers "
-        "(a DNS name with a dot); its webhooks are named after it.",
+        description="Name of the Validating- and MutatingWebhookConfiguration the operator "
+        "registers (a DNS name with a dot); their webhooks are named after it.",
     )
     webhook_registration: Literal["self", "ca-bundle", "external"] = Field(
         "self",
         description=(
-            "Who owns the ValidatingWebhookConfiguration named webhook_configuration: "
-            "`self`, the operator registers it with a URL at webhook_host (local runs); "
-            "`ca-bundle`, an installation (the Helm chart, config/default) creates it with a "
-            "Service reference and the operator only writes its caBundle, at start and after "
-            "each CA change; `external`, the operator leaves it alone (cert-manager's CA "
+            "Who owns the webhook configurations named webhook_configuration: "
+            "`self`, the operator registers them with a URL at webhook_host (local runs); "
+            "`ca-bundle`, an installation (the Helm chart, config/default) creates them with a "
+            "Service reference and the operator only writes their caBundle, at start and after "
+            "each CA change; `external`, the operator leaves them alone (cert-manager's CA "
             "injector fills the caBundle)."
         ),
     )
@@ -439,6 +442,26 @@ class OperatorConfig(BaseSettings):
         if self.headscale_api_key is None or not self.tailscale_login_server:
             return None
         return Headscale(self.tailscale_login_server, self.headscale_api_key.get_secret_value())
+
+    def watches(self, namespace: str) -> bool:
+        """Whether `namespace` is one this operator watches, by kopf's reading of the
+        patterns: comma-separated globs, `!glob` excluding, a leading exclusion implying `*`
+        before it; any pattern matching is enough; none at all: every namespace."""
+        if not self.namespaces:
+            return True
+        for pattern in self.namespaces:
+            globs = [glob.strip() for glob in pattern.split(",")]
+            if globs[0].startswith("!"):
+                globs.insert(0, "*")
+            matches = first = fnmatch.fnmatchcase(namespace, globs[0])
+            for glob in globs[1:]:
+                if glob.startswith("!"):
+                    matches = matches and not fnmatch.fnmatchcase(namespace, glob[1:])
+                else:
+                    matches = matches or (first and fnmatch.fnmatchcase(namespace, glob))
+            if matches:
+                return True
+        return False
 
     def sidecar_settings(self) -> SidecarSettings | None:
         """The Tailscale settings the sidecar builders need; None without a tailnet domain."""

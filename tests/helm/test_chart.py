@@ -134,11 +134,13 @@ def test_the_operator_reaches_its_own_secrets_and_webhook_by_name_only(helm: Pat
     assert not {verb for _, _, verb, _ in own} & {"list", "watch", "delete"}
     configuration = only(objects, "ValidatingWebhookConfiguration")["metadata"]["name"]
     cluster = _rules(only(objects, "ClusterRole"))
-    webhook_rules = [r for r in cluster if r[1] == "validatingwebhookconfigurations"]
-    assert webhook_rules == [
-        ("admissionregistration.k8s.io", "validatingwebhookconfigurations", verb, configuration)
+    assert only(objects, "MutatingWebhookConfiguration")["metadata"]["name"] == configuration
+    webhook_rules = [r for r in cluster if r[1].endswith("webhookconfigurations")]
+    assert sorted(webhook_rules) == sorted(
+        ("admissionregistration.k8s.io", f"{kind}webhookconfigurations", verb, configuration)
+        for kind in ("validating", "mutating")
         for verb in ("get", "update")
-    ]
+    )
     delegator = [
         o
         for o in objects
@@ -156,7 +158,7 @@ def test_with_cert_manager_the_injector_fills_the_ca_bundle_not_the_operator(hel
     annotations = only(objects, "ValidatingWebhookConfiguration")["metadata"]["annotations"]
     assert annotations["cert-manager.io/inject-ca-from"] == "agent-mesh-system/agent-mesh"
     assert not any(
-        r[1] == "validatingwebhookconfigurations" for r in _rules(only(objects, "ClusterRole"))
+        r[1].endswith("webhookconfigurations") for r in _rules(only(objects, "ClusterRole"))
     )
     assert only(objects, "Issuer")["spec"] == {"selfSigned": {}}
 
@@ -178,50 +180,93 @@ def test_optional_objects_and_pod_placement_come_from_values(helm: Path) -> None
 
 
 def test_the_chart_webhooks_are_the_operators_handlers(helm: Path) -> None:
-    """What kopf would register (names, rules, paths) is what the chart declares."""
+    """Each webhook's path is an admission handler's id, and the chart declares the
+    webhooks field by field as the operator registers them itself (webhook_registration=
+    self), with the chart's defaults and its namespace as the operator's."""
     import kopf
-    from kopf._core.engines.admission import build_webhooks
-    from kopf._core.intents.registries import OperatorRegistry
 
-    from agent_mesh.api import ACLPOLICY, MESHAGENT, MESHTASK
+    from agent_mesh.config import OperatorConfig
+    from agent_mesh.controllers import admission
 
-    registry = OperatorRegistry()
+    registry = kopf.OperatorRegistry()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(kopf.on, "validate", _registering_into(registry))
-        from agent_mesh.controllers import admission
-
+        for kind in ("validate", "mutate"):
+            patch.setattr(kopf.on, kind, _registering_into(registry, getattr(kopf.on, kind)))
         admission.register()
+    handlers = sorted(h.id for h in registry._webhooks.get_all_handlers())
     objects = render(helm)
-    declared = only(objects, "ValidatingWebhookConfiguration")
-    name = declared["metadata"]["name"]
-    resources = [
-        kopf.Resource("agentmesh.io", "v1alpha1", d.plural, namespaced=True)
-        for d in (MESHAGENT, MESHTASK, ACLPOLICY)
+    validating = only(objects, "ValidatingWebhookConfiguration")
+    mutating = only(objects, "MutatingWebhookConfiguration")
+    declared = [*validating["webhooks"], *mutating["webhooks"]]
+    assert sorted(w["clientConfig"]["service"]["path"].lstrip("/") for w in declared) == handlers
+    name = validating["metadata"]["name"]
+    assert mutating["metadata"]["name"] == name
+    config = OperatorConfig(webhook_configuration=name, operator_namespace="agent-mesh-system")
+    service = {k: v for k, v in declared[0]["clientConfig"]["service"].items() if k != "path"}
+    built_validating, built_mutating = admission.webhooks(config, {"service": service})
+    assert validating["webhooks"] == built_validating
+    assert mutating["webhooks"] == built_mutating
+
+
+def test_the_injection_webhook_sees_only_labelled_pods_outside_system_namespaces(
+    helm: Path,
+) -> None:
+    objects = render(helm, namespace="mesh")
+    (webhook,) = only(objects, "MutatingWebhookConfiguration")["webhooks"]
+    assert webhook["rules"] == [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "resources": ["pods"],
+            "operations": ["CREATE"],
+            "scope": "Namespaced",
+        }
     ]
-    expected = build_webhooks(
-        registry._webhooks.get_all_handlers(),
-        resources=resources,
-        name_suffix=name,
-        client_config={"service": {"name": "x", "namespace": "y"}},
+    assert webhook["objectSelector"] == {
+        "matchExpressions": [
+            {"key": "agentmesh.io/agent", "operator": "Exists"},
+            {"key": "app.kubernetes.io/managed-by", "operator": "NotIn", "values": ["agent-mesh"]},
+        ]
+    }
+    assert webhook["namespaceSelector"] == {
+        "matchExpressions": [
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": ["kube-system", "kube-public", "kube-node-lease", "mesh"],
+            }
+        ]
+    }
+    assert webhook["failurePolicy"] == "Fail"
+    assert webhook["timeoutSeconds"] == 5
+    assert webhook["reinvocationPolicy"] == "Never"
+    assert webhook["sideEffects"] == "None"
+
+    listed = render(helm, *VALUE_SETS["watched-namespaces"])
+    (webhook,) = only(listed, "MutatingWebhookConfiguration")["webhooks"]
+    assert webhook["namespaceSelector"]["matchExpressions"][1] == {
+        "key": "kubernetes.io/metadata.name",
+        "operator": "In",
+        "values": ["team-a", "team-b"],
+    }
+    tuned = render(
+        helm, "--set", "webhook.inject.failurePolicy=Ignore,webhook.inject.timeoutSeconds=3"
     )
-    assert sorted((w["name"], w["clientConfig"]["service"]["path"]) for w in expected) == sorted(
-        (w["name"], w["clientConfig"]["service"]["path"]) for w in declared["webhooks"]
-    )
-    for want in expected:
-        got = next(w for w in declared["webhooks"] if w["name"] == want["name"])
-        assert got["rules"] == want["rules"]
-        assert got["sideEffects"] == want["sideEffects"]
+    (webhook,) = only(tuned, "MutatingWebhookConfiguration")["webhooks"]
+    assert (webhook["failurePolicy"], webhook["timeoutSeconds"]) == ("Ignore", 3)
+    off = render(helm, "--set", "webhook.inject.enabled=false")
+    assert not [o for o in off if o["kind"] == "MutatingWebhookConfiguration"]
+    assert only(off, "ValidatingWebhookConfiguration")
+    managed = render(helm, *VALUE_SETS["cert-manager"])
+    annotations = only(managed, "MutatingWebhookConfiguration")["metadata"]["annotations"]
+    assert annotations["cert-manager.io/inject-ca-from"] == "agent-mesh-system/agent-mesh"
 
 
-def _registering_into(registry: Any) -> Any:
-    import kopf
-
-    real = kopf.on.validate
-
-    def validate(*args: Any, **kwargs: Any) -> Any:
+def _registering_into(registry: Any, real: Any) -> Any:
+    def register(*args: Any, **kwargs: Any) -> Any:
         return real(*args, registry=registry, **kwargs)
 
-    return validate
+    return register
 
 
 @pytest.mark.parametrize(
@@ -235,6 +280,8 @@ def _registering_into(registry: Any) -> Any:
         (["--set", "watchNamespaces={Team_A}"], "watchNamespaces"),
         (["--set", "ports.mesh=70000"], "ports.mesh"),
         (["--set", "webhook.failurePolicy=Sometimes"], "webhook.failurePolicy"),
+        (["--set", "webhook.inject.failurePolicy=Sometimes"], "webhook.inject.failurePolicy"),
+        (["--set", "webhook.inject.timeoutSeconds=60"], "webhook.inject.timeoutSeconds"),
     ],
 )
 def test_values_outside_the_schema_are_refused_naming_the_field(

@@ -1,6 +1,6 @@
 """webhook_registration=ca-bundle, as the Helm chart and config/default run the operator:
-the installation owns the ValidatingWebhookConfiguration (rules, names, where to call),
-the operator writes only its caBundle, against the real apiserver."""
+the installation owns the Validating- and MutatingWebhookConfiguration (rules, names,
+where to call), the operator writes only their caBundle, against the real apiserver."""
 
 from __future__ import annotations
 
@@ -50,8 +50,13 @@ def _webhooks(port: int, configuration: str) -> list[dict[str, Any]]:
 def configuration(cluster: Cluster) -> Iterator[str]:
     name = f"amc-{SESSION}-{uuid.uuid4().hex[:6]}.agentmesh.io"
     yield name
-    with contextlib.suppress(client.ApiException):
-        client.AdmissionregistrationV1Api(cluster.api).delete_validating_webhook_configuration(name)
+    admission = client.AdmissionregistrationV1Api(cluster.api)
+    for delete in (
+        admission.delete_validating_webhook_configuration,
+        admission.delete_mutating_webhook_configuration,
+    ):
+        with contextlib.suppress(client.ApiException):
+            delete(name)
 
 
 def test_the_operator_fills_the_ca_bundle_of_a_configuration_it_does_not_own(
@@ -64,6 +69,26 @@ def test_the_operator_fills_the_ca_bundle_of_a_configuration_it_does_not_own(
             "metadata": {"name": configuration, "labels": {"owner": "the-installation"}},
             "webhooks": _webhooks(port, configuration),
         }
+    )
+    injection = {  # the chart's, at a URL on loopback
+        "name": f"inject-tailscale.{configuration}",
+        "clientConfig": {"url": f"https://127.0.0.1:{port}/inject-tailscale"},
+        "rules": [
+            {
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "resources": ["pods"],
+                "operations": ["CREATE"],
+            }
+        ],
+        "objectSelector": {"matchLabels": {"ca-injection-test": configuration}},
+        "sideEffects": "None",
+        "failurePolicy": "Fail",
+        "admissionReviewVersions": ["v1"],
+        "timeoutSeconds": 5,
+    }
+    admission.create_mutating_webhook_configuration(
+        {"metadata": {"name": configuration}, "webhooks": [injection]}
     )
     watched = f"amc-{SESSION}-{uuid.uuid4().hex[:4]}"
     operator = start_operator(
@@ -81,6 +106,10 @@ def test_the_operator_fills_the_ca_bundle_of_a_configuration_it_does_not_own(
     try:
         found = admission.read_validating_webhook_configuration(configuration)
         assert all(w.client_config.ca_bundle for w in found.webhooks)
+        mutating = admission.read_mutating_webhook_configuration(configuration)
+        bundle = found.webhooks[0].client_config.ca_bundle
+        assert mutating.webhooks[0].client_config.ca_bundle == bundle
+        assert mutating.webhooks[0].client_config.url.endswith("/inject-tailscale")
         # what the installation wrote is left as it was: names, URLs, labels
         assert [w.name for w in found.webhooks] == [
             w["name"] for w in _webhooks(port, configuration)
@@ -101,8 +130,9 @@ def test_the_operator_fills_the_ca_bundle_of_a_configuration_it_does_not_own(
             core.delete_namespace(watched)
     finally:
         operator.stop()
-    # the operator leaves a configuration it does not own in place when it stops
+    # the operator leaves configurations it does not own in place when it stops
     assert admission.read_validating_webhook_configuration(configuration).webhooks
+    assert admission.read_mutating_webhook_configuration(configuration).webhooks
 
 
 def test_an_operator_refuses_to_start_when_the_configuration_to_fill_is_missing(

@@ -1,7 +1,8 @@
-"""The validating webhook the operator registers (failurePolicy Fail), against the real
-apiserver: it refuses a MeshTask UPDATE that breaks a rule; an operator stopped cleanly
-leaves nothing that blocks MeshTask writes; after a hard kill writes are refused until
-an operator starts again and takes its registration over."""
+"""The webhooks the operator registers (failurePolicy Fail), against the real apiserver:
+the validating one refuses a MeshTask UPDATE that breaks a rule; an operator stopped
+cleanly leaves nothing that blocks MeshTask writes or labelled pods (the injection
+webhook, registered only with Tailscale settings, goes too); after a hard kill writes are
+refused until an operator starts again and takes its registration over."""
 
 from __future__ import annotations
 
@@ -50,12 +51,30 @@ def _configuration(cluster: Cluster, name: str) -> Any:
 
 
 def _operator_with_webhook(
-    cluster: Cluster, log: Path, configuration: str, *, killed: bool = False
+    cluster: Cluster,
+    log: Path,
+    configuration: str,
+    *,
+    killed: bool = False,
+    tailnet: bool = False,
 ) -> contextlib.AbstractContextManager[OperatorProcess]:
-    """An operator of its own for the block, registering its webhook under `configuration`
-    (not the session operator's); stopped after it (`killed`: SIGKILLed)."""
+    """An operator of its own for the block, registering its webhooks under
+    `configuration` (not the session operator's), the injection one only with `tailnet`
+    settings; stopped after it (`killed`: SIGKILLed)."""
     env = {"AGENT_MESH_WEBHOOK_CONFIGURATION": configuration}
+    if tailnet:
+        env["AGENT_MESH_TAILSCALE_TAILNET_DOMAIN"] = "tailnet.test"
     return own_operator(cluster, log, family("amw"), webhooks=True, extra_env=env, killed=killed)
+
+
+def _injection(cluster: Cluster, name: str) -> Any:
+    admission = client.AdmissionregistrationV1Api(cluster.api)
+    try:
+        return admission.read_mutating_webhook_configuration(name)
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
 
 
 def _registered_at(cluster: Cluster, configuration: str) -> str | None:
@@ -70,8 +89,13 @@ def configuration(cluster: Cluster) -> Any:
     name = f"amw-{SESSION}-{uuid.uuid4().hex[:6]}.agentmesh.io"
     yield name
     # whatever the test did, no webhook of its own may outlive it
-    with contextlib.suppress(client.ApiException):
-        client.AdmissionregistrationV1Api(cluster.api).delete_validating_webhook_configuration(name)
+    admission = client.AdmissionregistrationV1Api(cluster.api)
+    for delete in (
+        admission.delete_validating_webhook_configuration,
+        admission.delete_mutating_webhook_configuration,
+    ):
+        with contextlib.suppress(client.ApiException):
+            delete(name)
 
 
 def test_a_meshtask_update_that_grows_the_payload_is_refused(
@@ -108,12 +132,15 @@ def test_an_operator_stopped_cleanly_leaves_no_webhook_that_blocks_meshtask_writ
     configuration: str,
     tmp_path: Path,
 ) -> None:
-    with _operator_with_webhook(cluster, tmp_path / "operator.log", configuration) as own:
+    log = tmp_path / "operator.log"
+    with _operator_with_webhook(cluster, log, configuration, tailnet=True) as own:
         wait_for("the webhook registration", lambda: _registered_at(cluster, configuration))
+        wait_for("the injection webhook", lambda: _injection(cluster, configuration))
         assert _refusal(cluster, namespace) is None
     assert own.process.returncode != -signal.SIGKILL, "the operator did not stop on SIGTERM"
 
     assert _configuration(cluster, configuration) is None
+    assert _injection(cluster, configuration) is None  # the injection webhook's too
     assert _refusal(cluster, namespace) is None
 
 
@@ -127,6 +154,8 @@ def test_after_a_hard_kill_meshtask_writes_are_refused_until_an_operator_starts_
     with _operator_with_webhook(cluster, tmp_path / "killed.log", configuration, killed=True):
         stale = wait_for("the webhook registration", lambda: _registered_at(cluster, configuration))
         assert _refusal(cluster, namespace) is None
+        # without Tailscale settings nothing could be injected: no labelled pod waits on it
+        assert _injection(cluster, configuration) is None
 
     # SIGKILL runs no cleanup: the registration stays and failurePolicy Fail holds
     refusal = _refusal(cluster, namespace)

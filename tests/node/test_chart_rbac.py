@@ -62,7 +62,7 @@ RULES = [
     Rule("cluster", 0, "customresourcedefinitions get list watch"),
     Rule("cluster", 1, "namespaces list watch"),
     Rule("cluster", 2, "servicecidrs list"),
-    Rule("cluster", 3, "validatingwebhookconfigurations get update (by name)"),
+    Rule("cluster", 3, "validating-, mutatingwebhookconfigurations get update (by name)"),
     Rule("own", 0, "secrets, configmaps create"),
     Rule("own", 1, "secrets get update (signing keys, CA)"),
     Rule("own", 2, "configmaps get update (revocations, CA bundle)"),

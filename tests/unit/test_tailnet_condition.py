@@ -31,7 +31,7 @@ def _tailnet(conditions: list[dict[str, Any]] | None = None, **kw: Any) -> list[
     [
         ({}, "SidecarNotReady", "has not read its state yet"),
         ({"configured": False}, "TailnetNotConfigured", "AGENT_MESH_TAILSCALE_TAILNET_DOMAIN"),
-        ({"managed": False}, "SidecarNotInjected", "only to pods it runs (spec.workload)"),
+        ({"managed": False}, "SidecarNotInjected", "agentmesh.io/agent=<MeshAgent name>"),
         ({"problem": "a container is named tailscale"}, "WorkloadRefused", "container"),
     ],
 )

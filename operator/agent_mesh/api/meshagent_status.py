@@ -166,8 +166,10 @@ def tailnet_conditions(
     else:
         reason = MeshAgentReason.SIDECAR_NOT_INJECTED
         message = (
-            "spec.network is tailscale, but the operator adds the tailscale sidecar only to "
-            "pods it runs (spec.workload); this agent is not on the tailnet."
+            "spec.network is tailscale and the operator runs no pod of this agent (no "
+            "spec.workload): the sidecar is injected into your pods labelled "
+            "agentmesh.io/agent=<MeshAgent name> that run as spec.serviceAccountName; the "
+            "operator does not read an injected sidecar's device into status yet."
         )
     updated = ConditionSet(conditions, generation=generation, now=now)
     updated.set(MeshAgentCondition.TAILNET_CONNECTED, "False", reason, message)

@@ -11,7 +11,7 @@ from typing import Any
 import kopf
 
 from agent_mesh.api import GROUP, VERSION
-from agent_mesh.api.meshagent import Network, agent_record
+from agent_mesh.api.meshagent import MeshAgentCondition, Network, agent_record
 from agent_mesh.api.meshagent_status import (
     credential_conditions,
     endpoint_patch,
@@ -24,6 +24,7 @@ from agent_mesh.controllers.tailnet import identity_changes, observation, on_tai
 from agent_mesh.controllers.workloads import apply_children
 from agent_mesh.domain.agents import AgentRecord
 from agent_mesh.domain.clock import parse_rfc3339
+from agent_mesh.domain.conditions import get_condition
 from agent_mesh.domain.discovery import resolve_endpoint
 from agent_mesh.domain.egress import EgressClass
 from agent_mesh.domain.errors import ConflictError, EgressRefusedError, MeshError, ValidationError
@@ -95,7 +96,9 @@ async def register(
             kopf.event(body, type="Warning", reason="EndpointRefused", message=refusal[:1024])
     config: OperatorConfig = memo.config
     problem = (
-        await reconcile_workload(runtime, config, body, logger) if spec.get("workload") else None
+        await reconcile_workload(runtime, config, body, logger)
+        if has_children(spec, status, config)
+        else None
     )
     before = changes.get("conditions", list(status.get("conditions") or []))
     settings = on_tailnet(body, config)
@@ -145,6 +148,20 @@ async def register(
             reason="Registered",
             message=f"Agent {agent_id} registered; waiting for its first heartbeat.",
         )
+
+
+def has_children(spec: kopf.Spec, status: kopf.Status, config: OperatorConfig) -> bool:
+    """Whether the agent has (or had) children of the operator's: a managed agent's; a
+    tailscale agent's sidecar objects for its injected pods; those of one that was on the
+    tailnet (its TailnetConnected condition stays), to be removed."""
+    network = spec.get("network") or config.default_network
+    return bool(
+        spec.get("workload")
+        or network == Network.TAILSCALE.value
+        or get_condition(
+            list(status.get("conditions") or []), MeshAgentCondition.TAILNET_CONNECTED.value
+        )
+    )
 
 
 async def reconcile_workload(

@@ -17,9 +17,7 @@ from typing import Any, Final
 
 import kopf
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
-from agent_mesh.api import GROUP, VERSION
 from agent_mesh.api.meshagent import MeshAgentCondition, MeshAgentReason, Network, agent_record
 from agent_mesh.api.meshagent_status import tailnet_conditions
 from agent_mesh.config import OperatorConfig
@@ -30,7 +28,7 @@ from agent_mesh.domain.discovery import resolve_endpoint
 from agent_mesh.domain.errors import MeshError
 from agent_mesh.kube import workloads
 from agent_mesh.kube.agent_status import WriteResult
-from agent_mesh.kube.errors import unavailable
+from agent_mesh.kube.agents import read_meshagent
 from agent_mesh.kube.status_writer import StatusWriter
 from agent_mesh.kube.tailnet_devices import pod_name
 from agent_mesh.tailscale import sidecar
@@ -54,6 +52,18 @@ def on_tailnet(meshagent: Mapping[str, Any], config: OperatorConfig) -> SidecarS
     if not spec.get("workload") or network != Network.TAILSCALE.value:
         return None
     return config.sidecar_settings()
+
+
+def injected_on_tailnet(
+    meshagent: Mapping[str, Any], config: OperatorConfig
+) -> SidecarSettings | None:
+    """The sidecar settings when `meshagent` is a tailscale agent without a workload whose
+    labelled pods get the injected sidecar (it names their ServiceAccount)."""
+    spec = meshagent.get("spec") or {}
+    network = spec.get("network") or config.default_network
+    if spec.get("workload") or network != Network.TAILSCALE.value:
+        return None
+    return config.sidecar_settings() if spec.get("serviceAccountName") else None
 
 
 async def observation(
@@ -153,15 +163,7 @@ async def refresh(
 
 
 async def _meshagent(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        found: dict[str, Any] = await client.CustomObjectsApi(api).get_namespaced_custom_object(
-            GROUP, VERSION, namespace, "meshagents", name
-        )
-    except ApiException as error:
-        if error.status == 404:
-            return None
-        raise unavailable(f"reading MeshAgent {namespace}/{name}", error) from error
-    return found
+    return await read_meshagent(api, namespace, name)
 
 
 async def _after_event(
@@ -204,8 +206,10 @@ async def refresh_agent(
     runtime: MeshServices, config: OperatorConfig, body: Mapping[str, Any]
 ) -> None:
     """Catch what the watches missed, at the cache's pace; bring the agent's copy of the
-    auth key up to its source (a rotated key reaches every agent within 30 s)."""
-    settings = on_tailnet(body, config)
+    auth key up to its source (a rotated key, or one created after the agent, reaches
+    every agent within 30 s, injected ones included)."""
+    managed = on_tailnet(body, config)
+    settings = managed or injected_on_tailnet(body, config)
     if settings is None:
         return
     meta = body.get("metadata") or {}
@@ -215,7 +219,8 @@ async def refresh_agent(
                 runtime.api, body, default_network=config.default_network, tailscale=settings
             )
             logger.info("auth key copied to %s", sidecar.auth_secret_name(meta["name"]))
-        await refresh(runtime, config, body, retry_refused=True)
+        if managed is not None:
+            await refresh(runtime, config, body, retry_refused=True)
     except workloads.ChildRefused as refused:
         logger.warning("workload refused: %s", refused)
     except MeshError as error:
@@ -223,9 +228,10 @@ async def refresh_agent(
 
 
 async def refresh_all(runtime: MeshServices, config: OperatorConfig) -> None:
-    """One pass over the managed agents the registry knows (each read afresh)."""
+    """One pass over the tailscale agents the registry knows, managed or injected (each
+    read afresh)."""
     for record in list(runtime.registry):
-        if not record.workload:
+        if (record.network or config.default_network) != Network.TAILSCALE.value:
             continue
         try:
             body = await _meshagent(runtime.api, record.namespace, record.name)

@@ -1,7 +1,8 @@
-"""Managed agents' children put back when deleted: the operator watches the kinds it
-creates for them (only objects labelled as its own) and re-applies the owning MeshAgent's
-children when one goes. Changes to a child are undone at the MeshAgent's next reconcile
-(its spec changes, or the operator restarts)."""
+"""Agents' children put back when deleted (a managed agent's, or the objects a tailscale
+agent's injected sidecar needs): the operator watches the kinds it creates for them (only
+objects labelled as its own) and re-applies the owning MeshAgent's children when one goes.
+Changes to a child are undone at the MeshAgent's next reconcile (its spec changes, or the
+operator restarts)."""
 
 from __future__ import annotations
 
@@ -49,8 +50,8 @@ async def child_event(event: kopf.RawEvent, memo: kopf.Memo, logger: kopf.Logger
         return
     runtime: MeshServices = memo.runtime
     meshagent = await workloads.owning_meshagent(runtime.api, event["object"])
-    if meshagent is None or not (meshagent.get("spec") or {}).get("workload"):
-        return  # gone with its MeshAgent, or not a managed agent's
+    if meshagent is None:
+        return  # gone with its MeshAgent
     config: OperatorConfig = memo.config
     meta = event["object"].get("metadata") or {}
     try:

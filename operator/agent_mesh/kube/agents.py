@@ -59,3 +59,17 @@ class AgentFetcher:
             if record.agent_id == agent_id:
                 return record
         return None
+
+
+async def read_meshagent(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    """The MeshAgent `namespace/name` as the apiserver has it now, or None when there is
+    none; UnavailableError when it cannot be read."""
+    try:
+        found: dict[str, Any] = await client.CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "meshagents", name
+        )
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise unavailable(f"reading MeshAgent {namespace}/{name}", error) from error
+    return found

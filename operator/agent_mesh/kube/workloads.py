@@ -21,7 +21,13 @@ from agent_mesh.api import GROUP, VERSION
 from agent_mesh.kube.errors import unavailable
 from agent_mesh.tailscale import sidecar
 from agent_mesh.tailscale.sidecar import SidecarSettings
-from agent_mesh.workloads.objects import AgentObjects, build, selector
+from agent_mesh.workloads.objects import (
+    AgentObjects,
+    TailnetObjects,
+    build,
+    injected_tailnet_objects,
+    selector,
+)
 
 FIELD_MANAGER: Final = "agent-mesh"
 _APPLY: Final = "application/apply-patch+yaml"
@@ -57,7 +63,7 @@ def _patchers(api: client.ApiClient) -> Mapping[str, Patch]:
     }
 
 
-async def apply_children(api: client.ApiClient, objects: AgentObjects) -> None:
+async def apply_children(api: client.ApiClient, objects: AgentObjects | TailnetObjects) -> None:
     """Create or update every child; ChildRefused when the apiserver refuses one as
     invalid, UnavailableError when it fails."""
     patchers = _patchers(api)
@@ -98,16 +104,34 @@ async def reconcile(
     *,
     default_network: str,
     tailscale: SidecarSettings | None,
-) -> AgentObjects:
-    """Bring a managed agent's children to what its MeshAgent says: ValidationError (from
-    the builders, naming the field), ChildRefused, or UnavailableError."""
-    network = (meshagent.get("spec") or {}).get("network") or default_network
-    key = None
-    if tailscale is not None and network == "tailscale":
-        key = await read_auth_key(api, tailscale)
-    objects = build(meshagent, default_network=default_network, tailscale=tailscale, auth_key=key)
-    await apply_children(api, objects)
-    if objects.role is None:
+) -> AgentObjects | TailnetObjects | None:
+    """Bring an agent's children to what its MeshAgent says: a managed agent's (with
+    spec.workload) all of them; a tailscale agent's without a workload, the objects the
+    sidecar injected into its labelled pods needs (None when it needs none). Raises
+    ValidationError (from the builders, naming the field), ChildRefused, or
+    UnavailableError."""
+    objects: AgentObjects | TailnetObjects | None
+    if (meshagent.get("spec") or {}).get("workload") is not None:
+        objects = build(meshagent, default_network=default_network, tailscale=tailscale)
+        if objects.role is not None and tailscale is not None:
+            key = await read_auth_key(api, tailscale)
+            objects = build(
+                meshagent, default_network=default_network, tailscale=tailscale, auth_key=key
+            )
+        on_tailnet = objects.role is not None
+    else:
+        objects = injected_tailnet_objects(
+            meshagent, default_network=default_network, tailscale=tailscale
+        )
+        if objects is not None and tailscale is not None:
+            key = await read_auth_key(api, tailscale)
+            objects = injected_tailnet_objects(
+                meshagent, default_network=default_network, tailscale=tailscale, auth_key=key
+            )
+        on_tailnet = objects is not None
+    if objects is not None:
+        await apply_children(api, objects)
+    if not on_tailnet:
         meta = meshagent["metadata"]
         await remove_tailnet_children(api, meta["namespace"], meta["name"])
     return objects

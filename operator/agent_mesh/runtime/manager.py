@@ -7,12 +7,11 @@ import contextlib
 import ipaddress
 import logging
 import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import kopf
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_mesh.config import OperatorConfig
 from agent_mesh.controllers import (  # noqa: F401  (importing registers the handlers)
@@ -25,6 +24,7 @@ from agent_mesh.controllers import (  # noqa: F401  (importing registers the han
 )
 from agent_mesh.controllers.services import MeshServices
 from agent_mesh.domain.errors import MeshError
+from agent_mesh.kube import webhook_ca
 from agent_mesh.kube.client import api_client
 from agent_mesh.kube.webhook_ca import WebhookCaInjector
 from agent_mesh.pki.certs import write_private
@@ -35,12 +35,35 @@ logger = logging.getLogger("agent_mesh.operator")
 ANNOTATION_PREFIX = "agentmesh.io"
 
 
+class RegisteringWebhookServer(kopf.WebhookServer):
+    """kopf's webhook server, plus a call after each (re)start with the client
+    configuration it listens at (URL and CA bundle): with webhook_registration=self the
+    operator registers its configurations there, instead of kopf, whose own registration
+    cannot set a namespaceSelector, a timeout or a reinvocationPolicy."""
+
+    def __init__(
+        self,
+        *,
+        on_listening: Callable[[Mapping[str, Any]], Awaitable[None]] | None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.on_listening = on_listening
+
+    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
+        async for client_config in super().__call__(fn):
+            if self.on_listening is not None:
+                await self.on_listening(client_config)
+            yield client_config
+
+
 def webhook_server(
     config: OperatorConfig, runtime: MeshRuntime, cert_dir: Path
 ) -> kopf.WebhookServer:
     """The TLS webhook server with the certificate the runtime's owner keeps renewed (the
-    mesh API's). kopf gives the apiserver the CA bundle as the caBundle, watches these
-    files, and restarts the server and re-registers the webhook when they change."""
+    mesh API's). kopf watches these files and restarts the server when they change; with
+    webhook_registration=self the operator then registers both webhook configurations
+    again, with the new CA bundle as their caBundle."""
     serving, bundle = cert_dir / "tls.pem", cert_dir / "ca.crt"
 
     def write_files() -> None:
@@ -55,7 +78,19 @@ def webhook_server(
 
     write_files()
     runtime.tls.listeners.append(on_change)
-    return kopf.WebhookServer(
+
+    async def register_here(client_config: Mapping[str, Any]) -> None:
+        validating, mutating = admission.webhooks(config, client_config)
+        name = config.webhook_configuration
+        await webhook_ca.register(runtime.api, "validating", name, validating)
+        if config.sidecar_settings() is None:
+            # nothing could be injected: labelled pods need not wait on this operator
+            await webhook_ca.unregister(runtime.api, "mutating", name)
+        else:
+            await webhook_ca.register(runtime.api, "mutating", name, mutating)
+
+    return RegisteringWebhookServer(
+        on_listening=register_here if config.webhook_registration == "self" else None,
         addr=config.webhook_host,
         port=config.webhook_port,
         host=config.webhook_host,
@@ -119,8 +154,7 @@ async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    config: OperatorConfig = memo.config
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kopf's own bookkeeping goes to agentmesh.io/* annotations, never into spec or status.
     settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
@@ -132,8 +166,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Events are posted deliberately by handlers; kopf's per-handler chatter stays in logs.
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 8
-    if config.webhooks and config.webhook_registration == "self":
-        settings.admission.managed = config.webhook_configuration
 
 
 @kopf.on.startup()
@@ -158,11 +190,15 @@ async def start_mesh(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
 async def inject_webhook_ca(config: OperatorConfig, runtime: MeshRuntime) -> None:
     """The installation owns the webhook configuration, the operator its CA: the bundle
     goes in now and again whenever the CA changes."""
-    injector = WebhookCaInjector(runtime.api, config.webhook_configuration)
+    injectors = [
+        WebhookCaInjector(runtime.api, config.webhook_configuration, kind)
+        for kind in ("validating", "mutating")
+    ]
 
     async def inject() -> None:
         if runtime.tls.bundle is not None:
-            await injector.inject(runtime.tls.bundle)
+            for injector in injectors:
+                await injector.inject(runtime.tls.bundle)
 
     await inject()
     runtime.tls.listeners.append(inject)
@@ -177,8 +213,9 @@ async def stop_mesh(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.cleanup()
 async def remove_local_webhook(memo: kopf.Memo, **_: Any) -> None:
-    """A webhook on a loopback URL dies with this process: unregister it so a stopped
-    operator does not block every MeshTask write (failurePolicy is Fail)."""
+    """A webhook on a loopback URL dies with this process: unregister both configurations
+    so a stopped operator does not block every MeshTask write or labelled pod's creation
+    (failurePolicy is Fail)."""
     config: OperatorConfig = memo.config
     if not (
         config.webhooks
@@ -188,7 +225,6 @@ async def remove_local_webhook(memo: kopf.Memo, **_: Any) -> None:
     ):
         return
     async with api_client() as api:
-        with contextlib.suppress(ApiException):
-            await client.AdmissionregistrationV1Api(api).delete_validating_webhook_configuration(
-                config.webhook_configuration
-            )
+        for kind in ("validating", "mutating"):
+            with contextlib.suppress(MeshError):
+                await webhook_ca.unregister(api, kind, config.webhook_configuration)

@@ -1,7 +1,9 @@
 """The children of a managed agent, built from its MeshAgent: a one-replica StatefulSet,
 a headless Service, the ServiceAccount its pod runs as (when the workload names none) and,
 for `network: tailscale`, the sidecar's state Secret, its copy of the auth key, serve
-ConfigMap, Role and RoleBinding. Every child is owned by the MeshAgent (garbage-collected with it).
+ConfigMap, Role and RoleBinding. A tailscale agent without a workload, whose pods are your
+own (the webhook injects the sidecar into them), gets the sidecar's objects alone
+(`injected_tailnet_objects`). Every child is owned by the MeshAgent (garbage-collected with it).
 
 The pod is the user's PodSpec as written (securityContext, resources, tolerations,
 affinity, nodeSelector, imagePullSecrets and the rest pass through), with defaults that
@@ -149,14 +151,83 @@ def build(
     service_account = None if account != name else owned.object("v1", "ServiceAccount", name, {})
     if settings is None:
         return AgentObjects(statefulset, service, service_account, None, None, None, None, None)
-    rbac_name = sidecar.state_secret_name(name)
-    ips = ((meshagent.get("status") or {}).get("tailscale") or {}).get("ips") or []
-    device = sidecar.device_fqdn(settings, namespace, agent_id)
-    serve = sidecar.serve_config(device, ips, spec.port)
+    tailnet = _tailnet_objects(owned, meshagent, spec, settings, account, auth_key)
     return AgentObjects(
         statefulset,
         service,
         service_account,
+        state_secret=tailnet.state_secret,
+        auth_secret=tailnet.auth_secret,
+        serve_config=tailnet.serve_config,
+        role=tailnet.role,
+        role_binding=tailnet.role_binding,
+    )
+
+
+@dataclass(frozen=True)
+class TailnetObjects:
+    """What the tailscale sidecar needs beside its container: the state Secret (created
+    once), the agent's copy of the auth key, the serve ConfigMap, the Role and RoleBinding."""
+
+    state_secret: dict[str, Any]
+    auth_secret: dict[str, Any] | None
+    serve_config: dict[str, Any]
+    role: dict[str, Any]
+    role_binding: dict[str, Any]
+
+    def all(self) -> list[dict[str, Any]]:
+        ordered = (
+            self.state_secret,
+            self.auth_secret,
+            self.serve_config,
+            self.role,
+            self.role_binding,
+        )
+        return [o for o in ordered if o is not None]
+
+
+def injected_tailnet_objects(
+    meshagent: Mapping[str, Any],
+    *,
+    default_network: str,
+    tailscale: SidecarSettings | None,
+    auth_key: str | None = None,
+) -> TailnetObjects | None:
+    """The sidecar's objects for a tailscale MeshAgent without spec.workload, whose pods
+    are the user's (the mutating webhook injects the sidecar into them): the RoleBinding's
+    one subject is spec.serviceAccountName. None when the agent is not on the tailnet, the
+    operator has no Tailscale settings, or the agent names no ServiceAccount (its labelled
+    pods are then refused by the webhook: no account could write the state Secret)."""
+    meta = meshagent.get("metadata") or {}
+    name, namespace = str(meta.get("name") or ""), str(meta.get("namespace") or "")
+    spec = validate(MeshAgentSpec, meshagent.get("spec") or {}, "spec")
+    network = spec.network.value if spec.network else default_network
+    if (
+        spec.workload is not None
+        or tailscale is None
+        or network != Network.TAILSCALE.value
+        or not spec.service_account_name
+    ):
+        return None
+    owned = _Owner(meshagent, name, namespace)
+    return _tailnet_objects(owned, meshagent, spec, tailscale, spec.service_account_name, auth_key)
+
+
+def _tailnet_objects(
+    owned: _Owner,
+    meshagent: Mapping[str, Any],
+    spec: MeshAgentSpec,
+    settings: SidecarSettings,
+    account: str,
+    auth_key: str | None,
+) -> TailnetObjects:
+    name, namespace = owned.name, owned.namespace
+    agent_id = spec.agent_id or name
+    rbac_name = sidecar.state_secret_name(name)
+    ips = ((meshagent.get("status") or {}).get("tailscale") or {}).get("ips") or []
+    device = sidecar.device_fqdn(settings, namespace, agent_id)
+    serve = sidecar.serve_config(device, ips, spec.port)
+    return TailnetObjects(
         state_secret=owned.object(
             "v1", "Secret", sidecar.state_secret_name(name), {"type": "Opaque"}
         ),
