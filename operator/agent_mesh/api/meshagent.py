@@ -565,14 +565,15 @@ def agent_record(body: Mapping[str, Any]) -> AgentRecord:
 def _tailnet_endpoint(
     spec: MeshAgentSpec, status: MeshAgentStatus, raw_status: Mapping[str, Any]
 ) -> str | None:
-    """status.endpoint when it is the device's MagicDNS URL and TailnetConnected is True:
-    the operator writes it so only when it can dial the tailnet (its tailnet proxy)."""
+    """status.endpoint when it is the device's MagicDNS URL and TailnetConnected is True
+    (a managed or an injected agent's): the operator writes it so only when it can dial
+    the tailnet (its tailnet proxy)."""
     connected = get_condition(
         raw_status.get("conditions") or [], MeshAgentCondition.TAILNET_CONNECTED.value
     )
     if connected is None or connected.get("status") != "True":
         return None
-    if status.tailscale is None or not status.tailscale.dns_name or spec.workload is None:
+    if status.tailscale is None or not status.tailscale.dns_name:
         return None
     url = f"http://{status.tailscale.dns_name.rstrip('.')}:{spec.port}"
     return url if status.endpoint == url else None

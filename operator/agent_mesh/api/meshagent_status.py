@@ -132,10 +132,10 @@ def tailnet_conditions(
     now: dt.datetime,
     observed: tuple[bool, str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """TailnetConnected for an agent whose network is tailscale: for a managed agent,
-    what the operator `observed` of its sidecar and device (connected, reason, message);
-    False, saying why, otherwise. An agent that left the tailnet gets TailnetNotUsed;
-    others get no condition at all."""
+    """TailnetConnected for an agent whose network is tailscale: for a managed or an
+    injected agent, what the operator `observed` of its sidecar and device (connected,
+    reason, message); False, saying why, otherwise. An agent that left the tailnet gets
+    TailnetNotUsed; others get no condition at all."""
     if not tailscale:
         if get_condition(conditions, MeshAgentCondition.TAILNET_CONNECTED.value) is None:
             return conditions
@@ -150,7 +150,7 @@ def tailnet_conditions(
             "(AGENT_MESH_TAILSCALE_TAILNET_DOMAIN): no sidecar is added and the agent is "
             "not on the tailnet."
         )
-    elif managed and observed is not None:
+    elif observed is not None:
         connected, why, said = observed
         judged = ConditionSet(conditions, generation=generation, now=now)
         judged.set(
@@ -167,9 +167,9 @@ def tailnet_conditions(
         reason = MeshAgentReason.SIDECAR_NOT_INJECTED
         message = (
             "spec.network is tailscale and the operator runs no pod of this agent (no "
-            "spec.workload): the sidecar is injected into your pods labelled "
-            "agentmesh.io/agent=<MeshAgent name> that run as spec.serviceAccountName; the "
-            "operator does not read an injected sidecar's device into status yet."
+            "spec.workload): the sidecar is injected into your pod labelled "
+            "agentmesh.io/agent=<MeshAgent name> that runs as spec.serviceAccountName, "
+            "which this agent does not set yet (or the operator has not read the pod yet)."
         )
     updated = ConditionSet(conditions, generation=generation, now=now)
     updated.set(MeshAgentCondition.TAILNET_CONNECTED, "False", reason, message)

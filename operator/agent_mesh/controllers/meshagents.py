@@ -20,7 +20,12 @@ from agent_mesh.api.meshagent_status import (
 )
 from agent_mesh.config import OperatorConfig
 from agent_mesh.controllers.services import MeshServices
-from agent_mesh.controllers.tailnet import identity_changes, observation, on_tailnet
+from agent_mesh.controllers.tailnet import (
+    identity_changes,
+    injected_on_tailnet,
+    observation,
+    on_tailnet,
+)
 from agent_mesh.controllers.workloads import apply_children
 from agent_mesh.domain.agents import AgentRecord
 from agent_mesh.domain.clock import parse_rfc3339
@@ -101,8 +106,8 @@ async def register(
         else None
     )
     before = changes.get("conditions", list(status.get("conditions") or []))
-    settings = on_tailnet(body, config)
-    seen = await observation(runtime, settings, body) if settings and not problem else None
+    settings = on_tailnet(body, config) or injected_on_tailnet(body, config)
+    seen = await observation(runtime.devices, settings, body) if settings and not problem else None
     tailnet = tailnet_conditions(
         before,
         tailscale=(spec.get("network") or config.default_network) == Network.TAILSCALE.value,

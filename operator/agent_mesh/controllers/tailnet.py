@@ -1,5 +1,7 @@
-"""Managed tailscale agents' tailnet identity into their status: `status.tailscale`, the
-endpoint and TailnetConnected, from the state Secret and the sidecar's container status.
+"""Tailscale agents' tailnet identity into their status: `status.tailscale`, the endpoint
+and TailnetConnected, from the state Secret and the sidecar's container status — of a
+managed agent's pod `<name>-0`, or of an injected agent's pod labelled
+`agentmesh.io/agent=<name>` (tailscale/injected_pod.py says which when there are several).
 
 Refreshed when the state Secret or the agent's pod changes (watch events), and every 30 s
 by one operator-wide loop (never a kopf timer: that would put a finalizer on every
@@ -30,17 +32,25 @@ from agent_mesh.kube import workloads
 from agent_mesh.kube.agent_status import WriteResult
 from agent_mesh.kube.agents import read_meshagent
 from agent_mesh.kube.status_writer import StatusWriter
-from agent_mesh.kube.tailnet_devices import pod_name
+from agent_mesh.kube.tailnet_devices import DeviceSource, pod_name
 from agent_mesh.tailscale import sidecar
 from agent_mesh.tailscale.names import fqdn
 from agent_mesh.tailscale.sidecar import SidecarSettings
-from agent_mesh.workloads.tailnet import Observation, observe, tailnet_endpoint, tailscale_status
+from agent_mesh.workloads.tailnet import (
+    INJECTED_FALLBACK,
+    MANAGED_FALLBACK,
+    Observation,
+    observe,
+    tailnet_endpoint,
+    tailscale_status,
+)
 
 REFRESH_SECONDS: Final = 30.0
 logger = logging.getLogger(__name__)
 _ATTEMPTS: Final = 3
+_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 _MANAGED: Final[dict[str, Any]] = {
-    "app.kubernetes.io/managed-by": "agent-mesh",
+    _MANAGED_BY: "agent-mesh",
     AGENT_LABEL: kopf.PRESENT,
 }
 
@@ -67,14 +77,21 @@ def injected_on_tailnet(
 
 
 async def observation(
-    runtime: MeshServices, settings: SidecarSettings, meshagent: Mapping[str, Any]
+    devices: DeviceSource, settings: SidecarSettings, meshagent: Mapping[str, Any]
 ) -> Observation:
-    """The agent's sidecar and device as the cache has them (at most 30 s old)."""
+    """The agent's sidecar and device as the cache has them (at most 30 s old): a managed
+    agent's, or an injected agent's (its labelled pod's sidecar)."""
     meta = meshagent.get("metadata") or {}
+    spec = meshagent.get("spec") or {}
     namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
-    agent_id = (meshagent.get("spec") or {}).get("agentId") or name
-    device, state = await runtime.devices.get(namespace, name)
-    return observe(fqdn(namespace, agent_id, settings.tailnet_domain), device, state)
+    agent_id = spec.get("agentId") or name
+    expected = fqdn(namespace, agent_id, settings.tailnet_domain)
+    if spec.get("workload"):
+        device, state = await devices.get(namespace, name)
+        return observe(expected, device, state, fallback=MANAGED_FALLBACK)
+    account = spec.get("serviceAccountName")
+    device, state = await devices.get_injected(namespace, name, account)
+    return observe(expected, device, state, fallback=INJECTED_FALLBACK)
 
 
 def identity_changes(
@@ -100,7 +117,15 @@ def identity_changes(
     endpoint = resolve_endpoint(agent_record(after), None)
     if endpoint and endpoint != status.get("endpoint"):
         changes["endpoint"] = endpoint
+    elif endpoint is None and status.get("endpoint") and _was_tailnet(status, port):
+        changes["endpoint"] = None  # an injected agent off the tailnet: no stale URL to dial
     return changes
+
+
+def _was_tailnet(status: Mapping[str, Any], port: int) -> bool:
+    """Whether status.endpoint is the MagicDNS URL of the device in status.tailscale."""
+    shown = (status.get("tailscale") or {}).get("dnsName")
+    return bool(shown) and status.get("endpoint") == tailnet_endpoint(str(shown), port)
 
 
 async def refresh(
@@ -114,7 +139,7 @@ async def refresh(
     a conflicting write); re-apply its children when its tailnet IPs changed. An agent
     whose workload was refused keeps that verdict unless `retry_refused` (its children
     were just applied)."""
-    settings = on_tailnet(meshagent, config)
+    settings = on_tailnet(meshagent, config) or injected_on_tailnet(meshagent, config)
     if settings is None:
         return
     writer = StatusWriter(runtime.api, "meshagents", 1)
@@ -128,12 +153,12 @@ async def refresh(
         refused = held is not None and held.get("reason") == MeshAgentReason.WORKLOAD_REFUSED
         if refused and not retry_refused:
             return  # the register handler or the timer says so until the children apply
-        seen = await observation(runtime, settings, current)
+        seen = await observation(runtime.devices, settings, current)
         meta = current.get("metadata") or {}
         conditions = tailnet_conditions(
             before,
             tailscale=True,
-            managed=True,
+            managed=bool((current.get("spec") or {}).get("workload")),
             configured=True,
             problem=None,
             generation=meta.get("generation"),
@@ -189,17 +214,30 @@ async def state_secret_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) ->
     await _after_event(runtime, memo.config, meta.get("namespace", ""), agent)
 
 
-@kopf.on.event("v1", "pods", labels=_MANAGED)
+@kopf.on.event("v1", "pods", labels={AGENT_LABEL: kopf.PRESENT})
 async def agent_pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """The agent's pod changed (its sidecar started, became ready, died): refresh."""
+    """An agent's pod changed (its sidecar started, became ready, died): refresh. A managed
+    agent's pod is its StatefulSet's `<name>-0`; any other pod labelled for a tailscale
+    agent without a workload is one of an injected agent's (the registry says which agents
+    those are, so a direct agent's labelled pods cost no read)."""
     meta = event["object"].get("metadata") or {}
-    agent = (meta.get("labels") or {}).get(AGENT_LABEL, "")
-    if meta.get("name") != pod_name(agent):
-        return
+    labels = meta.get("labels") or {}
+    agent, name = labels.get(AGENT_LABEL, ""), str(meta.get("name") or "")
+    namespace = str(meta.get("namespace") or "")
     runtime: MeshServices = memo.runtime
-    gone = event["type"] == "DELETED"
-    runtime.devices.notice_pod(meta.get("namespace", ""), agent, None if gone else event["object"])
-    await _after_event(runtime, memo.config, meta.get("namespace", ""), agent)
+    pod = None if event["type"] == "DELETED" else event["object"]
+    if labels.get(_MANAGED_BY) == "agent-mesh":
+        if name != pod_name(agent):
+            return
+        runtime.devices.notice_pod(namespace, agent, name, pod)
+    else:
+        record = runtime.registry.by_name(namespace, agent)
+        config: OperatorConfig = memo.config
+        network = (record.network or config.default_network) if record else None
+        if record is None or record.workload or network != Network.TAILSCALE.value:
+            return
+        runtime.devices.notice_pod(namespace, agent, name, pod, injected=True)
+    await _after_event(runtime, memo.config, namespace, agent)
 
 
 async def refresh_agent(
@@ -208,8 +246,7 @@ async def refresh_agent(
     """Catch what the watches missed, at the cache's pace; bring the agent's copy of the
     auth key up to its source (a rotated key, or one created after the agent, reaches
     every agent within 30 s, injected ones included)."""
-    managed = on_tailnet(body, config)
-    settings = managed or injected_on_tailnet(body, config)
+    settings = on_tailnet(body, config) or injected_on_tailnet(body, config)
     if settings is None:
         return
     meta = body.get("metadata") or {}
@@ -219,8 +256,7 @@ async def refresh_agent(
                 runtime.api, body, default_network=config.default_network, tailscale=settings
             )
             logger.info("auth key copied to %s", sidecar.auth_secret_name(meta["name"]))
-        if managed is not None:
-            await refresh(runtime, config, body, retry_refused=True)
+        await refresh(runtime, config, body, retry_refused=True)
     except workloads.ChildRefused as refused:
         logger.warning("workload refused: %s", refused)
     except MeshError as error:

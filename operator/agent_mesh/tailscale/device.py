@@ -57,6 +57,8 @@ class SidecarState(StrEnum):
     """The sidecar container, from the pod's status."""
 
     NO_POD = "no-pod"
+    NOT_INJECTED = "not-injected"
+    """An injected agent's labelled pod has no sidecar (tailscale/injected_pod.py)."""
     NOT_RUNNING = "not-running"
     NOT_READY = "not-ready"
     READY = "ready"

@@ -1,5 +1,6 @@
-"""A managed tailscale agent's tailnet identity in its status, built: from the device in
-its state Secret and the sidecar's container state to `status.tailscale`, the endpoint
+"""A tailscale agent's tailnet identity in its status, built (managed agents, and injected
+ones: their labelled pod's sidecar): from the device in its state Secret and the sidecar's
+container state to `status.tailscale`, the endpoint
 and the TailnetConnected verdict.
 
 Connected means the sidecar is running and ready (not that the Secret has a device: it
@@ -18,6 +19,7 @@ from agent_mesh.tailscale.device import Device, SidecarState
 
 _SIDECAR_REASONS: Final = {
     SidecarState.NO_POD: MeshAgentReason.AGENT_POD_MISSING,
+    SidecarState.NOT_INJECTED: MeshAgentReason.SIDECAR_NOT_INJECTED,
     SidecarState.NOT_RUNNING: MeshAgentReason.SIDECAR_NOT_RUNNING,
     SidecarState.NOT_READY: MeshAgentReason.SIDECAR_NOT_READY,
 }
@@ -25,7 +27,8 @@ _SIDECAR_REASONS: Final = {
 
 @dataclass(frozen=True)
 class Observation:
-    """TailnetConnected for a managed agent, and the device to show in its status."""
+    """TailnetConnected for an agent whose sidecar the operator reads, and the device to
+    show in its status."""
 
     connected: bool
     reason: MeshAgentReason
@@ -38,15 +41,26 @@ class Observation:
         return self.connected, self.reason.value, self.message
 
 
+MANAGED_FALLBACK: Final = "The mesh reaches the agent through its Service meanwhile."
+INJECTED_FALLBACK: Final = (
+    "The mesh reaches the agent through spec.endpoint or the endpoint its heartbeats report "
+    "meanwhile."
+)
+
+
 def observe(
-    expected_fqdn: str, device: Device | None, sidecar: tuple[SidecarState, str]
+    expected_fqdn: str,
+    device: Device | None,
+    sidecar: tuple[SidecarState, str],
+    *,
+    fallback: str = MANAGED_FALLBACK,
 ) -> Observation:
-    """Judge the agent's tailnet connection from the sidecar's state and its device."""
+    """Judge the agent's tailnet connection from the sidecar's state and its device;
+    `fallback` says how the mesh reaches the agent while it is not connected."""
     named = device if device is not None and device.fqdn == expected_fqdn else None
     state, said = sidecar
     if state is not SidecarState.READY:
-        fallback = " The mesh reaches the agent through its Service meanwhile."
-        return Observation(False, _SIDECAR_REASONS[state], said + fallback, named)
+        return Observation(False, _SIDECAR_REASONS[state], f"{said} {fallback}", named)
     if device is None:
         return Observation(
             False,
@@ -60,7 +74,7 @@ def observe(
             MeshAgentReason.TAILNET_NAME_MISMATCH,
             f"The device is named {device.fqdn}, not {expected_fqdn}: the control server "
             "renames a device whose name another device has. Remove the stale device from "
-            "the control server; the mesh reaches the agent through its Service meanwhile.",
+            f"the control server. {fallback}",
             None,
         )
     return Observation(
