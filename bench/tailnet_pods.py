@@ -47,6 +47,7 @@ import http.server
 
 class Echo(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed ACK
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -187,7 +188,7 @@ def _result(core: client.CoreV1Api, pod: str) -> dict[str, list[float]] | None:
         log = core.read_namespaced_pod_log(pod, NAMESPACE, container="main")
     except client.ApiException:
         return None
-    for line in log.splitlines():
+    for line in (log or "").splitlines():  # None while the container has written nothing
         if line.startswith("RESULT "):
             found: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
             if "error" in found:
