@@ -273,6 +273,8 @@ def test_managed_agent_pod_joins_the_tailnet_and_its_tasks_go_through_it(
         "Completed",
         {"over": "tailnet", "after": "restart"},
     ), again
+    for attempt in again.get("attempts") or []:  # a failed one says why, never nothing
+        assert not str(attempt.get("error", "")).endswith(":"), again
     print(
         f"after the restart: completed at attempt {again.get('attempt')}: {again.get('attempts')}"
     )
