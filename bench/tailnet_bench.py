@@ -4,12 +4,19 @@ userspace tailscaled's outbound HTTP proxy, the WireGuard path between two tailn
 and the agent node's `tailscale serve`; and to the same Agent on loopback TCP directly.
 
     .venv/bin/python bench/tailnet_bench.py [--quick] [--count N] [--rounds N]
+    flock /tmp/agentmesh-node.lock .venv/bin/python bench/tailnet_bench.py --pods [--quick]
 
 The tailnet is the tests' local one (agent_mesh.devcluster.tailnet: headscale and two
 userspace tailscaled on loopback, nothing leaves the machine; built on first use, needs
 root), untraced here. Both rows send the same envelope with the same recipient token from
 the same process, alternating in rounds; sequential p50/p99, then messages/s at 16 in
 flight. Prints a table and writes bench/results/tailnet.json. Asserts nothing.
+
+`--pods`: pod to pod on the local node instead (tailnet_pods.py): an HTTP echo server pod
+and a caller pod, each with the tailscale sidecar; the caller's requests by MagicDNS name
+through its sidecar's proxy against the same requests to the server's pod IP, kept alive
+and with a new connection each, sequential p50/p99. Brings up the machine's node (root;
+take the node lock). Writes bench/results/tailnet-pods.json.
 """
 
 from __future__ import annotations
@@ -104,7 +111,10 @@ def main() -> int:
     parser = cli.BenchParser(__doc__)
     parser.size("--count", quick=300, full=3000, help="messages per row and round")
     parser.size("--rounds", quick=1, full=3, help="rounds, alternating the rows")
+    parser.add_argument("--pods", action="store_true", help="pod to pod on the local node")
     args = parser.parse()
+    if args.pods:
+        return pods(args)
     started, busy0, own0 = time.monotonic(), machine_busy_seconds(), own_seconds()
     mesh_port, bare_port, agent_port = listen_ports(3)
     mesh = Mesh(local_url(mesh_port), NAMESPACE, CREDENTIAL)
@@ -147,6 +157,47 @@ def main() -> int:
             "sizes": {"count": args.count, "rounds": args.rounds, "inflight": INFLIGHT},
             "other_processes_cpu_share": others,
             **figures,
+        },
+    )
+    return 0
+
+
+def pods(args: Any) -> int:
+    from tailnet_pods import ROWS, measure_pods
+
+    started, busy0, own0 = time.monotonic(), machine_busy_seconds(), own_seconds()
+    measured = measure_pods(args.count, args.rounds, min(args.count, 100), print)
+    others = others_share(
+        machine_busy_seconds() - busy0, own_seconds() - own0, time.monotonic() - started
+    )
+    rows = {
+        name: {**summary(measured["latencies"][name], scale=1000, suffix="_ms"), "count": n}
+        for name in ROWS
+        if (n := len(measured["latencies"][name]))
+    }
+    ms = [Column(t, 8, ".2f", k) for t, k in (("p50 ms", "p50_ms"), ("p99 ms", "p99_ms"))]
+    shown = [{"what": name, **row} for name, row in rows.items()]
+    print(table([label(20, "", "what"), *ms], shown, "request/response pod to pod, one POST"))
+    ratios = {
+        mode: {
+            q: rows[f"tailnet, {mode}"][f"{q}_ms"] / rows[f"direct, {mode}"][f"{q}_ms"]
+            for q in ("p50", "p99")
+        }
+        for mode in ("kept alive", "new conn")
+    }
+    for mode, ratio in ratios.items():
+        print(f"tailnet / direct, {mode}: p50 x{ratio['p50']:.1f}, p99 x{ratio['p99']:.1f}")
+    print(f"other processes used {others:.0%} of the CPU; {measured['timings']}")
+    write_result(
+        "tailnet-pods",
+        {
+            "quick": args.quick,
+            "sizes": {"count": args.count, "rounds": args.rounds},
+            "sidecar_image": measured["image"],
+            "other_processes_cpu_share": others,
+            "timings": measured["timings"],
+            "rows": rows,
+            "tailnet_over_direct": ratios,
         },
     )
     return 0

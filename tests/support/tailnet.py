@@ -11,18 +11,22 @@ from pathlib import Path
 import pytest
 
 from agent_mesh.devcluster.binaries import ensure_tailnet_binaries
-from agent_mesh.devcluster.tailnet import LocalTailnet
+from agent_mesh.devcluster.tailnet import LOOPBACK, LocalTailnet
 
 
 @contextlib.contextmanager
-def local_tailnet(directory: Path, *, trace: bool = True) -> Iterator[LocalTailnet]:
-    """headscale and its nodes, every process traced (nothing may leave the machine)."""
+def local_tailnet(
+    directory: Path, *, trace: bool = True, address: str = LOOPBACK
+) -> Iterator[LocalTailnet]:
+    """headscale (on `address`: the node's bridge address for pods) and its nodes, every
+    process traced (nothing may leave the machine)."""
     if os.geteuid() != 0:
         reason = "the local tailnet needs root (a mount namespace per tailscaled)"
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
-    with LocalTailnet(ensure_tailnet_binaries(), directory, trace=trace) as running:
+    binaries = ensure_tailnet_binaries()
+    with LocalTailnet(binaries, directory, trace=trace, address=address) as running:
         yield running
 
 

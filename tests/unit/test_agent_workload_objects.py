@@ -211,13 +211,45 @@ def test_sidecar_is_userspace_tailscale_with_its_own_secret_hostname_and_serve_c
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     assert sidecar["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": 9002}
-    assert {v["name"]: v for v in pod["volumes"]} == {
-        "tailscale-tmp": {"name": "tailscale-tmp", "emptyDir": {}},
-        "tailscale-serve": {
-            "name": "tailscale-serve",
-            "configMap": {"name": "summarizer-tailscale-serve"},
-        },
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert set(volumes) == {"tailscale-tmp", "tailscale-serve", "tailscale-kube-api"}
+    assert volumes["tailscale-tmp"] == {"name": "tailscale-tmp", "emptyDir": {}}
+    assert volumes["tailscale-serve"] == {
+        "name": "tailscale-serve",
+        "configMap": {"name": "summarizer-tailscale-serve"},
     }
+
+
+def test_sidecar_mounts_the_service_account_itself_when_the_workload_turns_automount_off() -> None:
+    """containerboot reads its token, CA and namespace where a pod's ServiceAccount is
+    mounted; an agent pod with automountServiceAccountToken false (the demo's agents)
+    left it with none, so it never read nor wrote its state Secret."""
+    agent = _meshagent()
+    agent["spec"]["workload"]["spec"]["automountServiceAccountToken"] = False
+    pod = build(agent, default_network="direct", tailscale=SETTINGS).statefulset["spec"][
+        "template"
+    ]["spec"]
+    assert pod["automountServiceAccountToken"] is False  # the agent's containers get none
+    sidecar = pod["containers"][1]
+    mounts = {m["mountPath"]: m for m in sidecar["volumeMounts"]}
+    mount = mounts["/var/run/secrets/kubernetes.io/serviceaccount"]
+    assert mount == {
+        "name": "tailscale-kube-api",
+        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+        "readOnly": True,
+    }
+    agent_mounts = pod["containers"][0].get("volumeMounts", [])
+    assert all(m["name"] != "tailscale-kube-api" for m in agent_mounts)
+    sources = {v["name"]: v for v in pod["volumes"]}["tailscale-kube-api"]["projected"]["sources"]
+    assert sources == [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {
+            "downwardAPI": {
+                "items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]
+            }
+        },
+    ]
 
 
 def test_sidecar_keeps_everything_local_with_a_login_server_of_ones_own() -> None:

@@ -60,6 +60,14 @@ def test_an_agent_that_never_took_the_task_fails_over_using_no_retry(
     assert judged.message == f"agent w1 did not take the task ({what}): refused"
 
 
+def test_a_gateway_error_without_a_body_names_its_status() -> None:
+    """The operator's tailnet proxy answers a bare 502 when the agent's sidecar has just
+    restarted: the attempt's error said nothing after its colon."""
+    judged = classify(delivery(Outcome.HTTP_ERROR, 502, error=""), "w1", 30)
+    assert judged.verdict is Verdict.NOT_TAKEN
+    assert judged.message == "agent w1 did not take the task (http_error): HTTP 502 with no body"
+
+
 def test_a_refused_egress_fails_the_attempt_saying_the_agent_was_not_called() -> None:
     judged = classify(delivery(Outcome.EGRESS_REFUSED, error="10.0.0.1 is denied"), "w1", 30)
     assert judged.verdict is Verdict.FAILED

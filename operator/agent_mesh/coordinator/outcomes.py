@@ -67,7 +67,10 @@ def classify(delivery: Delivery, agent_id: str | None, timeout_seconds: int) -> 
         outcome is Outcome.HTTP_ERROR and delivery.status in NOT_TAKEN_STATUS
     ):
         what = delivery.code or outcome.value
-        message = f"agent {agent_id} did not take the task ({what}): {delivery.error or ''}"
+        # a gateway's 502 often has no body (the tailnet proxy's, when the agent's sidecar
+        # just restarted): the status is then all there is to say
+        empty = f"HTTP {delivery.status} with no body" if delivery.status else ""
+        message = f"agent {agent_id} did not take the task ({what}): {delivery.error or empty}"
         return Classified(Verdict.NOT_TAKEN, message.strip())
     if outcome is Outcome.EGRESS_REFUSED:  # nothing was sent; a retry may go elsewhere
         message = f"agent {agent_id} was not called: {delivery.error or 'egress refused'}"

@@ -124,6 +124,11 @@ def import_image(ctr: Path, directory: Path, image: Image) -> None:
         )
 
 
+def ctr(ctr: Path, directory: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`ctr` in the CRI namespace (the kubelet's containers and images)."""
+    return _ctr(ctr, directory, "--namespace", NAMESPACE, *args, timeout=timeout)
+
+
 def _ctr(
     ctr: Path, directory: Path, *args: str, timeout: float
 ) -> subprocess.CompletedProcess[str]:

@@ -5,6 +5,10 @@
   mmdebstrap from the host's own Debian sources. It stands in for the public Python slim
   image: pip installs into the image's Python (Debian's EXTERNALLY-MANAGED marker is
   removed, as the slim image has none).
+- the tailscale image: Tailscale's containerboot, tailscaled and tailscale (the cached
+  builds of the tailnet's binaries, devcluster/binaries.py) on an empty root with
+  /etc/passwd and /etc/group for the sidecar's uid, tagged with the Tailscale version: the
+  image a MeshAgent's sidecar runs on the local node (AGENT_MESH_TAILSCALE_IMAGE).
 - the project's image: a real build of the project's Dockerfile by buildah, with the base
   as the PYTHON_IMAGE build argument, no network inside the build (`--network none`), and
   the dependencies from a wheel directory fetched beforehand with the host's pip for the
@@ -19,12 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import tomllib
@@ -32,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent_mesh.devcluster.binaries import TAILSCALE_COMMANDS, TailnetBinaries
 from agent_mesh.devcluster.versions import cache_lock, cache_root
 
 Say = Callable[[str], None]
@@ -39,6 +46,9 @@ Say = Callable[[str], None]
 PROJECT_IMAGE = "localhost/agent-mesh"
 PAUSE_IMAGE = "localhost/agent-mesh-pause"
 BASE_IMAGE = "localhost/agent-mesh-python-base"
+TAILSCALE_IMAGE = "localhost/agent-mesh-tailscale"
+TAILSCALE_BIN = "/usr/local/bin"
+SIDECAR_UID = 65532  # agent_mesh.tailscale.sidecar.SIDECAR_UID (devcluster imports no product)
 BASE_PACKAGES = ("python3", "python3-pip", "python3-venv", "passwd", "ca-certificates")
 _MMDEBSTRAP_OPTIONS = (
     "--variant=essential",
@@ -277,6 +287,44 @@ class ImageCache:
             b("rm", container, label=f"{label} cleanup")
             raise
 
+    # -- tailscale -----------------------------------------------------------------------
+
+    def tailscale(self, binaries: TailnetBinaries) -> Image:
+        """The sidecar's image, `localhost/agent-mesh-tailscale:v<version>`: containerboot
+        as its entrypoint, tailscaled and tailscale on PATH (containerboot runs both), uid
+        and gid 65532 named in /etc/passwd and /etc/group. No CA bundle: the local
+        tailnet's control server speaks plain HTTP on the node's bridge."""
+        paths = [binaries.tailscale_dir / name for name in TAILSCALE_COMMANDS]
+        key = _digest(*(p.read_bytes() for p in paths))
+        name = tailscale_image_name(binaries.tailscale_version)
+        archive = self.dir / f"tailscale-{binaries.tailscale_version}-{key}.tar"
+
+        def build() -> None:
+            with tempfile.TemporaryDirectory(prefix="agent-mesh-tailscale-", dir=self.dir) as tmp:
+                rootfs = Path(tmp) / "rootfs.tar"
+                tailscale_rootfs(paths, rootfs)
+                self._from_scratch(
+                    name,
+                    "tailscale image",
+                    add=("add", "--quiet", str(rootfs), "/"),
+                    config=(
+                        "--env",
+                        f"PATH={TAILSCALE_BIN}:/usr/bin:/bin",
+                        "--entrypoint",
+                        json.dumps([f"{TAILSCALE_BIN}/containerboot"]),
+                        "--user",
+                        f"{SIDECAR_UID}:{SIDECAR_UID}",
+                    ),
+                )
+            self._export(name, archive)
+            self.buildah("rmi", name, label="drop the exported image from buildah's storage")
+            for old in self.dir.glob(f"tailscale-{binaries.tailscale_version}-*.tar"):
+                if old != archive:
+                    old.unlink(missing_ok=True)
+
+        self._built_once(archive.is_file, build)
+        return Image(name, archive)
+
     # -- the Python base -----------------------------------------------------------------
 
     def base_key(self) -> str:
@@ -484,6 +532,38 @@ class ImageCache:
         for old in self.dir.glob("agent-mesh-*.tar"):
             if old != keep:
                 old.unlink(missing_ok=True)
+
+
+def tailscale_image_name(version: str) -> str:
+    """The tailscale image's name on the node: tagged with the Tailscale release, never
+    `latest` (the operator refuses an unpinned sidecar image)."""
+    return f"{TAILSCALE_IMAGE}:v{version}"
+
+
+def tailscale_rootfs(binaries: list[Path], out: Path) -> None:
+    """A root filesystem tarball: the binaries in /usr/local/bin (mode 0755, owned by
+    root), /etc/passwd and /etc/group naming root and the sidecar's uid, an empty /tmp."""
+    texts = {
+        "etc/passwd": f"root:x:0:0:root:/root:/sbin/nologin\n"
+        f"nonroot:x:{SIDECAR_UID}:{SIDECAR_UID}:nonroot:/tmp:/sbin/nologin\n",
+        "etc/group": f"root:x:0:\nnonroot:x:{SIDECAR_UID}:\n",
+    }
+    with tarfile.open(out, "w") as tar:
+        for directory in ("etc", "usr", "usr/local", "usr/local/bin", "tmp"):
+            info = tarfile.TarInfo(directory)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o1777 if directory == "tmp" else 0o755
+            tar.addfile(info)
+        for path, text in texts.items():
+            data = text.encode()
+            info = tarfile.TarInfo(path)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+        for binary in binaries:
+            info = tar.gettarinfo(str(binary), f"{TAILSCALE_BIN.lstrip('/')}/{binary.name}")
+            info.mode, info.uid, info.gid, info.uname, info.gname = 0o755, 0, 0, "root", "root"
+            with binary.open("rb") as handle:
+                tar.addfile(info, handle)
 
 
 def expected_first_build() -> str:

@@ -542,6 +542,22 @@ class Node:
             timeout=60,
         )
 
+    def add_image(self, image: Image) -> None:
+        """Import one more image into the running node (one built after it started, e.g.
+        the tailscale image once the tailnet's binaries exist); skipped for one the node
+        started with."""
+        if image in self.images:
+            return
+        containerd.import_image(self.node_binaries.ctr, self.directory / "containerd", image)
+        self.images.append(image)
+
+    def ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`ctr` on the node's containerd, in the namespace the kubelet's containers live
+        in (`k8s.io`); the caller judges the exit code."""
+        return containerd.ctr(
+            self.node_binaries.ctr, self.directory / "containerd", *args, timeout=60
+        )
+
     def _apply(self, manifest: str) -> None:
         proc = self.kubectl("apply", "--server-side", "-f", "-", stdin=manifest)
         if proc.returncode != 0:
@@ -600,8 +616,10 @@ def prepare(
     say: Say = _stderr_say,
 ) -> Node:
     """A node ready to start: its binaries built and its images in the cache (the
-    project's image only from a source checkout, which has the Dockerfile)."""
-    from agent_mesh.devcluster.binaries import ensure_node_binaries
+    project's image only from a source checkout, which has the Dockerfile; the tailscale
+    image when the tailnet's binaries are cached, which only `dev build --tailnet` and
+    the tests marked tailscale build)."""
+    from agent_mesh.devcluster.binaries import cached_tailnet_binaries, ensure_node_binaries
     from agent_mesh.devcluster.images import ImageCache, expected_first_build, repository_root
 
     reason = unsupported_reason()
@@ -614,6 +632,9 @@ def prepare(
         if root is not None and not cache.project_cached(root):
             say(f"agent-mesh: building the node's images offline: {expected_first_build()}")
         images = [cache.project(root)] if root is not None else []
+        tailnet = cached_tailnet_binaries()
+        if tailnet is not None:
+            images.append(cache.tailscale(tailnet))
     return Node(
         binaries,
         node_binaries,

@@ -1,4 +1,10 @@
-"""A tailnet on this machine, offline: headscale on 127.0.0.1 and userspace tailscaled nodes.
+"""A tailnet on this machine, offline: headscale and userspace tailscaled nodes.
+
+headscale listens on 127.0.0.1, or, for pods on the local node, on the node's bridge
+address (`address=devcluster.network.HOST_ADDRESS`): the one host address pods reach, and
+one that is on this machine only. Its embedded DERP and STUN listen there too, and the
+DERP map it hands out names that address: a pod's sidecar reaches the control server,
+DERP and the host's nodes over the bridge, and nothing else.
 
 headscale keeps its state in sqlite and serves its embedded DERP only: no public DERP map
 (`derp.urls`/`paths` empty, no auto-update), no update check, no log upload. Every
@@ -59,12 +65,21 @@ class TailnetError(RuntimeError):
 
 
 def headscale_config(
-    *, workdir: Path, port: int, metrics_port: int, grpc_port: int, stun_port: int, domain: str
+    *,
+    workdir: Path,
+    port: int,
+    metrics_port: int,
+    grpc_port: int,
+    stun_port: int,
+    domain: str,
+    address: str = LOOPBACK,
 ) -> dict[str, Any]:
-    """headscale's configuration: everything on loopback, nothing public."""
+    """headscale's configuration: the control server, DERP and STUN on `address` (a
+    local one: loopback, or the node's bridge), metrics and gRPC on loopback, nothing
+    public."""
     return {
-        "server_url": f"http://{LOOPBACK}:{port}",
-        "listen_addr": f"{LOOPBACK}:{port}",
+        "server_url": f"http://{address}:{port}",
+        "listen_addr": f"{address}:{port}",
         "metrics_listen_addr": f"{LOOPBACK}:{metrics_port}",
         "grpc_listen_addr": f"{LOOPBACK}:{grpc_port}",
         "grpc_allow_insecure": False,
@@ -80,10 +95,10 @@ def headscale_config(
                 "region_id": 999,
                 "region_code": "local",
                 "region_name": "agent-mesh local DERP",
-                "stun_listen_addr": f"{LOOPBACK}:{stun_port}",
+                "stun_listen_addr": f"{address}:{stun_port}",
                 "private_key_path": str(workdir / "derp_server_private.key"),
                 "automatically_add_embedded_derp_region": True,
-                "ipv4": LOOPBACK,
+                "ipv4": address,
             },
             "urls": [],
             "paths": [],
@@ -171,16 +186,20 @@ class TailnetNode:
 
 @dataclass
 class LocalTailnet:
-    """headscale on 127.0.0.1 with a user and a reusable pre-auth key, and its nodes."""
+    """headscale with a user and a reusable pre-auth key, and its nodes."""
 
     binaries: TailnetBinaries
     directory: Path
     domain: str = DEFAULT_DOMAIN
+    address: str = LOOPBACK
+    """Where headscale (its control server, DERP and STUN) listens: 127.0.0.1, or the
+    node's bridge address for pods (it must exist first: the node's up)."""
     url: str = ""
     auth_key: str = ""
     trace: bool = False
-    """Run every process under strace, recording where it connects and sends
-    (`destinations()`): the proof that nothing leaves the machine."""
+    """Run every process under strace, recording where it connects and sends, and whom
+    it accepts connections from (`destinations()`, `accepted()`): the proof that nothing
+    leaves the machine, and of the path a call took."""
     nodes: list[TailnetNode] = field(default_factory=list)
     _headscale: subprocess.Popen[bytes] | None = None
 
@@ -195,14 +214,15 @@ class LocalTailnet:
     def start(self, timeout: float = 30) -> LocalTailnet:
         """Start headscale, wait until it answers, make the user and its pre-auth key."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        port = free_port(LOOPBACK)
+        port = free_port(self.address)
         config = headscale_config(
             workdir=self.directory,
             port=port,
             metrics_port=free_port(LOOPBACK),
             grpc_port=free_port(LOOPBACK),
-            stun_port=free_port(LOOPBACK),
+            stun_port=free_port(self.address),
             domain=self.domain,
+            address=self.address,
         )
         self.config_file.write_text(json.dumps(config, indent=2))
         self.url = str(config["server_url"])
@@ -301,13 +321,20 @@ class LocalTailnet:
     def _tracer(self, name: str) -> list[str]:
         if not self.trace:
             return []
-        syscalls = "trace=connect,sendto,sendmsg,sendmmsg"
+        syscalls = "trace=connect,sendto,sendmsg,sendmmsg,accept,accept4"
         output = self.directory / f"{name}.strace"
         return ["strace", "-f", "-qq", "-e", syscalls, "-o", str(output)]
 
+    def accepted(self, node: TailnetNode) -> int:
+        """With `trace`: how many TCP connections `node`'s tailscaled has accepted from
+        loopback (its outbound HTTP proxy's callers: its LocalAPI is a unix socket)."""
+        trace = self.directory / f"{node.directory.name}.strace"
+        text = trace.read_text(errors="replace") if trace.exists() else ""
+        return len(_ACCEPTED.findall(text))
+
     def destinations(self) -> dict[str, set[str]]:
-        """With `trace`: every IP address each process connected or sent to, by process
-        (`headscale`, or a node's directory name)."""
+        """With `trace`: every IP address each process connected or sent to or accepted
+        a connection from, by process (`headscale`, or a node's directory name)."""
         return {
             path.name.removesuffix(".strace"): traced_addresses(path.read_text(errors="replace"))
             for path in sorted(self.directory.glob("*.strace"))
@@ -412,6 +439,9 @@ class LocalTailnet:
 
 
 _ADDRESS: Final = re.compile(r'inet_addr\("([0-9.]+)"\)|inet_pton\(AF_INET6, "([0-9a-fA-F:.]+)"')
+
+
+_ACCEPTED: Final = re.compile(r'accept4?\(\d+, \{sa_family=AF_INET, [^}]*inet_addr\("127\.')
 
 
 def traced_addresses(strace_output: str) -> set[str]:

@@ -24,6 +24,11 @@ SERVE_CONFIG_DIR: Final = "/etc/agent-mesh/tailscale"
 SERVE_CONFIG_FILE: Final = "serve.json"
 SERVE_VOLUME: Final = "tailscale-serve"
 TMP_VOLUME: Final = "tailscale-tmp"
+KUBE_API_VOLUME: Final = "tailscale-kube-api"
+SERVICE_ACCOUNT_DIR: Final = "/var/run/secrets/kubernetes.io/serviceaccount"
+"""Where containerboot and tailscaled's kube state store read the pod's ServiceAccount
+(token, ca.crt, namespace): a path they hard-code."""
+TOKEN_SECONDS: Final = 3607  # what the kubelet's own automounted token asks for
 SCRATCH_DIR: Final = "/tmp"  # noqa: S108  (the container's own emptyDir)
 SIDECAR_UID: Final = 65532
 DEFAULT_RESOURCES: Final[Mapping[str, Mapping[str, str]]] = {
@@ -178,15 +183,45 @@ def container(
         "volumeMounts": [
             {"name": TMP_VOLUME, "mountPath": SCRATCH_DIR},
             {"name": SERVE_VOLUME, "mountPath": SERVE_CONFIG_DIR, "readOnly": True},
+            {"name": KUBE_API_VOLUME, "mountPath": SERVICE_ACCOUNT_DIR, "readOnly": True},
         ],
     }
 
 
 def volumes(agent_name: str) -> list[dict[str, Any]]:
-    """The sidecar's volumes: a scratch /tmp (its socket) and the serve configuration."""
+    """The sidecar's volumes: a scratch /tmp (its socket), the serve configuration, and
+    the pod ServiceAccount's credentials for the sidecar alone. A workload with
+    `automountServiceAccountToken: false` (an agent that needs no apiserver access, as
+    the demo's do) would otherwise leave containerboot without a token to read and write
+    its state Secret; with automount on, the kubelet leaves a container that already
+    mounts that path alone, so the agent's own containers are unchanged either way."""
     return [
         {"name": TMP_VOLUME, "emptyDir": {}},
         {"name": SERVE_VOLUME, "configMap": {"name": serve_config_name(agent_name)}},
+        {
+            "name": KUBE_API_VOLUME,
+            "projected": {
+                "sources": [
+                    {"serviceAccountToken": {"path": "token", "expirationSeconds": TOKEN_SECONDS}},
+                    {
+                        "configMap": {
+                            "name": "kube-root-ca.crt",
+                            "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                        }
+                    },
+                    {
+                        "downwardAPI": {
+                            "items": [
+                                {
+                                    "path": "namespace",
+                                    "fieldRef": {"fieldPath": "metadata.namespace"},
+                                }
+                            ]
+                        }
+                    },
+                ]
+            },
+        },
     ]
 
 
