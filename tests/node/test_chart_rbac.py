@@ -66,7 +66,6 @@ RULES = [
     Rule("own", 0, "secrets, configmaps create"),
     Rule("own", 1, "secrets get update (signing keys, CA)"),
     Rule("own", 2, "configmaps get update (revocations, CA bundle)"),
-    Rule("own", 3, "secrets get (tailnet auth key)"),
     Rule("watched", 0, "meshagents, meshtasks, aclpolicies get list watch patch"),
     Rule("watched", 1, "meshtasks create delete"),
     Rule("watched", 2, "*/status patch"),
@@ -96,8 +95,6 @@ UNEXERCISED = {
     "services, serviceaccounts list watch create patch": _MANAGED,
     "secrets, configmaps list watch patch deletecollection": _MANAGED,
     "pods list watch": "a tailscale agent's sidecar health read into status; " + _MANAGED,
-    "secrets get (tailnet auth key)": "the tailnet's auth key copied to tailscale agents; "
-    + _MANAGED,
     "roles, rolebindings list watch create patch deletecollection": _MANAGED,
     "events get": "the sidecar's Role grants get on Events, and a Role may grant only "
     "what its creator holds; " + _MANAGED,
