@@ -46,3 +46,14 @@ def only(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> d
 def env_of(deployment: dict[str, Any]) -> dict[str, Any]:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+TAILNET_DOMAIN = "tailnet.test"
+CONTROL_URL = "http://headscale.tailnet.svc:8080"
+TAILSCALE_VALUES = [
+    "--set",
+    f"tailscale.enabled=true,tailscale.tailnetDomain={TAILNET_DOMAIN}",
+    "--set",
+    f"tailscale.controlURL={CONTROL_URL},tailscale.headscaleApiKeySecret.name=headscale-api",
+]
+"""The chart with the operator's own tailscale sidecar, against a headscale."""

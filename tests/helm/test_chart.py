@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from agent_mesh.devcluster import manifests
-from tests.helm.conftest import CHART, env_of, only, render, run_helm
+from tests.helm.conftest import CHART, TAILSCALE_VALUES, env_of, only, render, run_helm
 from tests.support.venvs import ROOT
 
 VALUE_SETS: dict[str, list[str]] = {
@@ -32,6 +32,7 @@ VALUE_SETS: dict[str, list[str]] = {
         "--set-json",
         'aclPolicies=[{"name":"w","namespace":"team-a","spec":{"agentType":"worker"}}]',
     ],
+    "tailscale": TAILSCALE_VALUES,
 }
 
 
@@ -282,6 +283,18 @@ def _registering_into(registry: Any, real: Any) -> Any:
         (["--set", "webhook.failurePolicy=Sometimes"], "webhook.failurePolicy"),
         (["--set", "webhook.inject.failurePolicy=Sometimes"], "webhook.inject.failurePolicy"),
         (["--set", "webhook.inject.timeoutSeconds=60"], "webhook.inject.timeoutSeconds"),
+        (["--set", "tailscale.enable=true"], "tailscale.enable"),
+        (["--set", "tailscale.enabled=true"], "tailscale.tailnetDomain"),
+        (["--set", "tailscale.tailnetDomain=Not_A_Domain"], "tailscale.tailnetDomain"),
+        (["--set", "tailscale.image.tag=latest"], "tailscale.image.tag"),
+        (["--set", "tailscale.image.tag=stable"], "tailscale.image.tag"),
+        (["--set", "tailscale.image.tag="], "tailscale.image.tag"),
+        (["--set", "tailscale.controlURL=ftp://headscale"], "tailscale.controlURL"),
+        (["--set", "tailscale.hostname=Operator_1"], "tailscale.hostname"),
+        (["--set", "tailscale.authKeySecret.name="], "tailscale.authKeySecret.name"),
+        (["--set", "tailscale.agentAuthKeySecret="], "tailscale.agentAuthKeySecret"),
+        (["--set", "tailscale.headscaleApiKeySecret.name=api"], "tailscale.controlURL"),
+        (["--set", "tailscale.proxyPort=0"], "tailscale.proxyPort"),
     ],
 )
 def test_values_outside_the_schema_are_refused_naming_the_field(

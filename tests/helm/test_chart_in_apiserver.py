@@ -49,7 +49,7 @@ def _dry_run(cluster: Cluster, objects: list[dict[str, Any]], tmp_path: Path) ->
     assert applied.returncode == 0, applied.stderr
 
 
-@pytest.mark.parametrize("name", ["defaults", "watched-namespaces", "everything"])
+@pytest.mark.parametrize("name", ["defaults", "watched-namespaces", "everything", "tailscale"])
 def test_every_rendered_object_passes_a_server_side_dry_run(
     cluster: Cluster,
     crds: object,
@@ -68,10 +68,12 @@ def test_every_rendered_object_passes_a_server_side_dry_run(
     _dry_run(cluster, [o for o in objects if o["kind"] not in FOREIGN_KINDS], tmp_path)
 
 
+@pytest.mark.parametrize("name", ["defaults", "tailscale"])
 def test_the_operator_pod_is_admitted_under_pod_security_restricted(
-    cluster: Cluster, helm: Path, release_namespace: str
+    cluster: Cluster, helm: Path, release_namespace: str, name: str
 ) -> None:
-    objects = render(helm, namespace=release_namespace)
+    """With the tailscale sidecar too: userspace, no NET_ADMIN, no privilege."""
+    objects = render(helm, *VALUE_SETS[name], namespace=release_namespace)
     deployment = only(objects, "Deployment")
     core = client.CoreV1Api(cluster.api)
     core.create_namespaced_service_account(release_namespace, only(objects, "ServiceAccount"))

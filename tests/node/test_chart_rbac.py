@@ -23,10 +23,12 @@ import pytest
 from kubernetes import client
 
 from agent_mesh.api.common import GROUP, VERSION
+from agent_mesh.testing.demo_chart import AGENT_PORT, agent_workload
 from tests.node.chart_flow import (
     CHART,
     exists,
     make_namespace,
+    operator_logs,
     operator_pod,
     oversized_task_refusal,
     run_agent_and_task,
@@ -66,7 +68,6 @@ RULES = [
     Rule("own", 0, "secrets, configmaps create"),
     Rule("own", 1, "secrets get update (signing keys, CA)"),
     Rule("own", 2, "configmaps get update (revocations, CA bundle)"),
-    Rule("own", 3, "secrets get (tailnet auth key)"),
     Rule("watched", 0, "meshagents, meshtasks, aclpolicies get list watch patch"),
     Rule("watched", 1, "meshtasks create delete"),
     Rule("watched", 2, "*/status patch"),
@@ -82,25 +83,20 @@ RULES = [
     Rule("watched", 12, "roles, rolebindings list watch create patch deletecollection"),
     Rule("watched", 13, "events get"),
 ]
-_MANAGED = (
-    "managed agents (spec.workload): their children applied, put back when deleted, the "
-    "tailnet ones removed; the proof's flow runs no managed agent yet (tests/integration/"
-    "test_managed_agent_children.py covers them against the apiserver)"
+_TAILNET_ONLY = (
+    "; the proof's managed agent is a direct one (the node has no tailnet), and "
+    "tests/integration/test_managed_agent_children.py covers the tailscale children against "
+    "the apiserver"
 )
 UNEXERCISED = {
     "customresourcedefinitions get list watch": "kopf notices CRDs installed after it "
     "started (refused: a warning, and a restart after installing CRDs late)",
     "servicecidrs list": "the egress policy learns the Service ranges (without it: a "
     "warning, and only AGENT_MESH_EGRESS_SERVICE_CIDRS protects them)",
-    "statefulsets list watch create patch": _MANAGED,
-    "services, serviceaccounts list watch create patch": _MANAGED,
-    "secrets, configmaps list watch patch deletecollection": _MANAGED,
-    "pods list watch": "a tailscale agent's sidecar health read into status; " + _MANAGED,
-    "secrets get (tailnet auth key)": "the tailnet's auth key copied to tailscale agents; "
-    + _MANAGED,
-    "roles, rolebindings list watch create patch deletecollection": _MANAGED,
-    "events get": "the sidecar's Role grants get on Events, and a Role may grant only "
-    "what its creator holds; " + _MANAGED,
+    "pods list watch": "the watch of managed agents' pods serves only tailscale agents (the "
+    "sidecar's container state is their TailnetConnected, controllers/tailnet.py)" + _TAILNET_ONLY,
+    "events get": "only a tailscale agent's sidecar Role grants get on Events, and a Role "
+    "may grant only what its creator holds" + _TAILNET_ONLY,
 }
 
 
@@ -228,7 +224,90 @@ def _flow(installed: Installed) -> str | None:
         )
     except pytest.fail.Exception:
         return "no TaskCompleted Event about the task"
+    if (why := _managed_agent(installed)) is not None:
+        return f"managed agent: {why}"
     return _ttl_cleanup(installed)
+
+
+def _managed_agent(installed: Installed) -> str | None:
+    """A MeshAgent with spec.workload in direct mode, the example echo worker from the
+    project's image: the operator applies its ServiceAccount, headless Service and
+    StatefulSet (and removes tailnet children it might have had: a deletecollection of
+    Roles, RoleBindings, ConfigMaps and Secrets by label), registers it, its pod completes a
+    task, and a deleted Service is put back. None when it all happens, else what did not."""
+    cluster, agents = installed.cluster, installed.agents
+    name = f"mgd-{uuid.uuid4().hex[:4]}"
+    workload = agent_workload("echo_worker.py", cluster.image, "Never", installed.release)
+    for variable in workload["spec"]["containers"][0]["env"]:
+        if variable["name"] == "AGENT_MESH_URL":
+            variable["value"] = installed.mesh_url
+    apply_agent(
+        cluster,
+        agents,
+        name,
+        "worker",
+        capabilities=["managed"],
+        network="direct",
+        port=AGENT_PORT,
+        workload=workload,
+    )
+    core, apps = cluster.core, client.AppsV1Api(cluster.api)
+    read = lambda: cluster.custom.get_namespaced_custom_object(  # noqa: E731
+        GROUP, VERSION, agents, "meshagents", name
+    )
+    children = {
+        "StatefulSet": lambda: apps.read_namespaced_stateful_set(name, agents),
+        "Service": lambda: core.read_namespaced_service(name, agents),
+        "ServiceAccount": lambda: core.read_namespaced_service_account(name, agents),
+    }
+    try:
+        try:
+            wait_for(
+                "it to be registered",
+                lambda: (read().get("status") or {}).get("registeredAt"),
+                timeout=30,
+            )
+        except pytest.fail.Exception:
+            return "never registered (its children not all applied)"
+        for kind, child in children.items():
+            try:
+                wait_for(f"its {kind}", lambda child=child: exists(child), timeout=15)
+            except pytest.fail.Exception:
+                conditions = (read().get("status") or {}).get("conditions") or []
+                return f"no {kind} {name}: {[c.get('message') for c in conditions]}"
+        task = f"mgd-{uuid.uuid4().hex[:6]}"
+        create_task(
+            cluster, agents, task, taskType="echo", requiredCapabilities=["managed"], payload={}
+        )
+        done = lambda: cluster.custom.get_namespaced_custom_object(  # noqa: E731
+            GROUP, VERSION, agents, "meshtasks", task
+        ).get("status", {})
+        try:
+            wait_for(
+                "its task to complete",
+                lambda: done().get("phase") == "Completed" and done().get("agentId") == name,
+                timeout=90,
+            )
+        except pytest.fail.Exception:
+            return f"its task did not complete: {done()}"
+        core.delete_namespaced_service(name, agents)
+        try:
+            wait_for("its deleted Service to be put back", lambda: exists(children["Service"]), 20)
+        except pytest.fail.Exception:
+            return "its deleted Service was not put back"
+    finally:
+        cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, agents, "meshagents", name)
+        # the next run starts without it: its children and pod garbage-collected
+        with contextlib.suppress(pytest.fail.Exception):
+            wait_for(
+                "its StatefulSet and pod to be garbage-collected",
+                lambda: (
+                    not exists(children["StatefulSet"])
+                    and not exists(lambda: core.read_namespaced_pod(f"{name}-0", agents))
+                ),
+                timeout=60,
+            )
+    return None
 
 
 def _ttl_cleanup(installed: Installed) -> str | None:
@@ -278,7 +357,10 @@ def test_the_flow_breaks_without_the_rule(installed: Installed, rule: Rule) -> N
         replace(current)
     print(f"without {rule.what} ({removed}): {broke or 'the flow passes'}")
     if rule.what in UNEXERCISED:
-        assert broke is None, f"{rule.what}: expected unexercised, but {broke}"
+        assert broke is None, (
+            f"{rule.what}: expected unexercised, but {broke}\n--- the operator's log:\n"
+            f"{operator_logs(installed.cluster, installed.release)[-6000:]}"
+        )
     else:
         assert broke is not None, f"the flow passes without {rule.what}: the rule is not needed"
 

@@ -120,3 +120,41 @@ def _node_binaries() -> list[Path]:
 def _veths() -> list[str]:
     listed = ["ip", "-o", "link", "show", "type", "veth"]
     return subprocess.run(listed, capture_output=True, text=True, check=False).stdout.splitlines()
+
+
+def test_dev_up_reclaims_a_test_runs_node_whose_owner_died(
+    node_holder: NodeHolder, tmp_path: Path
+) -> None:
+    """The session's node, its record then naming an owner that has died (its pid and
+    start time are a finished process's) while every process of the node still runs: `dev
+    up` stops those processes itself and starts its own node."""
+    from agent_mesh.devcluster import hoststate, processes
+    from agent_mesh.devcluster import node as devnode
+
+    node_holder.ensure()
+    record = devnode.Record.load(devnode.node_dir())
+    assert record is not None and record.live_components() and not record.detached
+    assert not record.orphaned()  # its owner, this test run, lives
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    started = processes.start_time(owner.pid)
+    owner.kill()
+    owner.wait()
+    record.owner_pid, record.owner_start_time = owner.pid, started
+    record.save()
+    assert record.orphaned()
+
+    env = {**os.environ, "AGENT_MESH_STATE_DIR": str(tmp_path / "state")}
+    up = _mesh("dev", "up", env=env)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "outlived its owner" in up.stderr, up.stderr
+        assert "stopped the processes of a node whose owner died: kubelet" in up.stderr
+        status = _mesh("dev", "status", env=env)
+        assert "node agent-mesh-node Ready" in status.stdout, status.stdout + status.stderr
+        assert "started by dev up" in status.stdout
+    finally:
+        down = _mesh("dev", "down", env=env)
+    assert down.returncode == 0, down.stderr
+    node_holder.stop()  # its processes are gone: nothing is left to stop
+    assert devnode.leftovers(preexisting=node_holder.paths_before) == []
+    assert hoststate.processes_of(_node_binaries()) == []

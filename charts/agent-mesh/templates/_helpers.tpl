@@ -110,3 +110,27 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
     resources: ["events"]
     verbs: ["get"]
 {{- end }}
+
+{{/* The tailscale image: repository:tag, or repository@sha256:... for a digest. */}}
+{{- define "agent-mesh.tailscaleImage" -}}
+{{- $image := .Values.tailscale.image -}}
+{{- printf "%s%s%s" $image.repository (ternary "@" ":" (hasPrefix "sha256:" $image.tag)) $image.tag -}}
+{{- end -}}
+
+{{/* The Secret the operator's tailscaled keeps its device's state in (TS_KUBE_SECRET). */}}
+{{- define "agent-mesh.tailscaleStateSecret" -}}
+{{- default (printf "%s-tailscale" (include "agent-mesh.fullname" .)) .Values.tailscale.stateSecret -}}
+{{- end -}}
+
+{{/* The operator's device name: never agent-mesh-*, the agents' names. */}}
+{{- define "agent-mesh.tailscaleHostname" -}}
+{{- if hasPrefix "agent-mesh-" .Values.tailscale.hostname -}}
+{{- fail (printf "tailscale.hostname %q: must not start with agent-mesh- (the tailnet names of agents, agent-mesh-<namespace>-<agentId>); leave it empty for mesh-operator-<namespace>" .Values.tailscale.hostname) -}}
+{{- end -}}
+{{- default (printf "mesh-operator-%s" .Release.Namespace | trunc 63 | trimSuffix "-") .Values.tailscale.hostname -}}
+{{- end -}}
+
+{{/* host:port of the sidecar's outbound HTTP proxy, on loopback only. */}}
+{{- define "agent-mesh.tailnetProxy" -}}
+{{- printf "127.0.0.1:%d" (int .Values.tailscale.proxyPort) -}}
+{{- end -}}

@@ -4,13 +4,16 @@ One node per machine (port 10250, the bridge, fixed paths): a lock serialises st
 stopping, and a record on disk (written before the first change to the host) lists what
 the node runs and what it changes — its processes, the sysctls as they were, the paths and
 netfilter chains that existed before. Taking a node down works from that record alone, so
-the leftovers of a node whose processes were killed hard are reclaimed the same way.
+the leftovers of a node whose processes were killed hard are reclaimed the same way, and
+so is a test run's node whose owner died while its processes live on: each recorded
+process is stopped by pid only while it is the one recorded (pid, start time, binary).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import enum
 import errno
 import fcntl
 import json
@@ -130,6 +133,10 @@ class Record:
     pids: dict[str, int] = field(default_factory=dict)
     plane: dict[str, Any] = field(default_factory=dict)
     detached: bool = False
+    owner_start_time: int | None = None
+    start_times: dict[str, int] = field(default_factory=dict)
+    """component → when its process started (processes.start_time): with the pid, it tells
+    the recorded process from a later one that reuses the pid."""
 
     @property
     def path(self) -> Path:
@@ -140,12 +147,14 @@ class Record:
         data = {
             "startedAt": self.started_at,
             "ownerPid": self.owner_pid,
+            "ownerStartTime": self.owner_start_time,
             "detached": self.detached,
             "sysctls": self.sysctls,
             "preexistingPaths": self.preexisting_paths,
             "preexistingKubeChains": self.preexisting_kube_chains,
             "binaries": self.binaries,
             "pids": self.pids,
+            "startTimes": self.start_times,
             "plane": self.plane,
         }
         partial = self.path.with_suffix(".partial")
@@ -171,16 +180,152 @@ class Record:
             pids={k: int(v) for k, v in data.get("pids", {}).items()},
             plane=data.get("plane", {}),
             detached=bool(data.get("detached", False)),
+            owner_start_time=(
+                None if data.get("ownerStartTime") is None else int(data["ownerStartTime"])
+            ),
+            start_times={k: int(v) for k, v in data.get("startTimes", {}).items()},
         )
+
+    def note_started(self, component: str, pid: int) -> None:
+        """Record `component`'s process (pid and start time)."""
+        self.pids[component] = pid
+        started = processes.start_time(pid)
+        if started is not None:
+            self.start_times[component] = started
+
+    def running(self, component: str) -> bool:
+        """Whether the recorded process of `component` still runs: its binary, and its
+        start time where recorded (a record without one is checked by binary alone)."""
+        pid, binary = self.pids.get(component), self.binaries.get(component)
+        if not pid or not binary or not processes.runs_binary(pid, Path(binary)):
+            return False
+        started = self.start_times.get(component)
+        return started is None or processes.start_time(pid) == started
 
     def live_components(self) -> list[str]:
         """Recorded processes still running their binary."""
-        live = []
-        for component, pid in self.pids.items():
-            binary = self.binaries.get(component)
-            if binary and processes.runs_binary(pid, Path(binary)):
-                live.append(f"{component} (pid {pid})")
-        return live
+        return [f"{c} (pid {pid})" for c, pid in self.pids.items() if self.running(c)]
+
+    def owner_alive(self) -> bool:
+        """Whether the process that started the node still runs (by pid and start time; a
+        record without the start time counts a live pid as the owner: never reclaimed)."""
+        if not processes.alive(self.owner_pid):
+            return False
+        started = self.owner_start_time
+        return started is None or processes.start_time(self.owner_pid) == started
+
+    def verifiable(self) -> bool:
+        """Whether every live recorded process has its start time recorded, so it can be
+        told from a pid reused since (records of older versions have none)."""
+        return all(c in self.start_times for c in self.pids if self.running(c))
+
+    def orphaned(self) -> bool:
+        """A node a test run started (not `dev up`) whose owner died while its processes
+        live on: the harness may stop them (judge → ORPHANED)."""
+        live = bool(self.live_components())
+        return (
+            judge(
+                live=live,
+                owned=False,
+                detached=self.detached,
+                owner_alive=self.owner_alive(),
+                verifiable=self.verifiable(),
+            )
+            is Reclaim.ORPHANED
+        )
+
+
+class Reclaim(enum.Enum):
+    """What may be done with a recorded node before a start or a `dev down`."""
+
+    LEFTOVERS = "leftovers"
+    """Nothing of it runs: clean up after it."""
+    OURS = "ours"
+    """It runs and the caller may stop it (`dev down` of the node `dev up` started)."""
+    ORPHANED = "orphaned"
+    """It runs, started by a test run that died: stop its recorded processes, clean up."""
+    BUSY = "busy"
+    """It runs and is someone else's: refuse."""
+
+
+def judge(
+    *, live: bool, owned: bool, detached: bool, owner_alive: bool, verifiable: bool
+) -> Reclaim:
+    """The decision, from what the record says and what runs. A node `dev up` started is
+    meant to outlive its owner (the `dev up` process), so only `dev down` stops it; a test
+    run's node whose owner is gone is nobody's, and is reclaimed, but only when each of its
+    live processes can be told from a reused pid (its start time is recorded)."""
+    if not live:
+        return Reclaim.LEFTOVERS
+    if owned:
+        return Reclaim.OURS
+    if detached or owner_alive or not verifiable:
+        return Reclaim.BUSY
+    return Reclaim.ORPHANED
+
+
+def busy_reason(record: Record, live: list[str]) -> str:
+    """Why a live node is left alone, and what to do about it."""
+    since = (
+        f"a node is already running on this machine since {record.started_at} ({', '.join(live)})"
+    )
+    if record.detached:
+        return f"{since}; `agent-mesh dev status` shows it, `agent-mesh dev down` stops it"
+    if record.owner_alive():
+        return (
+            f"{since}, started by pid {record.owner_pid} (a test run?), not by `dev up`, "
+            "and that process still runs; `agent-mesh dev down` leaves it running: stop its "
+            "owner first"
+        )
+    return (
+        f"{since}; its owner, pid {record.owner_pid}, is gone, but these processes were "
+        "recorded without their start times (an older agent-mesh), so a reused pid cannot "
+        "be ruled out: stop them by hand, then `agent-mesh dev down` cleans up"
+    )
+
+
+def stop_orphaned(record: Record, *, say: Say = _stderr_say) -> list[str]:
+    """Stop the recorded processes of a node whose owner died, by pid, each only while it
+    is the process recorded (pid, start time, binary): the kubelet first (it would
+    restart containers), the control plane last. What it stopped."""
+    order = sorted(
+        record.pids,
+        key=lambda c: (c != "kubelet", c in ("kube-apiserver", "etcd"), c == "etcd"),
+    )
+    stopped = []
+    for component in order:
+        pid, binary = record.pids[component], record.binaries.get(component)
+        started = record.start_times.get(component)
+        if binary is None or started is None:
+            continue
+        if processes.stop_recorded(pid, started, Path(binary), grace=5):
+            stopped.append(f"{component} (pid {pid})")
+    if stopped:
+        say(f"agent-mesh: stopped the processes of a node whose owner died: {', '.join(stopped)}")
+    return stopped
+
+
+def reclaim(record: Record, *, owned: bool, say: Say = _stderr_say) -> None:
+    """Take a recorded node down when `judge` allows it, else NodeBusy saying why."""
+    live = record.live_components()
+    verdict = judge(
+        live=bool(live),
+        owned=owned,
+        detached=record.detached,
+        owner_alive=record.owner_alive(),
+        verifiable=record.verifiable(),
+    )
+    if verdict is Reclaim.BUSY:
+        raise NodeBusy(busy_reason(record, live))
+    if verdict is Reclaim.LEFTOVERS:
+        say("agent-mesh: reclaiming the leftovers of a node that was stopped hard")
+    if verdict is Reclaim.ORPHANED:
+        say(
+            f"agent-mesh: the node started at {record.started_at} by pid {record.owner_pid} "
+            f"outlived its owner ({', '.join(live)}): reclaiming it"
+        )
+        stop_orphaned(record, say=say)
+    teardown(record, say=say)
 
 
 @contextlib.contextmanager
@@ -219,14 +364,14 @@ def teardown(record: Record, *, say: Say = _stderr_say) -> None:
     # and containerd, then the rest.
     for component in ("kubelet",):
         pid = record.pids.get(component)
-        if pid and component in binaries and processes.runs_binary(pid, binaries[component]):
+        if pid and record.running(component):
             processes.terminate(pid, grace=5)
     hoststate.remove_cgroups()
     node_binaries = [b for c, b in binaries.items() if c not in ("etcd", "kube-apiserver")]
     hoststate.kill_processes(node_binaries, timeout=5)
     for component in ("kube-apiserver", "etcd"):  # the plane a node was started with
         pid = record.pids.get(component)
-        if pid and component in binaries and processes.runs_binary(pid, binaries[component]):
+        if pid and record.running(component):  # by start time too: never a reused pid
             processes.terminate(pid, grace=10)
     _kube_proxy_cleanup(record.binaries.get("kube-proxy"))
     network.remove_rules(keep=record.preexisting_kube_chains)
@@ -270,18 +415,11 @@ def leftovers(directory: Path | None = None, preexisting: list[str] | None = Non
 
 
 def reclaim_or_refuse(directory: Path, *, say: Say = _stderr_say) -> None:
-    """Before a start: fail loudly if a live node runs; clean up after a dead one."""
+    """Before a start: fail loudly if a live node is someone's; clean up after a dead one,
+    or after one whose owner died (`judge`)."""
     record = Record.load(directory)
     if record is not None:
-        live = record.live_components()
-        if live:
-            raise NodeBusy(
-                f"a node is already running on this machine since {record.started_at} "
-                f"({', '.join(live)}); `agent-mesh dev status` shows it, "
-                "`agent-mesh dev down` stops it"
-            )
-        say("agent-mesh: reclaiming the leftovers of a node that was stopped hard")
-        teardown(record, say=say)
+        reclaim(record, owned=False, say=say)
         return
     strays = [f"{Path(exe).name} (pid {pid})" for pid, exe in _stray_processes()]
     if strays:
@@ -360,6 +498,7 @@ class Node:
                 directory=self.directory,
                 started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 owner_pid=os.getpid(),
+                owner_start_time=processes.start_time(os.getpid()),
                 sysctls=network.read_sysctls(),
                 preexisting_paths=hoststate.existing(
                     [*hoststate.FIXED_PATHS, str(self.directory.parent)]
@@ -425,7 +564,8 @@ class Node:
         network.install_rules()
         t = self._mark("network", t)
         self.plane.start(timeout=max(deadline - time.monotonic(), 30))
-        self._record.pids.update(self.plane.pids)
+        for component, pid in self.plane.pids.items():
+            self._record.note_started(component, pid)
         self._record.save()
         t = self._mark("control plane", t)
         d = self.directory
@@ -451,7 +591,7 @@ class Node:
         )
         self._children[component] = child
         assert self._record is not None
-        self._record.pids[component] = child.pid
+        self._record.note_started(component, child.pid)
 
     def _start_containerd(self, d: Path, deadline: float) -> None:
         runc = shutil.which("runc")
@@ -705,7 +845,8 @@ def status(kubectl: Path | None, kubeconfig: Path | None) -> NodeStatus | None:
 
 def down(*, only_owned_by: Path | None = None, say: Say = _stderr_say) -> bool:
     """Take the machine's node down from its record. With `only_owned_by`, a live node is
-    left alone unless its control plane lives in that directory. True when one was found."""
+    left alone unless its control plane lives in that directory or it is a test run's
+    whose owner died (`judge`). True when one was found."""
     if Record.load(node_dir()) is None:
         return False
     with machine_lock():
@@ -713,13 +854,5 @@ def down(*, only_owned_by: Path | None = None, say: Say = _stderr_say) -> bool:
         if record is None:
             return False
         owned = only_owned_by is None or record.plane.get("directory") == str(only_owned_by)
-        if record.live_components() and not owned:
-            raise NodeBusy(
-                f"a node is already running on this machine since {record.started_at}, "
-                f"started by pid {record.owner_pid} (a test run?), not by `dev up`; "
-                "`agent-mesh dev down` leaves it running: stop its owner first"
-            )
-        if not record.live_components():
-            say("agent-mesh: reclaiming the leftovers of a node that was stopped hard")
-        teardown(record, say=say)
+        reclaim(record, owned=owned, say=say)
         return True

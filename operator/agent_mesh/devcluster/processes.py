@@ -67,6 +67,46 @@ def runs_binary(pid: int, binary: Path) -> bool:
     return bool(cmdline) and cmdline[0] == os.fsencode(str(binary))
 
 
+def start_time(pid: int) -> int | None:
+    """When `pid` started, in clock ticks after boot (/proc/<pid>/stat, field 22); None when
+    no such process. With the pid it names one process: a reused pid starts later."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # from field 3 (state) on: the name may hold ")"
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def is_recorded(pid: int, started: int, binary: Path | None = None) -> bool:
+    """True when `pid` is still the process that was recorded: alive, started at `started`
+    and, when given, executing `binary`. A pid reused since is never taken for it."""
+    if not alive(pid) or start_time(pid) != started:
+        return False
+    return binary is None or runs_binary(pid, binary)
+
+
+def stop_recorded(pid: int, started: int, binary: Path, *, grace: float = 10.0) -> bool:
+    """SIGTERM, then SIGKILL after `grace`, the recorded process `pid` (not our child), each
+    signal only while it is still that process. True when it was running."""
+    if not is_recorded(pid, started, binary):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not is_recorded(pid, started, binary):
+            return True
+        time.sleep(0.05)
+    if is_recorded(pid, started, binary):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return True
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

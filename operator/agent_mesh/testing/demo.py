@@ -132,7 +132,7 @@ def _chart_mode_refusal(image: str | None) -> str | None:
         return f"this machine cannot run the local node: {reason}"
     record = devnode.Record.load(devnode.node_dir())
     live = [] if record is None else record.live_components()
-    if live:
+    if live and record is not None and not record.orphaned():  # an orphan is reclaimed
         return (
             f"the machine's one node is in use ({', '.join(live)}; `agent-mesh dev down` "
             "stops a node `agent-mesh dev up` started)"
