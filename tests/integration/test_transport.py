@@ -15,7 +15,10 @@ from aiohttp.test_utils import TestServer
 from agent_mesh.devcluster.ports import free_port
 from agent_mesh.domain.errors import DispatchError
 from agent_mesh.domain.message import BROADCAST, Message, MessageType
+from agent_mesh.domain.task_message import TaskRequest
+from agent_mesh.transport.batching import BatchingTransport
 from agent_mesh.transport.client import Outcome, Transport, TransportConfig
+from tests.support.stand_ins import unanswered_dial
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -122,6 +125,39 @@ async def test_timeout_is_reported_as_a_timeout_and_not_retried(
     assert delivery.outcome is Outcome.TIMEOUT
     assert delivery.attempts == 1
     assert "0.3 s" in (delivery.error or "")
+
+
+async def test_a_dial_nobody_answers_fails_by_the_connect_timeout_not_the_whole_one() -> None:
+    """A vanished pod's address answers nothing: the call fails as a connection error
+    (the request never left: safe to try elsewhere) once the dial's own timeout passes,
+    not when the call's 30 s are up."""
+    sleep = RecordedSleep()
+    config = TransportConfig(timeout_seconds=30, connect_timeout_seconds=0.3, retries=1)
+    transport = Transport(config, sleep=sleep)
+    try:
+        with unanswered_dial() as url:
+            delivery = await transport.send(url, request())
+    finally:
+        await transport.close()
+    assert delivery.outcome is Outcome.CONNECT_ERROR
+    assert delivery.error == "not connected within 0.3 s (nothing answered the dial)"
+    assert delivery.attempts == 2 and len(sleep.delays) == 1  # retried: it never reached the agent
+
+
+async def test_a_batch_to_a_dial_nobody_answers_fails_each_task_as_not_connected() -> None:
+    config = TransportConfig(timeout_seconds=30, connect_timeout_seconds=0.3, retries=0)
+    transport = BatchingTransport(config)
+    tasks = [TaskRequest.of(f"t{i}", 1, "echo", i, {}) for i in range(3)]
+    try:
+        with unanswered_dial() as url:
+            deliveries = await asyncio.gather(
+                *(transport.post(url, "/v1/tasks", task, timeout_seconds=30) for task in tasks)
+            )
+    finally:
+        await transport.close()
+    assert {(d.outcome, d.error) for d in deliveries} == {
+        (Outcome.CONNECT_ERROR, "not connected within 0.3 s (nothing answered the dial)")
+    }
 
 
 async def test_connection_pool_limit_holds_under_200_concurrent_requests(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -51,3 +52,26 @@ def answering(reply: Callable[[str], str]) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def unanswered_dial() -> Iterator[str]:
+    """An http URL on 127.0.0.1 whose dial never completes: a listener with its accept
+    queue full drops each new SYN, as a vanished pod's address answers nothing (no
+    refusal, no reset); the caller's connect hangs until its own timeout."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    queued: list[socket.socket] = []
+    try:
+        for _ in range(2):  # the queue holds backlog + 1: the second waits unanswered
+            client = socket.socket()
+            client.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                client.connect(listener.getsockname())
+            queued.append(client)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        for client in queued:
+            client.close()
+        listener.close()

@@ -40,6 +40,7 @@ from agent_mesh.transport.client import (
     Outcome,
     Transport,
     TransportConfig,
+    not_connected,
     read_body,
     redirect_refused,
 )
@@ -160,7 +161,10 @@ class BatchingTransport(Transport):
         waiting: dict[tuple[str, int], list[_Item]] = {}
         for item in batch:
             waiting.setdefault(item.task.key, []).append(item)
-        timeout = aiohttp.ClientTimeout(total=max(item.timeout for item in batch) + 5)
+        total = max(item.timeout for item in batch) + 5
+        timeout = aiohttp.ClientTimeout(
+            total=total, sock_connect=min(total, self.config.connect_timeout_seconds)
+        )
         started = time.perf_counter()
         outcome = Outcome.OK
         TRANSPORT_ACTIVE.inc()
@@ -222,6 +226,9 @@ class BatchingTransport(Transport):
         except EgressRefusedError as error:
             outcome = Outcome.EGRESS_REFUSED
             _settle_all(batch, Delivery(endpoint, outcome, 1, error=error.message, code=error.code))
+        except aiohttp.ConnectionTimeoutError:
+            outcome = Outcome.CONNECT_ERROR
+            _settle_all(batch, Delivery(endpoint, outcome, 1, error=not_connected(self.config)))
         except TimeoutError:
             outcome = Outcome.TIMEOUT
         except aiohttp.ClientSSLError as error:

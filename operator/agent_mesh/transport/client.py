@@ -70,6 +70,10 @@ class TransportConfig:
     """DESIGN §5 defaults."""
 
     timeout_seconds: float = 30.0
+    connect_timeout_seconds: float = 5.0
+    """A dial that has not connected by then fails as a connection error, before the
+    request is sent (safe to try elsewhere). Without it a call to a vanished pod's IP —
+    nothing answers, nothing refuses — waited for its whole timeout."""
     retries: int = 3
     retry_delay_seconds: float = 1.0
     max_connections_per_agent: int = 10
@@ -141,10 +145,16 @@ class Transport:
         self._guard = guard
         # by endpoint; by (endpoint, class) for the classes a guard checks
         self._sessions: dict[str | tuple[str, EgressClass], aiohttp.ClientSession] = {}
-        self._timeout = aiohttp.ClientTimeout(total=self.config.timeout_seconds)
+        self._timeout = self.timeout(self.config.timeout_seconds)
         self._tls: ssl.SSLContext | None = None
         if self.config.use_tls or self.config.ca_file:
             self._tls = ssl.create_default_context(cafile=self.config.ca_file)
+
+    def timeout(self, total: float) -> aiohttp.ClientTimeout:
+        """A call's deadline: `total` for all of it, the connect timeout for the dial."""
+        return aiohttp.ClientTimeout(
+            total=total, sock_connect=min(total, self.config.connect_timeout_seconds)
+        )
 
     def proxy_for(self, endpoint: str) -> str | None:
         """The proxy a call to `endpoint` goes through: the tailnet's for a MagicDNS name,
@@ -184,7 +194,7 @@ class Transport:
             session = aiohttp.ClientSession(
                 base_url=endpoint_url,
                 connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout_seconds),
+                timeout=self._timeout,
                 json_serialize=json.dumps,
             )
             self._sessions[key] = session
@@ -285,9 +295,7 @@ class Transport:
         otherwise as any JSON (`body`)."""
         started = time.perf_counter()
         timeout = timeout_seconds if timeout_seconds is not None else self.config.timeout_seconds
-        client_timeout = (
-            self._timeout if timeout_seconds is None else aiohttp.ClientTimeout(total=timeout)
-        )
+        client_timeout = self._timeout if timeout_seconds is None else self.timeout(timeout)
         TRANSPORT_ACTIVE.inc()
         try:
             if path[:1] != "/" or path[1:2] == "/":  # "//host/x" would replace the origin
@@ -361,6 +369,10 @@ class Transport:
         except EgressRefusedError as error:
             return Delivery(
                 endpoint, Outcome.EGRESS_REFUSED, attempts, error=error.message, code=error.code
+            )
+        except aiohttp.ConnectionTimeoutError:
+            return Delivery(
+                endpoint, Outcome.CONNECT_ERROR, attempts, error=not_connected(self.config)
             )
         except TimeoutError:
             return Delivery(
@@ -469,7 +481,7 @@ class Transport:
 
         timeout = aiohttp.ClientTimeout(
             total=None,
-            sock_connect=self.config.timeout_seconds,
+            sock_connect=self.config.connect_timeout_seconds,
             sock_read=self.config.timeout_seconds,
         )
         started = time.perf_counter()
@@ -610,3 +622,8 @@ def _refused(endpoint: str, status: int, raw: bytes) -> DispatchError:
         field=field,
         code=code or "DispatchHttpError",
     )
+
+
+def not_connected(config: TransportConfig) -> str:
+    """The error of a dial that ran out of its connect timeout."""
+    return f"not connected within {config.connect_timeout_seconds:g} s (nothing answered the dial)"
