@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import base64
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client, utils
 
 from agent_mesh.devcluster.ports import free_port
@@ -25,46 +21,11 @@ from agent_mesh.tailscale import sidecar
 from tests.helm.conftest import env_of, only, render
 from tests.support.cluster import Cluster
 from tests.support.stand_ins import answering
-from tests.support.tailnet import local_tailnet
+from tests.support.tailnet import resolved_env, service_account_dir
+from tests.support.tailnet import tailnet as tailnet
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.tailscale, pytest.mark.timeout(900)]  # a cold build takes minutes
-
-
-@pytest.fixture
-def tailnet(tmp_path: Path) -> Iterator[LocalTailnet]:
-    with local_tailnet(tmp_path / "tailnet") as running:
-        yield running
-
-
-def _service_account_dir(cluster: Cluster, namespace: str, account: str, into: Path) -> Path:
-    """What a pod finds at /var/run/secrets/kubernetes.io/serviceaccount."""
-    request = {"spec": {"audiences": [], "expirationSeconds": 3600}}
-    token = client.CoreV1Api(cluster.api).create_namespaced_service_account_token(
-        account, namespace, request
-    )
-    kubeconfig = yaml.safe_load(cluster.kubeconfig.read_text())
-    ca = base64.b64decode(kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"])
-    into.mkdir()
-    (into / "token").write_text(token.status.token)
-    (into / "ca.crt").write_bytes(ca)
-    (into / "namespace").write_text(namespace)
-    return into
-
-
-def _resolved(container: dict[str, Any], authkey: str, pod: str) -> dict[str, str]:
-    """The container's environment as the kubelet would give it."""
-    refs = {"metadata.name": pod, "metadata.uid": str(uuid.uuid4())}
-    env: dict[str, str] = {}
-    for item in container["env"]:
-        source = item.get("valueFrom")
-        if source is None:
-            env[item["name"]] = item["value"]
-        elif "secretKeyRef" in source:
-            env[item["name"]] = authkey
-        else:
-            env[item["name"]] = refs[source["fieldRef"]["fieldPath"]]
-    return env
 
 
 def test_the_charts_sidecar_joins_with_only_its_role_and_proxies_tailnet_names(
@@ -85,11 +46,11 @@ def test_the_charts_sidecar_joins_with_only_its_role_and_proxies_tailnet_names(
         utils.create_from_dict(cluster.api, only(objects, kind, "agent-mesh-tailscale"))
     pod = only(objects, "Deployment")["spec"]["template"]["spec"]
     container = next(c for c in pod["containers"] if c["name"] == sidecar.CONTAINER_NAME)
-    env = _resolved(container, tailnet.auth_key, "agent-mesh-5d7f9-x2x7q")
+    env = resolved_env(container, tailnet.auth_key, "agent-mesh-5d7f9-x2x7q")
     server = cluster.api.configuration.host.removeprefix("https://")
     host, _, port = server.rpartition(":")
     env.update(KUBERNETES_SERVICE_HOST=host, KUBERNETES_SERVICE_PORT_HTTPS=port)
-    account = _service_account_dir(cluster, namespace, "agent-mesh", tmp_path / "serviceaccount")
+    account = service_account_dir(cluster, namespace, "agent-mesh", tmp_path / "serviceaccount")
     tailnet.containerboot("operator", env, account, timeout=30)
 
     core = client.CoreV1Api(cluster.api)

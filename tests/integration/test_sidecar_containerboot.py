@@ -17,10 +17,8 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client, utils
 
 from agent_mesh.devcluster.ports import free_port
@@ -30,7 +28,7 @@ from agent_mesh.tailscale.sidecar import SidecarSettings
 from agent_mesh.workloads.objects import build
 from tests.support.cluster import Cluster
 from tests.support.stand_ins import answering
-from tests.support.tailnet import local_tailnet
+from tests.support.tailnet import resolved_env, service_account_dir
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.tailscale, pytest.mark.timeout(900)]  # a cold build takes minutes
@@ -41,42 +39,6 @@ def agent_port() -> Iterator[int]:
     """A stand-in agent: the server a tailnet node serves."""
     with answering(lambda _host: "hello from the agent container") as port:
         yield port
-
-
-@pytest.fixture
-def tailnet(tmp_path: Path) -> Iterator[LocalTailnet]:
-    with local_tailnet(tmp_path / "tailnet") as running:
-        yield running
-
-
-def _service_account_dir(cluster: Cluster, namespace: str, account: str, into: Path) -> Path:
-    """What a pod finds at /var/run/secrets/kubernetes.io/serviceaccount."""
-    request = {"spec": {"audiences": [], "expirationSeconds": 3600}}
-    token = client.CoreV1Api(cluster.api).create_namespaced_service_account_token(
-        account, namespace, request
-    )
-    kubeconfig = yaml.safe_load(cluster.kubeconfig.read_text())
-    ca = base64.b64decode(kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"])
-    into.mkdir()
-    (into / "token").write_text(token.status.token)
-    (into / "ca.crt").write_bytes(ca)
-    (into / "namespace").write_text(namespace)
-    return into
-
-
-def _resolved(container: dict[str, Any], authkey: str, pod: str) -> dict[str, str]:
-    """The container's environment as the kubelet would give it."""
-    refs = {"secretKeyRef": authkey, "metadata.name": pod, "metadata.uid": str(uuid.uuid4())}
-    env: dict[str, str] = {}
-    for item in container["env"]:
-        source = item.get("valueFrom")
-        if source is None:
-            env[item["name"]] = item["value"]
-        elif "secretKeyRef" in source:
-            env[item["name"]] = refs["secretKeyRef"]
-        else:
-            env[item["name"]] = refs[source["fieldRef"]["fieldPath"]]
-    return env
 
 
 def _get(via: TailnetNode, url: str) -> int:
@@ -112,7 +74,7 @@ def test_sidecar_joins_fills_its_state_secret_and_serves_the_agent_with_only_its
     serve_file.write_text(objects.serve_config["data"][sidecar.SERVE_CONFIG_FILE])
 
     container = objects.statefulset["spec"]["template"]["spec"]["containers"][1]
-    env = _resolved(container, tailnet.auth_key, "summ-0")
+    env = resolved_env(container, tailnet.auth_key, "summ-0")
     server = cluster.api.configuration.host.removeprefix("https://")
     host, _, port = server.rpartition(":")
     env.update(
@@ -121,7 +83,7 @@ def test_sidecar_joins_fills_its_state_secret_and_serves_the_agent_with_only_its
         TS_SERVE_CONFIG=str(serve_file),
         TS_LOCAL_ADDR_PORT=f"127.0.0.1:{free_port()}",
     )
-    account = _service_account_dir(cluster, namespace, "summ", tmp_path / "serviceaccount")
+    account = service_account_dir(cluster, namespace, "summ", tmp_path / "serviceaccount")
     started = time.monotonic()
     tailnet.containerboot("summ", env, account, timeout=30)
     core = client.CoreV1Api(cluster.api)

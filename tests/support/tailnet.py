@@ -3,15 +3,21 @@ the reason where it cannot run (it needs root) — except in CI, where that is a
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from kubernetes import client
 
 from agent_mesh.devcluster.binaries import ensure_tailnet_binaries
 from agent_mesh.devcluster.tailnet import LOOPBACK, LocalTailnet
+from tests.support.cluster import Cluster
 
 
 @contextlib.contextmanager
@@ -35,3 +41,36 @@ def tailnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTailnet]:
     """One local tailnet for a module's tests (import it into the module to use it)."""
     with local_tailnet(tmp_path_factory.mktemp("tailnet")) as running:
         yield running
+
+
+def service_account_dir(cluster: Cluster, namespace: str, account: str, into: Path) -> Path:
+    """What a pod running as `account` finds at /var/run/secrets/kubernetes.io/serviceaccount
+    (a fresh token, the cluster's CA, the namespace), written into `into`: a sidecar run as
+    a process authenticates exactly as in its pod."""
+    request = {"spec": {"audiences": [], "expirationSeconds": 3600}}
+    token = client.CoreV1Api(cluster.api).create_namespaced_service_account_token(
+        account, namespace, request
+    )
+    kubeconfig = yaml.safe_load(cluster.kubeconfig.read_text())
+    ca = base64.b64decode(kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"])
+    into.mkdir()
+    (into / "token").write_text(token.status.token)
+    (into / "ca.crt").write_bytes(ca)
+    (into / "namespace").write_text(namespace)
+    return into
+
+
+def resolved_env(container: dict[str, Any], authkey: str, pod: str) -> dict[str, str]:
+    """A container's environment as the kubelet would give it: secret references are the
+    auth key, field references the pod's name and a fresh uid."""
+    refs = {"metadata.name": pod, "metadata.uid": str(uuid.uuid4())}
+    env: dict[str, str] = {}
+    for item in container["env"]:
+        source = item.get("valueFrom")
+        if source is None:
+            env[item["name"]] = item["value"]
+        elif "secretKeyRef" in source:
+            env[item["name"]] = authkey
+        else:
+            env[item["name"]] = refs[source["fieldRef"]["fieldPath"]]
+    return env
