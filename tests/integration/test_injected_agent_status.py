@@ -22,8 +22,10 @@ from kubernetes import client
 
 from agent_mesh.api.common import GROUP, VERSION
 from tests.support.cluster import Cluster
+from tests.support.mesh_api import apply_agent
 from tests.support.namespaces import SESSION, family, fresh_namespace
 from tests.support.operators import own_operator
+from tests.support.tailnet import report_containers
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.tailscale
@@ -86,22 +88,15 @@ def injecting(
 
 
 def _meshagent(cluster: Cluster, namespace: str, name: str) -> None:
-    cluster.custom.create_namespaced_custom_object(
-        GROUP,
-        VERSION,
+    """An injected tailscale agent: no workload, its pods run as ACCOUNT."""
+    apply_agent(
+        cluster,
         namespace,
-        "meshagents",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "MeshAgent",
-            "metadata": {"name": name},
-            "spec": {
-                "agentType": "worker",
-                "network": "tailscale",
-                "serviceAccountName": ACCOUNT,
-                "port": 8081,
-            },
-        },
+        name,
+        "worker",
+        network="tailscale",
+        serviceAccountName=ACCOUNT,
+        port=8081,
     )
 
 
@@ -160,22 +155,6 @@ def _create_pod(core: client.CoreV1Api, namespace: str, name: str, agent: str) -
     return [c.name for c in created.spec.containers]
 
 
-def _sidecar_status(core: client.CoreV1Api, ns: str, pod: str, **container: Any) -> None:
-    """What the kubelet would report for the pod's containers (the agent's running)."""
-    statuses = [
-        {
-            "name": "agent",
-            "ready": True,
-            "restartCount": 0,
-            "image": "a",
-            "imageID": "",
-            "state": {"running": {}},
-        },
-        {"name": "tailscale", "restartCount": 0, "image": "t", "imageID": "", **container},
-    ]
-    core.patch_namespaced_pod_status(pod, ns, {"status": {"containerStatuses": statuses}})
-
-
 def _device(core: client.CoreV1Api, ns: str, agent: str, fqdn: str, ips: list[str]) -> None:
     """What containerboot writes into the state Secret once the device is up."""
     wait_for(
@@ -208,7 +187,7 @@ def test_injected_sidecar_health_reaches_status_endpoint_and_condition(
     # no kubelet has reported yet: the sidecar is not running
     _connected(cluster, ns, "worker", "False", "SidecarNotRunning")
 
-    _sidecar_status(core, ns, "worker-pod", ready=True, state={"running": {}})
+    report_containers(core, ns, "worker-pod", ready=True, state={"running": {}})
     up = _connected(cluster, ns, "worker", "True", "TailnetDeviceReady")
     assert fqdn in up["message"] and "worker-pod" in up["message"]
     status = _status(cluster, ns, "worker")
@@ -222,7 +201,7 @@ def test_injected_sidecar_health_reaches_status_endpoint_and_condition(
     assert status["endpoint"] == url
 
     # the sidecar loses the control server: not ready; the identity stays, the URL goes
-    _sidecar_status(core, ns, "worker-pod", ready=False, state={"running": {}})
+    report_containers(core, ns, "worker-pod", ready=False, state={"running": {}})
     down = _connected(cluster, ns, "worker", "False", "SidecarNotReady")
     assert "worker-pod" in down["message"] and "spec.endpoint" in down["message"]
     wait_for(
@@ -230,7 +209,7 @@ def test_injected_sidecar_health_reaches_status_endpoint_and_condition(
     )
     assert _status(cluster, ns, "worker")["tailscale"]["dnsName"] == fqdn
 
-    _sidecar_status(core, ns, "worker-pod", ready=True, state={"running": {}})
+    report_containers(core, ns, "worker-pod", ready=True, state={"running": {}})
     _connected(cluster, ns, "worker", "True", "TailnetDeviceReady")
     wait_for(
         "the MagicDNS endpoint back", lambda: _status(cluster, ns, "worker").get("endpoint") == url
@@ -242,7 +221,7 @@ def test_injected_sidecar_health_reaches_status_endpoint_and_condition(
     named = "2 pods are labelled agentmesh.io/agent=worker (worker-pod, worker-pod-2)"
     assert named in two["message"]
     assert "worker-pod-2, the newest, is judged" in two["message"]
-    _sidecar_status(
+    report_containers(
         core, ns, "worker-pod-2", ready=False, state={"waiting": {"reason": "CrashLoopBackOff"}}
     )
     _connected(cluster, ns, "worker", "False", "SidecarNotRunning", says="CrashLoopBackOff")

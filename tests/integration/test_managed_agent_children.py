@@ -22,6 +22,7 @@ from agent_mesh.testing import OperatorProcess
 from tests.support.cluster import Cluster
 from tests.support.namespaces import family, fresh_namespace
 from tests.support.operators import own_operator
+from tests.support.tailnet import report_containers
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.tailscale
@@ -319,22 +320,6 @@ def _agent(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
     return found
 
 
-def _sidecar_status(core: client.CoreV1Api, ns: str, pod: str, **container: Any) -> None:
-    """What the kubelet reports for the pod's containers (the agent's always running)."""
-    statuses = [
-        {
-            "name": "agent",
-            "ready": True,
-            "restartCount": 0,
-            "image": "a",
-            "imageID": "",
-            "state": {"running": {}},
-        },
-        {"name": "tailscale", "restartCount": 0, "image": "t", "imageID": "", **container},
-    ]
-    core.patch_namespaced_pod_status(pod, ns, {"status": {"containerStatuses": statuses}})
-
-
 def test_device_and_sidecar_health_reach_status_endpoint_and_wide_output(
     cluster: Cluster, operated: Operated
 ) -> None:
@@ -370,7 +355,7 @@ def test_device_and_sidecar_health_reach_status_endpoint_and_wide_output(
     }
     wait_for("the ServiceAccount", lambda: _read(core.read_namespaced_service_account, "ident", ns))
     core.create_namespaced_pod(ns, pod)
-    _sidecar_status(core, ns, "ident-0", ready=True, state={"running": {}})
+    report_containers(core, ns, "ident-0", ready=True, state={"running": {}})
 
     def connected(status: str, reason: str) -> dict[str, Any] | None:
         c = _condition(cluster, ns, "ident", "TailnetConnected")
@@ -400,7 +385,7 @@ def test_device_and_sidecar_health_reach_status_endpoint_and_wide_output(
     wait_for("the serve entries by tailnet IP", lambda: "100.64.0.9.tailnet.test:8081" in served())
 
     # the sidecar dies: the Secret keeps its device, the verdict does not
-    _sidecar_status(
+    report_containers(
         core, ns, "ident-0", ready=False, state={"terminated": {"reason": "Error", "exitCode": 1}}
     )
     down = wait_for("TailnetConnected=False", lambda: connected("False", "SidecarNotRunning"))
@@ -409,7 +394,7 @@ def test_device_and_sidecar_health_reach_status_endpoint_and_wide_output(
     assert status["endpoint"] == f"http://ident.{ns}.svc:8081"
     assert status["tailscale"]["dnsName"] == fqdn
 
-    _sidecar_status(core, ns, "ident-0", ready=True, state={"running": {}})
+    report_containers(core, ns, "ident-0", ready=True, state={"running": {}})
     wait_for("TailnetConnected=True again", lambda: connected("True", "TailnetDeviceReady"))
     assert _agent(cluster, ns, "ident")["status"]["endpoint"] == f"http://{fqdn}:8081"
 

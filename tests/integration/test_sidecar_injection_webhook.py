@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.testing import OperatorProcess
 from tests.support.cluster import Cluster
+from tests.support.mesh_api import apply_agent
 from tests.support.namespaces import SESSION, family, fresh_namespace
 from tests.support.operators import own_operator
 from tests.support.waiting import wait_for
@@ -96,27 +96,15 @@ def _service_account(cluster: Cluster, namespace: str, name: str) -> None:
 
 def _meshagent(cluster: Cluster, namespace: str, name: str, *, network: str) -> None:
     with contextlib.suppress(client.ApiException):  # the system namespace's, from a rerun
-        _create_meshagent(cluster, namespace, name, network=network)
-
-
-def _create_meshagent(cluster: Cluster, namespace: str, name: str, *, network: str) -> None:
-    cluster.custom.create_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        "meshagents",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "MeshAgent",
-            "metadata": {"name": name},
-            "spec": {
-                "agentType": "worker",
-                "network": network,
-                "serviceAccountName": ACCOUNT,
-                "port": 8081,
-            },
-        },
-    )
+        apply_agent(
+            cluster,
+            namespace,
+            name,
+            "worker",
+            network=network,
+            serviceAccountName=ACCOUNT,
+            port=8081,
+        )
 
 
 def _pod(name: str, agent: str | None = "worker", account: str = ACCOUNT) -> dict[str, Any]:
