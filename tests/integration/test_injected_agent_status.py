@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,11 @@ from kubernetes import client
 from agent_mesh.api.common import GROUP, VERSION
 from tests.support.cluster import Cluster
 from tests.support.mesh_api import apply_agent
-from tests.support.namespaces import SESSION, family, fresh_namespace
+from tests.support.namespaces import family, fresh_namespace
 from tests.support.operators import own_operator
 from tests.support.tailnet import report_containers
 from tests.support.waiting import wait_for
+from tests.support.webhooks import own_webhook_configuration
 
 pytestmark = pytest.mark.tailscale
 
@@ -53,38 +53,34 @@ class Injecting:
 def injecting(
     cluster: Cluster, crds: object, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Injecting]:
-    configuration = f"amj-{SESSION}-{uuid.uuid4().hex[:6]}.agentmesh.io"
     log: Path = tmp_path_factory.mktemp("injstatus") / "operator.log"
-    env = {**ENV, "AGENT_MESH_WEBHOOK_CONFIGURATION": configuration}
-    admission = client.AdmissionregistrationV1Api(cluster.api)
     core = client.CoreV1Api(cluster.api)
-    try:
-        with (
-            fresh_namespace(cluster, FAMILY) as namespace,
-            own_operator(cluster, log, FAMILY, webhooks=True, extra_env=env),
-        ):
-            with contextlib.suppress(client.ApiException):  # there from an earlier run
-                core.create_namespaced_secret(
-                    SYSTEM,
-                    {
-                        "metadata": {"name": "agent-mesh-tailscale-auth"},
-                        "stringData": {"authkey": "k"},
-                    },
-                )
-            core.create_namespaced_service_account(namespace, {"metadata": {"name": ACCOUNT}})
-            _meshagent(cluster, namespace, "probe")
-            wait_for(
-                "the webhook to inject (the apiserver has its configuration)",
-                lambda: _injects(core, namespace),
+    with (
+        own_webhook_configuration(cluster, "amj") as configuration,
+        fresh_namespace(cluster, FAMILY) as namespace,
+        own_operator(
+            cluster,
+            log,
+            FAMILY,
+            webhooks=True,
+            extra_env={**ENV, "AGENT_MESH_WEBHOOK_CONFIGURATION": configuration},
+        ),
+    ):
+        with contextlib.suppress(client.ApiException):  # there from an earlier run
+            core.create_namespaced_secret(
+                SYSTEM,
+                {
+                    "metadata": {"name": "agent-mesh-tailscale-auth"},
+                    "stringData": {"authkey": "k"},
+                },
             )
-            yield Injecting(namespace, core)
-    finally:
-        for delete in (
-            admission.delete_mutating_webhook_configuration,
-            admission.delete_validating_webhook_configuration,
-        ):
-            with contextlib.suppress(client.ApiException):
-                delete(configuration)
+        core.create_namespaced_service_account(namespace, {"metadata": {"name": ACCOUNT}})
+        _meshagent(cluster, namespace, "probe")
+        wait_for(
+            "the webhook to inject (the apiserver has its configuration)",
+            lambda: _injects(core, namespace),
+        )
+        yield Injecting(namespace, core)
 
 
 def _meshagent(cluster: Cluster, namespace: str, name: str) -> None:

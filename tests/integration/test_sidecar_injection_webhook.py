@@ -24,9 +24,10 @@ from kubernetes import client
 from agent_mesh.testing import OperatorProcess
 from tests.support.cluster import Cluster
 from tests.support.mesh_api import apply_agent
-from tests.support.namespaces import SESSION, family, fresh_namespace
+from tests.support.namespaces import family, fresh_namespace
 from tests.support.operators import own_operator
 from tests.support.waiting import wait_for
+from tests.support.webhooks import own_webhook_configuration
 
 pytestmark = pytest.mark.tailscale
 
@@ -52,31 +53,27 @@ class Injecting:
 def injecting(
     cluster: Cluster, crds: object, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Injecting]:
-    configuration = f"ami-{SESSION}-{uuid.uuid4().hex[:6]}.agentmesh.io"
     log: Path = tmp_path_factory.mktemp("inject") / "operator.log"
-    env = {**TAILNET, "AGENT_MESH_WEBHOOK_CONFIGURATION": configuration}
-    admission = client.AdmissionregistrationV1Api(cluster.api)
-    try:
-        with (
-            fresh_namespace(cluster, FAMILY) as namespace,
-            own_operator(cluster, log, FAMILY, webhooks=True, extra_env=env) as operator,
-        ):
-            _auth_key(cluster)
-            for where in (namespace, SYSTEM):
-                _service_account(cluster, where, ACCOUNT)
-                _meshagent(cluster, where, "worker", network="tailscale")
-            wait_for(
-                "the webhook to inject (the apiserver has its configuration)",
-                lambda: _injects(cluster, namespace),
-            )
-            yield Injecting(operator, namespace, configuration)
-    finally:
-        for delete in (
-            admission.delete_mutating_webhook_configuration,
-            admission.delete_validating_webhook_configuration,
-        ):
-            with contextlib.suppress(client.ApiException):
-                delete(configuration)
+    with (
+        own_webhook_configuration(cluster, "ami") as configuration,
+        fresh_namespace(cluster, FAMILY) as namespace,
+        own_operator(
+            cluster,
+            log,
+            FAMILY,
+            webhooks=True,
+            extra_env={**TAILNET, "AGENT_MESH_WEBHOOK_CONFIGURATION": configuration},
+        ) as operator,
+    ):
+        _auth_key(cluster)
+        for where in (namespace, SYSTEM):
+            _service_account(cluster, where, ACCOUNT)
+            _meshagent(cluster, where, "worker", network="tailscale")
+        wait_for(
+            "the webhook to inject (the apiserver has its configuration)",
+            lambda: _injects(cluster, namespace),
+        )
+        yield Injecting(operator, namespace, configuration)
 
 
 def _auth_key(cluster: Cluster) -> None:

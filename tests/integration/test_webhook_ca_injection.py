@@ -4,7 +4,6 @@ where to call), the operator writes only their caBundle, against the real apiser
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from tests.support.namespaces import SESSION
 from tests.support.operators import start_operator
 from tests.support.tasks import OVERSIZED_PAYLOAD, task_refusal
 from tests.support.waiting import wait_for
+from tests.support.webhooks import own_webhook_configuration
 
 
 def _webhooks(port: int, configuration: str) -> list[dict[str, Any]]:
@@ -48,15 +48,8 @@ def _webhooks(port: int, configuration: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def configuration(cluster: Cluster) -> Iterator[str]:
-    name = f"amc-{SESSION}-{uuid.uuid4().hex[:6]}.agentmesh.io"
-    yield name
-    admission = client.AdmissionregistrationV1Api(cluster.api)
-    for delete in (
-        admission.delete_validating_webhook_configuration,
-        admission.delete_mutating_webhook_configuration,
-    ):
-        with contextlib.suppress(client.ApiException):
-            delete(name)
+    with own_webhook_configuration(cluster, "amc") as name:
+        yield name
 
 
 def test_the_operator_fills_the_ca_bundle_of_a_configuration_it_does_not_own(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,11 @@ from kubernetes import client
 from agent_mesh.api.common import GROUP, VERSION
 from agent_mesh.testing import OperatorProcess, manifest
 from tests.support.cluster import Cluster
-from tests.support.namespaces import SESSION, family
+from tests.support.namespaces import family
 from tests.support.operators import own_operator
 from tests.support.tasks import task_refusal
 from tests.support.waiting import wait_for
+from tests.support.webhooks import own_webhook_configuration
 
 
 def _task(name: str, payload: Any) -> dict[str, Any]:
@@ -86,16 +86,8 @@ def _registered_at(cluster: Cluster, configuration: str) -> str | None:
 
 @pytest.fixture
 def configuration(cluster: Cluster) -> Any:
-    name = f"amw-{SESSION}-{uuid.uuid4().hex[:6]}.agentmesh.io"
-    yield name
-    # whatever the test did, no webhook of its own may outlive it
-    admission = client.AdmissionregistrationV1Api(cluster.api)
-    for delete in (
-        admission.delete_validating_webhook_configuration,
-        admission.delete_mutating_webhook_configuration,
-    ):
-        with contextlib.suppress(client.ApiException):
-            delete(name)
+    with own_webhook_configuration(cluster, "amw") as name:
+        yield name
 
 
 def test_a_meshtask_update_that_grows_the_payload_is_refused(
