@@ -179,7 +179,15 @@ def test_a_labelled_pod_gets_exactly_one_sidecar_field_by_field(
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert volumes["tailscale-tmp"]["emptyDir"] == {}
     assert volumes["tailscale-serve"]["configMap"]["name"] == "worker-tailscale-serve"
-    assert {m["name"] for m in sidecar["volumeMounts"]} == {"tailscale-tmp", "tailscale-serve"}
+    # the sidecar's own ServiceAccount credentials: it reads and writes its state Secret
+    # even in a pod that mounts no token for its other containers
+    sources = volumes["tailscale-kube-api"]["projected"]["sources"]
+    assert sources[0]["serviceAccountToken"]["path"] == "token"
+    assert {m["name"] for m in sidecar["volumeMounts"]} == {
+        "tailscale-tmp",
+        "tailscale-serve",
+        "tailscale-kube-api",
+    }
     assert containers[0] == {**containers[0], "name": "agent", "image": "localhost/agent-mesh:test"}
     assert pod["spec"]["serviceAccountName"] == ACCOUNT  # never changed behind your back
 
