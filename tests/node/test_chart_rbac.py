@@ -84,7 +84,7 @@ RULES = [
     Rule("watched", 13, "events get"),
 ]
 _TAILNET_ONLY = (
-    "; the proof's managed agent is a direct one (the node has no tailnet), and "
+    "; the proof's managed agent is a direct one (the proof starts no tailnet), and "
     "tests/integration/test_managed_agent_children.py covers the tailscale children against "
     "the apiserver"
 )
