@@ -346,7 +346,7 @@ def _run_chart(*, once: bool, samples_dir: Path, timeout: float, image: str | No
         kubectl = DemoKubectl(binary, kubeconfig)
         helm = ensure_helm(say=say)
 
-        for namespace in (OPERATOR_NAMESPACE, NAMESPACE):  # before the operator: kopf lists once
+        for namespace in (OPERATOR_NAMESPACE, NAMESPACE):  # before the operator: served at once
             kubectl("create", "namespace", namespace, check=False)
         stack.callback(_delete_namespaces, kubectl)
         values = demo_chart.helm_values(image, NAMESPACE, pull_policy)
