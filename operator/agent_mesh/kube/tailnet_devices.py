@@ -26,6 +26,8 @@ from agent_mesh.tailscale.device import Device, SidecarState, device_from_secret
 from agent_mesh.tailscale.injected_pod import injected_sidecar_state
 
 TTL: Final = dt.timedelta(seconds=30)
+_READS: Final = 3
+"""Reads of one agent's state before giving up on one no watch event overtook."""
 
 
 def pod_name(agent_name: str) -> str:
@@ -67,11 +69,14 @@ class DeviceCache:
         self._core = client.CoreV1Api(api)
         self._clock = clock
         self._seen: dict[tuple[str, str], _Seen] = {}
+        self._events: dict[tuple[str, str], int] = {}
+        """Watch events per agent: a read that an event overtook is stale and not kept."""
 
     def notice_secret(
         self, namespace: str, agent_name: str, data: Mapping[str, str] | None
     ) -> None:
         """A watch event on the state Secret (None: deleted)."""
+        self._overtake((namespace, agent_name))
         seen = self._seen.get((namespace, agent_name))
         if seen is not None:
             seen.secret = data
@@ -87,6 +92,7 @@ class DeviceCache:
     ) -> None:
         """A watch event on a pod of the agent (None: deleted): the managed pod, or
         (`injected`) one labelled for an agent without a workload."""
+        self._overtake((namespace, agent_name))
         seen = self._seen.get((namespace, agent_name))
         if seen is None or seen.injected != injected:
             return
@@ -97,6 +103,10 @@ class DeviceCache:
 
     def forget(self, namespace: str, agent_name: str) -> None:
         self._seen.pop((namespace, agent_name), None)
+        self._events.pop((namespace, agent_name), None)
+
+    def _overtake(self, key: tuple[str, str]) -> None:
+        self._events[key] = self._events.get(key, 0) + 1
 
     async def get(
         self, namespace: str, agent_name: str
@@ -124,7 +134,10 @@ class DeviceCache:
         key = (namespace, agent_name)
         seen = self._seen.get(key)
         now = self._clock.now()
-        if seen is None or seen.injected != injected or now - seen.read_at >= TTL:
+        if seen is not None and seen.injected == injected and now - seen.read_at < TTL:
+            return seen
+        for _ in range(_READS):
+            events = self._events.get(key, 0)
             secret = await self._read(
                 self._core.read_namespaced_secret, sidecar.state_secret_name(agent_name), namespace
             )
@@ -133,9 +146,13 @@ class DeviceCache:
                 if injected
                 else await self._managed_pod(namespace, agent_name)
             )
-            seen = _Seen(secret.get("data") if secret else None, pods, injected, now)
-            self._seen[key] = seen
-        return seen
+            read = _Seen(secret.get("data") if secret else None, pods, injected, now)
+            if self._events.get(key, 0) == events:
+                self._seen[key] = read  # no watch event came while reading: current
+                return read
+            # a watch event overtook the read (the sidecar just changed): read again, or
+            # answer without caching; the event's own refresh reads after it
+        return read
 
     async def _managed_pod(self, namespace: str, agent_name: str) -> dict[str, Mapping[str, Any]]:
         name = pod_name(agent_name)
