@@ -73,10 +73,13 @@ def test_a_killed_test_run_leaves_no_control_plane_behind(tmp_path: Path) -> Non
         "plane = ControlPlane(ensure_binaries(), pathlib.Path(sys.argv[1]))\n"
         "plane.start()\n"
         "print('ready', flush=True)\n"
-        "time.sleep(600)\n"
+        "sys.stdin.read()\n"
     )
     parent = subprocess.Popen(
-        [sys.executable, "-c", script, str(tmp_path / "plane")], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", script, str(tmp_path / "plane")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert parent.stdout is not None
@@ -87,7 +90,7 @@ def test_a_killed_test_run_leaves_no_control_plane_behind(tmp_path: Path) -> Non
         parent.kill()  # its children follow it (the behaviour under test)
         raise
     parent.send_signal(signal.SIGKILL)  # no cleanup code runs
-    parent.wait()
+    parent.communicate()  # reaps it and closes its pipes
     wait_for(
         "etcd and the apiserver to die with their parent",
         lambda: not any(alive(pid) for pid in children),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 
 from agent_mesh.devcluster import node as devnode
 from agent_mesh.devcluster import processes
+from tests.support.processes import idle_process
 from tests.support.waiting import wait_for
 
 
@@ -79,11 +79,9 @@ def torn_down(monkeypatch: pytest.MonkeyPatch) -> list[devnode.Record]:
 
 
 def _dead_owner() -> tuple[int, int]:
-    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    started = processes.start_time(owner.pid)
+    with idle_process() as owner:
+        started = processes.start_time(owner.pid)
     assert started is not None
-    owner.kill()
-    owner.wait()
     return owner.pid, started
 
 
@@ -123,17 +121,13 @@ def test_a_node_whose_owner_still_runs_is_refused(
     stand: Stand, torn_down: list[devnode.Record]
 ) -> None:
     stand.start("kubelet")
-    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    try:
+    with idle_process() as owner:
         record = stand.record(owner=owner.pid, owner_started=processes.start_time(owner.pid))
         with pytest.raises(devnode.NodeBusy, match=r"not by `dev up`.*stop its owner first"):
             devnode.reclaim_or_refuse(record.directory, say=lambda _: None)
         # a pid the owner had, reused by another process, is not the owner
         record.owner_start_time = (record.owner_start_time or 0) - 1
         assert not record.owner_alive()
-    finally:
-        owner.kill()
-        owner.wait()
     assert stand.running() == ["kubelet"] and torn_down == []
 
 

@@ -399,6 +399,41 @@ def test_device_and_sidecar_health_reach_status_endpoint_and_wide_output(
     assert _agent(cluster, ns, "ident")["status"]["endpoint"] == f"http://{fqdn}:8081"
 
 
+def test_a_device_up_before_its_agent_registers_gets_serve_entries_by_tailnet_ip(
+    cluster: Cluster, operated: Operated
+) -> None:
+    """The device is in the state Secret by the time registration reads it (a sidecar
+    quicker than the operator, or IPs changed while the operator was down): the status
+    and the serve configuration both follow it, not just the status."""
+    ns = operated.namespace
+    core = client.CoreV1Api(cluster.api)
+    fqdn = f"agent-mesh-{ns}-early.tailnet.test"
+    device = {
+        "device_id": "nodeid-7",
+        "device_fqdn": f"{fqdn}.",
+        "device_ips": json.dumps(["100.64.0.7"]),
+    }
+    core.create_namespaced_secret(
+        ns,
+        {
+            "metadata": {"name": "early-tailscale"},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in device.items()},
+        },
+    )
+    _create(cluster, ns, "early", network="tailscale", port=8081, workload={"spec": POD})
+    wait_for(
+        "status.tailscale from the device",
+        lambda: (_agent(cluster, ns, "early").get("status") or {}).get("tailscale"),
+    )
+
+    def served() -> dict[str, Any]:
+        config = core.read_namespaced_config_map("early-tailscale-serve", ns)
+        web: dict[str, Any] = json.loads(config.data["serve.json"])["Web"]
+        return web
+
+    wait_for("the serve entry by tailnet IP", lambda: "100.64.0.7.tailnet.test:8081" in served())
+
+
 def test_auth_key_is_copied_into_the_agent_namespace_and_follows_its_source(
     cluster: Cluster, operated: Operated
 ) -> None:

@@ -2,7 +2,8 @@
 starts observing namespaces. kopf lists the namespaces, then starts a watch that lists
 them again; it dropped a namespace created between the two listings, and the operator
 never served it (agent_mesh.runtime.namespace_observation). The gap lasts one apiserver
-round trip, longer on a loaded machine; here a seam holds it open a few seconds."""
+round trip, longer on a loaded machine; here a seam holds it open until the test has
+created the namespace."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from tests.support.waiting import wait_for
 WATCH_FAMILY = family("amw")
 
 GAP_SEAM = '''
-"""Hold kopf's namespace watch for a few seconds after its first listing (test seam)."""
+"""Hold kopf's namespace watch after its first listing until the test says go (seam)."""
 import asyncio
 from pathlib import Path
 from kopf._core.reactor import queueing
@@ -31,7 +32,11 @@ _watcher = queueing.watcher
 async def watcher(*, resource, **kwargs):
     if resource.plural == "namespaces":
         Path({marker!r}).write_text("listed")
-        await asyncio.sleep(4)
+        go = Path({go!r})
+        for _ in range(1200):  # at most a minute, so a broken test cannot hang the operator
+            if go.exists():
+                break
+            await asyncio.sleep(0.05)
     return await _watcher(resource=resource, **kwargs)
 
 queueing.watcher = watcher
@@ -48,9 +53,9 @@ def served(cluster: Cluster, namespace: str) -> bool:
 def test_a_namespace_created_between_kopfs_namespace_listings_is_served(
     cluster: Cluster, crds: object, tmp_path: Path
 ) -> None:
-    site, marker = tmp_path / "site", tmp_path / "listed"
+    site, marker, go = tmp_path / "site", tmp_path / "listed", tmp_path / "go"
     site.mkdir()
-    (site / "sitecustomize.py").write_text(GAP_SEAM.format(marker=str(marker)))
+    (site / "sitecustomize.py").write_text(GAP_SEAM.format(marker=str(marker), go=str(go)))
     path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
     created: list[str] = []
     try:
@@ -60,6 +65,7 @@ def test_a_namespace_created_between_kopfs_namespace_listings_is_served(
             wait_for("kopf's first namespace listing", marker.exists)
             created.append(ensure_namespace(cluster, f"{WATCH_FAMILY}between"))
             apply_agent(cluster, created[-1], "probe", "worker")
+            go.write_text("go")  # the namespace exists: let kopf's watch list again
             wait_for("the MeshAgent registered", lambda: served(cluster, created[-1]), timeout=60)
             # and one created once the watch runs, as any later namespace is
             created.append(ensure_namespace(cluster, f"{WATCH_FAMILY}after"))

@@ -112,8 +112,10 @@ async def test_400_is_not_retried(serve: Callable[[Handler], Awaitable[str]]) ->
 async def test_timeout_is_reported_as_a_timeout_and_not_retried(
     serve: Callable[[Handler], Awaitable[str]],
 ) -> None:
+    timed_out = asyncio.Event()
+
     async def hang(_: web.Request) -> web.Response:
-        await asyncio.sleep(5)
+        await timed_out.wait()  # answers only after the client gave up
         return web.Response()
 
     sleep = RecordedSleep()
@@ -121,6 +123,7 @@ async def test_timeout_is_reported_as_a_timeout_and_not_retried(
     try:
         delivery = await transport.send(await serve(hang), request())
     finally:
+        timed_out.set()
         await transport.close()
     assert delivery.outcome is Outcome.TIMEOUT
     assert delivery.attempts == 1

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.node.conftest import NodeHolder
+from tests.support.processes import idle_process
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.node_lifecycle
@@ -48,7 +49,7 @@ def test_dev_up_fails_loudly_while_another_node_runs(
 
 
 _HARD_KILLED_NODE = """
-import pathlib, sys, time
+import pathlib, sys
 from agent_mesh.devcluster import ensure_binaries
 from agent_mesh.devcluster import node as devnode
 node = devnode.prepare(ensure_binaries(), pathlib.Path(sys.argv[1]))
@@ -58,7 +59,7 @@ node.kubectl("run", "sleeper", f"--image={image}", "--image-pull-policy=Never",
              "--command", "--", "sleep", "3600")
 node.kubectl("wait", "--for=condition=Ready", "pod/sleeper", "--timeout=90s")
 print("ready", flush=True)
-time.sleep(600)
+sys.stdin.read()  # until the test kills it (or dies)
 """
 
 
@@ -77,6 +78,7 @@ def test_dev_up_reclaims_a_node_killed_hard_and_dev_down_leaves_nothing(
     # cgroups, the bridge and the rules stay behind.
     owner = subprocess.Popen(
         [sys.executable, "-c", _HARD_KILLED_NODE, str(tmp_path / "killed")],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -88,6 +90,7 @@ def test_dev_up_reclaims_a_node_killed_hard_and_dev_down_leaves_nothing(
         raise
     owner.send_signal(signal.SIGKILL)
     owner.wait()
+    owner.communicate()  # closes its pipes
     assert network.link_exists(network.BRIDGE), "the killed node left no bridge to reclaim"
     assert hoststate.node_cgroups(), "the killed node left no pod behind to reclaim"
 
@@ -135,10 +138,8 @@ def test_dev_up_reclaims_a_test_runs_node_whose_owner_died(
     record = devnode.Record.load(devnode.node_dir())
     assert record is not None and record.live_components() and not record.detached
     assert not record.orphaned()  # its owner, this test run, lives
-    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    started = processes.start_time(owner.pid)
-    owner.kill()
-    owner.wait()
+    with idle_process() as owner:
+        started = processes.start_time(owner.pid)
     record.owner_pid, record.owner_start_time = owner.pid, started
     record.save()
     assert record.orphaned()

@@ -14,10 +14,11 @@ import pytest
 from agent_mesh.api.meshagent import agent_record
 from agent_mesh.api.meshagent_status import tailnet_conditions
 from agent_mesh.config import OperatorConfig
-from agent_mesh.controllers.tailnet import identity_changes
+from agent_mesh.controllers.tailnet import identity_changes, with_new_ips
 from agent_mesh.domain.discovery import endpoint_class, resolve_endpoint
 from agent_mesh.domain.egress import EgressClass
 from agent_mesh.tailscale.device import Device, SidecarState, device_from_secret, sidecar_state
+from agent_mesh.workloads.objects import build
 from agent_mesh.workloads.tailnet import observe, tailnet_endpoint, tailscale_status
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -218,3 +219,26 @@ def test_status_endpoint_is_the_tailnet_url_only_when_the_operator_can_dial_it(
     connected_before = {**body, "status": {**body["status"], "endpoint": f"http://{FQDN}:8081"}}
     back = identity_changes(connected_before, dead, [], config)
     assert back["endpoint"] == "http://summ.prod.svc:8081"
+
+
+def test_children_follow_new_tailnet_ips_and_only_new_ones() -> None:
+    """What the serve configuration is built from when the status is about to change: the
+    MeshAgent with its new IPs (an entry per IP); nothing when the IPs stay."""
+    config = OperatorConfig(tailscale_tailnet_domain="tailnet.test")
+    seen = observe(FQDN, device_from_secret(_secret()), sidecar_state(RUNNING_READY))
+    first = _meshagent(None, dns_name=None)
+    changes = identity_changes(first, seen, _conditions(seen, generation=1), config)
+    following = with_new_ips(first, changes)
+    assert following is not None
+    objects = build(following, default_network="direct", tailscale=config.sidecar_settings())
+    assert objects.serve_config is not None
+    served = json.loads(objects.serve_config["data"]["serve.json"])["Web"]
+    assert f"{IPS[0]}.tailnet.test:8081" in served and f"[{IPS[1]}.tailnet.test]:8081" in served
+    assert first["status"].get("tailscale") is None  # the MeshAgent given is left as it was
+    unchanged = _meshagent("True")
+    assert with_new_ips(unchanged, identity_changes(unchanged, seen, [], config)) is None
+    moved = {**changes["tailscale"], "ips": ["100.64.0.8"]}
+    assert with_new_ips(unchanged, {"tailscale": moved}) == {
+        **unchanged,
+        "status": {**unchanged["status"], "tailscale": moved},
+    }

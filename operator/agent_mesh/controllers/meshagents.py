@@ -25,6 +25,7 @@ from agent_mesh.controllers.tailnet import (
     injected_on_tailnet,
     observation,
     on_tailnet,
+    with_new_ips,
 )
 from agent_mesh.controllers.workloads import apply_children
 from agent_mesh.domain.agents import AgentRecord
@@ -122,6 +123,9 @@ async def register(
         changes["conditions"] = tailnet
     if seen is not None:
         changes.update(identity_changes(body, seen, tailnet, config))
+        following = with_new_ips(body, changes)
+        if following is not None:  # a device that came up while the children were applied
+            await apply_children(runtime, config, following)
     if spec.get("endpoint") and not status.get("credential"):
         old = changes.get("conditions", list(status.get("conditions") or []))
         try:

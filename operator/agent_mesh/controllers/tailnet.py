@@ -5,8 +5,9 @@ managed agent's pod `<name>-0`, or of an injected agent's pod labelled
 
 Refreshed when the state Secret or the agent's pod changes (watch events), and every 30 s
 by one operator-wide loop (never a kopf timer: that would put a finalizer on every
-MeshAgent) from the device cache (kube/tailnet_devices.py, 30 s TTL). When the device's IPs change,
-the children are re-applied: the serve configuration has an entry per tailnet IP.
+MeshAgent) from the device cache (kube/tailnet_devices.py, 30 s TTL). When the device's IPs
+change, the children are re-applied before the status says so (`with_new_ips`): the serve
+configuration has an entry per tailnet IP.
 """
 
 from __future__ import annotations
@@ -122,6 +123,20 @@ def identity_changes(
     return changes
 
 
+def with_new_ips(meshagent: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The MeshAgent as it will be once `changes` are in its status, when they change its
+    tailnet IPs; None when they do not. Its children are applied from this before the
+    status is written (the serve configuration has an entry per tailnet IP): a status
+    written first would leave them on the old IPs for good if the apply then failed, since
+    every later pass finds the IPs unchanged."""
+    status = meshagent.get("status") or {}
+    if "tailscale" not in changes or changes["tailscale"]["ips"] == (
+        (status.get("tailscale") or {}).get("ips")
+    ):
+        return None
+    return {**meshagent, "status": {**status, "tailscale": changes["tailscale"]}}
+
+
 def _was_tailnet(status: Mapping[str, Any], port: int) -> bool:
     """Whether status.endpoint is the MagicDNS URL of the device in status.tailscale."""
     shown = (status.get("tailscale") or {}).get("dnsName")
@@ -170,19 +185,18 @@ async def refresh(
             changes["conditions"] = conditions
         if not changes:
             return
+        following = with_new_ips(current, changes)
+        if following is not None:
+            await workloads.reconcile(
+                runtime.api,
+                following,
+                default_network=config.default_network,
+                tailscale=config.sidecar_settings(),
+            )
         result, answer = await writer.patch_status(
             meta["namespace"], meta["name"], changes, meta.get("resourceVersion")
         )
-        if result is WriteResult.WRITTEN and answer is not None:
-            if "tailscale" in changes and changes["tailscale"]["ips"] != (
-                (status.get("tailscale") or {}).get("ips")
-            ):
-                await workloads.reconcile(
-                    runtime.api,
-                    answer,
-                    default_network=config.default_network,
-                    tailscale=config.sidecar_settings(),
-                )
+        if result is WriteResult.WRITTEN:
             return
         current = answer
 
