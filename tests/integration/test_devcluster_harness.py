@@ -66,6 +66,55 @@ def test_dev_up_without_a_node_status_kubeconfig_down(tmp_path: Path) -> None:
     assert _mesh("dev", "kubeconfig", env=env).returncode == 1
 
 
+_INTERRUPTED_RUN = """
+import pathlib, sys
+from kubernetes import client, config
+from agent_mesh.devcluster import ControlPlane, ensure_binaries
+plane = ControlPlane(ensure_binaries(), pathlib.Path(sys.argv[1]))
+plane.start()
+try:
+    print("ready", flush=True)
+    sys.stdin.read()
+except KeyboardInterrupt:  # a test run's teardown: it needs the cluster
+    api = config.new_client_from_config(str(plane.kubeconfig))
+    try:
+        client.CoreV1Api(api).list_namespace(_request_timeout=10)
+        print("the cluster answered the teardown", flush=True)
+    except Exception as error:
+        print(f"the teardown failed: {error!r}", flush=True)
+finally:
+    plane.stop()
+"""
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as a terminal starts it, even under nohup
+
+
+def test_ctrl_c_reaches_the_test_run_not_its_control_plane(tmp_path: Path) -> None:
+    """Ctrl-C signals the terminal's whole process group. Were etcd and the apiserver in
+    it, they would stop at that moment and the run's teardown would hang on them."""
+    run = subprocess.Popen(
+        [sys.executable, "-c", _INTERRUPTED_RUN, str(tmp_path / "plane")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # the run's own process group, as a terminal gives it
+        preexec_fn=_default_sigint,
+    )
+    try:
+        assert run.stdout is not None
+        assert run.stdout.readline().strip() == "ready"
+        os.killpg(run.pid, signal.SIGINT)  # Ctrl-C
+        said, _ = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert "the cluster answered the teardown" in said, said
+    wait_for("the plane stopped by the run", lambda: not processes_under(tmp_path), timeout=20)
+
+
 def test_a_killed_test_run_leaves_no_control_plane_behind(tmp_path: Path) -> None:
     script = (
         "import sys, time, pathlib\n"

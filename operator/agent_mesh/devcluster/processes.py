@@ -1,8 +1,12 @@
 """Child processes of the control plane: started with a death signal, stopped by pid.
 
 A plane started for tests dies with the process that started it (PR_SET_PDEATHSIG), so an
-interrupted or killed test run leaves no orphans. A plane started by `dev up` is detached
-and stopped later by `dev down`, which checks a pid still runs our binary before signalling.
+interrupted or killed test run leaves no orphans. Every child gets a session of its own, so
+a Ctrl-C in the terminal reaches only the process that started it, which then cleans up
+against a cluster that still runs (in the terminal's process group, etcd would stop at the
+same moment and every teardown call would hang on the apiserver). A plane started by
+`dev up` is detached and stopped later by `dev down`, which checks a pid still runs our
+binary before signalling.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ def spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
-            start_new_session=detached,
+            start_new_session=True,
             preexec_fn=None if detached else _die_with_parent,
         )
     finally:
