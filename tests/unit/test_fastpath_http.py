@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
@@ -28,9 +28,11 @@ from agent_mesh.domain.agents import AgentRecord, AgentRegistry
 from agent_mesh.domain.clock import SystemClock
 from agent_mesh.domain.egress import EgressPolicy
 from agent_mesh.domain.health import HealthStatus
+from agent_mesh.domain.tasks import TaskPhase, TaskState
 from agent_mesh.mesh.callbacks import CallbackNotifier
 from agent_mesh.mesh.fastpath import FastPath
 from agent_mesh.mesh.task_results import ResultStore
+from agent_mesh.mesh.task_wire import parse_submission
 from agent_mesh.transport.egress import EgressGuard
 from tests.support.memory_mesh import fast_path_served, memory_authority
 from tests.support.stand_ins import serving
@@ -276,6 +278,49 @@ async def test_unknown_task_is_404(mesh: Mesh) -> None:
     status, body = await mesh.get("boss", "f" * 32)
     assert status == 404
     assert body["error"]["field"] == "id"
+
+
+class _EndingCoordinator:
+    """What the fast path asks of its coordinator, with the end of a task in the test's
+    hands: the task is gone from it the moment its future resolves, as the real one
+    forgets an in-memory task in the same step."""
+
+    def __init__(self) -> None:
+        self.clock = SystemClock()
+        self.tracked: dict[str, tuple[TaskState, asyncio.Future[TaskState]]] = {}
+
+    async def submit(self, state: TaskState) -> asyncio.Future[TaskState]:
+        self.tracked[state.key] = (state, asyncio.get_running_loop().create_future())
+        return self.tracked[state.key][1]
+
+    def get(self, key: str) -> TaskState | None:
+        return self.tracked[key][0] if key in self.tracked else None
+
+    def complete(self, key: str, result: Any) -> None:
+        state, ended = self.tracked.pop(key)
+        state.phase, state.result = TaskPhase.COMPLETED, result
+        ended.set_result(state)
+
+
+async def test_a_task_read_back_the_moment_it_ends_is_found_with_its_result() -> None:
+    """Between the end of a task (gone from the coordinator) and the loop keeping its
+    answer, a read used to answer 404 "no task" (a client polling GET /v1/tasks/{id}
+    under load saw it)."""
+    coordinator = _EndingCoordinator()
+    fast = FastPath(cast(Coordinator, coordinator))
+    body = {"tasks": [_task(payload="a")], "wait": False}
+    [ticket] = await fast.submit(parse_submission(body, 100), NS, "boss")
+    coordinator.complete(ticket.key, "a")
+    found = await fast.find(ticket.key)  # no await suspends in between: the gap itself
+    assert found is not None
+    assert (found.namespace, found.answer["phase"], found.answer["result"]) == (
+        NS,
+        "Completed",
+        "a",
+    )
+    await asyncio.sleep(0)  # the loop keeps the answer: found the same way after
+    kept = await fast.find(ticket.key)
+    assert kept is not None and json.loads(kept.answer)["result"] == "a"
 
 
 async def test_a_monitor_cannot_submit_but_can_read(mesh: Mesh) -> None:

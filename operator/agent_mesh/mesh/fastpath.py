@@ -272,6 +272,12 @@ class FastPath:
         kept = self.results.get(key)
         if kept is not None:
             return Found(kept.namespace, kept.answer)
+        ended = self._live.get(key)
+        if ended is not None and ended.done() and not ended.cancelled():
+            # ended, and gone from the coordinator, but its answer is kept only once the
+            # loop runs the future's callback (_ended): answer from the future meanwhile
+            state = ended.result()
+            return Found(state.namespace, answer_of(state))
         where = self._durable.get(key)
         if where is None or self.meshtasks is None:
             return None
