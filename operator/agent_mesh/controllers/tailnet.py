@@ -25,6 +25,7 @@ from agent_mesh.api.meshagent import MeshAgentCondition, MeshAgentReason, Networ
 from agent_mesh.api.meshagent_status import tailnet_conditions
 from agent_mesh.config import OperatorConfig
 from agent_mesh.controllers.services import MeshServices
+from agent_mesh.controllers.workloads import apply_children
 from agent_mesh.domain.agents import AGENT_LABEL, DEFAULT_PORT
 from agent_mesh.domain.conditions import get_condition
 from agent_mesh.domain.discovery import resolve_endpoint
@@ -187,12 +188,7 @@ async def refresh(
             return
         following = with_new_ips(current, changes)
         if following is not None:
-            await workloads.reconcile(
-                runtime.api,
-                following,
-                default_network=config.default_network,
-                tailscale=config.sidecar_settings(),
-            )
+            await apply_children(runtime, config, following)
         result, answer = await writer.patch_status(
             meta["namespace"], meta["name"], changes, meta.get("resourceVersion")
         )
